@@ -1,0 +1,36 @@
+# Every target uses the project's own virtualenv, whatever the environment
+# says: `:=` cannot be overridden by an exported VENV or PY.
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PYTHON3 := $(shell command -v python3)
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test test-mm3 bench lint docs clean
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+## make run: the example service on http://127.0.0.1:8888 with a worker
+run: $(STAMP)
+	cd examples && $(PY) -m flask --app app spacewalk serve --bind 127.0.0.1:8888 --workers 1
+
+## make test: the whole suite, then the marshmallow 3 environment
+test: $(STAMP)
+	$(PY) -m pytest
+	$(MAKE) test-mm3
+
+test-mm3: $(STAMP)
+	$(VENV)/bin/tox -e mm3
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check flask_spacewalk tests examples benchmarks
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) .tox build *.egg-info instance examples/instance

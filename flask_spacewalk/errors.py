@@ -1,0 +1,127 @@
+"""The exception hierarchy of flask-spacewalk.
+
+Everything raised on purpose derives from :class:`SpacewalkError`. The
+runtime and backend errors carry no Flask; the HTTP layer maps them to the
+one JSON error shape (see :mod:`flask_spacewalk.views`).
+"""
+from __future__ import annotations
+
+
+class SpacewalkError(Exception):
+    """Base class of every error raised by flask-spacewalk."""
+
+
+class ConfigurationError(SpacewalkError):
+    """A bad setting, URL or job tree, found at start-up."""
+
+
+# -- datastore ---------------------------------------------------------------
+
+
+class DatastoreError(SpacewalkError):
+    """Base class of the datastore's errors."""
+
+
+class CasMismatch(DatastoreError):
+    """A compare-and-swap write was given a stale ``cas``.
+
+    This is a datastore's ``casException``.
+    """
+
+
+class DocumentLocked(DatastoreError):
+    """The document is locked by another writer (``lockedException``)."""
+
+
+class DocumentExists(DatastoreError):
+    """``create()`` found the key already there (``existsException``)."""
+
+
+class DocumentNotFound(DatastoreError):
+    """``update()`` or a compare-and-swap write found no such key."""
+
+
+class DatastoreUnavailable(DatastoreError):
+    """The datastore cannot be reached (refused, timed out, locked too long)."""
+
+
+# -- queue -------------------------------------------------------------------
+
+
+class QueueError(SpacewalkError):
+    """Base class of the queue's errors."""
+
+
+class EntryNotReserved(QueueError):
+    """The entry is no longer reserved by this holder.
+
+    Its lease ran out (and another worker may hold it now) or it was deleted.
+    """
+
+
+class QueueUnavailable(QueueError):
+    """The queue cannot be reached."""
+
+
+# -- jobs --------------------------------------------------------------------
+
+
+class JobError(SpacewalkError):
+    """Base class of the errors about stored jobs."""
+
+
+class JobNotFound(JobError):
+    """No job document is stored under that uuid."""
+
+
+class UnknownJobType(JobError):
+    """A stored job names a ``jobType`` that no registered class handles."""
+
+
+class InvalidJobDocument(JobError):
+    """A stored job document cannot be loaded by its class's schema."""
+
+
+class JobUpdateConflict(JobError):
+    """A change could not be saved: too many compare-and-swap conflicts."""
+
+
+class DuplicateJobType(ConfigurationError):
+    """Two job classes claim one ``JOB_TYPE``."""
+
+
+class JobModuleImportError(ConfigurationError):
+    """A job module failed to import, or ``modules_dir`` names nothing."""
+
+
+class JobTreeError(ConfigurationError):
+    """The job classes do not form a valid tree.
+
+    :param problems: one line each; the message lists them all, so that
+        they can be fixed in one go.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        lines = "".join(f"\n  - {problem}" for problem in self.problems)
+        plural = "s" if count != 1 else ""
+        super().__init__(f"the job tree has {count} problem{plural}:{lines}")
+
+    def __reduce__(self) -> tuple[type[JobTreeError], tuple[list[str]]]:
+        return type(self), (self.problems,)
+
+
+# -- POST parameters ---------------------------------------------------------
+
+
+class ParamsInvalid(SpacewalkError):
+    """A POST body does not fit the leaf's Params (answered with 422).
+
+    :param errors: lists of messages keyed by field (data key), or by
+        ``"_schema"`` for what concerns the body as a whole.
+    """
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors

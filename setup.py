@@ -1,0 +1,50 @@
+from setuptools import find_packages, setup
+
+with open("README.rst", encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="flask-spacewalk",
+    version="0.1.0",
+    description=(
+        "A Flask extension that turns job classes into a discoverable, "
+        "self-documenting REST API, with a ZeroG-compatible job runtime."
+    ),
+    long_description=long_description,
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["flask_spacewalk", "flask_spacewalk.*"]),
+    package_data={"flask_spacewalk": ["py.typed"]},
+    install_requires=[
+        # the web layer: blueprint, config, CLI (click comes with it)
+        "flask>=2.3",
+        # job parameters and the stored job document
+        "marshmallow>=3.18",
+        # Params -> draft-07 JSON Schema for post-schema
+        "marshmallow-jsonschema>=0.13",
+        # POST bodies are checked against the published JSON Schema
+        "jsonschema>=4.0",
+        # the OpenAPI document
+        "apispec>=6.0",
+        # the web server of `flask spacewalk serve` and `make run`
+        "gunicorn>=21.2",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "hypothesis>=6",
+            "requests>=2.28",
+        ],
+        "dev": ["tox>=4", "mypy>=1.5", "ruff>=0.4"],
+    },
+    entry_points={
+        "console_scripts": ["spacewalk-worker=flask_spacewalk.worker:main"],
+    },
+    classifiers=[
+        "Framework :: Flask",
+        "Programming Language :: Python :: 3",
+        "Typing :: Typed",
+    ],
+)
