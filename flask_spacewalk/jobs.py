@@ -1,0 +1,121 @@
+"""``BaseJob``: the Spacewalk layer over the runtime job.
+
+A job class names itself with ``NAME`` and ``DESCRIPTION`` and places itself
+in the tree with ``BRANCH_NAME`` (a branch: groups jobs, never runs) or
+``LEAF_NAME`` (a leaf: a job that runs). Only names set in the class's own
+body count, so a class that sets neither is transparent. For a leaf,
+``JOB_TYPE`` and the persisted ``SCHEMA`` (``BASE_SCHEMA`` + ``Params``) are
+derived when the class is defined.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, ClassVar
+
+from marshmallow import Schema, missing
+
+from .runtime.job import DOCUMENT_FIELDS, BaseJobSchema, RuntimeJob
+
+__all__ = ["BaseJob", "BaseJobSchema"]
+
+
+#: Numbers classes in creation order, which is the tree's listing order.
+_definition_counter = itertools.count()
+
+
+def own_name(cls: type, attribute: str) -> str | None:
+    """``attribute`` when set in ``cls``'s own body, else ``None``."""
+    value = cls.__dict__.get(attribute)
+    return value if isinstance(value, str) else None
+
+
+def _load_default(field: Any) -> Any:
+    # ``load_default`` since marshmallow 3.13; ``missing`` before.
+    return getattr(field, "load_default", missing)
+
+
+class BaseJob(RuntimeJob):
+    """Derive your root job class from this one.
+
+    Class attributes:
+
+    - ``NAME``, ``DESCRIPTION``: shown in the API.
+    - ``BRANCH_NAME`` or ``LEAF_NAME``: where the class sits in the tree.
+    - ``Params``: the marshmallow schema of the POST parameters (leaves).
+    - ``BASE_SCHEMA``: persisted fields beyond the parameters; derive it
+      from :class:`BaseJobSchema`.
+
+    After ``__init__``, each ``Params`` field that was given, or that has a
+    load default, is an attribute of the job.
+    """
+
+    NAME: ClassVar[str] = ""
+    DESCRIPTION: ClassVar[str] = ""
+    BRANCH_NAME: ClassVar[str | None] = None
+    LEAF_NAME: ClassVar[str | None] = None
+
+    BASE_SCHEMA: ClassVar[type[Schema]] = BaseJobSchema
+
+    class Params(Schema):
+        """No parameters."""
+
+    #: ``(attribute, load default)`` of every Params field, set per leaf.
+    _param_defaults: ClassVar[tuple[tuple[str, Any], ...]] = ()
+    _definition_index: ClassVar[int] = -1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._definition_index = next(_definition_counter)
+        leaf_name = own_name(cls, "LEAF_NAME")
+        if leaf_name is None:
+            return
+        branch = parent_branch(cls)
+        branch_name = own_name(branch, "BRANCH_NAME") if branch else None
+        cls.JOB_TYPE = f"{branch_name}_{leaf_name}" if branch_name else leaf_name
+        cls.SCHEMA = type(
+            f"{cls.__name__}Schema",
+            (cls.BASE_SCHEMA, cls.Params),
+            {"__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}.SCHEMA"},
+        )
+        cls._param_defaults = tuple(
+            (name, _load_default(field))
+            for name, field in cls.Params._declared_fields.items()
+        )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        for name, default in self._param_defaults:
+            if name in kwargs:
+                setattr(self, name, kwargs[name])
+            elif default is not missing:
+                setattr(self, name, default() if callable(default) else default)
+
+    @classmethod
+    def is_branch(cls) -> bool:
+        """Whether the class's own body sets ``BRANCH_NAME``."""
+        return own_name(cls, "BRANCH_NAME") is not None
+
+    @classmethod
+    def is_leaf(cls) -> bool:
+        """Whether the class's own body sets ``LEAF_NAME``."""
+        return own_name(cls, "LEAF_NAME") is not None
+
+    @classmethod
+    def params_schema(cls) -> type[Schema]:
+        """The leaf's ``Params`` schema class."""
+        return cls.Params
+
+
+def parent_branch(cls: type) -> type | None:
+    """The nearest ancestor of ``cls`` that names a branch, if any."""
+    for ancestor in cls.__mro__[1:]:
+        if own_name(ancestor, "BRANCH_NAME") is not None:
+            return ancestor
+    return None
+
+
+def document_field_clashes(cls: type[BaseJob]) -> list[str]:
+    """Params fields of ``cls`` whose names are job document fields."""
+    params: dict[str, Any] = cls.Params._declared_fields
+    names = {field.data_key or name for name, field in params.items()} | set(params)
+    return sorted(names & DOCUMENT_FIELDS)

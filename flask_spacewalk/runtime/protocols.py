@@ -1,0 +1,98 @@
+"""The datastore and queue protocols, with ZeroG's method names.
+
+A backend need not inherit from these classes; they document the contract and
+let mypy check callers. Values are JSON-able dicts or strings and come back
+as stored. See SPEC section 5 and ``docs/runtime.rst``.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, Union
+
+#: What a datastore holds under a key.
+Value = Union[dict[str, Any], str]
+
+
+class Datastore(Protocol):
+    """A key-value store with compare-and-swap writes.
+
+    Every write gives a new non-zero integer ``cas``; a ``cas`` of 0 or
+    ``None`` writes unconditionally, a stale one raises ``casException``.
+    """
+
+    casException: type[Exception]
+    lockedException: type[Exception]
+    existsException: type[Exception]
+
+    def read(self, key: str) -> Value | None:
+        """The value under ``key``, or ``None`` when there is none."""
+
+    def read_with_cas(self, key: str) -> tuple[Value | None, int]:
+        """The value and its ``cas`` (``(None, 0)`` when missing)."""
+
+    def create(self, key: str, value: Value) -> bool:
+        """Store a new key; raise ``existsException`` when it exists."""
+
+    def update(self, key: str, value: Value) -> bool:
+        """Replace an existing key; ``False`` when it is missing."""
+
+    def update_with_cas(
+        self, key: str, value: Value, cas: int | None = None
+    ) -> tuple[bool, int]:
+        """Replace an existing key if ``cas`` is current."""
+
+    def set(self, key: str, value: Value) -> bool:
+        """Create or replace ``key`` unconditionally."""
+
+    def set_with_cas(
+        self, key: str, value: Value, cas: int | None = None
+    ) -> tuple[bool, int]:
+        """Create or replace ``key`` if ``cas`` is current (or 0/None)."""
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; ``False`` when it was absent."""
+
+
+class QueueEntry(Protocol):
+    """A reserved queue entry, as a worker holds it."""
+
+    id: int
+    body: str
+
+    def delete(self) -> None:
+        """Remove the entry for good."""
+
+    def release(self, delay: float = 0) -> None:
+        """Give the entry back, ready again after ``delay`` seconds."""
+
+    def touch(self) -> None:
+        """Renew the lease for another ``ttr`` seconds."""
+
+    def stats(self) -> dict[str, Any]:
+        """beanstalkd's per-job stats: ``state``, ``reserves``, ``timeouts``..."""
+
+
+class Queue(Protocol):
+    """A work queue with delays, priorities and time-to-run leases."""
+
+    queueName: str
+
+    def put(
+        self,
+        data: Any,
+        ttr: float | None = None,
+        delay: float = 0,
+        priority: int = 2**31,
+    ) -> int:
+        """JSON-encode ``data`` and enqueue it; return the entry's id."""
+
+    def reserve(self, timeout: float | None = None) -> QueueEntry | None:
+        """Take the next ready entry, waiting up to ``timeout`` seconds."""
+
+    def delete(self, id: int) -> bool:
+        """Remove an entry that no other worker holds."""
+
+    def attach(self) -> None:
+        """Start using and watching ``queueName`` (ZeroG's use/watch)."""
+
+    def detach(self) -> None:
+        """Stop using and watching ``queueName``."""
