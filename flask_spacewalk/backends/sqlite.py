@@ -1,0 +1,710 @@
+"""The embedded backend: a datastore and a queue in one SQLite file.
+
+The file is in WAL mode and may be shared by the web processes and the
+workers of one machine, and by the threads of each process. Connections are
+opened on first use and opened again after a fork; a process never uses a
+connection it inherited.
+
+A blocked :meth:`SqliteQueue.reserve` waits on an ``AF_UNIX`` datagram
+socket; :meth:`SqliteQueue.put` and :meth:`SqliteQueueEntry.release` send a
+byte to the sockets of the queue's waiters, so a waiter in another process
+wakes within a millisecond. The socket directory is ``<db>-wake/`` next to
+the database (every process that can write the database can write there, and
+it is not hidden by a private ``/tmp``), or ``spacewalk-<hash>/`` in the
+temporary directory when that path is too long for a socket. A waiter also
+wakes when a delay or lease runs out, and every half second in case a
+notification was lost, so correctness never depends on a notification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .. import errors
+from ..runtime.protocols import Value
+
+__all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
+
+#: Seconds a statement waits for another process's write lock.
+BUSY_TIMEOUT = 5.0
+#: Longest sleep of a blocked ``reserve`` between two looks at the table.
+WAKE_FALLBACK = 0.5
+SCHEMA_VERSION = 1
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS documents (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        cas INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    # job listings go newest first
+    "CREATE INDEX IF NOT EXISTS documents_updated_at ON documents (updated_at)",
+    # AUTOINCREMENT: an id is never reused, so a stale id or token never
+    # matches a newer entry
+    """CREATE TABLE IF NOT EXISTS queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tube TEXT NOT NULL,
+        body TEXT NOT NULL,
+        pri INTEGER NOT NULL,
+        ttr REAL NOT NULL,
+        delay REAL NOT NULL,
+        created_at REAL NOT NULL,
+        ready_at REAL NOT NULL,
+        lease_until REAL,
+        reserves INTEGER NOT NULL DEFAULT 0,
+        timeouts INTEGER NOT NULL DEFAULT 0,
+        releases INTEGER NOT NULL DEFAULT 0
+    )""",
+    # lease_until is NULL unless the entry is reserved
+    """CREATE INDEX IF NOT EXISTS queue_next
+        ON queue (tube, pri, id) WHERE lease_until IS NULL""",
+    """CREATE INDEX IF NOT EXISTS queue_delayed
+        ON queue (tube, ready_at) WHERE lease_until IS NULL""",
+    """CREATE INDEX IF NOT EXISTS queue_leases
+        ON queue (tube, lease_until) WHERE lease_until IS NOT NULL""",
+)
+
+# Connections a forked child inherited: SQLite must not touch them in the
+# child, not even to close them, so they are kept alive and never used.
+_ABANDONED: list[sqlite3.Connection] = []
+
+
+class _Database:
+    """One lazily opened, lock-guarded connection per process."""
+
+    def __init__(self, path: str, error: type[Exception]) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self._error = error
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
+            check_same_thread=False,  # the lock serialises the threads
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """The connection, in a ``BEGIN IMMEDIATE`` transaction if ``write``.
+
+        SQLite errors that mean the file cannot be used become the store's
+        unavailable error, and the connection is dropped so the next call
+        opens a new one.
+        """
+        if self._pid != os.getpid():
+            if self._conn is not None:
+                _ABANDONED.append(self._conn)
+            self._conn = None
+            self._lock = threading.RLock()  # another thread may have held it
+            self._pid = os.getpid()
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = self._open()
+                conn = self._conn
+                if not write:
+                    yield conn
+                    return
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+                raise
+            except sqlite3.DatabaseError as exc:
+                self.close()
+                raise self._error(
+                    f"SQLite database {self.path!r} is unavailable: {exc}"
+                ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            if self._pid != os.getpid():
+                _ABANDONED.append(conn)
+                return
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+
+class SqliteDatastore:
+    """The datastore protocol on SQLite.
+
+    Each value is stored as its JSON text, so a ``str`` comes back as a
+    ``str``. A ``cas`` is ``max(time.time_ns(), previous_cas + 1)``: it
+    looks like Couchbase's, grows with every write of a key and, being a
+    clock reading, keeps growing across a delete and re-create. Nothing locks
+    a document, so :attr:`lockedException` is never raised.
+
+    :param path: The database file; its directory must exist.
+    """
+
+    casException: type[Exception] = errors.CasMismatch
+    lockedException: type[Exception] = errors.DocumentLocked
+    existsException: type[Exception] = errors.DocumentExists
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._db = _Database(os.fspath(path), errors.DatastoreUnavailable)
+        self.path = self._db.path
+
+    def __repr__(self) -> str:
+        return f"<SqliteDatastore {self.path!r}>"
+
+    def close(self) -> None:
+        """Close this process's connection; the next call opens it again."""
+        self._db.close()
+
+    def read(self, key: str) -> Value | None:
+        return self.read_with_cas(key)[0]
+
+    def read_with_cas(self, key: str) -> tuple[Value | None, int]:
+        with self._db.connect() as conn:
+            row = conn.execute(
+                "SELECT value, cas FROM documents WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None, 0
+        return json.loads(row[0]), row[1]
+
+    def create(self, key: str, value: Value) -> bool:
+        text = json.dumps(value)
+        try:
+            with self._db.connect() as conn:
+                conn.execute(
+                    "INSERT INTO documents (key, value, cas, updated_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (key, text, time.time_ns(), time.time()),
+                )
+        except sqlite3.IntegrityError:
+            raise self.existsException(f"document {key!r} already exists") from None
+        return True
+
+    def update(self, key: str, value: Value) -> bool:
+        return self._write(key, value, None, create=False) != 0
+
+    def update_with_cas(
+        self, key: str, value: Value, cas: int | None = None
+    ) -> tuple[bool, int]:
+        new_cas = self._write(key, value, cas, create=False)
+        return new_cas != 0, new_cas
+
+    def set(self, key: str, value: Value) -> bool:
+        self._write(key, value, None, create=True)
+        return True
+
+    def set_with_cas(
+        self, key: str, value: Value, cas: int | None = None
+    ) -> tuple[bool, int]:
+        return True, self._write(key, value, cas, create=True)
+
+    def delete(self, key: str) -> bool:
+        with self._db.connect() as conn:
+            cursor = conn.execute("DELETE FROM documents WHERE key = ?", (key,))
+        return cursor.rowcount > 0
+
+    def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
+        """Write ``value``; return the new cas, or 0 when ``key`` is missing
+        and ``create`` is false."""
+        text = json.dumps(value)
+        if cas:
+            # The given cas is the stored one or the write fails, so the new
+            # cas is known up front: one statement, no transaction.
+            new_cas = max(time.time_ns(), cas + 1)
+            with self._db.connect() as conn:
+                cursor = conn.execute(
+                    "UPDATE documents SET value = ?, cas = ?, updated_at = ?"
+                    " WHERE key = ? AND cas = ?",
+                    (text, new_cas, time.time(), key, cas),
+                )
+            if cursor.rowcount == 0:
+                raise self.casException(
+                    f"document {key!r} changed or was deleted since cas {cas}"
+                )
+            return new_cas
+        with self._db.connect(write=True) as conn:
+            row = conn.execute(
+                "SELECT cas FROM documents WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                new_cas = max(time.time_ns(), row[0] + 1)
+                conn.execute(
+                    "UPDATE documents SET value = ?, cas = ?, updated_at = ?"
+                    " WHERE key = ?",
+                    (text, new_cas, time.time(), key),
+                )
+            elif create:
+                new_cas = time.time_ns()
+                conn.execute(
+                    "INSERT INTO documents (key, value, cas, updated_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (key, text, new_cas, time.time()),
+                )
+            else:
+                new_cas = 0
+        return new_cas
+
+
+# -- wake-up sockets -----------------------------------------------------------
+
+
+def _wake_dirs(db_path: str) -> list[str]:
+    """The directories where the waiters of ``db_path`` bind their sockets,
+    in order of preference. A putter notifies all of them."""
+    digest = hashlib.sha1(db_path.encode()).hexdigest()[:16]
+    candidates = [
+        db_path + "-wake",
+        os.path.join(tempfile.gettempdir(), f"spacewalk-{digest}"),
+        f"/tmp/spacewalk-{digest}",
+    ]
+    # a socket path holds at most 104 bytes on BSDs, 108 on Linux; leave
+    # room for the file name (see _Waker.listen)
+    dirs = [d for d in candidates if len(os.fsencode(d)) <= 75]
+    return list(dict.fromkeys(dirs))
+
+
+class _Waker:
+    """Notifies and waits for the waiters of one queue name."""
+
+    def __init__(self, db_path: str, tube: str) -> None:
+        self._dirs = _wake_dirs(db_path)
+        self._prefix = hashlib.sha1(tube.encode()).hexdigest()[:8] + "."
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._sender: socket.socket | None = None
+        self._listener: socket.socket | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def _own(self) -> threading.Lock:
+        """The lock, after dropping the sockets a fork inherited."""
+        if self._pid != os.getpid():
+            if self._finalizer is not None:
+                self._finalizer.detach()  # the parent's socket stays bound
+            for sock in (self._listener, self._sender):
+                if sock is not None:
+                    sock.close()
+            self._listener = self._sender = self._finalizer = None
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+        return self._lock
+
+    def notify(self) -> None:
+        """Send one byte to every waiter of this queue name."""
+        with self._own():
+            if self._sender is None:
+                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sender.setblocking(False)
+            for directory in self._dirs:
+                try:
+                    names = os.listdir(directory)
+                except OSError:
+                    continue
+                for name in names:
+                    if not name.startswith(self._prefix):
+                        continue
+                    path = os.path.join(directory, name)
+                    try:
+                        self._sender.sendto(b"\0", path)
+                    except (ConnectionRefusedError, FileNotFoundError):
+                        _unlink(path)  # its owner died without cleaning up
+                    except OSError:
+                        pass  # a full buffer already holds a wake-up
+
+    def listen(self) -> socket.socket | None:
+        """Bind this process's socket, once; None if no directory allows it.
+
+        A waiter binds before it first looks at the table, so a put that
+        commits in between is not missed.
+        """
+        with self._own():
+            if self._listener is not None:
+                return self._listener
+            name = f"{self._prefix}{os.getpid()}.{secrets.token_hex(4)}"
+            # twice per directory: a closing waiter may remove it in between
+            for directory in [d for d in self._dirs for _ in range(2)]:
+                path = os.path.join(directory, name)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                try:
+                    os.makedirs(directory, exist_ok=True)
+                    sock.bind(path)
+                except OSError:
+                    sock.close()
+                    continue
+                self._listener = sock
+                self._finalizer = weakref.finalize(
+                    self, _close_listener, sock, path, os.getpid()
+                )
+                return sock
+            return None
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a notification, then drain."""
+        sock = self.listen()
+        if sock is None:
+            time.sleep(min(timeout, 0.05))  # no socket: poll, a little
+            return
+        sock.settimeout(max(timeout, 0.0))
+        try:
+            sock.recv(64)
+        except (socket.timeout, BlockingIOError):
+            return
+        sock.setblocking(False)
+        try:
+            while True:
+                sock.recv(64)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Close the sockets and remove this process's socket file."""
+        with self._own():
+            if self._finalizer is not None:
+                self._finalizer()
+            if self._sender is not None:
+                self._sender.close()
+            self._listener = self._sender = self._finalizer = None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _close_listener(sock: socket.socket, path: str, pid: int) -> None:
+    sock.close()
+    if os.getpid() == pid:  # a forked child must not remove the parent's
+        _unlink(path)
+        try:
+            os.rmdir(os.path.dirname(path))  # the last waiter tidies up
+        except OSError:
+            pass
+
+
+# -- queue ---------------------------------------------------------------------
+
+_EXPIRE = (
+    "UPDATE queue SET lease_until = NULL, ready_at = lease_until,"
+    " timeouts = timeouts + 1 WHERE tube = ? AND lease_until <= ?"
+)
+# without INDEXED BY the planner may pick queue_delayed and sort the backlog
+_NEXT = (
+    "SELECT id, body, reserves, releases FROM queue INDEXED BY queue_next"
+    " WHERE tube = ? AND lease_until IS NULL"
+    " AND ready_at <= ? ORDER BY pri, id LIMIT 1"
+)
+_NEXT_EVENT = (
+    "SELECT (SELECT min(ready_at) FROM queue"
+    "        WHERE tube = ? AND lease_until IS NULL),"
+    "       (SELECT min(lease_until) FROM queue"
+    "        WHERE tube = ? AND lease_until IS NOT NULL)"
+)
+_STATS = (
+    "SELECT id, tube, pri, ttr, delay, created_at, ready_at, lease_until,"
+    " reserves, timeouts, releases FROM queue WHERE id = ?"
+)
+
+
+class SqliteQueue:
+    """The queue protocol on SQLite, with beanstalkd's meanings.
+
+    Entries are taken by priority (lower is more urgent), then in the order
+    they were put. A reserved entry whose lease runs out (``ttr`` seconds
+    after the reserve or the last touch) is ready again with one more
+    ``timeouts``; this is noticed at the next reserve or stats. Several
+    queue names may share one file.
+
+    One thread at a time should block in :meth:`reserve` on one queue
+    object; the other methods and the entries' methods may be called from
+    any thread.
+
+    :param path: The database file; its directory must exist.
+    :param name: The queue's name (beanstalkd's tube).
+    :param default_ttr: The lease, in seconds, of an entry put without one.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], name: str, default_ttr: float = 30
+    ) -> None:
+        self._db = _Database(os.fspath(path), errors.QueueUnavailable)
+        self.path = self._db.path
+        self.queueName = name
+        self.default_ttr = default_ttr
+        self._waker = _Waker(self.path, name)
+
+    def __repr__(self) -> str:
+        return f"<SqliteQueue {self.queueName!r} in {self.path!r}>"
+
+    def close(self) -> None:
+        """Close the connection and remove the wake-up socket."""
+        self._waker.close()
+        self._db.close()
+
+    def attach(self) -> None:
+        """Do nothing: a queue object always uses and watches its name."""
+
+    def detach(self) -> None:
+        """Do nothing (see :meth:`attach`)."""
+
+    def put(
+        self,
+        data: Any,
+        ttr: float | None = None,
+        delay: float = 0,
+        priority: int = 2**31,
+    ) -> int:
+        """Enqueue ``json.dumps(data)``; return the entry's id.
+
+        :param ttr: The entry's lease in seconds, ``default_ttr`` if None.
+        :param delay: Seconds before the entry can be reserved.
+        :param priority: 0 is the most urgent.
+        """
+        ttr = self.default_ttr if ttr is None else ttr
+        if ttr <= 0:
+            raise ValueError("ttr must be positive")
+        delay = max(delay, 0)
+        body = json.dumps(data)
+        now = time.time()
+        with self._db.connect() as conn:
+            cursor = conn.execute(
+                "INSERT INTO queue (tube, body, pri, ttr, delay, created_at,"
+                " ready_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (self.queueName, body, priority, ttr, delay, now, now + delay),
+            )
+        self._waker.notify()
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def reserve(self, timeout: float | None = None) -> SqliteQueueEntry | None:
+        """Take the next ready entry, waiting up to ``timeout`` seconds
+        (forever if None, not at all if 0); None if none came."""
+        if timeout is not None and timeout <= 0:
+            return self._try_reserve(False)[0]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._waker.listen()  # before the first look, so no put is missed
+        while True:
+            entry, next_event = self._try_reserve(True)
+            if entry is not None:
+                return entry
+            wait = WAKE_FALLBACK
+            if next_event is not None:
+                wait = min(wait, next_event - time.time())
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                wait = min(wait, remaining)
+            if wait > 0:
+                self._waker.wait(wait)
+
+    def _try_reserve(
+        self, want_next_event: bool
+    ) -> tuple[SqliteQueueEntry | None, float | None]:
+        tube = self.queueName
+        with self._db.connect(write=True) as conn:
+            now = time.time()
+            conn.execute(_EXPIRE, (tube, now))
+            row = conn.execute(_NEXT, (tube, now)).fetchone()
+            if row is not None:
+                conn.execute(
+                    "UPDATE queue SET lease_until = ? + ttr,"
+                    " reserves = reserves + 1 WHERE id = ?",
+                    (now, row[0]),
+                )
+                entry = SqliteQueueEntry(self, row[0], row[1], row[2] + 1, row[3])
+                return entry, None
+            if not want_next_event:
+                return None, None
+            events = conn.execute(_NEXT_EVENT, (tube, tube)).fetchone()
+        times = [t for t in events if t is not None]
+        return None, min(times) if times else None
+
+    def delete(self, id: int) -> bool:
+        """Delete an entry that is ready, delayed, or reserved by nobody
+        whose lease still runs; False when there is no such entry.
+
+        As in beanstalkd, ``id`` may be of any queue name in the file.
+        """
+        with self._db.connect() as conn:
+            cursor = conn.execute(
+                "DELETE FROM queue WHERE id = ?"
+                " AND (lease_until IS NULL OR lease_until <= ?)",
+                (id, time.time()),
+            )
+        return cursor.rowcount > 0
+
+    def stats_tube(self) -> dict[str, Any]:
+        """beanstalkd's ``stats-tube`` counts for this queue name."""
+        tube = self.queueName
+        with self._db.connect(write=True) as conn:
+            now = time.time()
+            conn.execute(_EXPIRE, (tube, now))
+            row = conn.execute(
+                "SELECT count(*),"
+                " count(lease_until),"
+                " count(CASE WHEN lease_until IS NULL AND ready_at > ? THEN 1 END),"
+                " count(CASE WHEN lease_until IS NULL AND ready_at <= ?"
+                "       AND pri < 1024 THEN 1 END)"
+                " FROM queue WHERE tube = ?",
+                (now, now, tube),
+            ).fetchone()
+        total, reserved, delayed, urgent = row
+        return {
+            "name": tube,
+            "current-jobs-urgent": urgent,
+            "current-jobs-ready": total - reserved - delayed,
+            "current-jobs-reserved": reserved,
+            "current-jobs-delayed": delayed,
+        }
+
+    def _entry_update(
+        self, entry: SqliteQueueEntry, sql: str, args: tuple[Any, ...], held: bool
+    ) -> None:
+        """Run ``sql`` on ``entry`` if nobody reserved it since its holder
+        did and, if ``held``, the holder did not release it either."""
+        if held:
+            sql += " WHERE id = ? AND reserves = ? AND releases = ?"
+            args += (entry.id, entry._reserves, entry._releases)
+        else:
+            sql += " WHERE id = ? AND reserves = ?"
+            args += (entry.id, entry._reserves)
+        with self._db.connect() as conn:
+            cursor = conn.execute(sql, args)
+        if cursor.rowcount == 0:
+            raise errors.EntryNotReserved(
+                f"entry {entry.id} of {self.queueName!r} was deleted, released,"
+                " or reserved by another worker"
+            )
+
+    def _entry_stats(self, id: int) -> dict[str, Any]:
+        with self._db.connect(write=True) as conn:
+            now = time.time()
+            conn.execute(
+                "UPDATE queue SET lease_until = NULL, ready_at = lease_until,"
+                " timeouts = timeouts + 1 WHERE id = ? AND lease_until <= ?",
+                (id, now),
+            )
+            row = conn.execute(_STATS, (id,)).fetchone()
+        if row is None:
+            raise errors.EntryNotReserved(f"entry {id} was deleted")
+        (id, tube, pri, ttr, delay, created_at, ready_at, lease_until,
+         reserves, timeouts, releases) = row  # fmt: skip
+        if lease_until is not None:
+            state, left = "reserved", lease_until - now
+        elif ready_at > now:
+            state, left = "delayed", ready_at - now
+        else:
+            state, left = "ready", 0.0
+        return {
+            "id": id,
+            "tube": tube,
+            "state": state,
+            "pri": pri,
+            "age": int(now - created_at),
+            "delay": _number(delay),
+            "ttr": _number(ttr),
+            "time-left": round(left, 3),
+            "reserves": reserves,
+            "timeouts": timeouts,
+            "releases": releases,
+        }
+
+
+class SqliteQueueEntry:
+    """A reserved entry of a :class:`SqliteQueue`.
+
+    Its holder may delete, release or touch it until another worker
+    reserves it, and after that these raise
+    :exc:`~flask_spacewalk.errors.EntryNotReserved`. A holder whose lease ran
+    out may still act while nobody else has taken the entry: ``touch`` then
+    reserves it again. After its own ``release`` a holder may still
+    ``delete`` the entry (as beanstalkd lets anyone delete a ready entry),
+    but ``touch`` and ``release`` raise.
+    """
+
+    def __init__(
+        self, queue: SqliteQueue, id: int, body: str, reserves: int, releases: int
+    ) -> None:
+        self.id = id
+        self.body = body
+        self._queue = queue
+        # The entry's counts when this holder reserved it: another reserve
+        # or a release changes them, and so ends this holder's rights.
+        self._reserves = reserves
+        self._releases = releases
+
+    def __repr__(self) -> str:
+        return f"<SqliteQueueEntry {self.id} of {self._queue.queueName!r}>"
+
+    def delete(self) -> None:
+        """Remove the entry for good."""
+        self._queue._entry_update(self, "DELETE FROM queue", (), held=False)
+
+    def release(self, delay: float = 0) -> None:
+        """Make the entry ready again, after ``delay`` seconds."""
+        delay = max(delay, 0)
+        self._queue._entry_update(
+            self,
+            "UPDATE queue SET lease_until = NULL, ready_at = ?, delay = ?,"
+            " releases = releases + 1",
+            (time.time() + delay, delay),
+            held=True,
+        )
+        self._queue._waker.notify()
+
+    def touch(self) -> None:
+        """Renew the lease for another ``ttr`` seconds."""
+        self._queue._entry_update(
+            self, "UPDATE queue SET lease_until = ? + ttr", (time.time(),), held=True
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """beanstalkd's ``stats-job``: ``state``, ``reserves``, ``age``...
+
+        ``age`` is whole seconds; ``time-left`` is seconds to the end of the
+        lease or delay, to the millisecond.
+        """
+        return self._queue._entry_stats(self.id)
+
+
+def _number(value: float) -> float:
+    """``value`` as an int when it is whole, as beanstalkd reports it."""
+    return int(value) if float(value).is_integer() else value
