@@ -1,0 +1,7 @@
+from . import Root
+
+
+class Lazy(Root):
+    """A leaf that forgot run()."""
+
+    LEAF_NAME = "lazy"

@@ -1,0 +1,5 @@
+from . import Root
+
+
+class SameBranch(Root):
+    BRANCH_NAME = "same"
