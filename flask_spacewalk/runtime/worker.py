@@ -1,0 +1,421 @@
+"""The worker: reserve a queue entry, load its job, run it, record the outcome.
+
+The semantics are ZeroG's (SPEC section 5), with its constants as class
+attributes so a deployment can override them. Two things are added: the
+lease of the entry is renewed in the background while a job runs, so a long
+job is never handed to a second worker, and a job that already has its final
+result is never run again (a worker that died between recording a result and
+deleting the entry leaves such an entry behind).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import (
+    DatastoreUnavailable,
+    EntryNotReserved,
+    InvalidJobDocument,
+    JobNotFound,
+    QueueError,
+    SpacewalkError,
+    UnknownJobType,
+)
+from .job import (
+    INTERNAL_ERROR,
+    NO_RESULT,
+    ErrorContinue,
+    ErrorFinish,
+    RuntimeJob,
+    WarningContinue,
+    WarningFinish,
+)
+from .protocols import Datastore, Queue, QueueEntry
+from .registry import JobRegistry
+
+log = logging.getLogger(__name__)
+
+
+class WorkerShutdown(BaseException):
+    """Raised inside a running job when the shutdown grace period is over."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one run of a job.
+
+    ``result`` is the final code, or :data:`NO_RESULT` to run again after
+    ``delay`` seconds. ``recorded`` is true when the job recorded its result
+    itself (the ``*_finish`` interrupts).
+    """
+
+    result: int
+    delay: float = 0.0
+    recorded: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.result != NO_RESULT
+
+
+def interpret_result(value: Any, default_delay: float) -> Outcome:
+    """Read ``run()``'s return value as ZeroG does.
+
+    A code, or a ``(code, delay)`` pair; anything that is not a code counts
+    as 200, a missing or bad delay as ``default_delay``.
+    """
+    delay: Any = default_delay
+    if isinstance(value, (tuple, list)):
+        code: Any = value[0] if value else None
+        if len(value) > 1 and value[1] is not None:
+            delay = value[1]
+    else:
+        code = value
+    try:
+        result = int(code)
+    except (TypeError, ValueError):
+        result = 200
+    try:
+        delay = max(0.0, float(delay))
+    except (TypeError, ValueError):
+        delay = default_delay
+    return Outcome(result, delay)
+
+
+class LeaseKeeper:
+    """Renews a reserved entry's lease in the background while a job runs.
+
+    The job's own :meth:`RuntimeJob.keep_alive` calls :meth:`touch`, which
+    is throttled so that frequent progress reports cost no extra writes.
+    """
+
+    def __init__(self, entry: QueueEntry, ttr: float):
+        self.entry = entry
+        self.interval = max(0.05, ttr / 3)
+        self._min_gap = max(0.01, ttr / 10)
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spacewalk-lease", daemon=True)
+        self.lost = False
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def touch(self, force: bool = False) -> None:
+        """Renew the lease unless it was renewed a moment ago."""
+        with self._lock:
+            now = time.monotonic()
+            if self.lost or (not force and now - self._last < self._min_gap):
+                return
+            try:
+                self.entry.touch()
+            except EntryNotReserved:
+                self.lost = True
+                log.warning("lost the lease of queue entry %s", self.entry.id)
+                return
+            except QueueError as exc:
+                # An outage: the next tick tries again; the lease may run
+                # out meanwhile, which hands the job to another worker.
+                log.warning("cannot renew queue entry %s: %s", self.entry.id, exc)
+                return
+            self._last = now
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.touch(force=True)
+
+
+class Worker:
+    """Reserves entries from one queue and runs their jobs, one at a time.
+
+    :param registry: the job classes this worker runs.
+    :param make_datastore: builds this process's datastore (called lazily,
+        after any fork).
+    :param make_queue: builds this process's queue from its name.
+    :param queue_name: ``<service>_jobs``.
+    :param ttr: the lease renewal assumes entries have this time-to-run.
+    :param job_context: a context manager factory every job runs in (a
+        Flask app context, for instance).
+    :param max_jobs: exit after this many jobs (the supervisor starts a
+        fresh process), for job code that leaks.
+    :param max_memory: exit after a job once the resident set is above this
+        many bytes.
+    :param parent_pid: stop when this process (the supervisor) is gone.
+    """
+
+    #: Delete an unloadable entry once it was reserved more often than this.
+    MAX_RESERVES = 3
+    #: ... or timed out more often than this.
+    MAX_TIMEOUTS = 2
+    #: Seconds before an unloadable entry is tried again.
+    LOAD_RETRY_DELAY = 30.0
+    #: Seconds before a job that raised is run again.
+    ERROR_RETRY_DELAY = 30.0
+    #: Seconds before a ``NO_RESULT`` job runs again when it gave no delay.
+    DEFAULT_REQUEUE_DELAY = 10.0
+    #: How long one reserve call waits before the loop checks its flags.
+    RESERVE_TIMEOUT = 1.0
+    #: Longest pause after the datastore or queue fails.
+    MAX_BACKOFF = 30.0
+
+    def __init__(
+        self,
+        registry: JobRegistry,
+        make_datastore: Callable[[], Datastore],
+        make_queue: Callable[[str], Queue],
+        queue_name: str,
+        *,
+        ttr: float = 30,
+        job_context: Callable[[], ContextManager[Any]] | None = None,
+        max_jobs: int | None = None,
+        max_memory: int | None = None,
+        parent_pid: int | None = None,
+    ):
+        self.registry = registry
+        self.make_datastore = make_datastore
+        self.make_queue = make_queue
+        self.queue_name = queue_name
+        self.ttr = ttr
+        self.job_context = job_context or contextlib.nullcontext
+        self.max_jobs = max_jobs
+        self.max_memory = max_memory
+        self.parent_pid = parent_pid
+        self.jobs_done = 0
+        self.stopping = False
+        self._datastore: Datastore | None = None
+        self._queue: Queue | None = None
+        self._backoff = 0.0
+
+    @property
+    def datastore(self) -> Datastore:
+        if self._datastore is None:
+            self._datastore = self.make_datastore()
+        return self._datastore
+
+    @property
+    def queue(self) -> Queue:
+        if self._queue is None:
+            self._queue = self.make_queue(self.queue_name)
+        return self._queue
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self, *, burst: bool = False) -> None:
+        """Run jobs until stopped, recycled, or (``burst``) the queue is empty."""
+        while not self.stopping:
+            try:
+                entry = self.queue.reserve(timeout=0 if burst else self.RESERVE_TIMEOUT)
+            except QueueError as exc:
+                self._pause(f"queue {self.queue_name} unavailable: {exc}")
+                continue
+            if entry is None:
+                if burst or self._orphaned():
+                    return
+                continue
+            self.process_entry(entry)
+            self.jobs_done += 1
+            if self._should_recycle() or self._orphaned():
+                return
+
+    def stop(self) -> None:
+        """Finish the current job, then leave :meth:`run`."""
+        self.stopping = True
+
+    def _pause(self, reason: str) -> None:
+        self._backoff = min(self.MAX_BACKOFF, max(0.1, self._backoff * 2))
+        log.warning("%s; retrying in %.1f s", reason, self._backoff)
+        time.sleep(self._backoff)
+
+    def _orphaned(self) -> bool:
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            log.warning("supervisor %d is gone; stopping", self.parent_pid)
+            return True
+        return False
+
+    def _should_recycle(self) -> bool:
+        if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
+            log.info("recycling after %d jobs", self.jobs_done)
+            return True
+        if self.max_memory is not None and resident_memory() > self.max_memory:
+            log.info("recycling at %d bytes resident", resident_memory())
+            return True
+        return False
+
+    # -- one entry -----------------------------------------------------------
+
+    def process_entry(self, entry: QueueEntry) -> None:
+        """Load, run and settle the job behind one reserved entry."""
+        with LeaseKeeper(entry, self.ttr) as lease:
+            job = self._load(entry, lease)
+            if job is None:
+                return
+            self._backoff = 0.0
+            if job.resultCode != NO_RESULT and not job.running:
+                log.info("job %s already finished; dropping entry %s", job.uuid, entry.id)
+                self._settle(entry)
+                return
+            try:
+                outcome = self._run_or_recover(job)
+            except WorkerShutdown:
+                self._settle(entry, lambda: job.update_attrs(running=False), release=True)
+                raise
+            except SpacewalkError as exc:
+                # The job's document could not be written: leave the entry
+                # to come back, so the job runs again rather than vanishes.
+                log.error("job %s: bookkeeping failed: %s", job.uuid, exc)
+                self._settle(entry, release=True, delay=self.ERROR_RETRY_DELAY)
+                return
+        self._finish(job, entry, outcome)
+
+    def _load(self, entry: QueueEntry, lease: LeaseKeeper) -> RuntimeJob | None:
+        try:
+            uuid = json.loads(entry.body)
+            if not isinstance(uuid, str):
+                raise InvalidJobDocument(f"queue body {entry.body!r} is not a uuid")
+            return self.registry.get_job(uuid, self.datastore, self.queue, lease.touch)
+        except DatastoreUnavailable as exc:
+            # Not the job's fault: never count this towards deleting it.
+            self._settle(entry, release=True, delay=self.LOAD_RETRY_DELAY)
+            self._pause(f"datastore unavailable: {exc}")
+            return None
+        except (ValueError, JobNotFound, UnknownJobType, InvalidJobDocument) as exc:
+            reason = str(exc)
+        except Exception:  # job code in __init__ or a schema hook may raise anything
+            reason = traceback.format_exc()
+        try:
+            stats = entry.stats()
+        except QueueError as exc:
+            log.warning("cannot read stats of entry %s: %s", entry.id, exc)
+            return None
+        if stats["reserves"] > self.MAX_RESERVES or stats["timeouts"] > self.MAX_TIMEOUTS:
+            log.error("entry %s: %s; deleting it after %s", entry.id, reason, stats)
+            self._settle(entry)
+        else:
+            log.warning("entry %s: %s; retrying in %s s", entry.id, reason, self.LOAD_RETRY_DELAY)
+            self._settle(entry, release=True, delay=self.LOAD_RETRY_DELAY)
+        return None
+
+    def _run_or_recover(self, job: RuntimeJob) -> Outcome:
+        if job.running:
+            # Only a worker that died mid-run leaves this flag set.
+            job.record_error(INTERNAL_ERROR, "worker died while running the job (killed?)")
+            result = job.continue_running()
+            if result != NO_RESULT:
+                job.record_event("Killed - finished")
+                return Outcome(result)
+            job.record_event("Killed - restarting")
+        return self.run_job(job)
+
+    def run_job(self, job: RuntimeJob) -> Outcome:
+        """Run ``job`` once and record what its run means (not the result)."""
+        job.update_attrs(running=True)
+        try:
+            with self.job_context():
+                value = job.run()
+        except (ErrorFinish, WarningFinish):
+            job.record_event("Error - finished")
+            return Outcome(job.resultCode, recorded=True)
+        except (ErrorContinue, WarningContinue):
+            job.record_event("Error - restarting")
+            return Outcome(job.continue_running(), self.ERROR_RETRY_DELAY)
+        except (WorkerShutdown, KeyboardInterrupt):
+            raise
+        except (Exception, SystemExit) as exc:
+            job.record_error(INTERNAL_ERROR, traceback.format_exc(), exception=exc)
+            result = job.continue_running()
+            job.record_event("Error - restarting" if result == NO_RESULT else "Error - finished")
+            return Outcome(result, self.ERROR_RETRY_DELAY)
+        return interpret_result(value, self.DEFAULT_REQUEUE_DELAY)
+
+    def _finish(self, job: RuntimeJob, entry: QueueEntry, outcome: Outcome) -> None:
+        def record() -> None:
+            if not outcome.finished:
+                # Enqueue first, delete second: a crash in between runs the
+                # job twice, never zero times.
+                job.update_attrs(running=False)
+                job.enqueue(delay=outcome.delay)
+            elif outcome.recorded:
+                job.update_attrs(running=False)
+            else:
+                # Result first, entry second: a crash in between leaves an
+                # entry whose job is finished, which the next worker drops.
+                job.record_result(outcome.result)
+
+        self._settle(entry, record)
+
+    def _settle(
+        self,
+        entry: QueueEntry,
+        action: Callable[[], None] | None = None,
+        *,
+        release: bool = False,
+        delay: float = 0,
+    ) -> None:
+        """Run ``action`` (on the job), then delete or release the entry.
+
+        When ``action`` fails the entry is left reserved: its lease runs out
+        and the job comes back, so nothing is lost.
+        """
+        try:
+            if action is not None:
+                action()
+        except (SpacewalkError, QueueError) as exc:
+            log.error("entry %s: cannot record outcome: %s", entry.id, exc)
+            return
+        try:
+            if release:
+                entry.release(delay=delay)
+            else:
+                entry.delete()
+        except EntryNotReserved:
+            log.warning("entry %s was taken over by another worker", entry.id)
+        except QueueError as exc:
+            log.error("entry %s: %s; its lease will return it", entry.id, exc)
+
+
+def resident_memory() -> int:
+    """This process's resident set size in bytes."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        # ru_maxrss is the peak, in KiB on Linux: a cautious stand-in.
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def install_shutdown_handler(worker: Worker, grace: float) -> None:
+    """On SIGTERM or SIGINT, let the running job finish within ``grace`` s.
+
+    Past the grace period the job is interrupted with :class:`WorkerShutdown`
+    and its entry released, so another worker runs it soon.
+    """
+
+    def on_term(signum: int, frame: Any) -> None:
+        if worker.stopping:
+            return
+        worker.stop()
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(0.001, grace))
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise WorkerShutdown(f"job did not finish within {grace} s of shutdown")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)

@@ -1,0 +1,121 @@
+"""Job classes the runtime and worker tests run, in-process and in workers."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from marshmallow import Schema, fields
+
+from flask_spacewalk import NO_RESULT, BaseJob, BaseJobSchema
+
+
+class CountingSchema(BaseJobSchema):
+    runs = fields.Integer()
+    pids = fields.List(fields.Integer())
+
+
+class TestRoot(BaseJob):
+    NAME = "Runtime tests"
+    BRANCH_NAME = "rt"
+    DESCRIPTION = "jobs for the runtime tests"
+    BASE_SCHEMA = CountingSchema
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.runs = kwargs.get("runs", 0)
+        self.pids = kwargs.get("pids", [])
+
+    def count_run(self) -> None:
+        self.update_attrs(runs=self.runs + 1, pids=self.pids + [os.getpid()])
+
+    def run(self) -> Any:
+        self.count_run()
+        return 200
+
+
+class NoopJob(TestRoot):
+    NAME = "No-op"
+    LEAF_NAME = "noop"
+    DESCRIPTION = "does nothing"
+
+    def run(self) -> Any:
+        return 200
+
+
+class ReturnsJob(TestRoot):
+    NAME = "Returns"
+    LEAF_NAME = "returns"
+    DESCRIPTION = "returns the posted value from run()"
+
+    class Params(Schema):
+        value = fields.Raw(allow_none=True)
+
+    def run(self) -> Any:
+        super().run()
+        value = self.value
+        return tuple(value) if isinstance(value, list) else value
+
+
+class RequeueJob(TestRoot):
+    NAME = "Requeue"
+    LEAF_NAME = "requeue"
+    DESCRIPTION = "returns NO_RESULT until it has run `times` times"
+
+    class Params(Schema):
+        times = fields.Integer(load_default=2)
+        delay = fields.Float(load_default=0.0, allow_none=True)
+
+    def run(self) -> Any:
+        super().run()
+        if self.runs < self.times:
+            return NO_RESULT if self.delay is None else (NO_RESULT, self.delay)
+        return 200
+
+
+class FailJob(TestRoot):
+    NAME = "Fail"
+    LEAF_NAME = "fail"
+    DESCRIPTION = "raises until it has run `failures` times"
+
+    class Params(Schema):
+        failures = fields.Integer(load_default=100)
+
+    def run(self) -> Any:
+        super().run()
+        if self.runs <= self.failures:
+            raise RuntimeError(f"boom {self.runs}")
+        return 200
+
+
+class InterruptJob(TestRoot):
+    NAME = "Interrupt"
+    LEAF_NAME = "interrupt"
+    DESCRIPTION = "calls one of the four interrupts on its first run"
+
+    class Params(Schema):
+        kind = fields.String(required=True)
+
+    def run(self) -> Any:
+        super().run()
+        if self.runs == 1:
+            getattr(self, f"raise_{self.kind}")(418, f"{self.kind} now")
+        return 200
+
+
+class SleepJob(TestRoot):
+    NAME = "Sleep"
+    LEAF_NAME = "sleep"
+    DESCRIPTION = "sleeps `seconds` without reporting, then finishes"
+
+    class Params(Schema):
+        seconds = fields.Float(load_default=1.0)
+        steps = fields.Integer(load_default=1)
+
+    def run(self) -> Any:
+        super().run()
+        for step in range(self.steps):
+            time.sleep(self.seconds / self.steps)
+            if self.steps > 1:
+                self.set_completeness((step + 1) / self.steps)
+        return 200
