@@ -1,0 +1,199 @@
+"""The ``flask spacewalk`` command group: worker, routes, serve."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from .runtime.registry import JobRegistry
+from .views import blueprint_name
+from .worker import run_workers
+
+if TYPE_CHECKING:
+    from .extension import SpacewalkState
+
+spacewalk_cli = AppGroup("spacewalk", help="Serve and run flask-spacewalk jobs.")
+
+
+def _states(app: Flask, tree: str | None) -> list[SpacewalkState]:
+    states: dict[str, SpacewalkState] = app.extensions.get("spacewalk", {})
+    if tree is not None:
+        if tree not in states:
+            raise click.UsageError(f"no tree at {tree}; trees: {', '.join(states) or 'none'}")
+        return [states[tree]]
+    if not states:
+        raise click.UsageError("no Spacewalk tree is registered on this app")
+    return list(states.values())
+
+
+def _worker_group(app: Flask, tree: str | None) -> tuple[SpacewalkState, JobRegistry]:
+    """The state whose connections the worker uses, and every job it runs.
+
+    Trees that share a datastore, queue and service are served by one
+    worker; trees that do not must be run one at a time with ``--tree``.
+    """
+    states = _states(app, tree)
+    first = states[0].settings
+    key = (first.datastore_url, first.queue_url, first.service_name)
+    for state in states[1:]:
+        s = state.settings
+        if (s.datastore_url, s.queue_url, s.service_name) != key:
+            raise click.UsageError(
+                "the trees use different datastores, queues or services; "
+                f"choose one with --tree ({', '.join(st.root_path for st in states)})"
+            )
+    registry = JobRegistry()
+    for state in states:
+        registry.add_classes(state.registry.get_registered_classes())
+    return states[0], registry
+
+
+def _run_workers(app: Flask, tree: str | None, **options: Any) -> int:
+    state, registry = _worker_group(app, tree)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+        )
+    settings = state.settings
+    return run_workers(
+        registry,
+        datastore_url=settings.datastore_url,
+        queue_url=settings.queue_url,
+        service=settings.service_name,
+        ttr=settings.job_ttr,
+        instance_path=state.instance_path,
+        job_context=app.app_context,
+        **options,
+    )
+
+
+_worker_options = [
+    click.option("--processes", "-p", default=1, show_default=True, help="Worker processes."),
+    click.option("--grace", default=30.0, show_default=True,
+                 help="Seconds a running job may take to finish on SIGTERM."),
+    click.option("--max-jobs", type=int, help="Recycle a worker process after N jobs."),
+    click.option("--max-memory", type=int,
+                 help="Recycle a worker process above this many MiB resident."),
+    click.option("--tree", help="Run only the tree at this root path."),
+]
+
+
+def worker_options(func: Any) -> Any:
+    for option in reversed(_worker_options):
+        func = option(func)
+    return func
+
+
+@spacewalk_cli.command("worker")
+@worker_options
+def worker_command(
+    processes: int, grace: float, max_jobs: int | None, max_memory: int | None, tree: str | None
+) -> None:
+    """Run worker processes for this app's jobs until SIGTERM."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    sys.exit(
+        _run_workers(
+            app,
+            tree,
+            processes=processes,
+            grace=grace,
+            max_jobs=max_jobs,
+            max_memory=max_memory * 2**20 if max_memory else None,
+        )
+    )
+
+
+@spacewalk_cli.command("routes")
+def routes_command() -> None:
+    """List the generated endpoints, one a line."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    for state in _states(app, None):
+        prefix = blueprint_name(state.root_path) + "."
+        for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+            if rule.endpoint.startswith(prefix) and rule.methods:
+                methods = ",".join(sorted(rule.methods - {"HEAD", "OPTIONS"}))
+                click.echo(f"{methods:5} {rule.rule}")
+
+
+@spacewalk_cli.command("serve")
+@click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True,
+              help="Address gunicorn listens on.")
+@click.option("--web-workers", "-w", default=2, show_default=True,
+              help="gunicorn worker processes.")
+@worker_options
+def serve_command(
+    bind: str,
+    web_workers: int,
+    processes: int,
+    grace: float,
+    max_jobs: int | None,
+    max_memory: int | None,
+    tree: str | None,
+) -> None:
+    """Serve the app with gunicorn and run job workers beside it.
+
+    For the embedded (SQLite) deployment on one machine; SIGTERM or Ctrl-C
+    stops both.
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    _worker_group(app, tree)  # fail before forking on a bad choice
+    supervisor = os.fork()
+    if supervisor == 0:
+        _die_with_parent()
+        code = 1
+        try:
+            code = _run_workers(
+                app,
+                tree,
+                processes=processes,
+                grace=grace,
+                max_jobs=max_jobs,
+                max_memory=max_memory * 2**20 if max_memory else None,
+            )
+        finally:
+            os._exit(code)
+
+    def stop_workers(arbiter: Any = None) -> None:
+        try:
+            os.kill(supervisor, signal.SIGTERM)
+            os.waitpid(supervisor, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+    try:
+        _gunicorn(app, {"bind": bind, "workers": web_workers, "on_exit": stop_workers})
+    finally:
+        stop_workers()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(libc_name, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _gunicorn(app: Flask, options: dict[str, Any]) -> None:
+    """Serve the already loaded ``app`` with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    class Application(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            return app
+
+    Application().run()

@@ -1,0 +1,390 @@
+"""The generated API: one blueprint per job tree (SPEC section 3).
+
+Discovery and post-schema answers are encoded once, when the blueprint is
+built. Every answer under the tree's root path is JSON, errors included: a
+catch-all rule of the blueprint takes the paths and methods no other rule
+takes, so even routing's 404 and 405 reach the blueprint's error handlers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Callable
+
+from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+)
+from werkzeug.routing import Map, Rule
+
+from .discovery import Branch, Leaf
+from .errors import (
+    DatastoreUnavailable,
+    InvalidJobDocument,
+    ParamsInvalid,
+    QueueUnavailable,
+    SpacewalkError,
+)
+from .runtime.job import RuntimeJob, make_key
+from .runtime.worker import Worker
+
+if TYPE_CHECKING:
+    from .extension import SpacewalkState
+
+log = logging.getLogger(__name__)
+
+#: A uuid exactly as issued: lower-case hex in the canonical groups.
+UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: JSON's white space: a body of only these means ``{}``.
+JSON_WHITESPACE = b" \t\r\n"
+#: Runs of an inline job that keep answering ``NO_RESULT``.
+INLINE_MAX_RUNS = 10
+LOG_FIELDS = ("events", "errors", "warnings")
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``data`` as a JSON response, keys in the order given."""
+    return json_bytes_response(encode(data), status, headers)
+
+
+def json_bytes_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status=status, headers=headers, mimetype="application/json")
+
+
+def encode(data: Any) -> bytes:
+    return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def error_response(
+    code: int,
+    message: str,
+    errors: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The one error shape: ``{code, status, message[, errors]}``."""
+    body: dict[str, Any] = {"code": code, "status": HTTPStatus(code).phrase, "message": message}
+    if errors:
+        body["errors"] = errors
+    return json_response(body, code, headers)
+
+
+class Views:
+    """The view functions of one tree, bound to its state."""
+
+    def __init__(self, state: SpacewalkState):
+        self.state = state
+        self._fast_progress = {
+            job_type: cls.progress is RuntimeJob.progress and cls.info is RuntimeJob.info
+            for job_type, cls in ((c.JOB_TYPE, c) for c in state.registry.get_registered_classes())
+        }
+
+    # -- discovery ---------------------------------------------------------
+
+    @staticmethod
+    def fixed(body: bytes) -> Callable[[], Response]:
+        """A view that answers the same JSON every time."""
+        return lambda: json_bytes_response(body)
+
+    @staticmethod
+    def branch_not_job(branch: Branch) -> Callable[[], Response]:
+        def view() -> Response:
+            raise BadRequest(f"{branch.path} is a branch, not a job")
+
+        return view
+
+    # -- starting a job ----------------------------------------------------
+
+    def create_job(self, leaf: Leaf) -> Callable[[], Response]:
+        validator = self.state.schemas[leaf.path].validator
+
+        def view() -> Response:
+            params = validator.validate(read_json_body(self.state.settings.max_content_length))
+            datastore, queue = self.state.connections()
+            job = leaf.cls(datastore, queue, **params)
+            if self.state.run_inline(current_app):
+                self._run_inline(job)
+            else:
+                job.enqueue()
+            location = f"{request.script_root}{self.state.root_path}/progress/{job.uuid}"
+            return json_response({"uuid": job.uuid}, 201, {"Location": location})
+
+        return view
+
+    def _run_inline(self, job: RuntimeJob) -> None:
+        # The worker's own run_job gives the same semantics as a worker;
+        # only the queue is skipped while the job keeps answering NO_RESULT.
+        worker = Worker(
+            self.state.registry,
+            lambda: job.datastore,
+            lambda name: job.queue,
+            self.state.settings.queue_name,
+        )
+        job.save()
+        for _ in range(INLINE_MAX_RUNS):
+            outcome = worker.run_job(job)
+            if outcome.finished:
+                if outcome.recorded:
+                    job.update_attrs(running=False)
+                else:
+                    job.record_result(outcome.result)
+                return
+            job.update_attrs(running=False)
+        job.enqueue(delay=outcome.delay)
+
+    # -- following a job ---------------------------------------------------
+
+    def _document(self, uuid: str) -> tuple[dict[str, Any], int]:
+        if not UUID_PATTERN.fullmatch(uuid):
+            raise NotFound(f"no job {uuid}")
+        datastore, _ = self.state.connections()
+        document, cas = datastore.read_with_cas(make_key(uuid))
+        if not isinstance(document, dict) or document.get("jobType") not in self.state.registry:
+            raise NotFound(f"no job {uuid}")
+        return document, cas
+
+    def _job(self, document: dict[str, Any], cas: int) -> RuntimeJob:
+        datastore, queue = self.state.connections()
+        document["cas"] = cas
+        return self.state.registry.make_job(document, datastore, queue)
+
+    def progress(self, uuid: str) -> Response:
+        document, cas = self._document(uuid)
+        if self._fast_progress[document["jobType"]]:
+            return json_response(
+                {"completeness": float(document["completeness"]), "result": document["resultCode"]}
+            )
+        return json_response(self._job(document, cas).progress())
+
+    def info(self, uuid: str) -> Response:
+        document, cas = self._document(uuid)
+        if self._fast_progress[document["jobType"]]:
+            answer = {
+                "completeness": float(document["completeness"]),
+                "result": document["resultCode"],
+            }
+            answer.update((name, document.get(name, [])) for name in LOG_FIELDS)
+            return json_response(answer)
+        return json_response(self._job(document, cas).info())
+
+    def data(self, uuid: str) -> Response:
+        document, cas = self._document(uuid)
+        return json_response(self._job(document, cas).get_data())
+
+    def dump(self, uuid: str) -> Response:
+        show_logs = request.args.get("showLogs", "false").lower()
+        if show_logs not in ("true", "false"):
+            raise BadRequest("showLogs must be true or false")
+        document, cas = self._document(uuid)
+        document["cas"] = cas
+        if "completeness" in document:
+            document["completeness"] = float(document["completeness"])
+        if show_logs == "false":
+            for name in LOG_FIELDS:
+                document.pop(name, None)
+        return json_response(document)
+
+
+def read_json_body(limit: int) -> dict[str, Any]:
+    """The POST body as a JSON object, checked in SPEC order.
+
+    Size (413), content type (415), JSON syntax and type (400); an empty
+    body means ``{}``.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+    if not raw.strip(JSON_WHITESPACE):
+        return {}
+    mimetype = request.mimetype
+    if not (
+        mimetype == "application/json"
+        or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+    ):
+        raise UnsupportedMediaType(
+            f"the body must be JSON (Content-Type: application/json), not {mimetype or 'untyped'}"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
+    try:
+        body = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadRequest("the body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest(f"the body must be a JSON object, not {_json_type(body)}")
+    return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def blueprint_name(root_path: str) -> str:
+    """The blueprint name of the tree at ``root_path`` (unique per app)."""
+    return "spacewalk" + re.sub(r"[^A-Za-z0-9_]", "_", root_path)
+
+
+def make_blueprint(state: SpacewalkState) -> Blueprint:
+    """The blueprint serving ``state``'s tree, with every route added."""
+    tree = state.tree
+    views = Views(state)
+    bp = Blueprint(blueprint_name(tree.root.path), __name__)
+    own_rules: list[Rule] = []
+
+    def route(path: str, endpoint: str, view: Callable[..., Response], method: str) -> None:
+        bp.add_url_rule(path, endpoint, view, methods=[method])
+        own_rules.append(Rule(path, endpoint=endpoint, methods=[method, "OPTIONS"]))
+
+    for index, branch in enumerate(tree.branches()):
+        route(f"{branch.path}/branches", f"branches_{index}",
+              views.fixed(encode([_branch_item(b) for b in branch.branches])), "GET")
+        route(f"{branch.path}/leaves", f"leaves_{index}",
+              views.fixed(encode([_leaf_item(leaf) for leaf in branch.leaves])), "GET")
+        not_job = views.branch_not_job(branch)
+        route(f"{branch.path}/post-schema", f"branch_post_schema_{index}", not_job, "GET")
+        route(f"{branch.path}/job", f"branch_job_{index}", not_job, "POST")
+    for index, leaf in enumerate(tree.leaves()):
+        schema = {"postSchema": state.schemas[leaf.path].post_schema}
+        route(f"{leaf.path}/post-schema", f"post_schema_{index}", views.fixed(encode(schema)),
+              "GET")
+        route(f"{leaf.path}/job", f"job_{index}", views.create_job(leaf), "POST")
+    root = tree.root.path
+    route(f"{root}/progress/<uuid>", "progress", views.progress, "GET")
+    route(f"{root}/info/<uuid>", "info", views.info, "GET")
+    route(f"{root}/data/<uuid>", "data", views.data, "GET")
+    if state.settings.expose_dump:
+        route(f"{root}/dump/<uuid>", "dump", views.dump, "GET")
+
+    own_map = Map(own_rules)
+
+    def fallback(**kwargs: Any) -> Response:
+        # Whatever no route took: 405 with Allow where a route has the path,
+        # else 404, both from our own rules and so in our JSON shape.
+        own_map.bind("").match(request.path, method=request.method)
+        raise NotFound()  # pragma: no cover - match() always raises here
+
+    @bp.record_once
+    def add_fallback(setup: Any) -> None:
+        app: Flask = setup.app
+        endpoint = f"{bp.name}.fallback"
+        # methods=None: the rule takes every method, unknown ones included,
+        # which Flask's add_url_rule cannot express.
+        app.url_map.add(Rule(root, endpoint=endpoint, methods=None))
+        app.url_map.add(Rule(f"{root}/<path:rest>", endpoint=endpoint, methods=None))
+        app.view_functions[endpoint] = fallback
+
+    bp.register_error_handler(HTTPException, _http_error)
+    bp.register_error_handler(ParamsInvalid, _params_invalid)
+    bp.register_error_handler(SpacewalkError, _spacewalk_error)
+    bp.register_error_handler(Exception, _unexpected_error)
+    if state.settings.cors_origins:
+        bp.after_request(_cors(state.settings.cors_origins))
+    return bp
+
+
+def _branch_item(branch: Branch) -> dict[str, str]:
+    return {"path": branch.path, "name": branch.name, "description": branch.description}
+
+
+def _leaf_item(leaf: Leaf) -> dict[str, str]:
+    return {
+        "path": leaf.path,
+        "jobType": leaf.job_type,
+        "name": leaf.name,
+        "description": leaf.description,
+    }
+
+
+def _http_error(exc: HTTPException) -> Response:
+    code = exc.code or 500
+    headers = {}
+    if _own_description(exc):
+        message = exc.description or ""
+    elif isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        message = f"{request.method} is not allowed on {request.path}; use {headers['Allow']}"
+    elif isinstance(exc, NotFound):
+        message = f"nothing at {request.path}"
+    else:
+        message = HTTPStatus(code).description
+    return error_response(code, message, headers=headers)
+
+
+def _own_description(exc: HTTPException) -> bool:
+    # Werkzeug's stock descriptions speak of browsers and URLs; ours say
+    # what was wrong with the request.
+    return bool(exc.description) and exc.description != type(exc).description
+
+
+def _params_invalid(exc: ParamsInvalid) -> Response:
+    return error_response(422, "the job parameters are not valid", exc.errors)
+
+
+def _spacewalk_error(exc: SpacewalkError) -> Response:
+    if isinstance(exc, DatastoreUnavailable):
+        log.warning("datastore unavailable: %s", exc)
+        return error_response(503, f"datastore unavailable: {exc}")
+    if isinstance(exc, QueueUnavailable):
+        log.warning("queue unavailable: %s", exc)
+        return error_response(503, f"queue unavailable: {exc}")
+    if isinstance(exc, InvalidJobDocument):
+        log.error("unreadable job document: %s", exc)
+        return error_response(500, "the stored job document cannot be read")
+    return _unexpected_error(exc)
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):  # pragma: no cover - handled above
+        return _http_error(exc)
+    log.exception("unhandled error in a Spacewalk view", exc_info=exc)
+    return error_response(500, "internal server error")
+
+
+def _cors(origins: tuple[str, ...]) -> Callable[[Response], Response]:
+    allow_any = "*" in origins
+
+    def add_headers(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if not origin or not (allow_any or origin in origins):
+            return response
+        response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
+        if not allow_any:
+            response.vary.add("Origin")
+        response.headers["Access-Control-Expose-Headers"] = "Location"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = response.headers.get(
+                "Allow", "GET, POST, OPTIONS"
+            )
+            requested = request.headers.get("Access-Control-Request-Headers")
+            if requested:
+                response.headers["Access-Control-Allow-Headers"] = requested
+            response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    return add_headers
