@@ -1,0 +1,32 @@
+"""The example service of the original Spacewalk README, on Flask.
+
+Run it with ``make run``, or::
+
+    flask --app examples.app spacewalk serve --bind 127.0.0.1:8888
+
+Settings come from the environment as ``FLASK_SPACEWALK_*`` variables
+(Flask's ``from_prefixed_env``), e.g.
+``FLASK_SPACEWALK_DATASTORE_URL=sqlite:////tmp/jobs.sqlite3``.
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from flask_spacewalk import Spacewalk
+
+from .jobs.examples import BaseExampleJob
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config.from_prefixed_env()
+    Spacewalk(app, "jobs", BaseExampleJob)
+
+    @app.get("/")
+    def index() -> dict[str, str]:
+        return {"jobs": "/examples/leaves", "branches": "/examples/branches"}
+
+    return app
+
+
+app = create_app()
