@@ -376,3 +376,49 @@ def test_base_schema_fields_persist(datastore, queue):
     job = new_job(datastore, queue, cls=WithOutput)
     job.run()
     assert datastore.read(job.key())["output"] == ["a"]
+
+
+def _both_dumps(job: Any) -> tuple[dict, dict]:
+    return job.dump(), job.schema().dump(job)
+
+
+def test_fast_dump_equals_marshmallow_dump(datastore, queue):
+    job = new_job(datastore, queue, label="x", tags=["a"])
+    job.record_event("e")
+    job.record_warning("w")
+    job.record_error(418, "err")
+    job.enqueue(delay=1)
+    job.update_attrs(completeness=1, schemaVersion="1.0", cas=job.cas)
+    fast, slow = _both_dumps(job)
+    assert fast == slow
+    assert json.dumps(fast, sort_keys=True) == json.dumps(slow, sort_keys=True)
+    job.queueJobId = None
+    assert _both_dumps(job)[0] == _both_dumps(job)[1]
+    # A dict in place of a record: the marshmallow path takes over.
+    job.events.append({"msg": "raw", "timeStamp": job.createdAt})
+    assert _both_dumps(job)[0] == _both_dumps(job)[1]
+
+
+def test_schemas_that_change_zerog_fields_get_the_marshmallow_dump(datastore, queue):
+    from marshmallow import post_dump
+
+    class Renamed(BaseJobSchema):
+        completeness = fields.Float(data_key="done")
+
+    class Hooked(BaseJobSchema):
+        @post_dump
+        def tag(self, data: dict, **kwargs: Any) -> dict:
+            data["tagged"] = True
+            return data
+
+    for base, check in ((Renamed, "done"), (Hooked, "tagged")):
+        class Job(Root):
+            NAME = "j"
+            LEAF_NAME = f"custom_{check}"
+            BASE_SCHEMA = base
+
+            def run(self) -> Any:
+                return 200
+
+        job = Job(datastore, queue)
+        assert check in job.dump() and job.dump() == job.schema().dump(job)

@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, Optional, Union
 from marshmallow import Schema, fields
 
 from ..errors import JobNotFound, JobUpdateConflict, QueueError
+from .document import DocumentDumper
 from .protocols import Datastore, Queue
 from .records import (
     ErrorRecord,
@@ -101,8 +102,9 @@ class BaseJobSchema(Schema):
     resultCode = fields.Integer()
 
 
+_BASE_SCHEMA = BaseJobSchema()
 #: The names of the fields every job document has.
-DOCUMENT_FIELDS = frozenset(BaseJobSchema().fields)
+DOCUMENT_FIELDS = frozenset(_BASE_SCHEMA.fields)
 
 
 def _clamp(value: float, low: float, high: float) -> float:
@@ -124,9 +126,9 @@ class RuntimeJob(ABC):
     SCHEMA: ClassVar[type[Schema]] = BaseJobSchema
     MAX_ERRORS: ClassVar[int] = 3
 
-    #: One schema instance per class: building a schema costs more than
-    #: dumping a document with it.
-    _schema_cache: ClassVar[dict[type, Schema]] = {}
+    #: One schema instance and dumper per schema class: building a schema
+    #: costs more than dumping a document with it.
+    _schema_cache: ClassVar[dict[type, tuple[Schema, DocumentDumper]]] = {}
 
     def __init__(
         self,
@@ -170,13 +172,18 @@ class RuntimeJob(ABC):
     # -- the document ------------------------------------------------------
 
     @classmethod
+    def _schema_and_dumper(cls) -> tuple[Schema, DocumentDumper]:
+        cached = RuntimeJob._schema_cache.get(cls.SCHEMA)
+        if cached is None:
+            schema = cls.SCHEMA()
+            cached = (schema, DocumentDumper(schema, _BASE_SCHEMA))
+            RuntimeJob._schema_cache[cls.SCHEMA] = cached
+        return cached
+
+    @classmethod
     def schema(cls) -> Schema:
         """The (shared) instance of :attr:`SCHEMA`."""
-        schema_class = cls.SCHEMA
-        instance = RuntimeJob._schema_cache.get(schema_class)
-        if instance is None:
-            instance = RuntimeJob._schema_cache[schema_class] = schema_class()
-        return instance
+        return cls._schema_and_dumper()[0]
 
     @classmethod
     def load_fields(cls, document: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +196,7 @@ class RuntimeJob(ABC):
 
     def dump(self) -> dict[str, Any]:
         """The job document, as stored."""
-        return self.schema().dump(self)  # type: ignore[no-any-return]
+        return self._schema_and_dumper()[1].dump(self)
 
     def dumps(self, **kwargs: Any) -> str:
         """The job document as JSON text; ``kwargs`` go to ``json.dumps``."""
