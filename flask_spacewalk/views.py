@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import (
     BadRequest,
+    default_exceptions,
     HTTPException,
     MethodNotAllowed,
     NotFound,
@@ -219,7 +220,7 @@ def read_json_body(limit: int) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
     try:
-        body = json.loads(text, parse_constant=_reject_constant)
+        body = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except RecursionError:
         raise BadRequest("the body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
@@ -227,6 +228,15 @@ def read_json_body(limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, not {_json_type(body)}")
     return body
+
+
+def _parse_int(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        # Longer than Python converts (4300 digits): valid JSON, but beyond
+        # any range a field accepts, like 1e999; validation says so per field.
+        return float("-inf") if text.startswith("-") else float("inf")
 
 
 def _reject_constant(name: str) -> Any:
@@ -296,15 +306,33 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
         # methods=None: the rule takes every method, unknown ones included,
         # which Flask's add_url_rule cannot express.
         app.url_map.add(Rule(root, endpoint=endpoint, methods=None))
+        app.url_map.add(Rule(f"{root}/", endpoint=endpoint, methods=None))
         app.url_map.add(Rule(f"{root}/<path:rest>", endpoint=endpoint, methods=None))
         app.view_functions[endpoint] = fallback
 
+    # Flask looks for handlers by status code (blueprint, then app) before it
+    # looks by class: without these an app's errorhandler(404) would answer
+    # for the tree.
+    for code in default_exceptions:
+        bp.register_error_handler(code, _http_error)
     bp.register_error_handler(HTTPException, _http_error)
     bp.register_error_handler(ParamsInvalid, _params_invalid)
     bp.register_error_handler(SpacewalkError, _spacewalk_error)
     bp.register_error_handler(Exception, _unexpected_error)
     if state.settings.cors_origins:
         bp.after_request(_cors(state.settings.cors_origins))
+
+    @bp.after_request
+    def allow_header(response: Response) -> Response:
+        # Flask's automatic OPTIONS asks the app's URL map, where the
+        # catch-all takes every method; our own rules know the real ones.
+        # (Registered last, so it runs before the CORS headers are added.)
+        if request.method == "OPTIONS" and response.status_code < 400:
+            allowed = own_map.bind("").allowed_methods(request.path)
+            if allowed:
+                response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
+
     return bp
 
 
