@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import (
     BadRequest,
-    default_exceptions,
     HTTPException,
     MethodNotAllowed,
     NotFound,
     RequestEntityTooLarge,
     UnsupportedMediaType,
+    default_exceptions,
 )
 from werkzeug.routing import Map, Rule
 

@@ -47,7 +47,7 @@ def free_port() -> int:
 
 def call(base: str, path: str, body: Any = None, headers: dict | None = None,
          method: str | None = None) -> tuple[int, dict, Any]:
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(base + path, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
