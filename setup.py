@@ -22,7 +22,7 @@ setup(
         # job parameters and the stored job document
         "marshmallow>=3.18",
         # Params -> draft-07 JSON Schema for post-schema
-        "marshmallow-jsonschema>=0.13",
+        "marshmallow-jsonschema>=0.16",
         # POST bodies are checked against the published JSON Schema
         "jsonschema>=4.0",
         # the OpenAPI document

@@ -14,7 +14,7 @@ from .discovery import Leaf, Tree, discover
 from .errors import ConfigurationError
 from .runtime.protocols import Datastore, Queue
 from .runtime.registry import JobRegistry
-from .schemas import ParamsValidator, post_schema
+from .schemas import ParamsValidator
 
 if TYPE_CHECKING:
     from .jobs import BaseJob
@@ -266,5 +266,5 @@ def _settings(app: Flask, options: dict[str, Any]) -> Settings:
 
 
 def _leaf_schemas(leaf: Leaf) -> LeafSchemas:
-    params = leaf.cls.Params
-    return LeafSchemas(post_schema=post_schema(params), validator=ParamsValidator(params))
+    validator = ParamsValidator(leaf.cls.Params)
+    return LeafSchemas(post_schema=validator.json_schema, validator=validator)
