@@ -835,3 +835,49 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
         assert conn.execute("SELECT value FROM documents").fetchone()[0] == '"v"'
     finally:
         conn.close()
+
+
+@_reporting
+def _create_and_write(paths: list[str], start: Any) -> list[int]:
+    start.wait(timeout=30)
+    ids = []
+    for path in paths:
+        store = sqlite_backend.SqliteDatastore(path)
+        queue = sqlite_backend.SqliteQueue(path, "race_jobs")
+        try:
+            store.set(f"k{os.getpid()}", "v")
+            ids.append(queue.put("x"))
+        finally:
+            store.close()
+            queue.close()
+    return ids
+
+
+@pytest.mark.slow
+def test_processes_creating_one_file_at_once(tmp_path: Path) -> None:
+    """gunicorn workers and job workers all opening a new database at start."""
+    processes, files = 6, 8
+    paths = [str(tmp_path / f"fresh{i}.sqlite") for i in range(files)]
+    start = SPAWN.Barrier(processes)
+    ids = _run_processes(_create_and_write, [(paths, start)] * processes)
+    for i in range(files):
+        assert sorted(found[i] for found in ids) == list(range(1, processes + 1))
+
+
+def test_writer_lock_held_too_long_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT", 0.1)
+    path = tmp_path / "db.sqlite"
+    store = sqlite_backend.SqliteDatastore(path)
+    store.set("k", "v")
+    with open(f"{path}-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(errors.DatastoreUnavailable, match="still locked"):
+            store.set("k", "w")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    store.set("k", "w")
+    assert store.read("k") == "w"
+    store.close()
