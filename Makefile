@@ -15,7 +15,8 @@ $(STAMP): setup.py pyproject.toml
 
 ## make run: the example service on http://127.0.0.1:8888 with a worker
 run: $(STAMP)
-	cd examples && $(PY) -m flask --app app spacewalk serve --bind 127.0.0.1:8888 --workers 1
+	$(PY) -m flask --app examples.app spacewalk serve --bind 127.0.0.1:8888 \
+		--web-workers 2 --processes 1
 
 ## make test: the whole suite, then the marshmallow 3 environment
 test: $(STAMP)

@@ -35,7 +35,7 @@ setup(
             "pytest>=7",
             "pytest-timeout>=2",
             "hypothesis>=6",
-            "requests>=2.28",
+            
         ],
         "dev": ["tox>=4", "mypy>=1.5", "ruff>=0.4"],
     },
