@@ -1,0 +1,545 @@
+"""Conformance tests of the datastore and queue protocols (SPEC section 5).
+
+Every test here runs for every backend in ``backend_support.DATASTORES`` or
+``backend_support.QUEUES``: the same tests for each.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from backend_support import (
+    DATASTORES,
+    QUEUES,
+    SPAWN,
+    _close,
+    _increment,
+    _reporting,
+    _run_processes,
+)
+
+from flask_spacewalk import errors
+from flask_spacewalk.backends import make_datastore, make_queue
+from flask_spacewalk.runtime.protocols import Datastore, Queue
+
+
+@pytest.fixture(params=sorted(DATASTORES))
+def datastore_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with DATASTORES[request.param](tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(params=sorted(QUEUES))
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with QUEUES[request.param](tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def datastore(datastore_url: str) -> Iterator[Datastore]:
+    store = make_datastore(datastore_url)
+    yield store
+    _close(store)
+
+
+@pytest.fixture
+def open_queue(queue_url: str) -> Iterator[Callable[..., Queue]]:
+    """Open queue objects on the test's store (another worker, say)."""
+    opened: list[Queue] = []
+
+    def open_queue(name: str = "jobs", **kwargs: Any) -> Queue:
+        queue = make_queue(queue_url, name, **kwargs)
+        opened.append(queue)
+        return queue
+
+    yield open_queue
+    for queue in opened:
+        _close(queue)
+
+
+@pytest.fixture
+def queue(open_queue: Callable[..., Queue]) -> Queue:
+    return open_queue()
+
+
+# -- datastore ---------------------------------------------------------------
+
+
+def test_datastore_exception_classes(datastore: Datastore) -> None:
+    assert issubclass(datastore.casException, errors.CasMismatch)
+    assert issubclass(datastore.lockedException, errors.DocumentLocked)
+    assert issubclass(datastore.existsException, errors.DocumentExists)
+
+
+def test_read_missing(datastore: Datastore) -> None:
+    assert datastore.read("nope") is None
+    assert datastore.read_with_cas("nope") == (None, 0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1, "nested": {"list": [1, 2.5, None, True]}, "text": "ünïcødé"},
+        "a str",
+        "",
+    ],
+)
+def test_values_come_back_as_stored(datastore: Datastore, value: Any) -> None:
+    assert datastore.create("k", value) is True
+    assert datastore.set("k2", value) is True
+    assert datastore.read_with_cas("k2")[0] == value
+    assert datastore.read("k") == value
+    assert type(datastore.read("k")) is type(value)
+    assert datastore.update("k2", {"other": value}) is True
+    assert datastore.read("k2") == {"other": value}
+
+
+def test_create_existing_raises(datastore: Datastore) -> None:
+    datastore.create("k", {"n": 1})
+    with pytest.raises(datastore.existsException):
+        datastore.create("k", {"n": 2})
+    assert datastore.read("k") == {"n": 1}
+
+
+def test_update_missing(datastore: Datastore) -> None:
+    assert datastore.update("k", {"n": 1}) is False
+    assert datastore.update_with_cas("k", {"n": 1}) == (False, 0)
+    assert datastore.update_with_cas("k", {"n": 1}, cas=0) == (False, 0)
+    assert datastore.read("k") is None
+
+
+def test_update_and_set_with_cas(datastore: Datastore) -> None:
+    ok, cas = datastore.set_with_cas("k", {"n": 1})
+    assert ok is True and cas > 0
+    assert datastore.read_with_cas("k") == ({"n": 1}, cas)
+    ok, cas2 = datastore.update_with_cas("k", {"n": 2}, cas)
+    assert ok is True and cas2 > cas
+    ok, cas3 = datastore.set_with_cas("k", {"n": 3}, cas2)
+    assert ok is True and cas3 > cas2
+    assert datastore.read_with_cas("k") == ({"n": 3}, cas3)
+    # 0 and None write unconditionally
+    ok, cas4 = datastore.update_with_cas("k", {"n": 4}, 0)
+    ok, cas5 = datastore.set_with_cas("k", {"n": 5}, None)
+    assert cas5 > cas4 > cas3
+    assert datastore.read("k") == {"n": 5}
+
+
+def test_stale_cas_raises(datastore: Datastore) -> None:
+    _, stale = datastore.set_with_cas("k", {"n": 1})
+    datastore.set("k", {"n": 2})
+    with pytest.raises(datastore.casException):
+        datastore.update_with_cas("k", {"n": 3}, stale)
+    with pytest.raises(datastore.casException):
+        datastore.set_with_cas("k", {"n": 3}, stale)
+    assert datastore.read("k") == {"n": 2}
+
+
+def test_cas_of_deleted_key_raises(datastore: Datastore) -> None:
+    _, cas = datastore.set_with_cas("k", {"n": 1})
+    datastore.delete("k")
+    with pytest.raises(datastore.casException):
+        datastore.update_with_cas("k", {"n": 2}, cas)
+    with pytest.raises(datastore.casException):
+        datastore.set_with_cas("k", {"n": 2}, cas)
+    assert datastore.read("k") is None
+
+
+def test_cas_is_a_growing_nonzero_int(datastore: Datastore) -> None:
+    seen = []
+    datastore.create("k", "v")
+    seen.append(datastore.read_with_cas("k")[1])
+    for i in range(20):
+        seen.append(datastore.set_with_cas("k", {"i": i})[1])
+        seen.append(datastore.update_with_cas("k", {"i": i}, seen[-1])[1])
+    datastore.set("k", "v")
+    seen.append(datastore.read_with_cas("k")[1])
+    datastore.delete("k")
+    datastore.create("k", "again")
+    seen.append(datastore.read_with_cas("k")[1])
+    assert all(type(cas) is int and cas > 0 for cas in seen)
+    assert seen == sorted(set(seen)), "every write gives a greater cas"
+
+
+def test_delete(datastore: Datastore) -> None:
+    assert datastore.delete("k") is False
+    datastore.set("k", "v")
+    assert datastore.delete("k") is True
+    assert datastore.delete("k") is False
+    assert datastore.read_with_cas("k") == (None, 0)
+
+
+def test_two_store_objects_share_the_data(
+    datastore_url: str, datastore: Datastore
+) -> None:
+    other = make_datastore(datastore_url)
+    try:
+        _, cas = datastore.set_with_cas("k", {"n": 1})
+        assert other.read_with_cas("k") == ({"n": 1}, cas)
+        other.update_with_cas("k", {"n": 2}, cas)
+        with pytest.raises(datastore.casException):
+            datastore.update_with_cas("k", {"n": 3}, cas)
+    finally:
+        _close(other)
+
+
+@_reporting
+def _increment_in_process(url: str, key: str, times: int, start: Any) -> int:
+    store = make_datastore(url)
+    try:
+        start.wait(timeout=30)
+        return _increment(store, key, times)
+    finally:
+        _close(store)
+
+
+@pytest.mark.slow
+def test_cas_increments_from_processes(datastore_url: str, datastore: Datastore) -> None:
+    processes, times = 4, 100
+    datastore.create("counter", {"count": 0})
+    start = SPAWN.Barrier(processes)
+    conflicts = _run_processes(
+        _increment_in_process,
+        [(datastore_url, "counter", times, start)] * processes,
+    )
+    assert datastore.read("counter") == {"count": processes * times}
+    print(f"CAS conflicts: {sum(conflicts)}")
+
+
+def test_cas_increments_from_threads(datastore: Datastore) -> None:
+    threads, times = 4, 50
+    datastore.create("counter", {"count": 0})
+    workers = [
+        threading.Thread(target=_increment, args=(datastore, "counter", times))
+        for _ in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert datastore.read("counter") == {"count": threads * times}
+
+
+# -- queue -------------------------------------------------------------------
+
+
+def test_queue_attributes(queue: Queue) -> None:
+    assert queue.queueName == "jobs"
+    queue.attach()
+    queue.detach()
+
+
+def test_fifo(queue: Queue) -> None:
+    ids = [queue.put(f"uuid-{i}") for i in range(5)]
+    assert all(type(i) is int for i in ids) and ids == sorted(set(ids))
+    bodies = []
+    for expected_id in ids:
+        entry = queue.reserve(timeout=0)
+        assert entry is not None and entry.id == expected_id
+        bodies.append(json.loads(entry.body))
+        entry.delete()
+    assert bodies == [f"uuid-{i}" for i in range(5)]
+    assert queue.reserve(timeout=0) is None
+
+
+def test_body_is_json_and_assignable(queue: Queue) -> None:
+    queue.put({"uuid": "u", "n": [1, 2]})
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    assert json.loads(entry.body) == {"uuid": "u", "n": [1, 2]}
+    entry.body = "replaced"
+    assert entry.body == "replaced"
+    entry.delete()
+
+
+def test_priorities(queue: Queue) -> None:
+    queue.put("low-1")
+    queue.put("urgent", priority=0)
+    queue.put("low-2")
+    queue.put("middle-1", priority=1000)
+    queue.put("middle-2", priority=1000)
+    order = []
+    while (entry := queue.reserve(timeout=0)) is not None:
+        order.append(json.loads(entry.body))
+        entry.delete()
+    assert order == ["urgent", "middle-1", "middle-2", "low-1", "low-2"]
+
+
+def test_queue_names_are_separate(open_queue: Callable[..., Queue]) -> None:
+    a, b = open_queue("a"), open_queue("b")
+    a.put("for a")
+    assert b.reserve(timeout=0) is None
+    entry = a.reserve(timeout=0)
+    assert entry is not None and json.loads(entry.body) == "for a"
+    assert entry.stats()["tube"] == "a"
+    entry.delete()
+
+
+def test_reserve_on_empty(queue: Queue) -> None:
+    start = time.monotonic()
+    assert queue.reserve(timeout=0) is None
+    assert time.monotonic() - start < 1
+    start = time.monotonic()
+    assert queue.reserve(timeout=0.2) is None
+    assert 0.15 <= time.monotonic() - start < 2
+
+
+def test_delay(queue: Queue) -> None:
+    queue.put("later", delay=0.3)
+    assert queue.reserve(timeout=0) is None
+    start = time.monotonic()
+    entry = queue.reserve(timeout=5)  # started before the delay runs out
+    assert entry is not None and json.loads(entry.body) == "later"
+    assert 0.2 <= time.monotonic() - start < 2
+    stats = entry.stats()
+    assert stats["state"] == "reserved" and stats["reserves"] == 1
+    entry.delete()
+
+
+def test_stats(queue: Queue) -> None:
+    queue.put("x", ttr=7, priority=5)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    stats = entry.stats()
+    assert stats["id"] == entry.id
+    assert stats["tube"] == "jobs"
+    assert stats["state"] == "reserved"
+    assert stats["pri"] == 5
+    assert stats["ttr"] == 7
+    assert stats["delay"] == 0
+    assert type(stats["age"]) is int and 0 <= stats["age"] <= 1
+    assert 6 < stats["time-left"] <= 7
+    assert (stats["reserves"], stats["timeouts"], stats["releases"]) == (1, 0, 0)
+    entry.release()
+    assert entry.stats()["state"] == "ready"
+    assert entry.stats()["releases"] == 1
+    entry.delete()
+
+
+def test_default_ttr(open_queue: Callable[..., Queue]) -> None:
+    queue = open_queue(default_ttr=12)
+    queue.put("x")
+    queue.put("y", ttr=3)
+    first, second = queue.reserve(timeout=0), queue.reserve(timeout=0)
+    assert first is not None and second is not None
+    assert first.stats()["ttr"] == 12
+    assert second.stats()["ttr"] == 3
+
+
+def test_release_with_delay(queue: Queue) -> None:
+    queue.put("x")
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    entry.release(delay=0.3)
+    stats = entry.stats()
+    assert stats["state"] == "delayed" and stats["releases"] == 1
+    assert 0 < stats["time-left"] <= 0.3
+    assert queue.reserve(timeout=0) is None
+    start = time.monotonic()
+    again = queue.reserve(timeout=5)
+    assert again is not None and again.id == entry.id
+    assert 0.2 <= time.monotonic() - start < 2
+    again.release()
+    third = queue.reserve(timeout=0)
+    assert third is not None and third.id == entry.id
+    stats = third.stats()
+    assert (stats["reserves"], stats["releases"], stats["timeouts"]) == (3, 2, 0)
+    third.delete()
+
+
+def test_after_release_the_holder_may_only_delete(queue: Queue) -> None:
+    queue.put("x", ttr=30)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    entry.release(delay=60)
+    # a keep-alive thread that touches late must not take the entry back
+    with pytest.raises(errors.EntryNotReserved):
+        entry.touch()
+    with pytest.raises(errors.EntryNotReserved):
+        entry.release()
+    assert entry.stats()["state"] == "delayed"
+    entry.delete()
+    with pytest.raises(errors.EntryNotReserved):
+        entry.stats()
+
+
+def test_lease_expiry(queue: Queue, open_queue: Callable[..., Queue]) -> None:
+    queue.put("x", ttr=0.2)
+    first = queue.reserve(timeout=0)
+    assert first is not None
+    start = time.monotonic()
+    second = open_queue().reserve(timeout=5)  # wakes when the lease runs out
+    assert second is not None and second.id == first.id
+    assert 0.1 <= time.monotonic() - start < 2
+    stats = second.stats()
+    assert stats["state"] == "reserved"
+    assert (stats["reserves"], stats["timeouts"]) == (2, 1)
+    # the first holder lost the entry to the second
+    with pytest.raises(errors.EntryNotReserved):
+        first.touch()
+    with pytest.raises(errors.EntryNotReserved):
+        first.release()
+    with pytest.raises(errors.EntryNotReserved):
+        first.delete()
+    second.delete()
+    with pytest.raises(errors.EntryNotReserved):
+        second.delete()
+
+
+def test_expired_holder_may_act_until_someone_else_reserves(queue: Queue) -> None:
+    queue.put("x", ttr=0.1)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    time.sleep(0.2)
+    stats = entry.stats()
+    assert stats["state"] == "ready" and stats["timeouts"] == 1
+    entry.touch()  # nobody took it: the holder reserves it again
+    assert entry.stats()["state"] == "reserved"
+    assert queue.reserve(timeout=0) is None
+    time.sleep(0.2)
+    entry.delete()
+    assert queue.reserve(timeout=0) is None
+
+
+def test_touch_extends_the_lease(queue: Queue) -> None:
+    queue.put("x", ttr=10)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    time.sleep(0.3)
+    before = entry.stats()["time-left"]
+    entry.touch()
+    after = entry.stats()["time-left"]
+    assert before < after <= 10
+    entry.delete()
+
+
+def test_touch_from_another_thread(queue: Queue, datastore: Datastore) -> None:
+    """The worker's keep-alive thread touches while the job saves."""
+    queue.put("x", ttr=5)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    done = threading.Event()
+
+    def keep_alive() -> None:
+        while not done.is_set():
+            entry.touch()
+
+    thread = threading.Thread(target=keep_alive)
+    thread.start()
+    try:
+        datastore.create("job", {"count": 0})
+        _increment(datastore, "job", 100)
+    finally:
+        done.set()
+        thread.join()
+    assert datastore.read("job") == {"count": 100}
+    entry.delete()
+
+
+def test_queue_delete_by_id(queue: Queue) -> None:
+    ready = queue.put("ready")
+    delayed = queue.put("delayed", delay=60)
+    held = queue.put("held", priority=0)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None and entry.id == held
+    assert queue.delete(ready) is True
+    assert queue.delete(delayed) is True
+    assert queue.delete(held) is False  # its holder's lease still runs
+    assert queue.delete(ready) is False
+    assert queue.delete(10**9) is False
+    entry.delete()
+
+
+def test_queue_delete_after_lease_ran_out(queue: Queue) -> None:
+    queue.put("x", ttr=0.1)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    time.sleep(0.2)
+    assert queue.delete(entry.id) is True
+    with pytest.raises(errors.EntryNotReserved):
+        entry.touch()
+
+
+def _reserve_and_time(url: str, name: str, rounds: int, results: Any) -> None:
+    """Reserve ``rounds`` entries whose bodies are their put times; report
+    each wait, or a traceback."""
+    try:
+        queue = make_queue(url, name)
+        try:
+            results.put("ready")
+            for _ in range(rounds):
+                entry = queue.reserve(timeout=10)
+                if entry is None:
+                    results.put(("error", "no entry came"))
+                    return
+                results.put(time.time() - json.loads(entry.body))
+                entry.delete()
+        finally:
+            _close(queue)
+    except BaseException:
+        results.put(("error", traceback.format_exc()))
+        raise
+
+
+@pytest.mark.slow
+def test_put_wakes_a_waiter_in_another_process(queue: Queue, queue_url: str) -> None:
+    rounds = 20
+    results = SPAWN.Queue()
+    proc = SPAWN.Process(
+        target=_reserve_and_time, args=(queue_url, "jobs", rounds, results)
+    )
+    proc.start()
+    latencies = []
+    try:
+        assert results.get(timeout=60) == "ready"
+        for _ in range(rounds):
+            time.sleep(0.05)  # let the waiter block
+            queue.put(time.time())
+            latency = results.get(timeout=10)
+            assert not isinstance(latency, tuple), latency[1]
+            latencies.append(latency)
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
+    assert max(latencies) < 2
+    print(
+        f"wake latency: median {statistics.median(latencies) * 1000:.2f} ms,"
+        f" max {max(latencies) * 1000:.2f} ms"
+    )
+
+
+@_reporting
+def _reserve_all(url: str, name: str, start: Any) -> list[int]:
+    queue = make_queue(url, name)
+    ids = []
+    try:
+        start.wait(timeout=30)
+        while (entry := queue.reserve(timeout=0)) is not None:
+            ids.append(entry.id)
+            time.sleep(0.001)  # some work, so that the processes interleave
+            entry.delete()
+    finally:
+        _close(queue)
+    return ids
+
+
+@pytest.mark.slow
+def test_concurrent_reserves_never_share_an_entry(
+    queue: Queue, queue_url: str
+) -> None:
+    processes = 4
+    put = [queue.put(i) for i in range(200)]
+    start = SPAWN.Barrier(processes)
+    taken = _run_processes(_reserve_all, [(queue_url, "jobs", start)] * processes)
+    every = [i for ids in taken for i in ids]
+    assert sorted(every) == put
+    print(f"entries per process: {[len(ids) for ids in taken]}")
+
