@@ -46,71 +46,14 @@ SVC = f"{PREFIX}/svc"
 
 MakeApp = Callable[..., Flask]
 
-# -- what the seed README shows ----------------------------------------------
+from seed import (  # noqa: E402
+    LOG_FIELDS,
+    SEED_LEAVES,
+    SEED_OUTPUT,
+    SEED_POST_SCHEMA,
+    ZEROG_FIELDS,
+)
 
-SEED_LEAVES = [
-    {
-        "path": "/examples/waste_time",
-        "jobType": "examples_waste_time",
-        "name": "Waste Time Job",
-        "description": "Randomly logs while wasting time",
-    },
-    {
-        "path": "/examples/fizz_buzz",
-        "jobType": "examples_fizz_buzz",
-        "name": "FizzBuzz Job",
-        "description": "Solve FizzBuzz with settable n, fizz & buzz divisors",
-    },
-]
-# The seed's schema with "type": "integer" (SPEC section 3) and the
-# validators examples/jobs/examples.py adds.
-SEED_POST_SCHEMA = {
-    "postSchema": {
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "definitions": {
-            "Params": {
-                "properties": {
-                    "buzzDivisor": {
-                        "title": "buzzDivisor",
-                        "type": "integer",
-                        "minimum": 1,
-                        "default": 5,
-                    },
-                    "fizzDivisor": {
-                        "title": "fizzDivisor",
-                        "type": "integer",
-                        "minimum": 1,
-                        "default": 3,
-                    },
-                    "n": {
-                        "title": "n",
-                        "type": "integer",
-                        "minimum": 0,
-                        "maximum": 100000,
-                        "default": 50,
-                    },
-                },
-                "type": "object",
-                "additionalProperties": False,
-            }
-        },
-        "$ref": "#/definitions/Params",
-    }
-}
-SEED_OUTPUT = [
-    "1", "2", "Fizz", "4", "Buzz", "Fizz", "7", "8", "Fizz", "Buzz",
-    "11", "Fizz", "13", "14", "FizzBuzz", "16", "17", "Fizz", "19", "Buzz",
-]  # fmt: skip
-
-#: Every field of a ZeroG job document (SPEC section 5); queueName only once
-#: the job was put on a queue.
-ZEROG_FIELDS = {
-    "documentType", "jobType", "schemaVersion", "cas", "createdAt", "updatedAt",
-    "uuid", "logId", "queueName", "queueKwargs", "queueJobId", "events", "errors",
-    "warnings", "running", "errorCount", "completeness", "tickcount", "tickval",
-    "resultCode",
-}  # fmt: skip
-LOG_FIELDS = {"events", "errors", "warnings"}
 FIZZ_BUZZ_FIELDS = {"n", "fizzDivisor", "buzzDivisor", "output"}
 NAIVE_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?")
 CAMEL_CASE = re.compile(r"[a-z][a-zA-Z0-9]*")
