@@ -32,11 +32,19 @@ setup(
     ],
     extras_require={
         "test": [
+            "psycopg[binary]>=3.1",
+            "psycopg-pool>=3.1",
+            "redis>=4.5",
+            "greenstalk>=2.0",
             "pytest>=7",
             "pytest-timeout>=2",
             "hypothesis>=6",
             
         ],
+        # the distributed backends, each chosen by URL
+        "postgresql": ["psycopg>=3.1", "psycopg-pool>=3.1"],
+        "redis": ["redis>=4.5"],
+        "beanstalkd": ["greenstalk>=2.0"],
         "dev": ["tox>=4", "mypy>=1.5", "ruff>=0.4"],
     },
     entry_points={

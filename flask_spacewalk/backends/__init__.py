@@ -11,13 +11,20 @@ a URL names it. ``functools.partial(make_datastore, url)`` and
     is none).
 ``sqlite:////absolute/path.db``
     An absolute path.
+``postgresql://user@host:5432/dbname`` (or ``postgres://``)
+    Documents in PostgreSQL (psycopg 3): datastore only.
+``redis://host:6379/0``
+    Documents or queue in Redis (redis-py).
+``beanstalkd://host:11300``
+    The queue in beanstalkd (greenstalk), as ZeroG keeps it: queue only.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
@@ -100,8 +107,60 @@ def resolve_sqlite_path(url: str, instance_path: str | None = None) -> str:
     return path
 
 
+def _module(name: str, extra: str) -> Any:
+    try:
+        return importlib.import_module(f".{name}", __name__)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the {name} backend needs a package that is not installed ({exc.name}); "
+            f"pip install 'flask-spacewalk[{extra}]'"
+        ) from exc
+
+
+def _remote_datastore(name: str, extra: str, cls: str) -> Callable[[str, str | None], Datastore]:
+    def open_datastore(url: str, instance_path: str | None) -> Datastore:
+        return getattr(_module(name, extra), cls)(url)  # type: ignore[no-any-return]
+
+    return open_datastore
+
+
+def _remote_queue(
+    name: str, extra: str, cls: str
+) -> Callable[[str, str, str | None, float], Queue]:
+    def open_queue(url: str, queue: str, instance_path: str | None, default_ttr: float) -> Queue:
+        return getattr(_module(name, extra), cls)(  # type: ignore[no-any-return]
+            url, queue, default_ttr=default_ttr
+        )
+
+    return open_queue
+
+
+def _remote_check(name: str, extra: str) -> Callable[[str], object]:
+    def check(url: str) -> object:
+        return _module(name, extra).check_url(url)
+
+    return check
+
+
+_POSTGRES = _Backend(
+    _remote_datastore("postgres", "postgresql", "PostgresDatastore"),
+    None,
+    _remote_check("postgres", "postgresql"),
+)
 _BACKENDS: dict[str, _Backend] = {
     "sqlite": _Backend(_sqlite_datastore, _sqlite_queue, _sqlite_relative_path),
+    "postgresql": _POSTGRES,
+    "postgres": _POSTGRES,
+    "redis": _Backend(
+        _remote_datastore("redis", "redis", "RedisDatastore"),
+        _remote_queue("redis", "redis", "RedisQueue"),
+        _remote_check("redis", "redis"),
+    ),
+    "beanstalkd": _Backend(
+        None,
+        _remote_queue("beanstalkd", "beanstalkd", "BeanstalkdQueue"),
+        _remote_check("beanstalkd", "beanstalkd"),
+    ),
 }
 
 
