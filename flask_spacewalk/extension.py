@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "SPACEWALK_RUN_INLINE": None,
 }
 
+#: Connections a forked process inherited (see SpacewalkState.connections).
+_INHERITED: list[tuple[Datastore, Queue]] = []
+
 #: Constructor keywords and the keys they override.
 OPTIONS = {key[len("SPACEWALK_"):].lower(): key for key in DEFAULTS}
 
@@ -92,6 +95,9 @@ class SpacewalkState:
             with self._lock:
                 pair = self._connections.get(pid)
                 if pair is None:
+                    # The parent's objects stay referenced, never used: an
+                    # SQLite connection must not even be closed in a child.
+                    _INHERITED.extend(self._connections.values())
                     self._connections.clear()
                     pair = (self.make_datastore(), self.make_queue())
                     self._connections[pid] = pair
