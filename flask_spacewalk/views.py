@@ -33,7 +33,7 @@ from .errors import (
     QueueUnavailable,
     SpacewalkError,
 )
-from .runtime.job import RuntimeJob, make_key
+from .runtime.job import NO_RESULT, RuntimeJob, make_key
 from .runtime.worker import Worker
 
 if TYPE_CHECKING:
@@ -160,18 +160,13 @@ class Views:
     def progress(self, uuid: str) -> Response:
         document, cas = self._document(uuid)
         if self._fast_progress[document["jobType"]]:
-            return json_response(
-                {"completeness": float(document["completeness"]), "result": document["resultCode"]}
-            )
+            return json_response(_progress(document))
         return json_response(self._job(document, cas).progress())
 
     def info(self, uuid: str) -> Response:
         document, cas = self._document(uuid)
         if self._fast_progress[document["jobType"]]:
-            answer = {
-                "completeness": float(document["completeness"]),
-                "result": document["resultCode"],
-            }
+            answer = _progress(document)
             answer.update((name, document.get(name, [])) for name in LOG_FIELDS)
             return json_response(answer)
         return json_response(self._job(document, cas).info())
@@ -192,6 +187,14 @@ class Views:
             for name in LOG_FIELDS:
                 document.pop(name, None)
         return json_response(document)
+
+
+def _progress(document: dict[str, Any]) -> dict[str, Any]:
+    """``RuntimeJob.progress()`` of a stored document, without loading it."""
+    return {
+        "completeness": float(document.get("completeness", 0)),
+        "result": document.get("resultCode", NO_RESULT),
+    }
 
 
 def read_json_body(limit: int) -> dict[str, Any]:
