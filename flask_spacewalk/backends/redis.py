@@ -1,0 +1,727 @@
+"""The Redis backend: a datastore and a queue on one Redis server (redis-py).
+
+URL: ``redis://[[user]:password@]host[:port][/db][?prefix=P]``, where the
+query may also set ``socket_timeout`` and ``socket_connect_timeout`` in
+seconds (1 s each by default, so that a dead server is noticed quickly). Every
+key starts with the prefix (``spacewalk:`` by default), so several services
+can share a database; the datastore and the queue may share one prefix.
+
+Keys, with ``P`` the prefix and ``N`` the queue name:
+
+``P doc:<key>``
+    A document: a hash with ``value`` (the JSON text) and ``cas``.
+``P queue:last-id``
+    The counter of entry ids, shared by all queue names, as in beanstalkd.
+``P queue:entry:<id>``
+    An entry: a hash with ``tube``, ``body``, ``pri``, ``ttr``, ``delay``,
+    ``created``, ``ready_at``, ``lease`` (only while reserved),
+    ``reserves``, ``timeouts`` and ``releases``. Times are microseconds of
+    the server's clock (``TIME``), so clients need not agree on the time.
+``P queue:N:ready``, ``P queue:N:delayed``, ``P queue:N:leases``
+    Sorted sets of entry ids (zero-padded to 20 digits) scored by priority,
+    by the time the delay runs out and by the end of the lease. Ids with one
+    score sort as text, so the padding keeps one priority first in first out.
+``P queue:N:wake``
+    A list of wake-up tokens: :meth:`RedisQueue.put` and releases push one,
+    and a blocked :meth:`RedisQueue.reserve` waits on it with ``BLPOP``.
+
+Every change is one Lua script, so it is atomic on the server. A standalone
+server (or a primary) of Redis 6.0 or later is needed; Redis Cluster is not
+supported, because a script touches keys of several hash slots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+import redis.backoff
+import redis.exceptions
+import redis.retry
+
+from .. import errors
+from ..runtime.protocols import Value
+from . import _redact
+
+__all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
+
+#: The default of a URL's ``socket_timeout`` and ``socket_connect_timeout``.
+SOCKET_TIMEOUT = 1.0
+#: Longest ``BLPOP`` of a blocked ``reserve`` between two looks at the queue.
+WAKE_FALLBACK = 1.0
+#: Most wake-up tokens kept for a queue name nobody waits on.
+WAKE_TOKENS = 100
+DEFAULT_PREFIX = "spacewalk:"
+
+_QUERY_KEYS = ("prefix", "socket_timeout", "socket_connect_timeout")
+# Errors that mean the server cannot be used now; the next call reconnects.
+_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+)
+
+
+class _Settings(NamedTuple):
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    prefix: str
+    socket_timeout: float
+    socket_connect_timeout: float
+
+    @property
+    def server(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}/{self.db}"
+
+
+def _parse_url(url: str) -> _Settings:
+    def bad(reason: str) -> errors.ConfigurationError:
+        return errors.ConfigurationError(f"Redis URL {_redact(url)!r} {reason}")
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 6379
+    except ValueError as exc:
+        raise bad(f"is malformed: {exc}") from None
+    if parts.scheme.lower() != "redis":
+        raise bad("must start with redis://")
+    if parts.fragment:
+        raise bad("takes no fragment")
+    db_text = parts.path.strip("/") or "0"
+    if not db_text.isdigit():
+        raise bad("must name a database number, as in redis://host:6379/0")
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in _QUERY_KEYS or key in query:
+            raise bad(f"has an unknown or repeated option {key!r}; known: {', '.join(_QUERY_KEYS)}")
+        query[key] = value
+    timeouts = []
+    for key in ("socket_timeout", "socket_connect_timeout"):
+        try:
+            seconds = float(query.get(key, SOCKET_TIMEOUT))
+        except ValueError:
+            seconds = math.nan
+        if not 0 < seconds < math.inf:
+            raise bad(f"needs a positive number of seconds for {key}")
+        timeouts.append(seconds)
+    return _Settings(
+        host=parts.hostname or "localhost",
+        port=port,
+        db=int(db_text),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        prefix=query.get("prefix", DEFAULT_PREFIX),
+        socket_timeout=timeouts[0],
+        socket_connect_timeout=timeouts[1],
+    )
+
+
+def check_url(url: str) -> None:
+    """Check a ``redis://`` URL without connecting.
+
+    :raise ConfigurationError: the URL is malformed or has unknown options.
+    """
+    _parse_url(url)
+
+
+# -- Lua -----------------------------------------------------------------------
+
+_PRELUDE = """
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+-- Lua's tostring() turns large numbers into 1.7e+15; keep every digit
+local function int(x) return string.format('%.0f', x) end
+local function member(id) return string.format('%020.0f', tonumber(id)) end
+local function entry_key(base, m) return base .. int(tonumber(m)) end
+local function wake(key)
+  if redis.call('LLEN', key) < tonumber(WAKE_TOKENS) then
+    redis.call('RPUSH', key, '1')
+  end
+end
+-- Make ready the entries whose delay or lease ran out (a batch at a time,
+-- so that a backlog cannot stall the server).
+local function promote(ready, delayed, leases, base, now)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
+  for _, m in ipairs(due) do
+    local pri = redis.call('HGET', entry_key(base, m), 'pri')
+    if pri then redis.call('ZADD', ready, pri, m) end
+    redis.call('ZREM', delayed, m)
+  end
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
+  for _, m in ipairs(expired) do
+    local key = entry_key(base, m)
+    local f = redis.call('HMGET', key, 'pri', 'lease')
+    if f[1] and f[2] then
+      redis.call('HDEL', key, 'lease')
+      redis.call('HSET', key, 'ready_at', f[2])
+      redis.call('HINCRBY', key, 'timeouts', 1)
+      redis.call('ZADD', ready, f[1], m)
+    end
+    redis.call('ZREM', leases, m)
+  end
+end
+""".replace("WAKE_TOKENS", str(WAKE_TOKENS))
+
+# KEYS: doc. ARGV: json, cas ('' for none), mode (create, update or set).
+# Returns the new cas as text (it may not fit a Lua number), or -2 when
+# create finds the key, -1 for a stale cas, 0 when update finds no key.
+_WRITE = """
+local old = redis.call('HGET', KEYS[1], 'cas')
+if ARGV[3] == 'create' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return -2 end
+elseif ARGV[2] ~= '' then
+  if old ~= ARGV[2] then return -1 end
+elseif not old and ARGV[3] == 'update' then
+  return 0
+end
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
+if not old or #now > #old or (#now == #old and now > old) then
+  redis.call('HSET', KEYS[1], 'value', ARGV[1], 'cas', now)
+  return now
+end
+-- the clock did not move on (or went back): HINCRBY counts in 64 bits
+redis.call('HSET', KEYS[1], 'value', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'cas', 1)
+return redis.call('HGET', KEYS[1], 'cas')
+"""
+
+# KEYS: ready, delayed, wake, counter.
+# ARGV: entry base, tube, body, pri, ttr, delay (microseconds).
+_PUT = """
+local now = now_us()
+local id = redis.call('INCR', KEYS[4])
+local delay = tonumber(ARGV[6])
+redis.call('HSET', ARGV[1] .. int(id), 'tube', ARGV[2], 'body', ARGV[3],
+  'pri', ARGV[4], 'ttr', ARGV[5], 'delay', ARGV[6], 'created', int(now),
+  'ready_at', int(now + delay), 'reserves', 0, 'timeouts', 0, 'releases', 0)
+if delay > 0 then
+  redis.call('ZADD', KEYS[2], now + delay, member(id))
+else
+  redis.call('ZADD', KEYS[1], ARGV[4], member(id))
+end
+wake(KEYS[3])
+return id
+"""
+
+# KEYS: ready, delayed, leases, wake. ARGV: entry base.
+# Returns {1, id, body, reserves, releases}, or {0[, microseconds to the
+# next delay or lease that runs out]}.
+_RESERVE = """
+local now = now_us()
+promote(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now)
+while true do
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+  if #first == 0 then break end
+  local m = first[1]
+  local key = entry_key(ARGV[1], m)
+  redis.call('ZREM', KEYS[1], m)
+  local ttr = redis.call('HGET', key, 'ttr')
+  if ttr then
+    local lease = now + tonumber(ttr)
+    redis.call('HSET', key, 'lease', int(lease))
+    redis.call('ZADD', KEYS[3], lease, m)
+    local reserves = redis.call('HINCRBY', key, 'reserves', 1)
+    -- pass the wake-up on: another waiter may take the next entry
+    if redis.call('EXISTS', KEYS[1]) == 1 then wake(KEYS[4]) end
+    local f = redis.call('HMGET', key, 'body', 'releases')
+    return {1, tonumber(m), f[1], reserves, tonumber(f[2])}
+  end
+end
+-- nothing is ready, so any token is stale
+redis.call('DEL', KEYS[4])
+local next = false
+for _, set in ipairs({KEYS[2], KEYS[3]}) do
+  local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+  if #head > 0 and (not next or tonumber(head[2]) < next) then
+    next = tonumber(head[2])
+  end
+end
+if not next then return {0} end
+return {0, math.max(next - now, 0)}
+"""
+
+# KEYS: ready, delayed, leases, wake.
+# ARGV: entry base, id, reserves, releases ('' to not check), action, delay.
+# Returns 1, or 0 when someone else reserved the entry since (or, with
+# releases, the holder released it) or it is gone.
+_ENTRY = """
+local key = ARGV[1] .. ARGV[2]
+local m = member(ARGV[2])
+local f = redis.call('HMGET', key, 'reserves', 'releases', 'pri', 'ttr')
+if f[1] ~= ARGV[3] or (ARGV[4] ~= '' and f[2] ~= ARGV[4]) then return 0 end
+redis.call('ZREM', KEYS[1], m)
+redis.call('ZREM', KEYS[2], m)
+if ARGV[5] == 'delete' then
+  redis.call('ZREM', KEYS[3], m)
+  redis.call('DEL', key)
+  return 1
+end
+local now = now_us()
+if ARGV[5] == 'touch' then
+  local lease = now + tonumber(f[4])
+  redis.call('HSET', key, 'lease', int(lease))
+  redis.call('ZADD', KEYS[3], lease, m)
+  return 1
+end
+local delay = tonumber(ARGV[6])
+redis.call('ZREM', KEYS[3], m)
+redis.call('HDEL', key, 'lease')
+redis.call('HSET', key, 'ready_at', int(now + delay), 'delay', ARGV[6])
+redis.call('HINCRBY', key, 'releases', 1)
+if delay > 0 then
+  redis.call('ZADD', KEYS[2], now + delay, m)
+else
+  redis.call('ZADD', KEYS[1], f[3], m)
+end
+-- also for a delay: a waiter then looks again when to wake
+wake(KEYS[4])
+return 1
+"""
+
+# KEYS: ready, delayed, leases. ARGV: entry base, id.
+# Returns {now, tube, pri, ttr, delay, created, ready_at, reserves,
+# timeouts, releases, lease}, or nil when the entry is gone.
+_STATS = """
+local key = ARGV[1] .. ARGV[2]
+local m = member(ARGV[2])
+local now = now_us()
+local f = redis.call('HMGET', key, 'lease', 'ready_at', 'pri')
+if not f[3] then return false end
+if f[1] and tonumber(f[1]) <= now then
+  redis.call('HDEL', key, 'lease')
+  redis.call('HSET', key, 'ready_at', f[1])
+  redis.call('HINCRBY', key, 'timeouts', 1)
+  redis.call('ZREM', KEYS[3], m)
+  redis.call('ZADD', KEYS[1], f[3], m)
+elseif not f[1] and tonumber(f[2]) <= now and redis.call('ZREM', KEYS[2], m) == 1 then
+  redis.call('ZADD', KEYS[1], f[3], m)
+end
+local out = redis.call('HMGET', key, 'tube', 'pri', 'ttr', 'delay', 'created',
+  'ready_at', 'reserves', 'timeouts', 'releases', 'lease')
+table.insert(out, 1, int(now))
+return out
+"""
+
+# ARGV: queue base, entry base, id. Returns 1 when deleted.
+_DELETE = """
+local key = ARGV[2] .. ARGV[3]
+local f = redis.call('HMGET', key, 'tube', 'lease')
+if not f[1] or (f[2] and tonumber(f[2]) > now_us()) then return 0 end
+local m = member(ARGV[3])
+for _, set in ipairs({':ready', ':delayed', ':leases'}) do
+  redis.call('ZREM', ARGV[1] .. f[1] .. set, m)
+end
+redis.call('DEL', key)
+return 1
+"""
+
+# KEYS: ready, delayed, leases. ARGV: entry base.
+_STATS_TUBE = """
+promote(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now_us())
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[1], '-inf', '(1024'),
+  redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[2])}
+"""
+
+
+class _Script:
+    """A Lua script run by ``EVALSHA``, sent again after ``NOSCRIPT``
+    (a restarted or flushed server forgets its scripts)."""
+
+    def __init__(self, body: str) -> None:
+        self.text = _PRELUDE + body
+        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
+
+    def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return client.eval(self.text, len(keys), *keys, *args)
+
+
+_SCRIPTS = {
+    name: _Script(body)
+    for name, body in [
+        ("write", _WRITE), ("put", _PUT), ("reserve", _RESERVE), ("entry", _ENTRY),
+        ("stats", _STATS), ("delete", _DELETE), ("stats_tube", _STATS_TUBE),
+    ]
+}  # fmt: skip
+
+
+# -- connections -----------------------------------------------------------------
+
+
+class _Server:
+    """This process's clients of one server, opened on first use.
+
+    redis-py retries nothing here: a retried script could run twice (two
+    puts, or a cas write that then fails against itself). A call that fails
+    raises the unavailable error, and the pool reconnects on the next call.
+    """
+
+    def __init__(self, settings: _Settings, error: type[Exception]) -> None:
+        self.settings = settings
+        self._error = error
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._clients: dict[bool, redis.Redis] = {}
+
+    def _client(self, blocking: bool) -> redis.Redis:
+        if self._pid != os.getpid():
+            # a child must not talk on its parent's sockets
+            self._clients = {}
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+        with self._lock:
+            client = self._clients.get(blocking)
+            if client is None:
+                s = self.settings
+                client = self._clients[blocking] = redis.Redis(
+                    host=s.host,
+                    port=s.port,
+                    db=s.db,
+                    username=s.username,
+                    password=s.password,
+                    # a BLPOP's reply may take its whole timeout
+                    socket_timeout=s.socket_timeout + (WAKE_FALLBACK if blocking else 0),
+                    socket_connect_timeout=s.socket_connect_timeout,
+                    retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+                    decode_responses=True,
+                )
+            return client
+
+    @contextmanager
+    def connect(self, blocking: bool = False) -> Iterator[redis.Redis]:
+        """A client; connection failures become the unavailable error."""
+        try:
+            yield self._client(blocking)
+        except _UNAVAILABLE as exc:
+            raise self._error(
+                f"Redis server {self.settings.server} is unavailable: {exc}"
+            ) from exc
+
+    def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with self.connect() as client:
+            return _SCRIPTS[script](client, keys, args)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, {}
+        if self._pid == os.getpid():
+            for client in clients.values():
+                client.connection_pool.disconnect()
+
+
+# -- datastore -------------------------------------------------------------------
+
+
+class RedisDatastore:
+    """The datastore protocol on Redis.
+
+    A document is a hash of its JSON text and its ``cas``, so a ``str``
+    comes back as a ``str``. Writes run as one Lua script each, so a
+    compare-and-swap is atomic. A new ``cas`` is ``max(server time in ns,
+    previous cas + 1)``, as in the SQLite store: it grows with every write
+    of a key and, being a clock reading, across a delete and re-create.
+    Nothing locks a document, so :attr:`lockedException` is never raised.
+
+    :param url: ``redis://host:port/db?prefix=...``, see the module.
+    """
+
+    casException: type[Exception] = errors.CasMismatch
+    lockedException: type[Exception] = errors.DocumentLocked
+    existsException: type[Exception] = errors.DocumentExists
+
+    def __init__(self, url: str) -> None:
+        settings = _parse_url(url)
+        self._server = _Server(settings, errors.DatastoreUnavailable)
+        self.prefix = settings.prefix + "doc:"
+
+    def __repr__(self) -> str:
+        return f"<RedisDatastore {self._server.settings.server} prefix={self.prefix!r}>"
+
+    def close(self) -> None:
+        """Close this process's connections; the next call opens them again."""
+        self._server.close()
+
+    def read(self, key: str) -> Value | None:
+        return self.read_with_cas(key)[0]
+
+    def read_with_cas(self, key: str) -> tuple[Value | None, int]:
+        with self._server.connect() as client:
+            text, cas = client.hmget(self.prefix + key, ["value", "cas"])
+        if text is None:
+            return None, 0
+        return json.loads(text), int(cas or 0)
+
+    def create(self, key: str, value: Value) -> bool:
+        self._write(key, value, None, "create")
+        return True
+
+    def update(self, key: str, value: Value) -> bool:
+        return self._write(key, value, None, "update") != 0
+
+    def update_with_cas(
+        self, key: str, value: Value, cas: int | None = None
+    ) -> tuple[bool, int]:
+        new_cas = self._write(key, value, cas, "update")
+        return new_cas != 0, new_cas
+
+    def set(self, key: str, value: Value) -> bool:
+        self._write(key, value, None, "set")
+        return True
+
+    def set_with_cas(
+        self, key: str, value: Value, cas: int | None = None
+    ) -> tuple[bool, int]:
+        return True, self._write(key, value, cas, "set")
+
+    def delete(self, key: str) -> bool:
+        with self._server.connect() as client:
+            return bool(client.delete(self.prefix + key))
+
+    def _write(self, key: str, value: Value, cas: int | None, mode: str) -> int:
+        """Write ``value``; return the new cas, or 0 when ``key`` is missing
+        and ``mode`` is ``update``."""
+        result = self._server.run(
+            "write", [self.prefix + key], [json.dumps(value), str(int(cas)) if cas else "", mode]
+        )
+        if result == -2:
+            raise self.existsException(f"document {key!r} already exists")
+        if result == -1:
+            raise self.casException(f"document {key!r} changed or was deleted since cas {cas}")
+        return int(result)
+
+
+# -- queue -----------------------------------------------------------------------
+
+
+class RedisQueue:
+    """The queue protocol on Redis, with beanstalkd's meanings.
+
+    Entries are taken by priority (lower is more urgent), then in the order
+    they were put. A reserved entry whose lease runs out (``ttr`` seconds
+    after the reserve or the last touch) is ready again with one more
+    ``timeouts``; this is noticed at the next reserve or stats. Entry ids are
+    shared by all queue names under one prefix.
+
+    A blocked :meth:`reserve` waits with ``BLPOP`` on the queue's wake-up
+    list, so a put from another process wakes it within a millisecond; it
+    also looks again when a delay or lease runs out and every
+    :data:`WAKE_FALLBACK` seconds, so correctness never depends on a token.
+    One thread at a time should block in :meth:`reserve` on one queue
+    object; the other methods and the entries' methods may be called from
+    any thread.
+
+    :param url: ``redis://host:port/db?prefix=...``, see the module.
+    :param name: The queue's name (beanstalkd's tube).
+    :param default_ttr: The lease, in seconds, of an entry put without one.
+    """
+
+    def __init__(self, url: str, name: str, default_ttr: float = 30) -> None:
+        settings = _parse_url(url)
+        self._server = _Server(settings, errors.QueueUnavailable)
+        self.queueName = name
+        self.default_ttr = default_ttr
+        self._base = f"{settings.prefix}queue:"
+        self._entries = self._base + "entry:"
+        tube = self._base + name
+        self._ready, self._delayed = tube + ":ready", tube + ":delayed"
+        self._leases, self._wake = tube + ":leases", tube + ":wake"
+
+    def __repr__(self) -> str:
+        return f"<RedisQueue {self.queueName!r} on {self._server.settings.server}>"
+
+    def close(self) -> None:
+        """Close this process's connections; the next call opens them again."""
+        self._server.close()
+
+    def attach(self) -> None:
+        """Do nothing: a queue object always uses and watches its name."""
+
+    def detach(self) -> None:
+        """Do nothing (see :meth:`attach`)."""
+
+    def put(
+        self,
+        data: Any,
+        ttr: float | None = None,
+        delay: float = 0,
+        priority: int = 2**31,
+    ) -> int:
+        """Enqueue ``json.dumps(data)``; return the entry's id.
+
+        :param ttr: The entry's lease in seconds, ``default_ttr`` if None.
+        :param delay: Seconds before the entry can be reserved.
+        :param priority: 0 is the most urgent.
+        """
+        ttr = self.default_ttr if ttr is None else ttr
+        if ttr <= 0:
+            raise ValueError("ttr must be positive")
+        args = [
+            self._entries, self.queueName, json.dumps(data), int(priority),
+            max(1, round(ttr * 1e6)), round(max(delay, 0) * 1e6),
+        ]  # fmt: skip
+        keys = [self._ready, self._delayed, self._wake, self._base + "last-id"]
+        return int(self._server.run("put", keys, args))
+
+    def reserve(self, timeout: float | None = None) -> RedisQueueEntry | None:
+        """Take the next ready entry, waiting up to ``timeout`` seconds
+        (forever if None, not at all if 0); None if none came."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            entry, next_event = self._try_reserve()
+            if entry is not None:
+                return entry
+            wait = WAKE_FALLBACK if next_event is None else min(WAKE_FALLBACK, next_event)
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                wait = min(wait, remaining)
+            # BLPOP counts in milliseconds, and 0 would mean forever
+            wait = max(math.ceil(wait * 1000), 1) / 1000
+            with self._server.connect(blocking=True) as client:
+                client.blpop([self._wake], timeout=wait)
+
+    def _try_reserve(self) -> tuple[RedisQueueEntry | None, float | None]:
+        """The reserved entry, or None and the seconds to the next delay or
+        lease that runs out (None if there is none)."""
+        keys = [self._ready, self._delayed, self._leases, self._wake]
+        result = self._server.run("reserve", keys, [self._entries])
+        if result[0]:
+            _, id, body, reserves, releases = result
+            return RedisQueueEntry(self, id, body, reserves, releases), None
+        return None, result[1] / 1e6 if len(result) > 1 else None
+
+    def delete(self, id: int) -> bool:
+        """Delete an entry that is ready, delayed, or reserved by nobody
+        whose lease still runs; False when there is no such entry.
+
+        As in beanstalkd, ``id`` may be of any queue name under the prefix.
+        """
+        return bool(self._server.run("delete", [], [self._base, self._entries, int(id)]))
+
+    def stats_tube(self) -> dict[str, Any]:
+        """beanstalkd's ``stats-tube`` counts for this queue name."""
+        keys = [self._ready, self._delayed, self._leases]
+        ready, urgent, reserved, delayed = self._server.run("stats_tube", keys, [self._entries])
+        return {
+            "name": self.queueName,
+            "current-jobs-urgent": urgent,
+            "current-jobs-ready": ready,
+            "current-jobs-reserved": reserved,
+            "current-jobs-delayed": delayed,
+        }
+
+    def _entry_action(
+        self, entry: RedisQueueEntry, action: str, held: bool, delay: float = 0
+    ) -> None:
+        """Delete, touch or release ``entry`` if nobody reserved it since
+        its holder did and, if ``held``, the holder did not release it."""
+        args = [
+            self._entries, entry.id, entry._reserves,
+            entry._releases if held else "", action, round(max(delay, 0) * 1e6),
+        ]  # fmt: skip
+        keys = [self._ready, self._delayed, self._leases, self._wake]
+        if not self._server.run("entry", keys, args):
+            raise errors.EntryNotReserved(
+                f"entry {entry.id} of {self.queueName!r} was deleted, released,"
+                " or reserved by another worker"
+            )
+
+    def _entry_stats(self, id: int) -> dict[str, Any]:
+        keys = [self._ready, self._delayed, self._leases]
+        row = self._server.run("stats", keys, [self._entries, id])
+        if row is None:
+            raise errors.EntryNotReserved(f"entry {id} was deleted")
+        now, tube, pri, ttr, delay, created, ready_at, reserves, timeouts, releases, lease = row
+        now, ready_at = int(now), int(ready_at)
+        if lease is not None:
+            state, left = "reserved", int(lease) - now
+        elif ready_at > now:
+            state, left = "delayed", ready_at - now
+        else:
+            state, left = "ready", 0
+        return {
+            "id": id,
+            "tube": tube,
+            "state": state,
+            "pri": int(pri),
+            "age": (now - int(created)) // 1_000_000,
+            "delay": _seconds(delay),
+            "ttr": _seconds(ttr),
+            "time-left": round(left / 1e6, 3),
+            "reserves": int(reserves),
+            "timeouts": int(timeouts),
+            "releases": int(releases),
+        }
+
+
+class RedisQueueEntry:
+    """A reserved entry of a :class:`RedisQueue`.
+
+    Its holder may delete, release or touch it until another worker
+    reserves it, and after that these raise
+    :exc:`~flask_spacewalk.errors.EntryNotReserved`. A holder whose lease ran
+    out may still act while nobody else has taken the entry: ``touch`` then
+    reserves it again. After its own ``release`` a holder may still
+    ``delete`` the entry (as beanstalkd lets anyone delete a ready entry),
+    but ``touch`` and ``release`` raise.
+    """
+
+    def __init__(
+        self, queue: RedisQueue, id: int, body: str, reserves: int, releases: int
+    ) -> None:
+        self.id = id
+        self.body = body
+        self._queue = queue
+        # The entry's counts when this holder reserved it: another reserve
+        # or a release changes them, and so ends this holder's rights.
+        self._reserves = reserves
+        self._releases = releases
+
+    def __repr__(self) -> str:
+        return f"<RedisQueueEntry {self.id} of {self._queue.queueName!r}>"
+
+    def delete(self) -> None:
+        """Remove the entry for good."""
+        self._queue._entry_action(self, "delete", held=False)
+
+    def release(self, delay: float = 0) -> None:
+        """Make the entry ready again, after ``delay`` seconds."""
+        self._queue._entry_action(self, "release", held=True, delay=delay)
+
+    def touch(self) -> None:
+        """Renew the lease for another ``ttr`` seconds."""
+        self._queue._entry_action(self, "touch", held=True)
+
+    def stats(self) -> dict[str, Any]:
+        """beanstalkd's ``stats-job``: ``state``, ``reserves``, ``age``...
+
+        ``age`` is whole seconds; ``time-left`` is seconds to the end of the
+        lease or delay, to the millisecond.
+        """
+        return self._queue._entry_stats(self.id)
+
+
+def _seconds(microseconds: str) -> float:
+    """Stored microseconds as seconds: an int when whole, as beanstalkd
+    reports them."""
+    value = int(microseconds)
+    return value // 1_000_000 if value % 1_000_000 == 0 else value / 1e6
