@@ -1,0 +1,473 @@
+"""Documents in PostgreSQL, with psycopg 3 and a connection pool.
+
+The URL is libpq's, with three parameters of our own that are removed
+before connecting::
+
+    postgresql://[user[:password]@][host][:port]/dbname[?param=value&...]
+
+``postgres://`` works too. The database name is required. Other query
+parameters go to libpq as they are (``sslmode``, ``connect_timeout`` (5 s
+unless given), ``application_name``, ``options=-c%20statement_timeout%3D5s``
+...). Ours:
+
+``schema``
+    The schema of the table, created when missing. Without it the table is
+    found through the ``search_path`` (``options=-csearch_path%3Dname``
+    works too).
+``pool_min_size``, ``pool_max_size``
+    The connections each process keeps open (1) and may open (4); a
+    threaded web server wants its thread count here.
+
+Everything lives in one table, ``spacewalk_documents``, created with its
+indexes on first use::
+
+    key         text COLLATE "C" PRIMARY KEY   -- zerog_job_<uuid>
+    value       jsonb NOT NULL                 -- the dict, or the str
+    cas         bigint NOT NULL                -- the compare-and-swap version
+    updated_at  timestamptz NOT NULL
+
+The indexes serve these queries at any number of jobs::
+
+    SELECT key FROM spacewalk_documents
+    WHERE value->>'jobType' = %s ORDER BY value->>'createdAt' DESC LIMIT 50;
+    SELECT key FROM spacewalk_documents ORDER BY updated_at DESC LIMIT 50;
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from .. import errors
+from ..runtime.protocols import Value
+
+__all__ = ["PostgresDatastore", "check_url"]
+
+TABLE = "spacewalk_documents"
+#: libpq's ``connect_timeout`` (seconds) when the URL gives none.
+CONNECT_TIMEOUT = 5
+#: Seconds a call waits for a connection of the pool.
+POOL_TIMEOUT = 10.0
+_OWN_PARAMS = ("schema", "pool_min_size", "pool_max_size")
+# one lock for every spacewalk table of a database: setup is rare
+_SETUP_LOCK = int.from_bytes(
+    hashlib.sha1(b"flask_spacewalk.backends.postgres").digest()[:8], "big", signed=True
+)
+
+# Nanoseconds of the server's clock: one clock for every client, so the cas
+# of a key keeps growing across a delete and re-create whoever writes.
+_NOW_NS = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000"
+_NEXT_CAS = f"greatest({_NOW_NS}, d.cas + 1)"
+_SQL = {
+    "read": "SELECT value, cas FROM {t} WHERE key = %s",
+    "create": (
+        "INSERT INTO {t} (key, value, cas, updated_at)"
+        f" VALUES (%s, %s::jsonb, {_NOW_NS}, now())"
+        " ON CONFLICT (key) DO NOTHING RETURNING cas"
+    ),
+    "update": (
+        f"UPDATE {{t}} AS d SET value = %s::jsonb, cas = {_NEXT_CAS},"
+        " updated_at = now() WHERE key = %s RETURNING cas"
+    ),
+    # the compare-and-swap: the row lock and the check are one statement
+    "update_cas": (
+        f"UPDATE {{t}} AS d SET value = %s::jsonb, cas = {_NEXT_CAS},"
+        " updated_at = now() WHERE key = %s AND d.cas = %s RETURNING cas"
+    ),
+    "set": (
+        "INSERT INTO {t} AS d (key, value, cas, updated_at)"
+        f" VALUES (%s, %s::jsonb, {_NOW_NS}, now())"
+        f" ON CONFLICT (key) DO UPDATE SET value = excluded.value, cas = {_NEXT_CAS},"
+        " updated_at = excluded.updated_at RETURNING cas"
+    ),
+    "delete": "DELETE FROM {t} WHERE key = %s",
+}
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS {t} (
+        key text COLLATE "C" PRIMARY KEY,
+        value jsonb NOT NULL,
+        cas bigint NOT NULL,
+        updated_at timestamptz NOT NULL
+    )""",
+    f"""CREATE INDEX IF NOT EXISTS {TABLE}_job_type_created_at
+        ON {{t}} ((value->>'jobType'), (value->>'createdAt'))""",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_updated_at ON {{t}} (updated_at)",
+)
+# What a lost or unusable connection raises (PoolTimeout and PoolClosed are
+# OperationalErrors); a read-only server is a primary that failed over.
+_CONNECTION_ERRORS = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.ReadOnlySqlTransaction,
+)
+
+
+class _Settings(NamedTuple):
+    conninfo: str
+    #: ``host:port/dbname``, for messages (never the password)
+    where: str
+    schema: str | None
+    min_size: int
+    max_size: int
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _parse(url: str) -> _Settings:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+
+    def fail(problem: str) -> errors.ConfigurationError:
+        if password:
+            problem = problem.replace(password, "***")
+        return errors.ConfigurationError(f"bad PostgreSQL URL: {problem}")
+
+    if url.partition("://")[0].lower() not in ("postgresql", "postgres"):
+        raise fail("the scheme must be postgresql:// or postgres://")
+    base, _, query = url.partition("?")
+    if "#" in url:
+        raise fail("a fragment (#) has no meaning here")
+    own: dict[str, str] = {}
+    kept = []
+    for pair in filter(None, query.split("&")):
+        name, _, value = pair.partition("=")
+        if unquote(name) in _OWN_PARAMS:
+            own[unquote(name)] = unquote(value)
+        else:
+            kept.append(pair)
+    try:
+        params = conninfo_to_dict("?".join([base, "&".join(kept)]) if kept else base)
+    except psycopg.Error as exc:
+        raise fail(_reason(exc)) from None
+    if not params.get("dbname"):
+        raise fail("it names no database; use postgresql://host:5432/dbname")
+    for port in str(params.get("port") or "5432").split(","):
+        if not port.isdigit():
+            raise fail(f"port {port!r} is not a number")
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    try:
+        int(str(params["connect_timeout"]))
+        min_size = int(own.get("pool_min_size", 1))
+        max_size = int(own.get("pool_max_size", max(4, min_size)))
+    except ValueError:
+        raise fail("connect_timeout, pool_min_size and pool_max_size are integers") from None
+    if not 0 <= min_size <= max_size or max_size < 1:
+        raise fail("0 <= pool_min_size <= pool_max_size and pool_max_size >= 1 must hold")
+    schema = own.get("schema")
+    if schema is not None and not schema:
+        raise fail("schema is empty")
+    host = str(params.get("host") or params.get("hostaddr") or "local socket")
+    where = f"{host}:{params.get('port') or 5432}/{params['dbname']}"
+    return _Settings(make_conninfo("", **params), where, schema, min_size, max_size)
+
+
+def check_url(url: str) -> None:
+    """Check a ``postgresql://`` URL without connecting.
+
+    :raise ConfigurationError: it is malformed, has a parameter libpq does
+        not know, or names no database.
+    """
+    _parse(url)
+
+
+def _looks_alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection is still open, without a round trip.
+
+    An idle connection has nothing to read: input means that the server
+    said goodbye (a restart, ``pg_terminate_backend``) or closed it.
+    """
+    if conn.closed:
+        return False
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.Error:
+        return False
+    if hasattr(select, "poll"):  # select() cannot watch fds above 1023
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return not poller.poll(0)
+    return not select.select([fd], [], [], 0)[0]
+
+
+class _ProcessPool(ConnectionPool[psycopg.Connection[Any]]):
+    """A pool that only its own process finalizes: a forked child must not
+    stop its parent's threads or touch its connections."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._owner = os.getpid()
+        super().__init__(*args, **kwargs)
+
+    def __del__(self) -> None:
+        if getattr(self, "_owner", None) == os.getpid():
+            super().__del__()
+
+
+class _Connections:
+    """This process's pool of connections to one database.
+
+    The pool is made on first use, after one direct connection succeeded:
+    that connection reports a refused or timed-out server at once (a pool
+    only retries in the background) and runs ``setup`` the first time. A
+    connection found broken drops the whole pool, as the server restarted
+    or went away; the next call starts over.
+    """
+
+    def __init__(
+        self, settings: _Settings, setup: Callable[[psycopg.Connection[Any]], None]
+    ) -> None:
+        self.settings = settings
+        self._setup = setup
+        self._ready = False
+        self._pool: _ProcessPool | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        # the last failed connection, shared with the threads that waited
+        # for it instead of each waiting for its own connect_timeout
+        self._failed_at = float("-inf")
+        self._failure = ""
+
+    def unavailable(self, reason: str) -> errors.DatastoreUnavailable:
+        return errors.DatastoreUnavailable(
+            f"PostgreSQL at {self.settings.where} is unavailable: {reason}"
+        )
+
+    def _own(self) -> threading.Lock:
+        if self._pid != os.getpid():
+            self._pool = None  # the parent's: never used, never closed here
+            self._lock = threading.Lock()  # another thread may have held it
+            self._pid = os.getpid()
+        return self._lock
+
+    def _current(self) -> _ProcessPool:
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        asked = time.monotonic()
+        with self._own():
+            if self._pool is not None:
+                return self._pool
+            if self._failed_at >= asked:
+                raise self.unavailable(self._failure)
+            try:
+                with psycopg.connect(self.settings.conninfo, autocommit=True) as conn:
+                    if not self._ready:
+                        self._setup(conn)
+                        self._ready = True
+            except psycopg.Error as exc:
+                self._failed_at = time.monotonic()
+                self._failure = _reason(exc)
+                raise self.unavailable(self._failure) from exc
+            self._pool = _ProcessPool(
+                self.settings.conninfo,
+                kwargs={"autocommit": True},
+                min_size=self.settings.min_size,
+                max_size=self.settings.max_size,
+                open=True,
+                name=f"spacewalk {self.settings.where}",
+                timeout=POOL_TIMEOUT,
+                num_workers=1,
+            )
+            return self._pool
+
+    def _discard(self, pool: _ProcessPool) -> None:
+        with self._own():
+            if self._pool is not pool:
+                return  # another thread did it, or this is a forked child
+            self._pool = None
+        pool.close(timeout=1.0)  # connections in use close when put back
+
+    def _get(self) -> tuple[_ProcessPool, psycopg.Connection[Any]]:
+        pool = self._current()
+        for _ in range(3):
+            try:
+                conn = pool.getconn()
+            except PoolClosed:  # another thread discarded it
+                pool = self._current()
+                continue
+            except PoolTimeout as exc:
+                # most likely the server went away since the pool was made:
+                # the next call's direct connection says so at once
+                self._discard(pool)
+                raise self.unavailable(_reason(exc)) from exc
+            if _looks_alive(conn):
+                return pool, conn
+            # its siblings are most likely as dead: start over
+            conn.close()
+            pool.putconn(conn)
+            self._discard(pool)
+            pool = self._current()
+        raise self.unavailable("connections keep closing")
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the pool, in autocommit mode."""
+        pool, conn = self._get()
+        try:
+            yield conn
+        except _CONNECTION_ERRORS as exc:
+            if conn.broken or isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+                self._discard(pool)
+            raise self.unavailable(_reason(exc)) from exc
+        finally:
+            pool.putconn(conn)
+
+    def close(self) -> None:
+        with self._own():
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+
+class PostgresDatastore:
+    """The datastore protocol on PostgreSQL.
+
+    A value is stored as ``jsonb``: a ``str`` comes back as a ``str``, a dict
+    as an equal dict (``jsonb`` orders keys its own way, and a float written
+    with an exponent but no fraction, ``1e+16``, comes back as an int).
+    PostgreSQL cannot store ``"\\u0000"`` in JSON nor NaN: writing them raises
+    :exc:`ValueError`.
+
+    Every operation is one statement on an autocommit connection. A write's
+    ``cas`` is ``greatest(<server clock in ns>, cas + 1)``, computed by the
+    server; a write with a ``cas`` is one ``UPDATE ... WHERE key = %s AND
+    cas = %s``. Nothing locks a document, so :attr:`lockedException` is
+    never raised.
+
+    Each process opens its own pool on first use (after a fork too). A
+    refused, timed-out or lost connection raises
+    :exc:`~flask_spacewalk.errors.DatastoreUnavailable`, and the next call
+    connects again.
+
+    :param url: ``postgresql://host:port/dbname?schema=...`` (see the module).
+    """
+
+    casException: type[Exception] = errors.CasMismatch
+    lockedException: type[Exception] = errors.DocumentLocked
+    existsException: type[Exception] = errors.DocumentExists
+
+    def __init__(self, url: str) -> None:
+        settings = _parse(url)
+        self._schema = settings.schema
+        #: The table, schema-qualified when the URL names a schema, for
+        #: queries of your own.
+        self.table = _quote(TABLE)
+        if settings.schema is not None:
+            self.table = f"{_quote(settings.schema)}.{self.table}"
+        self._sql = {name: sql.format(t=self.table) for name, sql in _SQL.items()}
+        self._connections = _Connections(settings, self._setup)
+
+    def __repr__(self) -> str:
+        return f"<PostgresDatastore {self._connections.settings.where} {self.table}>"
+
+    def close(self) -> None:
+        """Close this process's pool; the next call opens a new one."""
+        self._connections.close()
+
+    def _setup(self, conn: psycopg.Connection[Any]) -> None:
+        """Create the schema, table and indexes unless the table exists."""
+        row = conn.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()
+        if row is not None and row[0] is not None:
+            return  # no DDL, so no CREATE privilege needed
+        with conn.transaction():
+            # concurrent CREATE ... IF NOT EXISTS can still collide
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+            schema = self._schema
+            if schema is not None and not conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
+            ).fetchone():
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}")
+            for statement in _SCHEMA:
+                conn.execute(statement.format(t=self.table))
+
+    def _execute(self, name: str, args: tuple[Any, ...]) -> tuple[Any, int]:
+        """Run statement ``name``; return its first row (or None) and its
+        row count."""
+        with self._connections.connection() as conn:
+            try:
+                cursor = conn.execute(self._sql[name], args)
+            except psycopg.DataError as exc:  # "\u0000" in a str, say
+                detail = exc.diag.message_detail
+                raise ValueError(
+                    f"PostgreSQL cannot store this value: {exc.diag.message_primary}"
+                    + (f" ({detail})" if detail else "")
+                ) from None
+            row = cursor.fetchone() if cursor.description is not None else None
+            return row, cursor.rowcount
+
+    def read(self, key: str) -> Value | None:
+        return self.read_with_cas(key)[0]
+
+    def read_with_cas(self, key: str) -> tuple[Value | None, int]:
+        row, _ = self._execute("read", (key,))
+        if row is None:
+            return None, 0
+        return row[0], int(row[1])
+
+    def create(self, key: str, value: Value) -> bool:
+        row, _ = self._execute("create", (key, _dumps(value)))
+        if row is None:
+            raise self.existsException(f"document {key!r} already exists")
+        return True
+
+    def update(self, key: str, value: Value) -> bool:
+        return self._write(key, value, None, create=False) != 0
+
+    def update_with_cas(
+        self, key: str, value: Value, cas: int | None = None
+    ) -> tuple[bool, int]:
+        new_cas = self._write(key, value, cas, create=False)
+        return new_cas != 0, new_cas
+
+    def set(self, key: str, value: Value) -> bool:
+        self._write(key, value, None, create=True)
+        return True
+
+    def set_with_cas(
+        self, key: str, value: Value, cas: int | None = None
+    ) -> tuple[bool, int]:
+        return True, self._write(key, value, cas, create=True)
+
+    def delete(self, key: str) -> bool:
+        return self._execute("delete", (key,))[1] > 0
+
+    def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
+        """Write ``value``; return the new cas, or 0 when ``key`` is missing
+        and ``create`` is false."""
+        text = _dumps(value)
+        if cas:
+            row, _ = self._execute("update_cas", (text, key, cas))
+            if row is None:
+                raise self.casException(
+                    f"document {key!r} changed or was deleted since cas {cas}"
+                )
+        elif create:
+            row, _ = self._execute("set", (key, text))
+        else:
+            row, _ = self._execute("update", (text, key))
+            if row is None:
+                return 0
+        return int(row[0])
+
+
+def _dumps(value: Value) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)

@@ -1,0 +1,540 @@
+"""The PostgreSQL datastore beyond the protocol: URLs, table, pool, outages."""
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from backend_postgres import DATABASE_URL, admin, dropped_afterwards, new_schema_name
+from backend_support import SPAWN, _increment, _reporting, _run_processes
+
+from flask_spacewalk import errors
+from flask_spacewalk.backends import check_url, make_datastore
+
+postgres = pytest.importorskip("flask_spacewalk.backends.postgres")
+PostgresDatastore = postgres.PostgresDatastore
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A schema name that does not exist yet; dropped afterwards."""
+    admin().close()  # skip now when there is no server
+    name = new_schema_name()
+    with dropped_afterwards(name):
+        yield name
+
+
+@pytest.fixture
+def url(schema: str) -> str:
+    # application_name tells this test's connections apart
+    return f"{DATABASE_URL}?schema={schema}&application_name={schema}"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Any]:
+    store = PostgresDatastore(url)
+    yield store
+    store.close()
+
+
+def backend_pids(application_name: str) -> set[int]:
+    with admin() as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def terminate(application_name: str) -> None:
+    """End the server processes of those connections, and wait until
+    they are gone."""
+    pids = backend_pids(application_name)
+    assert pids
+    with admin() as conn:
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    for _ in range(200):
+        if not pids & backend_pids(application_name):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"backends {pids} still running")
+
+
+def in_threads(count: int, target: Any, *args: Any) -> list[object]:
+    """Run ``target(*args)`` in ``count`` threads; return what each returned
+    or raised."""
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            results.append(target(*args))
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- URLs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://127.0.0.1:5432/test",
+        "postgres://user:pw@db.example/jobs?sslmode=require&schema=sw&pool_max_size=8",
+        "postgresql:///jobs?pool_min_size=0",
+        "postgresql://h1:5432,h2:5433/jobs?target_session_attrs=read-write",
+        "postgresql://db/test?options=-csearch_path%3Dsw_abc&connect_timeout=2",
+    ],
+)
+def test_good_urls(url: str) -> None:
+    check_url(url, "datastore")
+    postgres.check_url(url)
+    PostgresDatastore(url).close()  # connects lazily: nothing to reach
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("postgresql://127.0.0.1:5432", "no database"),
+        ("postgresql://127.0.0.1:5432/", "no database"),
+        ("postgresql://h/db?nonsense=1", "nonsense"),
+        ("postgresql://h:port/db", "port"),
+        ("postgresql://h/db?schema=", "schema"),
+        ("postgresql://h/db?pool_max_size=0", "pool_max_size"),
+        ("postgresql://h/db?pool_min_size=5&pool_max_size=2", "pool_min_size"),
+        ("postgresql://h/db?pool_max_size=many", "integers"),
+        ("postgresql://h/db?connect_timeout=soon", "integers"),
+        ("postgresql://h/db#top", "fragment"),
+    ],
+)
+def test_bad_urls(url: str, match: str) -> None:
+    with pytest.raises(errors.ConfigurationError, match=match):
+        check_url(url, "datastore")
+    with pytest.raises(errors.ConfigurationError, match=match):
+        make_datastore(url)
+
+
+def test_password_is_not_in_messages() -> None:
+    with pytest.raises(errors.ConfigurationError) as info:
+        check_url("postgresql://me:s3cret@h/db?nonsense=1", "datastore")
+    assert "s3cret" not in str(info.value)
+    port = free_port()
+    store = PostgresDatastore(f"postgresql://me:s3cret@127.0.0.1:{port}/test")
+    with pytest.raises(errors.DatastoreUnavailable) as unavailable:
+        store.read("k")
+    assert f"127.0.0.1:{port}/test" in str(unavailable.value)
+    assert "s3cret" not in str(unavailable.value)
+    assert "s3cret" not in repr(store)
+
+
+# -- the table -----------------------------------------------------------------
+
+
+def test_table_and_indexes(store: Any, schema: str) -> None:
+    store.create("zerog_job_1", {"jobType": "a", "createdAt": "2021-11-20T02:55:10.967790"})
+    store.create("text", "a str")
+    with admin() as conn:
+        columns = conn.execute(
+            "SELECT column_name, data_type, is_nullable, collation_name"
+            " FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = 'spacewalk_documents'"
+            " ORDER BY ordinal_position",
+            (schema,),
+        ).fetchall()
+        assert columns == [
+            ("key", "text", "NO", "C"),  # bytewise: faster, and LIKE 'prefix%' uses it
+            ("value", "jsonb", "NO", None),
+            ("cas", "bigint", "NO", None),
+            ("updated_at", "timestamp with time zone", "NO", None),
+        ]
+        types = conn.execute(
+            f"SELECT key, jsonb_typeof(value) FROM {store.table} ORDER BY key"
+        ).fetchall()
+        assert types == [("text", "string"), ("zerog_job_1", "object")]
+        indexes = dict(
+            conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s", (schema,)
+            ).fetchall()
+        )
+        assert indexes == {
+            "spacewalk_documents_pkey": "CREATE UNIQUE INDEX spacewalk_documents_pkey"
+            f" ON {schema}.spacewalk_documents USING btree (key)",
+            "spacewalk_documents_job_type_created_at": "CREATE INDEX"
+            f" spacewalk_documents_job_type_created_at ON {schema}.spacewalk_documents"
+            " USING btree (((value ->> 'jobType'::text)), ((value ->> 'createdAt'::text)))",
+            "spacewalk_documents_updated_at": "CREATE INDEX spacewalk_documents_updated_at"
+            f" ON {schema}.spacewalk_documents USING btree (updated_at)",
+        }
+
+
+def test_listings_use_the_indexes(store: Any) -> None:
+    store.create("k", "v")  # creates the table
+    with admin() as conn:
+        conn.execute(
+            f"INSERT INTO {store.table} (key, value, cas, updated_at)"
+            " SELECT 'zerog_job_' || i, jsonb_build_object('jobType', 'type' || i % 20,"
+            " 'createdAt', to_char(t, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')), i, t"
+            " FROM generate_series(1, 20000) AS i,"
+            " LATERAL (SELECT now() - i * interval '1 second' AS t) AS times"
+        )
+        conn.execute(f"ANALYZE {store.table}")
+        for query in [
+            f"SELECT key FROM {store.table} WHERE value->>'jobType' = 'type7'"
+            " ORDER BY value->>'createdAt' DESC LIMIT 50",
+            f"SELECT key FROM {store.table} ORDER BY updated_at DESC LIMIT 50",
+            f"SELECT value FROM {store.table} WHERE key = 'zerog_job_7'",
+        ]:
+            plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {query}"))
+            # an index gives the rows in order: no scan of the table, no sort
+            assert "Index Scan" in plan, plan
+            assert "Seq Scan" not in plan and "Sort" not in plan, plan
+
+
+def test_schema_is_created_when_missing(store: Any, schema: str) -> None:
+    store.set("k", "v")
+    with admin() as conn:
+        found = conn.execute(
+            "SELECT to_regclass(%s)", (f'"{schema}".spacewalk_documents',)
+        ).fetchone()
+    assert found is not None and found[0] is not None
+
+
+def test_search_path_in_options(schema: str) -> None:
+    with admin() as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    store = PostgresDatastore(f"{DATABASE_URL}?options=-csearch_path%3D{schema}")
+    try:
+        store.set("k", "v")
+        with admin() as conn:
+            row = conn.execute(f'SELECT value FROM "{schema}".spacewalk_documents').fetchone()
+        assert row == ("v",)
+    finally:
+        store.close()
+
+
+@_reporting
+def _set_once(url: str, start: Any) -> bool:
+    store = make_datastore(url)
+    try:
+        start.wait(timeout=30)
+        store.set(f"k{os.getpid()}", "v")
+        return True
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_processes_creating_the_table_at_once(url: str, store: Any) -> None:
+    """gunicorn and worker processes all starting on an empty database."""
+    processes = 4
+    start = SPAWN.Barrier(processes)
+    assert _run_processes(_set_once, [(url, start)] * processes) == [True] * processes
+    with admin() as conn:
+        row = conn.execute(f"SELECT count(*) FROM {store.table}").fetchone()
+    assert row == (processes,)
+
+
+def test_values_postgres_cannot_store(store: Any) -> None:
+    with pytest.raises(ValueError, match="u0000"):
+        store.set("k", "nul \x00 inside")
+    with pytest.raises(ValueError):
+        store.set("k", {"x": float("nan")})
+    store.set("k", "fine")  # the connection is still good
+    assert store.read("k") == "fine"
+
+
+# -- compare-and-swap ----------------------------------------------------------
+
+
+def test_cas_write_is_one_conditional_update(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, cas = store.set_with_cas("k", {"n": 1})
+    statements: list[str] = []
+    real = store._connections.connection
+
+    class Spy:
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        def execute(self, query: str, args: Any = None) -> Any:
+            statements.append(query)
+            return self.conn.execute(query, args)
+
+    @contextlib.contextmanager
+    def spying() -> Iterator[Spy]:
+        with real() as conn:
+            yield Spy(conn)
+
+    monkeypatch.setattr(store._connections, "connection", spying)
+    _, cas = store.update_with_cas("k", {"n": 2}, cas)
+    _, cas = store.set_with_cas("k", {"n": 3}, cas)
+    with pytest.raises(store.casException):
+        store.update_with_cas("k", {"n": 4}, cas - 1)
+    assert len(statements) == 3
+    for statement in statements:
+        assert statement.startswith("UPDATE ")
+        assert "WHERE key = %s AND d.cas = %s RETURNING cas" in statement
+
+
+def test_cas_conflict_while_waiting_for_the_row(store: Any, schema: str) -> None:
+    """Another writer holds the row: the compare happens after it commits,
+    so its write is never lost."""
+    _, cas = store.set_with_cas("k", {"n": 1})
+    outcome: list[object] = []
+
+    def write() -> None:
+        try:
+            outcome.append(store.update_with_cas("k", {"n": "lost"}, cas))
+        except Exception as exc:
+            outcome.append(exc)
+
+    with admin() as other:
+        with other.transaction():
+            other.execute(
+                f"UPDATE {store.table} SET value = '{{\"n\": 2}}', cas = cas + 1 WHERE key = 'k'"
+            )
+            thread = threading.Thread(target=write)
+            thread.start()
+            for _ in range(500):  # until our UPDATE waits for the row lock
+                row = other.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = %s AND wait_event_type = 'Lock'",
+                    (schema,),
+                ).fetchone()
+                if row == (1,):
+                    break
+                time.sleep(0.01)
+            else:
+                raise AssertionError("the write never waited for the row")
+        thread.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], store.casException)
+    assert store.read_with_cas("k") == ({"n": 2}, cas + 1)
+
+
+def test_cas_comes_from_the_server_clock(store: Any) -> None:
+    _, cas = store.set_with_cas("k", "v")
+    with admin() as conn:
+        row = conn.execute(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000"
+        ).fetchone()
+        assert row is not None
+        assert 0 <= row[0] - cas < 60 * 10**9
+        # a cas ahead of the clock (another server's, say) still grows by one
+        conn.execute(f"UPDATE {store.table} SET cas = %s WHERE key = 'k'", (2**62,))
+    assert store.set_with_cas("k", "w") == (True, 2**62 + 1)
+    assert store.update_with_cas("k", "x", 2**62 + 1) == (True, 2**62 + 2)
+    assert store.update("k", "y") is True
+    assert store.read_with_cas("k") == ("y", 2**62 + 3)
+
+
+# -- the pool ------------------------------------------------------------------
+
+
+def test_pool_opens_on_first_use(store: Any, schema: str) -> None:
+    assert store._connections._pool is None
+    assert backend_pids(schema) == set()
+    assert store.read("k") is None
+    pool = store._connections._pool
+    assert pool is not None and (pool.min_size, pool.max_size) == (1, 4)
+    assert 1 <= len(backend_pids(schema)) <= 4
+    store.close()
+    assert store._connections._pool is None
+    assert store.read("k") is None  # opens again
+
+
+def test_pool_size_from_the_url(url: str) -> None:
+    store = PostgresDatastore(f"{url}&pool_min_size=0&pool_max_size=1")
+    try:
+        store.create("counter", {"count": 0})
+        conflicts = in_threads(3, _increment, store, "counter", 20)
+        assert all(isinstance(n, int) for n in conflicts), conflicts
+        assert store.read("counter") == {"count": 60}
+        assert store._connections._pool.max_size == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_opens_its_own_pool(store: Any, schema: str) -> None:
+    """A gunicorn worker forked after the app used the store."""
+    store.set("k", {"count": 0})
+    pool = store._connections._pool
+    parent_pids = backend_pids(schema)
+    with warnings.catch_warnings():
+        # Python 3.12+ warns when forking with threads (the pool's), as
+        # gunicorn does; that the store copes is what this test is about
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _increment(store, "k", 5)
+            assert store._connections._pool not in (None, pool)
+            store.close()
+            del pool
+            gc.collect()  # finalizing the parent's pool must not touch it
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.read("k") == {"count": 5}
+    assert store._connections._pool is pool  # its connections still work
+    assert parent_pids <= backend_pids(schema)
+
+
+# -- outages -------------------------------------------------------------------
+
+
+def test_terminated_connections_are_replaced(store: Any, schema: str) -> None:
+    """A server restart, say: every pooled connection is gone."""
+    store.create("counter", {"count": 0})
+    in_threads(4, _increment, store, "counter", 20)  # opens a few connections
+    terminate(schema)
+    # the server's goodbye is noticed before a connection is used
+    assert in_threads(4, store.read, "counter") == [{"count": 80}] * 4
+    assert store.update("counter", {"count": 0}) is True
+
+
+def test_connection_lost_mid_call_then_reconnects(
+    store: Any, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.set("k", "v")
+    monkeypatch.setattr(postgres, "_looks_alive", lambda conn: True)
+    terminate(schema)
+    with pytest.raises(errors.DatastoreUnavailable, match="127.0.0.1:5432/test"):
+        store.read("k")
+    assert store.read("k") == "v"  # the next call connects again
+    assert store.set_with_cas("k", "w")[0] is True
+
+
+class Forwarder:
+    """Forwards a loopback port to the PostgreSQL server: an outage that a
+    test can start and end without touching the server."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+
+    def start(self, answer: bool = True) -> None:
+        """Listen; with ``answer`` false, accept and never answer."""
+        self._stop.clear()
+        listener = socket.create_server(("127.0.0.1", self.port))
+        listener.settimeout(0.02)
+        self._spawn(self._accept, listener, answer)
+
+    def _spawn(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, listener: socket.socket, answer: bool) -> None:
+        with listener:
+            while not self._stop.is_set():
+                try:
+                    client, _ = listener.accept()
+                except OSError:  # the timeout
+                    continue
+                self._sockets.append(client)
+                if answer:
+                    server = socket.create_connection(("127.0.0.1", 5432), timeout=5)
+                    server.settimeout(None)
+                    self._sockets.append(server)
+                    self._spawn(self._pump, client, server)
+                    self._spawn(self._pump, server, client)
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        """Close the port and every connection through it."""
+        self._stop.set()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+        self._threads.clear()
+
+
+def test_outage_and_recovery(schema: str) -> None:
+    port = free_port()
+    forwarder = Forwarder(port)
+    store = PostgresDatastore(
+        f"postgresql://127.0.0.1:{port}/test?schema={schema}&connect_timeout=2"
+    )
+    where = f"127.0.0.1:{port}/test"
+    try:
+        with pytest.raises(errors.DatastoreUnavailable, match=f"{where}.*refused"):
+            store.read("k")
+        forwarder.start()
+        store.set("k", "v")  # the next call connects
+        forwarder.stop()  # the connections drop and the port closes
+        with pytest.raises(errors.DatastoreUnavailable, match=f"{where}.*refused"):
+            store.read("k")
+        with pytest.raises(errors.DatastoreUnavailable, match=f"{where}.*refused"):
+            store.set("k", "w")
+        forwarder.start()
+        assert store.read("k") == "v"
+        forwarder.stop()
+        forwarder.start(answer=False)  # a server that does not answer
+        with pytest.raises(errors.DatastoreUnavailable, match=f"{where}.*timeout"):
+            store.read("k")
+        forwarder.stop()
+        forwarder.start()
+        assert store.set_with_cas("k", "w")[0] is True
+        assert store.read("k") == "w"
+    finally:
+        store.close()
+        forwarder.stop()
+
+
+def test_waiting_threads_share_one_failed_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads that waited for a failing connect do not each try again."""
+    attempts: list[float] = []
+    real_connect = postgres.psycopg.connect
+
+    def slow_refused(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(time.monotonic())
+        time.sleep(0.2)
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(postgres.psycopg, "connect", slow_refused)
+    store = PostgresDatastore(f"postgresql://127.0.0.1:{free_port()}/test")
+    failures = in_threads(4, store.read, "k")
+    assert all(isinstance(exc, errors.DatastoreUnavailable) for exc in failures)
+    assert len(attempts) < 4
