@@ -103,6 +103,16 @@ class SpacewalkState:
                     self._connections[pid] = pair
         return pair
 
+    def close(self) -> None:
+        """Close this process's connections; the next request opens new ones."""
+        with self._lock:
+            pair = self._connections.pop(os.getpid(), None)
+        if pair is not None:
+            for backend in pair:
+                close = getattr(backend, "close", None)
+                if close is not None:
+                    close()
+
     def make_datastore(self) -> Datastore:
         return make_datastore(self.settings.datastore_url, instance_path=self.instance_path)
 
