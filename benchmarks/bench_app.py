@@ -1,6 +1,5 @@
-"""The app the HTTP benchmark serves: the example tree plus a plain view.
-
-Settings come from ``FLASK_SPACEWALK_*`` environment variables.
+"""The app the HTTP benchmarks serve: the example tree, a no-op tree and a
+plain view. Settings come from ``FLASK_SPACEWALK_*`` environment variables.
 """
 from __future__ import annotations
 
@@ -9,9 +8,12 @@ from flask import Flask
 from examples.jobs.examples import BaseExampleJob
 from flask_spacewalk import Spacewalk
 
+from .bench_jobs import BenchRoot
+
 app = Flask(__name__)
 app.config.from_prefixed_env()
 Spacewalk(app, "../examples/jobs", BaseExampleJob)
+Spacewalk(app, "benchmarks.bench_jobs", BenchRoot)
 
 
 @app.get("/plain")
