@@ -69,6 +69,14 @@ def queue(open_queue: Callable[..., Queue]) -> Queue:
     return open_queue()
 
 
+def skip_whole_seconds(queue_url: str, what: str) -> None:
+    """Skip on beanstalkd, which counts leases, delays and ``time-left`` in
+    whole seconds; tests/test_backends_beanstalkd.py checks ``what`` there."""
+    if queue_url.startswith("beanstalkd:"):
+        pytest.skip(f"beanstalkd counts whole seconds; {what} is tested in whole seconds"
+                    " in test_backends_beanstalkd.py")
+
+
 # -- datastore ---------------------------------------------------------------
 
 
@@ -302,7 +310,8 @@ def test_delay(queue: Queue) -> None:
     entry.delete()
 
 
-def test_stats(queue: Queue) -> None:
+def test_stats(queue: Queue, queue_url: str) -> None:
+    skip_whole_seconds(queue_url, "a fractional time-left")
     queue.put("x", ttr=7, priority=5)
     entry = queue.reserve(timeout=0)
     assert entry is not None
@@ -332,7 +341,8 @@ def test_default_ttr(open_queue: Callable[..., Queue]) -> None:
     assert second.stats()["ttr"] == 3
 
 
-def test_release_with_delay(queue: Queue) -> None:
+def test_release_with_delay(queue: Queue, queue_url: str) -> None:
+    skip_whole_seconds(queue_url, "a sub-second release delay")
     queue.put("x")
     entry = queue.reserve(timeout=0)
     assert entry is not None
@@ -369,7 +379,13 @@ def test_after_release_the_holder_may_only_delete(queue: Queue) -> None:
         entry.stats()
 
 
-def test_lease_expiry(queue: Queue, open_queue: Callable[..., Queue]) -> None:
+def test_lease_expiry(
+    queue: Queue, open_queue: Callable[..., Queue], queue_url: str
+) -> None:
+    if queue_url.startswith("beanstalkd:"):
+        pytest.skip("beanstalkd 1.12 may miss the end of a lease while the holder's"
+                    " connection is idle (beanstalkd issues 262, 380);"
+                    " test_backends_beanstalkd.py tests expiry around that")
     queue.put("x", ttr=0.2)
     first = queue.reserve(timeout=0)
     assert first is not None
@@ -392,7 +408,12 @@ def test_lease_expiry(queue: Queue, open_queue: Callable[..., Queue]) -> None:
         second.delete()
 
 
-def test_expired_holder_may_act_until_someone_else_reserves(queue: Queue) -> None:
+def test_expired_holder_may_act_until_someone_else_reserves(
+    queue: Queue, queue_url: str
+) -> None:
+    if queue_url.startswith("beanstalkd:"):
+        pytest.skip("beanstalkd takes a lease from its holder when it runs out (touch"
+                    " answers NOT_FOUND); test_backends_beanstalkd.py tests that")
     queue.put("x", ttr=0.1)
     entry = queue.reserve(timeout=0)
     assert entry is not None
@@ -407,7 +428,8 @@ def test_expired_holder_may_act_until_someone_else_reserves(queue: Queue) -> Non
     assert queue.reserve(timeout=0) is None
 
 
-def test_touch_extends_the_lease(queue: Queue) -> None:
+def test_touch_extends_the_lease(queue: Queue, queue_url: str) -> None:
+    skip_whole_seconds(queue_url, "a sub-second touch")
     queue.put("x", ttr=10)
     entry = queue.reserve(timeout=0)
     assert entry is not None
@@ -456,7 +478,8 @@ def test_queue_delete_by_id(queue: Queue) -> None:
     entry.delete()
 
 
-def test_queue_delete_after_lease_ran_out(queue: Queue) -> None:
+def test_queue_delete_after_lease_ran_out(queue: Queue, queue_url: str) -> None:
+    skip_whole_seconds(queue_url, "a sub-second lease")
     queue.put("x", ttr=0.1)
     entry = queue.reserve(timeout=0)
     assert entry is not None
