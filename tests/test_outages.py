@@ -1,0 +1,228 @@
+"""Outages: the API answers 503 naming what is down, workers back off, and
+both recover by themselves with no job lost (issue 4, SPEC section 3).
+
+Each test starts its own server (redis-server, beanstalkd), stops it in the
+middle, and starts it again on the same port with its data.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import requires_ci_or_skip
+from flask import Flask
+from flask.testing import FlaskClient
+
+from examples.jobs.examples import BaseExampleJob
+from flask_spacewalk import Spacewalk
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_JOBS = ROOT / "examples" / "jobs"
+TTR = 2
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            if up:
+                return
+        except OSError:
+            if not up:
+                return
+        time.sleep(0.05)
+    pytest.fail(f"port {port} did not come {'up' if up else 'down'}")
+
+
+class Server:
+    """A server process of the test's own, stopped and started at will."""
+
+    def __init__(self, args: list[str], port: int):
+        self.args, self.port = args, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.port, up=True)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+        wait_port(self.port, up=False)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Server]:
+    if shutil.which("redis-server") is None:
+        requires_ci_or_skip("redis-server is not installed")
+    port = free_port()
+    # An append-only file synced on every write: the restarted server has
+    # every job the first one acknowledged.
+    server = Server(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                     "--dir", str(tmp_path), "--appendonly", "yes",
+                     "--appendfsync", "always", "--save", ""], port)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def beanstalkd(tmp_path: Path) -> Iterator[Server]:
+    if shutil.which("beanstalkd") is None:
+        requires_ci_or_skip("beanstalkd is not installed")
+    port = free_port()
+    binlog = tmp_path / "binlog"
+    binlog.mkdir()
+    server = Server(["beanstalkd", "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)], port)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_client() -> Iterator[Any]:
+    apps: list[Flask] = []
+
+    def make(tmp_path: Path, datastore_url: str, queue_url: str) -> FlaskClient:
+        app = new_app(tmp_path, datastore_url, queue_url)
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        for state in app.extensions["spacewalk"].values():
+            state.close()
+
+
+def new_app(tmp_path: Path, datastore_url: str, queue_url: str) -> Flask:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(
+        SPACEWALK_DATASTORE_URL=datastore_url,
+        SPACEWALK_QUEUE_URL=queue_url,
+        SPACEWALK_RUN_INLINE=False,
+        SPACEWALK_JOB_TTR=TTR,
+    )
+    Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob)
+    return app
+
+
+def start_worker(datastore_url: str, queue_url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flask_spacewalk.worker", "--jobs", str(EXAMPLE_JOBS),
+         "--datastore", datastore_url, "--queue", queue_url, "--ttr", str(TTR),
+         "--grace", "2"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def stop_worker(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0]
+
+
+def post(client: FlaskClient, leaf: str, body: dict[str, Any]) -> Any:
+    return client.post(f"/examples/{leaf}/job", json=body)
+
+
+def wait_result(client: FlaskClient, uuid: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = client.get(f"/examples/progress/{uuid}")
+        if answer.status_code == 200 and answer.get_json()["result"] != -1:
+            return answer.get_json()
+        time.sleep(0.05)
+    pytest.fail(f"job {uuid} did not finish")
+
+
+def test_a_redis_outage(tmp_path: Path, redis_server: Server, make_client: Any) -> None:
+    url = (f"redis://127.0.0.1:{redis_server.port}/0?prefix=outage:"
+           "&socket_timeout=0.5&socket_connect_timeout=0.5")
+    client = make_client(tmp_path, url, url)
+    worker = start_worker(url, url)
+    try:
+        before = post(client, "fizz_buzz", {"n": 3}).get_json()["uuid"]
+        assert wait_result(client, before)["result"] == 200
+        # A job that is running when the server goes away.
+        running = post(client, "waste_time", {"delay": 2}).get_json()["uuid"]
+        time.sleep(0.5)
+
+        redis_server.stop()
+        refused = post(client, "fizz_buzz", {"n": 3})
+        assert refused.status_code == 503
+        assert refused.get_json()["message"].startswith("datastore unavailable")
+        assert client.get(f"/examples/progress/{before}").status_code == 503
+        time.sleep(2)
+        assert worker.poll() is None, "the worker must wait, not crash"
+
+        redis_server.start()
+        after = post(client, "fizz_buzz", {"n": 5})
+        assert after.status_code == 201
+        for uuid in (before, running, after.get_json()["uuid"]):
+            assert wait_result(client, uuid)["result"] == 200
+    finally:
+        log = stop_worker(worker)
+    assert worker.returncode == 0, log
+    assert "unavailable" in log and "retrying in" in log
+    # Backing off, not spinning: a handful of retries in a 2 s outage.
+    assert log.count("retrying in") < 40, log
+
+
+def test_a_beanstalkd_outage(tmp_path: Path, beanstalkd: Server, make_client: Any) -> None:
+    import json
+    import sqlite3
+
+    database = tmp_path / "jobs.sqlite3"
+    datastore_url = f"sqlite:///{database}"
+    queue_url = f"beanstalkd://127.0.0.1:{beanstalkd.port}"
+    client = make_client(tmp_path, datastore_url, queue_url)
+    # Queued before the outage, run after it: beanstalkd's binlog keeps it.
+    waiting = post(client, "fizz_buzz", {"n": 4}).get_json()["uuid"]
+
+    beanstalkd.stop()
+    refused = post(client, "fizz_buzz", {"n": 3})
+    assert refused.status_code == 503
+    assert refused.get_json()["message"].startswith("queue unavailable")
+    # The refused job was stored, then marked as never queued.
+    with sqlite3.connect(database) as db:
+        documents = [json.loads(v) for (v,) in db.execute("SELECT value FROM documents")]
+    assert sorted(d["queueJobId"] for d in documents)[0] == -1
+    assert client.get(f"/examples/progress/{waiting}").get_json()["result"] == -1
+
+    worker = start_worker(datastore_url, queue_url)
+    try:
+        time.sleep(2)
+        assert worker.poll() is None, "the worker must wait, not crash"
+        beanstalkd.start()
+        after = post(client, "fizz_buzz", {"n": 5})
+        assert after.status_code == 201
+        for uuid in (waiting, after.get_json()["uuid"]):
+            assert wait_result(client, uuid)["result"] == 200
+    finally:
+        log = stop_worker(worker)
+    assert worker.returncode == 0, log
+    assert "unavailable" in log and "retrying in" in log
+    assert log.count("retrying in") < 40, log
