@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 from backend_support import DATASTORES, QUEUES
-from seed import call, free_port, seed_walkthrough, wait_finished
-
 from conftest import requires_ci_or_skip
+from seed import call, free_port, seed_walkthrough, wait_finished
 
 ROOT = Path(__file__).resolve().parent.parent
 
