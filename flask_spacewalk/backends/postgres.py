@@ -52,6 +52,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .. import errors
 from ..runtime.protocols import Value
+from .base import CasDatastore
 
 __all__ = ["PostgresDatastore", "check_url"]
 
@@ -338,7 +339,7 @@ class _Connections:
             pool.close()
 
 
-class PostgresDatastore:
+class PostgresDatastore(CasDatastore):
     """The datastore protocol on PostgreSQL.
 
     A value is stored as ``jsonb``: a ``str`` comes back as a ``str``, a dict
@@ -360,10 +361,6 @@ class PostgresDatastore:
 
     :param url: ``postgresql://host:port/dbname?schema=...`` (see the module).
     """
-
-    casException: type[Exception] = errors.CasMismatch
-    lockedException: type[Exception] = errors.DocumentLocked
-    existsException: type[Exception] = errors.DocumentExists
 
     def __init__(self, url: str) -> None:
         settings = _parse(url)
@@ -428,24 +425,6 @@ class PostgresDatastore:
         if row is None:
             raise self.existsException(f"document {key!r} already exists")
         return True
-
-    def update(self, key: str, value: Value) -> bool:
-        return self._write(key, value, None, create=False) != 0
-
-    def update_with_cas(
-        self, key: str, value: Value, cas: int | None = None
-    ) -> tuple[bool, int]:
-        new_cas = self._write(key, value, cas, create=False)
-        return new_cas != 0, new_cas
-
-    def set(self, key: str, value: Value) -> bool:
-        self._write(key, value, None, create=True)
-        return True
-
-    def set_with_cas(
-        self, key: str, value: Value, cas: int | None = None
-    ) -> tuple[bool, int]:
-        return True, self._write(key, value, cas, create=True)
 
     def delete(self, key: str) -> bool:
         return self._execute("delete", (key,))[1] > 0

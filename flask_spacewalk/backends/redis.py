@@ -51,6 +51,7 @@ import redis.retry
 from .. import errors
 from ..runtime.protocols import Value
 from . import _redact
+from .base import CasDatastore
 
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
 
@@ -430,7 +431,7 @@ class _Server:
 # -- datastore -------------------------------------------------------------------
 
 
-class RedisDatastore:
+class RedisDatastore(CasDatastore):
     """The datastore protocol on Redis.
 
     A document is a hash of its JSON text and its ``cas``, so a ``str``
@@ -442,10 +443,6 @@ class RedisDatastore:
 
     :param url: ``redis://host:port/db?prefix=...``, see the module.
     """
-
-    casException: type[Exception] = errors.CasMismatch
-    lockedException: type[Exception] = errors.DocumentLocked
-    existsException: type[Exception] = errors.DocumentExists
 
     def __init__(self, url: str) -> None:
         settings = _parse_url(url)
@@ -470,32 +467,17 @@ class RedisDatastore:
         return json.loads(text), int(cas or 0)
 
     def create(self, key: str, value: Value) -> bool:
-        self._write(key, value, None, "create")
+        self._script_write(key, value, None, "create")
         return True
-
-    def update(self, key: str, value: Value) -> bool:
-        return self._write(key, value, None, "update") != 0
-
-    def update_with_cas(
-        self, key: str, value: Value, cas: int | None = None
-    ) -> tuple[bool, int]:
-        new_cas = self._write(key, value, cas, "update")
-        return new_cas != 0, new_cas
-
-    def set(self, key: str, value: Value) -> bool:
-        self._write(key, value, None, "set")
-        return True
-
-    def set_with_cas(
-        self, key: str, value: Value, cas: int | None = None
-    ) -> tuple[bool, int]:
-        return True, self._write(key, value, cas, "set")
 
     def delete(self, key: str) -> bool:
         with self._server.connect() as client:
             return bool(client.delete(self.prefix + key))
 
-    def _write(self, key: str, value: Value, cas: int | None, mode: str) -> int:
+    def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
+        return self._script_write(key, value, cas, "set" if create else "update")
+
+    def _script_write(self, key: str, value: Value, cas: int | None, mode: str) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``mode`` is ``update``."""
         result = self._server.run(

@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import errors
 from ..runtime.protocols import Value
+from .base import CasDatastore
 
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
 
@@ -233,7 +234,7 @@ class _Database:
                 pass
 
 
-class SqliteDatastore:
+class SqliteDatastore(CasDatastore):
     """The datastore protocol on SQLite.
 
     Each value is stored as its JSON text, so a ``str`` comes back as a
@@ -244,10 +245,6 @@ class SqliteDatastore:
 
     :param path: The database file; its directory must exist.
     """
-
-    casException: type[Exception] = errors.CasMismatch
-    lockedException: type[Exception] = errors.DocumentLocked
-    existsException: type[Exception] = errors.DocumentExists
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._db = _Database(os.fspath(path), errors.DatastoreUnavailable)
@@ -284,24 +281,6 @@ class SqliteDatastore:
         except sqlite3.IntegrityError:
             raise self.existsException(f"document {key!r} already exists") from None
         return True
-
-    def update(self, key: str, value: Value) -> bool:
-        return self._write(key, value, None, create=False) != 0
-
-    def update_with_cas(
-        self, key: str, value: Value, cas: int | None = None
-    ) -> tuple[bool, int]:
-        new_cas = self._write(key, value, cas, create=False)
-        return new_cas != 0, new_cas
-
-    def set(self, key: str, value: Value) -> bool:
-        self._write(key, value, None, create=True)
-        return True
-
-    def set_with_cas(
-        self, key: str, value: Value, cas: int | None = None
-    ) -> tuple[bool, int]:
-        return True, self._write(key, value, cas, create=True)
 
     def delete(self, key: str) -> bool:
         with self._db.connect(lock=True) as conn:
