@@ -12,7 +12,13 @@ import pytest
 from backend_support import SPAWN, _close, _increment, _reporting, _run_processes
 
 from flask_spacewalk import errors
-from flask_spacewalk.backends import check_url, make_datastore, make_queue, resolve_sqlite_path
+from flask_spacewalk.backends import (
+    check_url,
+    make_datastore,
+    make_queue,
+    resolve_sqlite_path,
+    wakeup,
+)
 from flask_spacewalk.backends import sqlite as sqlite_backend
 
 # -- SQLite ------------------------------------------------------------------
@@ -218,7 +224,7 @@ def test_wake_socket_is_removed_on_close(tmp_path: Path) -> None:
     queue = sqlite_backend.SqliteQueue(path, "jobs")
 
     def sockets() -> list[str]:
-        dirs = sqlite_backend._wake_dirs(str(path))
+        dirs = wakeup.wake_dirs(str(path))
         return [f for d in dirs if os.path.isdir(d) for f in os.listdir(d)]
 
     assert queue.reserve(timeout=0.01) is None
