@@ -14,7 +14,7 @@ from .discovery import Leaf, Tree, discover
 from .errors import ConfigurationError
 from .runtime.protocols import Datastore, Queue
 from .runtime.registry import JobRegistry
-from .schemas import ParamsValidator
+from .validation import ParamsValidator
 
 if TYPE_CHECKING:
     from .jobs import BaseJob

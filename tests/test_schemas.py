@@ -20,7 +20,8 @@ from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, valid
 
 from flask_spacewalk import schemas
 from flask_spacewalk.errors import ParamsInvalid, SpacewalkError
-from flask_spacewalk.schemas import FORMAT_CHECKER, ParamsValidator, post_schema
+from flask_spacewalk.schemas import post_schema
+from flask_spacewalk.validation import FORMAT_CHECKER, ParamsValidator
 
 MARSHMALLOW_3 = importlib.metadata.version("marshmallow").startswith("3.")
 FLOAT_MAX = sys.float_info.max
