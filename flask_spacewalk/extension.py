@@ -10,10 +10,11 @@ from weakref import WeakKeyDictionary
 from flask import Flask, current_app
 
 from .backends import check_url, make_datastore, make_queue
-from .discovery import Leaf, Tree, discover
+from .discovery import discover
 from .errors import ConfigurationError
 from .runtime.protocols import Datastore, Queue
 from .runtime.registry import JobRegistry
+from .tree import Leaf, Tree
 from .validation import ParamsValidator
 
 if TYPE_CHECKING:

@@ -25,7 +25,6 @@ from werkzeug.exceptions import (
 )
 from werkzeug.routing import Map, Rule
 
-from .discovery import Branch, Leaf
 from .errors import (
     DatastoreUnavailable,
     InvalidJobDocument,
@@ -35,6 +34,7 @@ from .errors import (
 )
 from .runtime.job import NO_RESULT, RuntimeJob, make_key
 from .runtime.worker import Worker
+from .tree import Branch, Leaf
 
 if TYPE_CHECKING:
     from .extension import SpacewalkState

@@ -15,10 +15,6 @@ import pytest
 
 from flask_spacewalk import BaseJob
 from flask_spacewalk.discovery import (
-    RESERVED_NAMES,
-    Branch,
-    Leaf,
-    build_tree,
     discover,
     find_job_classes,
     import_modules,
@@ -29,6 +25,7 @@ from flask_spacewalk.errors import (
     JobTreeError,
 )
 from flask_spacewalk.runtime.registry import JobRegistry
+from flask_spacewalk.tree import RESERVED_NAMES, Branch, Leaf, build_tree
 
 JOBTREES = Path(__file__).resolve().parent / "jobtrees"
 PRIVATE = "_spacewalk_modules_"
