@@ -29,11 +29,6 @@ def own_name(cls: type, attribute: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _load_default(field: Any) -> Any:
-    # ``load_default`` since marshmallow 3.13; ``missing`` before.
-    return getattr(field, "load_default", missing)
-
-
 class BaseJob(RuntimeJob):
     """Derive your root job class from this one.
 
@@ -78,8 +73,7 @@ class BaseJob(RuntimeJob):
             {"__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}.SCHEMA"},
         )
         cls._param_defaults = tuple(
-            (name, _load_default(field))
-            for name, field in cls.Params._declared_fields.items()
+            (name, field.load_default) for name, field in cls.Params._declared_fields.items()
         )
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -99,11 +93,6 @@ class BaseJob(RuntimeJob):
     def is_leaf(cls) -> bool:
         """Whether the class's own body sets ``LEAF_NAME``."""
         return own_name(cls, "LEAF_NAME") is not None
-
-    @classmethod
-    def params_schema(cls) -> type[Schema]:
-        """The leaf's ``Params`` schema class."""
-        return cls.Params
 
 
 def parent_branch(cls: type) -> type | None:
