@@ -51,7 +51,7 @@ import redis.retry
 from .. import errors
 from ..runtime.protocols import Value
 from . import _redact
-from .base import CasDatastore
+from .base import CasDatastore, HeldEntry
 
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
 
@@ -655,31 +655,8 @@ class RedisQueue:
         }
 
 
-class RedisQueueEntry:
-    """A reserved entry of a :class:`RedisQueue`.
-
-    Its holder may delete, release or touch it until another worker
-    reserves it, and after that these raise
-    :exc:`~flask_spacewalk.errors.EntryNotReserved`. A holder whose lease ran
-    out may still act while nobody else has taken the entry: ``touch`` then
-    reserves it again. After its own ``release`` a holder may still
-    ``delete`` the entry (as beanstalkd lets anyone delete a ready entry),
-    but ``touch`` and ``release`` raise.
-    """
-
-    def __init__(
-        self, queue: RedisQueue, id: int, body: str, reserves: int, releases: int
-    ) -> None:
-        self.id = id
-        self.body = body
-        self._queue = queue
-        # The entry's counts when this holder reserved it: another reserve
-        # or a release changes them, and so ends this holder's rights.
-        self._reserves = reserves
-        self._releases = releases
-
-    def __repr__(self) -> str:
-        return f"<RedisQueueEntry {self.id} of {self._queue.queueName!r}>"
+class RedisQueueEntry(HeldEntry):
+    """A reserved entry of a :class:`RedisQueue` (rules in :class:`HeldEntry`)."""
 
     def delete(self) -> None:
         """Remove the entry for good."""
@@ -692,14 +669,6 @@ class RedisQueueEntry:
     def touch(self) -> None:
         """Renew the lease for another ``ttr`` seconds."""
         self._queue._entry_action(self, "touch", held=True)
-
-    def stats(self) -> dict[str, Any]:
-        """beanstalkd's ``stats-job``: ``state``, ``reserves``, ``age``...
-
-        ``age`` is whole seconds; ``time-left`` is seconds to the end of the
-        lease or delay, to the millisecond.
-        """
-        return self._queue._entry_stats(self.id)
 
 
 def _seconds(microseconds: str) -> float:

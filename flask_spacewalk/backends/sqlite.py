@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import errors
 from ..runtime.protocols import Value
-from .base import CasDatastore
+from .base import CasDatastore, HeldEntry
 from .wakeup import Waker
 
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
@@ -551,31 +551,8 @@ class SqliteQueue:
         }
 
 
-class SqliteQueueEntry:
-    """A reserved entry of a :class:`SqliteQueue`.
-
-    Its holder may delete, release or touch it until another worker
-    reserves it, and after that these raise
-    :exc:`~flask_spacewalk.errors.EntryNotReserved`. A holder whose lease ran
-    out may still act while nobody else has taken the entry: ``touch`` then
-    reserves it again. After its own ``release`` a holder may still
-    ``delete`` the entry (as beanstalkd lets anyone delete a ready entry),
-    but ``touch`` and ``release`` raise.
-    """
-
-    def __init__(
-        self, queue: SqliteQueue, id: int, body: str, reserves: int, releases: int
-    ) -> None:
-        self.id = id
-        self.body = body
-        self._queue = queue
-        # The entry's counts when this holder reserved it: another reserve
-        # or a release changes them, and so ends this holder's rights.
-        self._reserves = reserves
-        self._releases = releases
-
-    def __repr__(self) -> str:
-        return f"<SqliteQueueEntry {self.id} of {self._queue.queueName!r}>"
+class SqliteQueueEntry(HeldEntry):
+    """A reserved entry of a :class:`SqliteQueue` (rules in :class:`HeldEntry`)."""
 
     def delete(self) -> None:
         """Remove the entry for good."""
@@ -598,14 +575,6 @@ class SqliteQueueEntry:
         self._queue._entry_update(
             self, "UPDATE queue SET lease_until = ? + ttr", (time.time(),), held=True
         )
-
-    def stats(self) -> dict[str, Any]:
-        """beanstalkd's ``stats-job``: ``state``, ``reserves``, ``age``...
-
-        ``age`` is whole seconds; ``time-left`` is seconds to the end of the
-        lease or delay, to the millisecond.
-        """
-        return self._queue._entry_stats(self.id)
 
 
 def _number(value: float) -> float:
