@@ -27,7 +27,7 @@ test: $(STAMP)
 MM3_TESTS := tests/test_schemas.py tests/test_runtime_job.py tests/test_views.py \
 	tests/test_extension.py tests/test_worker.py tests/test_zerog_compat.py tests/test_discovery.py
 test-mm3: $(STAMP)
-	$(VENV)/bin/tox -e mm3 -- $(MM3_TESTS)
+	$(VENV)/bin/tox -e mm3,mm3-oldest -- $(MM3_TESTS)
 
 ## make bench: the benchmarks of docs/performance.rst (needs wrk, beanstalkd, PostgreSQL)
 bench: $(STAMP)

@@ -46,6 +46,16 @@ def _record(record: Any) -> dict[str, Any]:
     return record.dump()
 
 
+def _has_dump_hooks(schema: Schema) -> bool:
+    # marshmallow keys its hooks by tag ("pre_dump"), or, before 3.19, by
+    # (tag, many).
+    for key, hooks in schema._hooks.items():
+        tag = key[0] if isinstance(key, tuple) else key
+        if tag in ("pre_dump", "post_dump") and hooks:
+            return True
+    return False
+
+
 class DocumentDumper:
     """Dumps jobs of one schema class to their stored documents."""
 
@@ -54,7 +64,7 @@ class DocumentDumper:
         base_fields = base.dump_fields
         fields = schema.dump_fields
         self.fast = (
-            not any(key.endswith("_dump") and hooks for key, hooks in schema._hooks.items())
+            not _has_dump_hooks(schema)
             and set(base_fields) <= set(fields)
             and all(
                 type(fields[name]) is type(base_fields[name])
