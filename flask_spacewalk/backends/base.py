@@ -49,6 +49,17 @@ class CasDatastore(ABC):
         return True, self._write(key, value, cas, create=True)
 
 
+def lease_seconds(ttr: float | None, default_ttr: float) -> float:
+    """The lease a ``put`` gives its entry: ``ttr``, or the queue's default.
+
+    :raise ValueError: the lease is not positive.
+    """
+    ttr = default_ttr if ttr is None else ttr
+    if ttr <= 0:
+        raise ValueError("ttr must be positive")
+    return ttr
+
+
 class HeldEntry:
     """A reserved queue entry of a backend that tracks holders itself.
 

@@ -44,6 +44,7 @@ import greenstalk
 
 from .. import errors
 from . import _redact
+from .base import lease_seconds
 
 __all__ = ["BeanstalkdQueue", "BeanstalkdQueueEntry", "check_url"]
 
@@ -303,9 +304,7 @@ class BeanstalkdQueue:
         :param delay: Seconds before the entry can be reserved, rounded up.
         :param priority: 0 is the most urgent, ``2**32 - 1`` the least.
         """
-        ttr = self.default_ttr if ttr is None else ttr
-        if ttr <= 0:
-            raise ValueError("ttr must be positive")
+        ttr = lease_seconds(ttr, self.default_ttr)
         if not 0 <= priority <= MAX_PRIORITY:
             raise ValueError(f"priority must be between 0 and {MAX_PRIORITY}")
         body = json.dumps(data)

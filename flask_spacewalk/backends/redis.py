@@ -51,7 +51,7 @@ import redis.retry
 from .. import errors
 from ..runtime.protocols import Value
 from . import _redact
-from .base import CasDatastore, HeldEntry
+from .base import CasDatastore, HeldEntry, lease_seconds
 
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
 
@@ -552,9 +552,7 @@ class RedisQueue:
         :param delay: Seconds before the entry can be reserved.
         :param priority: 0 is the most urgent.
         """
-        ttr = self.default_ttr if ttr is None else ttr
-        if ttr <= 0:
-            raise ValueError("ttr must be positive")
+        ttr = lease_seconds(ttr, self.default_ttr)
         args = [
             self._entries, self.queueName, json.dumps(data), int(priority),
             max(1, round(ttr * 1e6)), round(max(delay, 0) * 1e6),

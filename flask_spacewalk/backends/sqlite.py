@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import errors
 from ..runtime.protocols import Value
-from .base import CasDatastore, HeldEntry
+from .base import CasDatastore, HeldEntry, lease_seconds
 from .wakeup import Waker
 
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
@@ -400,9 +400,7 @@ class SqliteQueue:
         :param delay: Seconds before the entry can be reserved.
         :param priority: 0 is the most urgent.
         """
-        ttr = self.default_ttr if ttr is None else ttr
-        if ttr <= 0:
-            raise ValueError("ttr must be positive")
+        ttr = lease_seconds(ttr, self.default_ttr)
         delay = max(delay, 0)
         body = json.dumps(data)
         now = time.time()
