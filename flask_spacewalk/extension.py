@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -32,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "SPACEWALK_JOB_TTR": 30,
     "SPACEWALK_RUN_INLINE": None,
 }
+
+#: A view decorator, as in Flask's ``View.decorators``.
+ViewDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 #: Connections a forked process inherited (see SpacewalkState.connections).
 _INHERITED: list[tuple[Datastore, Queue]] = []
@@ -76,6 +80,7 @@ class SpacewalkState:
     registry: JobRegistry
     instance_path: str
     schemas: dict[str, LeafSchemas] = field(default_factory=dict)
+    decorators: tuple[ViewDecorator, ...] = ()
     _connections: dict[int, tuple[Datastore, Queue]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -149,6 +154,9 @@ class Spacewalk:
         ``app.root_path``, then the working directory) or a dotted package
         whose modules define the jobs.
     :param base_job: the root job class; it sets ``BRANCH_NAME``.
+    :param decorators: view decorators applied to every route under the
+        tree's root, first innermost, as Flask's ``View.decorators``; the
+        place for the app's own authentication.
     :param options: override config keys, named without the ``SPACEWALK_``
         prefix in lower case: ``datastore_url``, ``url_prefix``...
     """
@@ -158,10 +166,13 @@ class Spacewalk:
         app: Flask | None = None,
         modules_dir: str | os.PathLike[str] | None = None,
         base_job: type[BaseJob] | None = None,
+        *,
+        decorators: Sequence[ViewDecorator] = (),
         **options: Any,
     ):
         self.modules_dir = modules_dir
         self.base_job = base_job
+        self.decorators = tuple(decorators)
         self.options = _check_options(options)
         self._states: WeakKeyDictionary[Flask, SpacewalkState] = WeakKeyDictionary()
         if app is not None:
@@ -172,9 +183,13 @@ class Spacewalk:
         app: Flask,
         modules_dir: str | os.PathLike[str] | None = None,
         base_job: type[BaseJob] | None = None,
+        *,
+        decorators: Sequence[ViewDecorator] | None = None,
         **options: Any,
     ) -> None:
         """Discover the jobs and register their blueprint on ``app``.
+
+        Arguments given here override the constructor's.
 
         Reads these config keys, writing each default back with
         ``setdefault``: ``SPACEWALK_SERVICE_NAME``, ``SPACEWALK_DATASTORE_URL``,
@@ -207,6 +222,7 @@ class Spacewalk:
             registry=JobRegistry(tree.job_classes()),
             instance_path=app.instance_path,
             schemas={leaf.path: _leaf_schemas(leaf) for leaf in tree.leaves()},
+            decorators=self.decorators if decorators is None else tuple(decorators),
         )
         from .cli import spacewalk_cli
         from .views import make_blueprint

@@ -270,8 +270,13 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
     bp = Blueprint(blueprint_name(tree.root.path), __name__)
     own_rules: list[Rule] = []
 
+    def decorate(view: Callable[..., Response]) -> Callable[..., Response]:
+        for decorator in state.decorators:
+            view = decorator(view)
+        return view
+
     def route(path: str, endpoint: str, view: Callable[..., Response], method: str) -> None:
-        bp.add_url_rule(path, endpoint, view, methods=[method])
+        bp.add_url_rule(path, endpoint, decorate(view), methods=[method])
         own_rules.append(Rule(path, endpoint=endpoint, methods=[method, "OPTIONS"]))
 
     for index, branch in enumerate(tree.branches()):
@@ -311,7 +316,9 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
         app.url_map.add(Rule(root, endpoint=endpoint, methods=None))
         app.url_map.add(Rule(f"{root}/", endpoint=endpoint, methods=None))
         app.url_map.add(Rule(f"{root}/<path:rest>", endpoint=endpoint, methods=None))
-        app.view_functions[endpoint] = fallback
+        # Decorated too: a client the app's auth turns away learns nothing
+        # about which paths exist.
+        app.view_functions[endpoint] = decorate(fallback)
 
     # Flask looks for handlers by status code (blueprint, then app) before it
     # looks by class: without these an app's errorhandler(404) would answer

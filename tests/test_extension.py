@@ -654,3 +654,120 @@ def test_cors_preflight_names_the_methods_of_the_path(new_app: NewApp, db_url: s
     )
     methods = {m.strip() for m in response.headers["Access-Control-Allow-Methods"].split(",")}
     assert methods == {"GET", "HEAD", "OPTIONS"}
+
+
+# -- protecting the API with the app's own auth ----------------------------------------
+
+TOKEN = "s3cret"
+
+
+def require_token(view: Callable[..., Any]) -> Callable[..., Any]:
+    """The docs' example: a bearer token checked before every view."""
+    from functools import wraps
+
+    from flask import abort, request
+
+    @wraps(view)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            abort(401, "a valid bearer token is required")
+        return view(*args, **kwargs)
+
+    return checked
+
+
+def protected_app(new_app: NewApp, db_url: str, **config: Any) -> FlaskClient:
+    app = new_app(SPACEWALK_DATASTORE_URL=db_url, **config)
+
+    @app.get("/public")
+    def public() -> dict[str, str]:
+        return {"open": "yes"}
+
+    Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob, decorators=[require_token])
+    return app.test_client()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_decorators_guard_every_route_of_the_tree(new_app: NewApp, db_url: str) -> None:
+    client = protected_app(new_app, db_url)
+    uuid = start_with(client, AUTH)
+    requests = [
+        ("GET", "/examples/branches"),
+        ("GET", "/examples/leaves"),
+        ("GET", f"{FIZZ}/post-schema"),
+        ("POST", f"{FIZZ}/job"),
+        ("GET", f"/examples/progress/{uuid}"),
+        ("GET", f"/examples/info/{uuid}"),
+        ("GET", f"/examples/data/{uuid}"),
+        ("GET", f"/examples/dump/{uuid}"),
+        # unknown paths and methods too: no hint of what exists
+        ("GET", "/examples/nope"),
+        ("DELETE", "/examples/leaves"),
+    ]
+    for method, path in requests:
+        response = client.open(path, method=method, json={"n": 3})
+        assert response.status_code == 401, (method, path)
+        assert response.get_json() == {
+            "code": 401,
+            "status": "Unauthorized",
+            "message": "a valid bearer token is required",
+        }
+    for method, path in requests[:-2]:
+        response = client.open(path, method=method, json={"n": 3}, headers=AUTH)
+        assert response.status_code in (200, 201), (method, path, response.get_json())
+    assert client.get("/examples/nope", headers=AUTH).status_code == 404
+    assert client.delete("/examples/leaves", headers=AUTH).status_code == 405
+    # the app's own routes are the app's business
+    assert client.get("/public").status_code == 200
+
+
+def start_with(client: FlaskClient, headers: dict[str, str]) -> str:
+    response = client.post(f"{FIZZ}/job", json={"n": 3}, headers=headers)
+    assert response.status_code == 201, response.get_json()
+    return str(response.get_json()["uuid"])
+
+
+def test_cors_preflight_passes_the_auth_and_401s_carry_cors(
+    new_app: NewApp, db_url: str
+) -> None:
+    # A browser sends the preflight without credentials: it must not be
+    # turned away, and a 401 must be readable by the page.
+    client = protected_app(new_app, db_url, SPACEWALK_CORS_ORIGINS="https://a.example")
+    origin = {"Origin": "https://a.example"}
+    preflight = client.options(
+        f"{FIZZ}/job",
+        headers=origin
+        | {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+    denied = client.post(f"{FIZZ}/job", json={"n": 1}, headers=origin)
+    assert denied.status_code == 401
+    assert denied.headers["Access-Control-Allow-Origin"] == "https://a.example"
+
+
+def test_decorators_apply_in_flask_view_order(new_app: NewApp, db_url: str) -> None:
+    calls: list[str] = []
+
+    def tracer(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+            def traced(*args: Any, **kwargs: Any) -> Any:
+                calls.append(name)
+                return view(*args, **kwargs)
+
+            return traced
+
+        return decorator
+
+    app = new_app(SPACEWALK_DATASTORE_URL=db_url)
+    spacewalk = Spacewalk(modules_dir=EXAMPLE_JOBS, base_job=BaseExampleJob,
+                          decorators=[tracer("unused")])
+    spacewalk.init_app(app, decorators=[tracer("inner"), tracer("outer")])
+    assert app.test_client().get("/examples/leaves").status_code == 200
+    # as Flask's View.decorators: the first is applied first, so runs last
+    assert calls == ["outer", "inner"]
