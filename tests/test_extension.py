@@ -771,3 +771,26 @@ def test_decorators_apply_in_flask_view_order(new_app: NewApp, db_url: str) -> N
     assert app.test_client().get("/examples/leaves").status_code == 200
     # as Flask's View.decorators: the first is applied first, so runs last
     assert calls == ["outer", "inner"]
+
+
+def test_an_app_wide_before_request_hook_gets_json_errors_under_the_tree(
+    new_app: NewApp, db_url: str
+) -> None:
+    from flask import abort, request
+
+    app = new_app(SPACEWALK_DATASTORE_URL=db_url)
+
+    @app.before_request
+    def check_token() -> None:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            abort(401, "a valid bearer token is required")
+
+    Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob)
+    client = app.test_client()
+    for path in ("/examples/leaves", "/examples/nope"):
+        response = client.get(path)
+        assert response.status_code == 401
+        assert response.get_json()["message"] == "a valid bearer token is required"
+    assert client.get("/examples/leaves", headers=AUTH).status_code == 200
+    # outside the tree, the app's own (HTML) handler answers
+    assert client.get("/elsewhere").mimetype == "text/html"
