@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(PY) -m pip install --quiet -e '.[test,dev,docs]'
 	touch $(STAMP)
 
 ## make run: the example service on http://127.0.0.1:8888 with a worker
@@ -36,9 +36,13 @@ bench: $(STAMP)
 	-$(PY) benchmarks/http_bench.py
 	-$(PY) benchmarks/backends_bench.py
 
+## make docs: the HTML documentation in docs/_build/html (warnings are errors)
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 lint: $(STAMP)
 	$(PY) -m ruff check flask_spacewalk tests examples benchmarks
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) .tox build *.egg-info instance examples/instance
+	rm -rf $(VENV) .tox build *.egg-info instance examples/instance docs/_build

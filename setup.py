@@ -46,6 +46,8 @@ setup(
         "redis": ["redis>=4.5"],
         "beanstalkd": ["greenstalk>=2.0"],
         "dev": ["tox>=4", "mypy>=1.5", "ruff>=0.4"],
+        # `make docs`: the Sphinx documentation in docs/ (autodoc, -W)
+        "docs": ["sphinx>=7"],
     },
     entry_points={
         "console_scripts": ["spacewalk-worker=flask_spacewalk.worker:main"],

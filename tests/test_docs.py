@@ -1,0 +1,178 @@
+"""The documentation stays honest: every key and public name is documented,
+the jobs of docs/jobs.rst run as the page says, and Sphinx builds cleanly."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import requires_ci_or_skip
+from flask import Flask
+from flask.testing import FlaskClient
+
+import flask_spacewalk
+from flask_spacewalk import Spacewalk
+from flask_spacewalk.extension import DEFAULTS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+EXAMPLE_JOBS = DOCS / "examples"
+if str(EXAMPLE_JOBS) not in sys.path:
+    sys.path.insert(0, str(EXAMPLE_JOBS))
+
+from report_jobs import ReportJobs  # noqa: E402
+
+
+def documented_keys(text: str) -> set[str]:
+    return set(re.findall(r"``(SPACEWALK_[A-Z_]+)``", text))
+
+
+def test_every_config_key_is_documented() -> None:
+    text = (DOCS / "configuration.rst").read_text(encoding="utf-8")
+    missing = sorted(set(DEFAULTS) - documented_keys(text))
+    assert not missing, f"docs/configuration.rst does not document {missing}"
+
+
+def test_documented_keys_exist_or_are_announced() -> None:
+    # A key that is documented but read nowhere misleads a reader.
+    text = (DOCS / "configuration.rst").read_text(encoding="utf-8")
+    announced = {"SPACEWALK_CANCEL_GRACE", "SPACEWALK_EXPOSE_DOCS"}  # merged from other branches
+    unknown = sorted(documented_keys(text) - set(DEFAULTS) - announced)
+    assert not unknown, f"docs/configuration.rst documents unknown keys {unknown}"
+
+
+def reference_names(text: str) -> set[str]:
+    """Names documented by an ``auto*`` or plain object directive."""
+    found = set()
+    for name in re.findall(r"^\.\. (?:auto)?(?:class|function|data|exception)::\s*(\S+)",
+                           text, re.MULTILINE):
+        found.add(name.rsplit(".", 1)[-1])
+    return found
+
+
+def test_every_public_name_is_in_the_reference() -> None:
+    documented = reference_names((DOCS / "reference.rst").read_text(encoding="utf-8"))
+    missing = sorted(set(flask_spacewalk.__all__) - documented)
+    assert not missing, f"docs/reference.rst does not document {missing}"
+
+
+def test_reference_names_helper_can_fail() -> None:
+    assert reference_names(".. autoclass:: Spacewalk\n.. data:: NO_RESULT\n") == {
+        "Spacewalk",
+        "NO_RESULT",
+    }
+    assert reference_names("Spacewalk is mentioned, not documented\n") == set()
+
+
+def test_api_page_has_one_section_per_endpoint() -> None:
+    # The titles the HTTP-API-vs-OpenAPI check matches: method and path pattern.
+    text = (DOCS / "api.rst").read_text(encoding="utf-8")
+    titles = re.findall(r"^``([A-Z]+ \{\w+\}/[^`]+)``\n[~^-]+$", text, re.MULTILINE)
+    for endpoint in (
+        "GET {branch}/branches",
+        "GET {branch}/leaves",
+        "GET {leaf}/post-schema",
+        "POST {leaf}/job",
+        "GET {root}/progress/<uuid>",
+        "GET {root}/info/<uuid>",
+        "GET {root}/data/<uuid>",
+        "GET {root}/dump/<uuid>",
+    ):
+        assert endpoint in titles
+
+
+# -- the jobs of docs/jobs.rst ---------------------------------------------
+
+
+@pytest.fixture
+def reports_app(tmp_path: Path) -> Iterator[Flask]:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.testing = True  # POSTed jobs run inside the request
+    Spacewalk(app, EXAMPLE_JOBS, ReportJobs)
+    yield app
+    for state in app.extensions["spacewalk"].values():
+        state.close()
+
+
+@pytest.fixture
+def client(reports_app: Flask) -> FlaskClient:
+    return reports_app.test_client()
+
+
+def post(client: FlaskClient, path: str, params: dict[str, Any]) -> str:
+    response = client.post(f"/reports/{path}/job", json=params)
+    assert response.status_code == 201, response.get_json()
+    return str(response.get_json()["uuid"])
+
+
+def test_the_tree_of_the_jobs_page(client: FlaskClient) -> None:
+    assert client.get("/reports/branches").get_json() == [
+        {"path": "/reports/sales", "name": "Sales reports", "description": "Reports about sales"}
+    ]
+    leaves = client.get("/reports/sales/leaves").get_json()
+    assert [(leaf["path"], leaf["jobType"]) for leaf in leaves] == [
+        ("/reports/sales/totals", "sales_totals")
+    ]
+    assert [leaf["jobType"] for leaf in client.get("/reports/leaves").get_json()] == [
+        "reports_wait_for_data",
+        "reports_import",
+    ]
+
+
+# The test shown on docs/jobs.rst ("Testing jobs").
+def test_totals_job(client: FlaskClient) -> None:
+    response = client.post("/reports/sales/totals/job", json={"month": "2026-02", "days": 28})
+    assert response.status_code == 201
+    uuid = response.get_json()["uuid"]
+
+    assert client.get(f"/reports/progress/{uuid}").get_json() == {
+        "completeness": 1.0,
+        "result": 200,
+    }
+    assert client.get(f"/reports/data/{uuid}").get_json() == {"month": "2026-02", "total": 4060}
+
+    response = client.post("/reports/sales/totals/job", json={"month": "February"})
+    assert response.status_code == 422
+    assert "month" in response.get_json()["errors"]
+
+
+def test_no_result_runs_the_job_again(client: FlaskClient) -> None:
+    uuid = post(client, "wait_for_data", {"ready_after": 3})
+    dump = client.get(f"/reports/dump/{uuid}").get_json()
+    assert (dump["attempts"], dump["resultCode"]) == (3, 200)
+
+
+def test_interrupts_and_custom_progress(client: FlaskClient) -> None:
+    uuid = post(client, "import", {"source": "https://example.com/rows.csv"})
+    progress = client.get(f"/reports/progress/{uuid}").get_json()
+    assert progress == {"completeness": 1.0, "result": 200, "stage": "done", "rows": 400}
+
+    uuid = post(client, "import", {"source": "ftp://example.com/rows.csv"})
+    info = client.get(f"/reports/info/{uuid}").get_json()
+    assert info["result"] == 400
+    assert [e["errorCode"] for e in info["errors"]] == [400]
+
+    uuid = post(client, "import", {"source": "https://example.com/empty.csv", "batches": 0})
+    info = client.get(f"/reports/info/{uuid}").get_json()
+    assert info["result"] == 204 and len(info["warnings"]) == 1 and info["errors"] == []
+
+
+# -- the build -------------------------------------------------------------
+
+
+@pytest.mark.docs
+def test_sphinx_builds_without_warnings(tmp_path: Path) -> None:
+    if importlib.util.find_spec("sphinx") is None:
+        requires_ci_or_skip("Sphinx is not installed: pip install -e '.[docs]'")
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+         "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "html" / "reference.html").exists()
