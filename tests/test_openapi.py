@@ -16,11 +16,15 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import pytest
+import schemathesis
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
 from jsonschema import Draft7Validator, Draft202012Validator
 from marshmallow import Schema, fields, validate
-from openapi_spec_validator import OpenAPIV31SpecValidator, validate as validate_spec
+from openapi_spec_validator import OpenAPIV31SpecValidator
+from openapi_spec_validator import validate as validate_spec
+from schemathesis import GenerationMode, checks
 
 from examples.jobs.examples import BaseExampleJob
 from flask_spacewalk import Spacewalk
@@ -473,3 +477,61 @@ def test_cli_chooses_a_prefix(make_app: MakeApp) -> None:
     assert all(path.startswith("/b/deep/") for path in json.loads(result.output)["paths"])
     result = runner.invoke(args=["spacewalk", "openapi", "--prefix", "/c"])
     assert result.exit_code == 2 and "no tree at prefix '/c'" in result.output
+
+
+# -- schemathesis on the example service ----------------------------------------
+
+
+@pytest.fixture
+def example_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Flask]:
+    """The example service, as ``make run`` serves it; POSTed jobs are only queued."""
+    from examples.app import create_app
+
+    monkeypatch.setenv("FLASK_SPACEWALK_DATASTORE_URL", f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    monkeypatch.setenv("FLASK_SPACEWALK_RUN_INLINE", "false")
+    app = create_app()
+    yield app
+    for state in app.extensions["spacewalk"].values():
+        state.close()
+
+
+#: Every answer must be no 5xx and exactly as documented.
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+    checks.response_headers_conformance,
+]
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_example_service_answers_within_its_document(
+    example_app: Flask, mode: GenerationMode
+) -> None:
+    # Each operation in turn, a bounded number of cases each. (schemathesis's
+    # own pytest loaders rely on a pytest attribute that pytest 9 dropped.)
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", example_app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == len(served_pairs(example_app))
+    for operation in operations:
+        raw = operation.definition.raw
+        if mode is GenerationMode.NEGATIVE and not ({"parameters", "requestBody"} & set(raw)):
+            continue  # nothing in the request to get wrong
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=10, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def answers_as_documented(case: Any) -> None:
+            case.call_and_validate(checks=CHECKS)
+
+        answers_as_documented()
+
+    # Random uuids only find 404s: the answers about a stored job too.
+    by_label = {operation.label: operation for operation in operations}
+    created = by_label["POST /examples/fizz_buzz/job"].Case(body={"n": 3})
+    uuid = created.call_and_validate(checks=CHECKS).json()["uuid"]
+    for kind in ("progress", "info", "data", "dump"):
+        case = by_label[f"GET /examples/{kind}/{{uuid}}"].Case(path_parameters={"uuid": uuid})
+        response = case.call_and_validate(checks=CHECKS)
+        assert response.status_code == 200, kind
