@@ -79,9 +79,12 @@ def docs_states(app: Flask, prefix: str) -> list[SpacewalkState]:
 
 def register_docs(app: Flask, prefix: str) -> None:
     """Serve the document and docs of the trees at ``prefix``, once per app."""
-    name = "spacewalk_docs" + re.sub(r"[^A-Za-z0-9_]", "_", prefix)
-    if name not in app.blueprints:
-        app.register_blueprint(_make_blueprint(name, prefix))
+    # Numbered: a name made from the prefix could be a tree's blueprint name
+    # or another prefix's ("/a_b", "/a/b").
+    served: dict[str, str] = app.extensions.setdefault("spacewalk_docs", {})
+    if prefix not in served:
+        served[prefix] = f"spacewalk-docs-{len(served)}"
+        app.register_blueprint(_make_blueprint(served[prefix], prefix))
 
 
 def _make_blueprint(name: str, prefix: str) -> Blueprint:

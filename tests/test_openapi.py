@@ -336,9 +336,24 @@ def test_several_trees_at_one_prefix_share_one_document(make_app: MakeApp) -> No
     assert documented_pairs(doc) | documented_pairs(other) == served_pairs(app)
     assert client.get("/openapi.json").status_code == 404
     # one docs blueprint per prefix
-    assert sorted(n for n in app.blueprints if n.startswith("spacewalk_docs")) == [
-        "spacewalk_docs_api", "spacewalk_docs_other"
-    ]
+    assert app.extensions["spacewalk_docs"] == {
+        "/api": "spacewalk-docs-0", "/other": "spacewalk-docs-1"
+    }
+
+
+def test_docs_of_prefixes_that_look_alike_stay_apart(make_app: MakeApp) -> None:
+    # "/docs" + root "x" and prefix "/x"; "/a_b" and "/a/b"
+    app = make_app(
+        (BaseExampleJob, EXAMPLE_JOBS, {"url_prefix": "/docs"}),
+        (DeepRoot, DEEP_JOBS, {"url_prefix": "/examples"}),
+        (ApiRoot, API_JOBS, {"url_prefix": "/a_b"}),
+        (BaseExampleJob, EXAMPLE_JOBS, {"url_prefix": "/a/b"}),
+    )
+    client = app.test_client()
+    for prefix in ("/docs", "/examples", "/a_b", "/a/b"):
+        assert status(client, f"{prefix}/docs") == 200, prefix
+        paths = document(client, f"{prefix}/openapi.json")["paths"]
+        assert all(path.startswith(f"{prefix}/") for path in paths), prefix
 
 
 def test_a_tree_that_hides_its_docs_is_left_out(make_app: MakeApp) -> None:
@@ -368,6 +383,25 @@ def test_script_root_reaches_servers_and_links(make_app: MakeApp) -> None:
     page = client.get("/docs", base_url="http://localhost/mount").get_data(as_text=True)
     links = _DocsLinks.of(page)
     assert links and all(link.startswith("/mount/") for link in links)
+
+
+def test_the_document_is_built_once_per_script_root(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_spacewalk import docs
+
+    built: list[str] = []
+
+    def counting(states: Any, server_url: str = "/") -> dict[str, Any]:
+        built.append(server_url)
+        return openapi_document(states, server_url)
+
+    monkeypatch.setattr(docs, "openapi_document", counting)
+    client = make_app().test_client()
+    for _ in range(2):
+        document(client)
+        document(client, base_url="http://localhost/mount")
+    assert built == ["/", "/mount"]
 
 
 # -- the docs page --------------------------------------------------------------
