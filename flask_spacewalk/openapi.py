@@ -349,12 +349,19 @@ class _Operations:
             },
         }
 
-    def _by_uuid(self, summary: str, ok: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    def _by_uuid(
+        self,
+        summary: str,
+        ok: dict[str, Any],
+        query: Sequence[dict[str, Any]] = (),
+        errors: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A GET about one stored job: 404 for no such job, 500 for an
+        unreadable document."""
         responses = {"200": ok, "404": "NotFound", "500": "InternalServerError",
-                     "503": "ServiceUnavailable"}
-        responses.update(extra.pop("responses", {}))
-        return {"summary": summary, "parameters": [_UUID_PARAMETER], "responses": responses,
-                **extra}
+                     "503": "ServiceUnavailable", **(errors or {})}
+        return {"summary": summary, "parameters": [_UUID_PARAMETER, *query],
+                "responses": responses}
 
     def _progress(self, route: Route) -> dict[str, Any]:
         return self._by_uuid("A job's progress", _json("Progress", "Completeness and result."))
@@ -377,8 +384,8 @@ class _Operations:
         return self._by_uuid(
             "A job's stored document",
             _json("Dump", "The stored job document."),
-            parameters=[_UUID_PARAMETER, show_logs],
-            responses={"400": "BadRequest"},
+            query=[show_logs],
+            errors={"400": "BadRequest"},
         )
 
     def _jobs(self, route: Route) -> dict[str, Any]:
