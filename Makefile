@@ -25,7 +25,8 @@ test: $(STAMP)
 
 # marshmallow shapes the schemas, the documents and the API, not the backends
 MM3_TESTS := tests/test_schemas.py tests/test_runtime_job.py tests/test_views.py \
-	tests/test_extension.py tests/test_worker.py tests/test_zerog_compat.py tests/test_discovery.py
+	tests/test_extension.py tests/test_worker.py tests/test_zerog_compat.py tests/test_discovery.py \
+	tests/test_openapi.py
 test-mm3: $(STAMP)
 	$(VENV)/bin/tox -e mm3,mm3-oldest -- $(MM3_TESTS)
 

@@ -27,6 +27,10 @@ setup(
         "jsonschema>=4.0",
         # the OpenAPI document
         "apispec>=6.0",
+        # Swagger UI's files for <prefix>/docs, served by the app (no CDN); the v2
+        # fork bundles Swagger UI 5, the first to show OpenAPI 3.1 (same module,
+        # swagger_ui_bundle, as swagger-ui-bundle 1.x: do not install both)
+        "swagger-ui-bundle-v2>=5.0",
         # the web server of `flask spacewalk serve` and `make run`
         "gunicorn>=21.2",
     ],
@@ -39,7 +43,10 @@ setup(
             "pytest>=7",
             "pytest-timeout>=2",
             "hypothesis>=6",
-            
+            # the OpenAPI document is checked against the 3.1 meta-schema, and the
+            # example service is fuzzed against it
+            "openapi-spec-validator>=0.7",
+            "schemathesis>=4.0",
         ],
         # the distributed backends, each chosen by URL
         "postgresql": ["psycopg>=3.1", "psycopg-pool>=3.1"],

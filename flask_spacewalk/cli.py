@@ -1,8 +1,9 @@
-"""The ``flask spacewalk`` command group: worker, routes, serve."""
+"""The ``flask spacewalk`` command group: worker, routes, openapi, serve."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import logging
 import os
 import signal
@@ -122,6 +123,39 @@ def routes_command() -> None:
             if rule.endpoint.startswith(prefix) and rule.methods:
                 methods = ",".join(sorted(rule.methods - {"HEAD", "OPTIONS"}))
                 click.echo(f"{methods:5} {rule.rule}")
+
+
+@spacewalk_cli.command("openapi")
+@click.option("--prefix", help="The URL prefix whose trees to document (needed when several).")
+@click.option("--indent", default=2, show_default=True, help="JSON indent; 0 for one line.")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-",
+              help="Write to this file instead of standard output.")
+def openapi_command(prefix: str | None, indent: int, output: Any) -> None:
+    """Print the OpenAPI document of the trees at one URL prefix.
+
+    Every tree at the prefix is included, whatever SPACEWALK_EXPOSE_DOCS
+    says: a service that does not serve its document can still publish it.
+    """
+    from .openapi import openapi_document
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    states = _states(app, None)
+    prefixes = sorted({state.tree.url_prefix for state in states})
+    if prefix is None:
+        if len(prefixes) > 1:
+            raise click.UsageError(
+                f"trees are mounted at several prefixes; choose one with --prefix "
+                f"({', '.join(repr(p) for p in prefixes)})"
+            )
+        prefix = prefixes[0]
+    prefix = f"/{prefix.strip('/')}" if prefix.strip("/") else ""
+    chosen = [state for state in states if state.tree.url_prefix == prefix]
+    if not chosen:
+        raise click.UsageError(
+            f"no tree at prefix {prefix!r}; prefixes: {', '.join(repr(p) for p in prefixes)}"
+        )
+    document = openapi_document(chosen)
+    output.write(json.dumps(document, indent=indent or None, ensure_ascii=False) + "\n")
 
 
 @spacewalk_cli.command("serve")

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "SPACEWALK_EXPOSE_DUMP": True,
     "SPACEWALK_JOB_TTR": 30,
     "SPACEWALK_RUN_INLINE": None,
+    "SPACEWALK_EXPOSE_DOCS": True,
 }
 
 #: A view decorator, as in Flask's ``View.decorators``.
@@ -57,6 +58,7 @@ class Settings:
     expose_dump: bool
     job_ttr: float
     run_inline: bool | None
+    expose_docs: bool = True
 
     @property
     def queue_name(self) -> str:
@@ -195,8 +197,9 @@ class Spacewalk:
         ``setdefault``: ``SPACEWALK_SERVICE_NAME``, ``SPACEWALK_DATASTORE_URL``,
         ``SPACEWALK_QUEUE_URL``, ``SPACEWALK_URL_PREFIX``,
         ``SPACEWALK_MAX_CONTENT_LENGTH``, ``SPACEWALK_CORS_ORIGINS``,
-        ``SPACEWALK_EXPOSE_DUMP``, ``SPACEWALK_JOB_TTR`` and
-        ``SPACEWALK_RUN_INLINE`` (read again at each request).
+        ``SPACEWALK_EXPOSE_DUMP``, ``SPACEWALK_JOB_TTR``,
+        ``SPACEWALK_RUN_INLINE`` (read again at each request) and
+        ``SPACEWALK_EXPOSE_DOCS``.
 
         :raises ConfigurationError: a bad setting or job tree, or this
             extension is already registered on ``app``.
@@ -229,6 +232,10 @@ class Spacewalk:
 
         app.register_blueprint(make_blueprint(state))
         states[tree.root.path] = state
+        if settings.expose_docs:
+            from .docs import register_docs
+
+            register_docs(app, tree.url_prefix, state.decorators)
         self._states[app] = state
         if "spacewalk" not in app.cli.commands:
             app.cli.add_command(spacewalk_cli)
@@ -295,6 +302,7 @@ def _settings(app: Flask, options: dict[str, Any]) -> Settings:
         # Only a constructor keyword is fixed here; the config key is read
         # at each request, so tests can switch it on an existing app.
         run_inline=options.get("run_inline"),
+        expose_docs=bool(values["expose_docs"]),
     )
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import (
@@ -100,6 +100,22 @@ class Views:
         def view() -> Response:
             raise BadRequest(f"{branch.path} is a branch, not a job")
 
+        return view
+
+    def view(self, route: Route) -> Callable[..., Response]:
+        """The view function of one entry of :func:`routes`."""
+        node = route.node
+        if isinstance(node, Branch):
+            if route.kind == "branches":
+                return self.fixed(encode([_branch_item(b) for b in node.branches]))
+            if route.kind == "leaves":
+                return self.fixed(encode([_leaf_item(leaf) for leaf in node.leaves]))
+            return self.branch_not_job(node)
+        if isinstance(node, Leaf):
+            if route.kind == "post_schema":
+                return self.fixed(encode({"postSchema": self.state.schemas[node.path].post_schema}))
+            return self.create_job(node)
+        view: Callable[..., Response] = getattr(self, route.kind)
         return view
 
     # -- starting a job ----------------------------------------------------
@@ -263,6 +279,46 @@ def blueprint_name(root_path: str) -> str:
     return "spacewalk" + re.sub(r"[^A-Za-z0-9_]", "_", root_path)
 
 
+class Route(NamedTuple):
+    """One rule of a tree's API: what the blueprint serves and the OpenAPI
+    document describes (:func:`routes`)."""
+
+    #: The werkzeug rule, prefix included.
+    path: str
+    method: str
+    endpoint: str
+    #: What the route does: ``branches``, ``leaves``, ``branch_post_schema``,
+    #: ``branch_job``, ``post_schema``, ``job``, ``progress``, ``info``,
+    #: ``data`` or ``dump``.
+    kind: str
+    #: The branch or leaf of a discovery or POST route; None under the root.
+    node: Branch | Leaf | None = None
+
+
+def routes(state: SpacewalkState) -> list[Route]:
+    """Every route of ``state``'s tree: the one list both
+    :func:`make_blueprint` and :mod:`~flask_spacewalk.openapi` read."""
+    table = []
+    for index, branch in enumerate(state.tree.branches()):
+        table += [
+            Route(f"{branch.path}/branches", "GET", f"branches_{index}", "branches", branch),
+            Route(f"{branch.path}/leaves", "GET", f"leaves_{index}", "leaves", branch),
+            Route(f"{branch.path}/post-schema", "GET", f"branch_post_schema_{index}",
+                  "branch_post_schema", branch),
+            Route(f"{branch.path}/job", "POST", f"branch_job_{index}", "branch_job", branch),
+        ]
+    for index, leaf in enumerate(state.tree.leaves()):
+        table += [
+            Route(f"{leaf.path}/post-schema", "GET", f"post_schema_{index}", "post_schema", leaf),
+            Route(f"{leaf.path}/job", "POST", f"job_{index}", "job", leaf),
+        ]
+    root = state.root_path
+    for kind in ("progress", "info", "data", "dump"):
+        if kind != "dump" or state.settings.expose_dump:
+            table.append(Route(f"{root}/{kind}/<uuid>", "GET", kind, kind))
+    return table
+
+
 def make_blueprint(state: SpacewalkState) -> Blueprint:
     """The blueprint serving ``state``'s tree, with every route added."""
     tree = state.tree
@@ -279,25 +335,9 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
         bp.add_url_rule(path, endpoint, decorate(view), methods=[method])
         own_rules.append(Rule(path, endpoint=endpoint, methods=[method, "OPTIONS"]))
 
-    for index, branch in enumerate(tree.branches()):
-        route(f"{branch.path}/branches", f"branches_{index}",
-              views.fixed(encode([_branch_item(b) for b in branch.branches])), "GET")
-        route(f"{branch.path}/leaves", f"leaves_{index}",
-              views.fixed(encode([_leaf_item(leaf) for leaf in branch.leaves])), "GET")
-        not_job = views.branch_not_job(branch)
-        route(f"{branch.path}/post-schema", f"branch_post_schema_{index}", not_job, "GET")
-        route(f"{branch.path}/job", f"branch_job_{index}", not_job, "POST")
-    for index, leaf in enumerate(tree.leaves()):
-        schema = {"postSchema": state.schemas[leaf.path].post_schema}
-        route(f"{leaf.path}/post-schema", f"post_schema_{index}", views.fixed(encode(schema)),
-              "GET")
-        route(f"{leaf.path}/job", f"job_{index}", views.create_job(leaf), "POST")
+    for entry in routes(state):
+        route(entry.path, entry.endpoint, views.view(entry), entry.method)
     root = tree.root.path
-    route(f"{root}/progress/<uuid>", "progress", views.progress, "GET")
-    route(f"{root}/info/<uuid>", "info", views.info, "GET")
-    route(f"{root}/data/<uuid>", "data", views.data, "GET")
-    if state.settings.expose_dump:
-        route(f"{root}/dump/<uuid>", "dump", views.dump, "GET")
 
     own_map = Map(own_rules)
 

@@ -794,3 +794,11 @@ def test_an_app_wide_before_request_hook_gets_json_errors_under_the_tree(
     assert client.get("/examples/leaves", headers=AUTH).status_code == 200
     # outside the tree, the app's own (HTML) handler answers
     assert client.get("/elsewhere").mimetype == "text/html"
+
+
+def test_decorators_guard_the_openapi_document_and_docs(new_app: NewApp, db_url: str) -> None:
+    client = protected_app(new_app, db_url)
+    for path in ("/openapi.json", "/docs", "/docs/swagger-ui.css"):
+        assert client.get(path).status_code == 401, path
+        with client.get(path, headers=AUTH) as response:  # closes the sent file
+            assert response.status_code == 200, path

@@ -1,0 +1,154 @@
+"""``<prefix>/openapi.json`` and the interactive docs at ``<prefix>/docs``.
+
+One small blueprint per (app, prefix), whatever the number of trees there.
+The docs page is Swagger UI from the files the ``swagger-ui-bundle-v2``
+package ships (import name ``swagger_ui_bundle``), served by the app itself:
+no CDN, so it works on a closed network.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Flask, Response, current_app, request, send_from_directory, url_for
+from werkzeug.exceptions import HTTPException, NotFound
+
+from .openapi import openapi_document
+from .views import _http_error, encode, json_bytes_response
+
+if TYPE_CHECKING:
+    from .extension import SpacewalkState, ViewDecorator
+
+__all__ = ["ASSETS", "docs_states", "register_docs"]
+
+#: The bundled files the page uses, with their source maps (browser tools
+#: ask for those); nothing else of the bundle is served.
+ASSETS = frozenset(
+    {
+        "swagger-ui.css",
+        "swagger-ui.css.map",
+        "swagger-ui-bundle.js",
+        "swagger-ui-bundle.js.map",
+        "favicon-32x32.png",
+        "favicon-16x16.png",
+    }
+)
+#: The assets' cache lifetime: their URLs carry the bundle's version.
+ASSET_MAX_AGE = 7 * 24 * 3600
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="stylesheet" href="{css}">
+<link rel="icon" type="image/png" href="{icon}" sizes="32x32">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="{js}"></script>
+<script>
+window.ui = SwaggerUIBundle({config});
+</script>
+</body>
+</html>
+"""
+
+
+def _bundle() -> tuple[str, str]:
+    """The bundle's directory and its Swagger UI version."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    path = str(swagger_ui_path)
+    match = re.search(r"swagger-ui-([0-9][^/\\]*)$", path)
+    return path, match.group(1) if match else "0"
+
+
+def docs_states(app: Flask, prefix: str) -> list[SpacewalkState]:
+    """The trees at ``prefix`` whose document is served."""
+    states: dict[str, SpacewalkState] = app.extensions.get("spacewalk", {})
+    return [
+        state
+        for state in states.values()
+        if state.tree.url_prefix == prefix and state.settings.expose_docs
+    ]
+
+
+def register_docs(app: Flask, prefix: str, decorators: Sequence[ViewDecorator] = ()) -> None:
+    """Serve the document and docs of the trees at ``prefix``, once per app.
+
+    ``decorators`` wrap the routes as they wrap a tree's: those of the first
+    tree at ``prefix`` that serves its docs apply.
+    """
+    # Numbered: a name made from the prefix could be a tree's blueprint name
+    # or another prefix's ("/a_b", "/a/b").
+    served: dict[str, str] = app.extensions.setdefault("spacewalk_docs", {})
+    if prefix not in served:
+        served[prefix] = f"spacewalk-docs-{len(served)}"
+        app.register_blueprint(_make_blueprint(served[prefix], prefix, decorators))
+
+
+def _make_blueprint(name: str, prefix: str, decorators: Sequence[ViewDecorator]) -> Blueprint:
+    bp = Blueprint(name, __name__, url_prefix=prefix or None)
+
+    def get(rule: str) -> Callable[[Callable[..., Response]], Any]:
+        def register(view: Callable[..., Response]) -> Callable[..., Response]:
+            endpoint = view.__name__
+            for decorator in decorators:
+                view = decorator(view)
+            bp.add_url_rule(rule, endpoint, view, methods=["GET"])
+            return view
+
+        return register
+
+    bundle_dir, version = _bundle()
+    #: Encoded documents by script root: the trees cannot change once the
+    #: app serves requests.
+    cache: dict[str, bytes] = {}
+
+    @get("/openapi.json")
+    def openapi_json() -> Response:
+        root = request.script_root
+        body = cache.get(root)
+        if body is None:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            body = cache[root] = encode(openapi_document(docs_states(app, prefix), root or "/"))
+        return json_bytes_response(body)
+
+    @get("/docs")
+    def page() -> Response:
+        def asset(filename: str) -> str:
+            return url_for(f"{name}.asset", filename=filename, v=version)
+
+        states = docs_states(current_app, prefix)
+        title = ", ".join(s.tree.root.name for s in states) or "Spacewalk"
+        config = {
+            "url": url_for(f"{name}.openapi_json"),
+            "dom_id": "#swagger-ui",
+            # Swagger UI would send the document to validator.swagger.io.
+            "validatorUrl": None,
+            "deepLinking": True,
+        }
+        # "</" cannot end the script element early once escaped.
+        script_config = json.dumps(config).replace("</", "<\\/")
+        text = _PAGE.format(
+            title=html.escape(f"{title} API"),
+            css=html.escape(asset("swagger-ui.css")),
+            icon=html.escape(asset("favicon-32x32.png")),
+            js=html.escape(asset("swagger-ui-bundle.js")),
+            config=script_config,
+        )
+        return Response(text, mimetype="text/html")
+
+    @get("/docs/<path:filename>")
+    def asset(filename: str) -> Response:
+        if filename not in ASSETS:
+            raise NotFound(f"no docs asset {filename}")
+        return send_from_directory(bundle_dir, filename, max_age=ASSET_MAX_AGE)
+
+    bp.register_error_handler(HTTPException, _http_error)
+    return bp

@@ -1,0 +1,513 @@
+"""The OpenAPI 3.1 document of the trees mounted at one URL prefix.
+
+Built with apispec from :func:`~flask_spacewalk.views.routes`, the same list
+the blueprints serve, so the document cannot drift from the routes. Each
+leaf's request body is its published post-schema's ``Params`` definition,
+moved under ``components`` (see :func:`params_components`). Nothing here
+needs a request: the docs blueprint and ``flask spacewalk openapi`` both call
+:func:`openapi_document`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema, fields, validate
+
+from .tree import Branch, Leaf
+from .views import UUID_PATTERN, Route, routes
+
+if TYPE_CHECKING:
+    from .extension import SpacewalkState
+
+__all__ = ["OPENAPI_VERSION", "openapi_document", "params_components"]
+
+OPENAPI_VERSION = "3.1.0"
+#: The job statuses the listing filters on (shared with the listing view).
+JOB_STATUSES = ("queued", "running", "finished", "failed")
+_REF_PREFIX = "#/definitions/"
+_COMPONENT_NAME = re.compile(r"[^A-Za-z0-9_-]")
+_RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
+#: Keywords whose value is one subschema, a map of them, or a list of them
+#: (draft 7); everything else (default, enum, examples...) is data.
+_SUBSCHEMA = ("additionalProperties", "propertyNames", "not", "additionalItems", "contains")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties")
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
+#: What draft 7 reads beside ``$ref`` (annotations; the rest it ignores).
+_REF_ANNOTATIONS = ("title", "description", "default", "examples", "$comment")
+
+
+# -- response bodies ------------------------------------------------------------
+
+
+class ErrorSchema(Schema):
+    code = fields.Integer(required=True, metadata={"description": "The HTTP status code."})
+    status = fields.String(required=True, metadata={"description": "Its reason phrase."})
+    message = fields.String(required=True, metadata={"description": "What was wrong."})
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Messages by field (422 only); a deeper path leads each."},
+    )
+
+
+class ValidationErrorSchema(ErrorSchema):
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        required=True,
+        metadata={"description": "Messages by field; a deeper path leads each message."},
+    )
+
+
+class BranchItemSchema(Schema):
+    path = fields.String(required=True, metadata={"description": "URL path, prefix included."})
+    name = fields.String(required=True)
+    description = fields.String(required=True)
+
+
+class LeafItemSchema(BranchItemSchema):
+    jobType = fields.String(required=True)
+
+
+class PostSchemaSchema(Schema):
+    postSchema = fields.Dict(
+        required=True,
+        metadata={"description": "The draft-07 JSON Schema of the leaf's job parameters."},
+    )
+
+
+class CreatedSchema(Schema):
+    uuid = fields.UUID(required=True)
+
+
+class ProgressSchema(Schema):
+    completeness = fields.Float(required=True, validate=validate.Range(min=0, max=1))
+    result = fields.Integer(
+        required=True, metadata={"description": "The result code; -1 while unfinished."}
+    )
+
+
+class LogRecordSchema(Schema):
+    msg = fields.String(required=True)
+    timeStamp = fields.String(
+        required=True, metadata={"description": "Naive UTC ISO-8601 date-time."}
+    )
+
+
+class ErrorRecordSchema(LogRecordSchema):
+    errorCode = fields.Integer(required=True)
+
+
+class InfoSchema(ProgressSchema):
+    events = fields.List(fields.Nested(LogRecordSchema), required=True)
+    errors = fields.List(fields.Nested(ErrorRecordSchema), required=True)
+    warnings = fields.List(fields.Nested(LogRecordSchema), required=True)
+
+
+class JobListItemSchema(Schema):
+    uuid = fields.UUID(required=True)
+    jobType = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
+    createdAt = fields.String(required=True, metadata={"description": "ISO-8601, UTC."})
+    updatedAt = fields.String(required=True, metadata={"description": "ISO-8601, UTC."})
+    completeness = fields.Float(required=True, validate=validate.Range(min=0, max=1))
+    result = fields.Integer(required=True)
+    progress = fields.String(required=True, metadata={"description": "The progress URL path."})
+
+
+class JobListSchema(Schema):
+    jobs = fields.List(fields.Nested(JobListItemSchema), required=True)
+    next = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The cursor of the next page; null on the last one."},
+    )
+
+
+class CancelAnswerSchema(Schema):
+    uuid = fields.UUID(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["cancelled", "cancelling"]))
+
+
+#: Component name -> marshmallow schema, nested ones first.
+RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
+    "Error": ErrorSchema,
+    "ValidationError": ValidationErrorSchema,
+    "BranchItem": BranchItemSchema,
+    "LeafItem": LeafItemSchema,
+    "PostSchema": PostSchemaSchema,
+    "Created": CreatedSchema,
+    "Progress": ProgressSchema,
+    "LogRecord": LogRecordSchema,
+    "ErrorRecord": ErrorRecordSchema,
+    "Info": InfoSchema,
+    "JobListItem": JobListItemSchema,
+    "JobList": JobListSchema,
+    "CancelAnswer": CancelAnswerSchema,
+}
+#: Free-form bodies, which no marshmallow schema describes.
+FREE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Data": {"description": "Whatever the job's get_data() returns ({} by default)."},
+    "Dump": {"type": "object", "description": "The stored job document, cas current."},
+}
+#: The error answers (``components.responses``): name -> schema, description.
+ERRORS: dict[str, tuple[str, str]] = {
+    "BadRequest": ("Error", "The request is malformed; the message says how."),
+    "NotFound": ("Error", "No such job (unknown or malformed uuid, or another tree's)."),
+    "MethodNotAllowed": ("Error", "A method this path does not take; see Allow."),
+    "Conflict": ("Error", "The job already has a result."),
+    "PayloadTooLarge": ("Error", "The body is larger than SPACEWALK_MAX_CONTENT_LENGTH."),
+    "UnsupportedMediaType": ("Error", "A non-empty body that is not JSON."),
+    "UnprocessableEntity": ("ValidationError", "The job parameters are not valid."),
+    "InternalServerError": ("Error", "The stored job document cannot be read."),
+    "NotImplemented": ("Error", "The datastore cannot list jobs."),
+    "ServiceUnavailable": ("Error", "The datastore or the queue is unreachable."),
+}
+
+
+# -- request bodies ---------------------------------------------------------------
+
+
+def params_components(post_schema: dict[str, Any], base: str) -> dict[str, dict[str, Any]]:
+    """A post-schema's definitions as OpenAPI 3.1 components.
+
+    ``Params`` becomes ``<base>.Params``, a nested definition ``D``
+    ``<base>.D``; ``$ref`` s are rewritten to match. Draft 7 and OpenAPI 3.1's
+    dialect (JSON Schema 2020-12) read every keyword the post-schema uses
+    alike except two, translated here: an ``items`` array (a tuple) becomes
+    ``prefixItems``, and the siblings of ``$ref``, which draft 7 ignores,
+    are dropped unless they are annotations.
+
+    :param post_schema: the published post-schema of one leaf.
+    :param base: the component name prefix, unique in the document.
+    """
+    definitions: dict[str, Any] = post_schema["definitions"]
+    names = {name: f"{base}.{name}" for name in definitions}
+    return {names[name]: _translate(body, names) for name, body in definitions.items()}
+
+
+def _translate(schema: Any, names: dict[str, str]) -> Any:
+    if not isinstance(schema, dict):  # a boolean schema
+        return schema
+    if isinstance(schema.get("$ref"), str):
+        ref: str = schema["$ref"]
+        if ref.startswith(_REF_PREFIX):
+            ref = f"#/components/schemas/{names[ref[len(_REF_PREFIX):]]}"
+        kept = {k: v for k, v in schema.items() if k in _REF_ANNOTATIONS}
+        return {**kept, "$ref": ref}
+    out = dict(schema)
+    for key in _SUBSCHEMA:
+        if key in out:
+            out[key] = _translate(out[key], names)
+    for key in _SUBSCHEMA_MAPS:
+        if key in out:
+            out[key] = {name: _translate(s, names) for name, s in out[key].items()}
+    for key in _SUBSCHEMA_LISTS:
+        if key in out:
+            out[key] = [_translate(s, names) for s in out[key]]
+    items = out.get("items")
+    if isinstance(items, list):
+        out["prefixItems"] = [_translate(s, names) for s in items]
+        extra = out.pop("additionalItems", None)
+        if extra is None:
+            del out["items"]
+        else:
+            out["items"] = extra
+    elif items is not None:
+        out["items"] = _translate(items, names)
+    return out
+
+
+# -- operations -------------------------------------------------------------------
+
+
+def _json(schema: str | dict[str, Any], description: str) -> dict[str, Any]:
+    ref = schema if isinstance(schema, dict) else {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+def _list_of(name: str, description: str) -> dict[str, Any]:
+    return _json({"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}},
+                 description)
+
+
+_UUID_PARAMETER = {
+    "in": "path",
+    "name": "uuid",
+    "required": True,
+    "description": "The job's uuid, exactly as issued.",
+    "schema": {"type": "string", "pattern": f"^{UUID_PATTERN.pattern}$"},
+}
+_LOCATION = {
+    "description": "The job's progress URL path, prefix included.",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_ALLOW = {
+    "description": "The methods this path takes.",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_LINK = {
+    "description": 'The next page: <path?filters&cursor=...>; rel="next".',
+    "schema": {"type": "string"},
+}
+
+
+class _Operations:
+    """The operation of each route kind, for the trees of one document."""
+
+    def __init__(self, state: SpacewalkState, tags: dict[str, str], bodies: dict[str, str]):
+        self.state = state
+        self.tags = tags
+        self.bodies = bodies
+        self.parents = {leaf.path: b for b in state.tree.branches() for leaf in b.leaves}
+
+    def operation(self, route: Route) -> dict[str, Any]:
+        make: Callable[[Route], dict[str, Any]] | None = getattr(self, f"_{route.kind}", None)
+        if make is None:
+            raise LookupError(f"the OpenAPI document does not know route kind {route.kind!r}")
+        operation = make(route)
+        node = route.node
+        if isinstance(node, Leaf):
+            branch = self.parents[node.path]
+        else:
+            branch = node if isinstance(node, Branch) else self.state.tree.root
+        operation["tags"] = [self.tags[branch.path]]
+        operation["operationId"] = _operation_id(route.method, route.path, self.state)
+        responses = {**operation["responses"], "405": "MethodNotAllowed"}
+        operation["responses"] = dict(sorted(responses.items()))
+        return operation
+
+    def _branches(self, route: Route) -> dict[str, Any]:
+        node = route.node
+        assert isinstance(node, Branch)
+        return {
+            "summary": f"{node.name}: sub-branches",
+            "description": node.description,
+            "responses": {"200": _list_of("BranchItem", "The sub-branches ([] if none).")},
+        }
+
+    def _leaves(self, route: Route) -> dict[str, Any]:
+        node = route.node
+        assert isinstance(node, Branch)
+        return {
+            "summary": f"{node.name}: jobs",
+            "description": node.description,
+            "responses": {"200": _list_of("LeafItem", "The jobs ([] if none).")},
+        }
+
+    def _not_a_job(self, route: Route) -> dict[str, Any]:
+        node = route.node
+        assert isinstance(node, Branch)
+        return {
+            "summary": f"{node.name}: not a job",
+            "description": f"{node.path} is a branch, not a job: always 400.",
+            "responses": {"400": "BadRequest"},
+        }
+
+    _branch_post_schema = _branch_job = _not_a_job
+
+    def _post_schema(self, route: Route) -> dict[str, Any]:
+        node = route.node
+        assert isinstance(node, Leaf)
+        return {
+            "summary": f"{node.name}: parameter schema",
+            "description": node.description,
+            "responses": {"200": _json("PostSchema", "The post-schema.")},
+        }
+
+    def _job(self, route: Route) -> dict[str, Any]:
+        node = route.node
+        assert isinstance(node, Leaf)
+        return {
+            "summary": node.name,
+            "description": node.description,
+            "requestBody": {
+                # An empty body means {}.
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{self.bodies[node.path]}"}
+                    }
+                },
+            },
+            "responses": {
+                "201": {
+                    **_json("Created", "The job is stored and queued."),
+                    "headers": {"Location": _LOCATION},
+                },
+                "400": "BadRequest",
+                "413": "PayloadTooLarge",
+                "415": "UnsupportedMediaType",
+                "422": "UnprocessableEntity",
+                "503": "ServiceUnavailable",
+            },
+        }
+
+    def _by_uuid(
+        self,
+        summary: str,
+        ok: dict[str, Any],
+        query: Sequence[dict[str, Any]] = (),
+        errors: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A GET about one stored job: 404 for no such job, 500 for an
+        unreadable document."""
+        responses = {"200": ok, "404": "NotFound", "500": "InternalServerError",
+                     "503": "ServiceUnavailable", **(errors or {})}
+        return {"summary": summary, "parameters": [_UUID_PARAMETER, *query],
+                "responses": responses}
+
+    def _progress(self, route: Route) -> dict[str, Any]:
+        return self._by_uuid("A job's progress", _json("Progress", "Completeness and result."))
+
+    def _info(self, route: Route) -> dict[str, Any]:
+        return self._by_uuid(
+            "A job's progress and logs", _json("Info", "Progress, events, errors, warnings.")
+        )
+
+    def _data(self, route: Route) -> dict[str, Any]:
+        return self._by_uuid("A job's output", _json("Data", "What the job returns."))
+
+    def _dump(self, route: Route) -> dict[str, Any]:
+        show_logs = {
+            "in": "query",
+            "name": "showLogs",
+            "description": "Include events, errors and warnings (case-insensitive).",
+            "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
+        }
+        return self._by_uuid(
+            "A job's stored document",
+            _json("Dump", "The stored job document."),
+            query=[show_logs],
+            errors={"400": "BadRequest"},
+        )
+
+    def _jobs(self, route: Route) -> dict[str, Any]:
+        job_types = sorted(leaf.job_type for leaf in self.state.tree.leaves())
+
+        def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+            return {"in": "query", "name": name, "schema": schema, "description": description}
+
+        many = "; repeat it or separate values with commas."
+        return {
+            "summary": "The jobs of this tree",
+            "description": "Newest first (createdAt, then uuid, descending), a page at a time.",
+            "parameters": [
+                query("jobType", {"type": "array", "items": {"type": "string"}},
+                      f"Only these job types (of this tree: {', '.join(job_types)}){many}"),
+                query("status",
+                      {"type": "array", "items": {"type": "string", "enum": list(JOB_STATUSES)}},
+                      f"Only jobs in these statuses{many}"),
+                query("since", {"type": "string", "format": "date-time"},
+                      "Only jobs created at or after this time (UTC when no offset)."),
+                query("limit", {"type": "integer", "minimum": 1, "default": 50},
+                      "Jobs per page; above 500 means 500."),
+                query("cursor", {"type": "string"}, "The next field of the previous page."),
+            ],
+            "responses": {
+                "200": {**_json("JobList", "A page of jobs."), "headers": {"Link": _LINK}},
+                "400": "BadRequest",
+                "501": "NotImplemented",
+                "503": "ServiceUnavailable",
+            },
+        }
+
+    def _cancel(self, route: Route) -> dict[str, Any]:
+        return {
+            "summary": "Cancel a job",
+            "description": (
+                "A queued job is cancelled at once (200) and never runs; a running one "
+                "(202) stops at its next progress report, or by force after "
+                "SPACEWALK_CANCEL_GRACE seconds. Either way its result becomes 410."
+            ),
+            "parameters": [_UUID_PARAMETER],
+            "responses": {
+                "200": _json("CancelAnswer", "Cancelled before it ran."),
+                "202": _json("CancelAnswer", "Cancelling: the job is running."),
+                "404": "NotFound",
+                "409": "Conflict",
+                "500": "InternalServerError",
+                "503": "ServiceUnavailable",
+            },
+        }
+
+
+def _operation_id(method: str, path: str, state: SpacewalkState) -> str:
+    local = _RULE_ARGUMENT.sub("", path[len(state.tree.url_prefix):])
+    return f"{method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', local).strip('_')}"
+
+
+def _openapi_path(rule: str) -> str:
+    return _RULE_ARGUMENT.sub(r"{\1}", rule)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def openapi_document(
+    states: Sequence[SpacewalkState],
+    server_url: str = "/",
+    table: Callable[[SpacewalkState], Iterable[Route]] = routes,
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``states``, the trees at one prefix.
+
+    :param states: the trees, in the order their paths are listed.
+    :param server_url: the ``servers`` URL: the app's script root, or ``/``.
+    :param table: the routes of one tree (:func:`~flask_spacewalk.views.routes`).
+    """
+    services = sorted({state.settings.service_name for state in states})
+    spec = APISpec(
+        title=", ".join(services) or "spacewalk",
+        version="1",
+        openapi_version=OPENAPI_VERSION,
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Jobs served by flask-spacewalk: "
+                             + (", ".join(s.tree.root.name for s in states) or "none") + "."},
+        servers=[{"url": server_url}],
+    )
+    for name, schema in RESPONSE_SCHEMAS.items():
+        spec.components.schema(name, schema=schema)
+    for name, body in FREE_SCHEMAS.items():
+        spec.components.schema(name, body)
+    for name, (schema_name, description) in ERRORS.items():
+        response = _json(schema_name, description)
+        if name == "MethodNotAllowed":
+            response["headers"] = {"Allow": _ALLOW}
+        spec.components.response(name, response)
+
+    taken = set(RESPONSE_SCHEMAS) | set(FREE_SCHEMAS)
+    tag_names: set[str] = set()
+    paths: dict[str, dict[str, Any]] = {}
+    for state in states:
+        prefix = state.tree.url_prefix
+        tags = {}
+        for branch in state.tree.branches():
+            tags[branch.path] = _unique(branch.path[len(prefix):].strip("/"), tag_names)
+            spec.tag({"name": tags[branch.path], "description": branch.description or branch.name})
+        bodies = {}
+        for leaf in state.tree.leaves():
+            base = _unique(_COMPONENT_NAME.sub("_", leaf.job_type), taken)
+            components = params_components(state.schemas[leaf.path].post_schema, base)
+            for name, body in components.items():
+                spec.components.schema(name, body)
+            bodies[leaf.path] = f"{base}.Params"
+        operations = _Operations(state, tags, bodies)
+        for route in table(state):
+            path_item = paths.setdefault(_openapi_path(route.path), {})
+            path_item[route.method.lower()] = operations.operation(route)
+    for path, operations_ in paths.items():
+        spec.path(path=path, operations=operations_)
+    document = spec.to_dict()
+    return {"openapi": document.pop("openapi"), **document}
