@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import (
     BadRequest,
+    Conflict,
     HTTPException,
     MethodNotAllowed,
     NotFound,
@@ -32,6 +33,7 @@ from .errors import (
     QueueUnavailable,
     SpacewalkError,
 )
+from .runtime.cancel import CancelAnswer, cancel_job
 from .runtime.job import NO_RESULT, RuntimeJob, make_key
 from .runtime.worker import Worker
 from .tree import Branch, Leaf
@@ -188,6 +190,15 @@ class Views:
                 document.pop(name, None)
         return json_response(document)
 
+    def cancel(self, uuid: str) -> Response:
+        """200 cancelled (never runs), 202 cancelling (running), 409 finished."""
+        document, cas = self._document(uuid)
+        answer = cancel_job(self._job(document, cas))
+        if answer is CancelAnswer.FINISHED:
+            raise Conflict(f"job {uuid} already has its result; nothing to cancel")
+        status = 200 if answer is CancelAnswer.CANCELLED else 202
+        return json_response({"uuid": uuid, "status": answer.value}, status)
+
 
 def _progress(document: dict[str, Any]) -> dict[str, Any]:
     """``RuntimeJob.progress()`` of a stored document, without loading it."""
@@ -291,6 +302,8 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
     route(f"{root}/progress/<uuid>", "progress", views.progress, "GET")
     route(f"{root}/info/<uuid>", "info", views.info, "GET")
     route(f"{root}/data/<uuid>", "data", views.data, "GET")
+    route(f"{root}/cancel/<uuid>", "cancel", views.cancel, "POST")
+    route(f"{root}/job/<uuid>", "cancel_job", views.cancel, "DELETE")
     if state.settings.expose_dump:
         route(f"{root}/dump/<uuid>", "dump", views.dump, "GET")
 
