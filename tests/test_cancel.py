@@ -20,7 +20,7 @@ from runtime_jobs.jobs import CancelJob, NoopJob, ReturnsJob
 from test_worker_processes import children_of, start_worker, stop, wait_for
 
 from flask_spacewalk import Spacewalk, make_datastore, make_queue
-from flask_spacewalk.errors import ConfigurationError
+from flask_spacewalk.errors import ConfigurationError, DatastoreUnavailable, QueueUnavailable
 from flask_spacewalk.runtime.cancel import (
     CancelAnswer,
     CancelWatch,
@@ -97,8 +97,10 @@ def test_cancelling_a_queued_job_records_410_at_once(app, client, method, path):
     assert [(e["errorCode"], e["msg"]) for e in errors] == [(410, "cancelled")]
     doc = stored(app, uuid)
     assert (doc["running"], doc["errorCount"]) == (False, 1)
-    # Settled by the API: no request is left behind.
+    # Settled by the API: no request is left behind, nor the queue entry.
     assert cancel_request_of(app, uuid) is None
+    _, queue = app.extensions["spacewalk"]["/examples"].connections()
+    assert queue.reserve(timeout=0) is None
 
 
 def test_cancelling_twice_or_a_finished_job_is_409(app, client):
@@ -215,6 +217,29 @@ def test_the_api_sees_a_worker_write_that_won_the_race(datastore, queue):
         assert datastore.read(make_key(job.uuid))["resultCode"] == result
         requested = datastore.read(cancel_key(job.uuid)) is not None
         assert requested is (answer is CancelAnswer.CANCELLING)
+
+
+def test_tidying_up_is_best_effort(datastore, queue, monkeypatch, caplog):
+    job = NoopJob(datastore, queue)
+    job.enqueue()
+
+    def queue_down(id: int) -> bool:
+        raise QueueUnavailable("down")
+
+    def datastore_down(key: str) -> bool:
+        raise DatastoreUnavailable("down")
+
+    monkeypatch.setattr(queue, "delete", queue_down)
+    monkeypatch.setattr(datastore, "delete", datastore_down)
+    assert cancel_job(job) is CancelAnswer.CANCELLED
+    assert datastore.read(make_key(job.uuid))["resultCode"] == 410
+    assert "cannot delete its queue entry" in caplog.text
+    assert "cannot delete its cancel request" in caplog.text
+    # The entry stays; a worker drops it, its job being finished.
+    monkeypatch.undo()
+    make_worker(datastore, queue).run(burst=True)
+    assert queue.reserve(timeout=0) is None
+    assert datastore.read(cancel_key(job.uuid)) is None
 
 
 def test_a_job_cancelled_while_a_worker_marks_it_running_never_runs(datastore, queue, tmp_path):

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from ..errors import SpacewalkError
+from ..errors import QueueError, SpacewalkError
 from .job import NO_RESULT, RuntimeJob
 from .protocols import Datastore
 from .records import make_error, utcnow
@@ -130,7 +130,23 @@ def cancel_job(job: RuntimeJob) -> CancelAnswer:
         # Settled here: no worker needs the request (one that is about to
         # mark the job running conflicts and finds the result).
         clear_cancel(job.datastore, job.uuid)
+    if answer == CancelAnswer.CANCELLED:
+        _drop_entry(job)
     return answer
+
+
+def _drop_entry(job: RuntimeJob) -> None:
+    """Delete a cancelled job's queue entry, unless a worker holds it.
+
+    Our workers drop an entry whose job has its result anyway; a ZeroG
+    worker would run the job, so the entry goes now. Best effort: a worker
+    that holds it already drops it.
+    """
+    if job.queueJobId > 0:
+        try:
+            job.queue.delete(job.queueJobId)
+        except QueueError as exc:
+            log.warning("job %s: cannot delete its queue entry: %s", job.uuid, exc)
 
 
 #: The watch of the job running in the main thread, for the signal handler.
