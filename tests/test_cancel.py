@@ -180,6 +180,23 @@ def test_cancel_grace_reaches_the_settings(tmp_path, db_url):
         Worker(REGISTRY, lambda: None, lambda name: None, "q", cancel_grace=0)  # type: ignore
 
 
+def test_the_worker_commands_take_the_cancel_grace(tmp_path, db_url, monkeypatch):
+    from flask_spacewalk import cli, worker
+
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(cli, "run_workers", lambda registry, **kw: captured.update(kw) or 0)
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(SPACEWALK_DATASTORE_URL=db_url, SPACEWALK_CANCEL_GRACE=2.5)
+    Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob)
+    result = app.test_cli_runner().invoke(args=["spacewalk", "worker"])
+    assert result.exit_code == 0, result.output
+    assert captured["cancel_grace"] == 2.5
+
+    assert worker.build_parser().parse_args(["--jobs", "j"]).cancel_grace == 10.0
+    monkeypatch.setenv("SPACEWALK_CANCEL_GRACE", "4")
+    assert worker.build_parser().parse_args(["--jobs", "j"]).cancel_grace == 4.0
+
+
 def test_worker_cli_rejects_a_bad_cancel_grace(db_url):
     proc = subprocess.run(
         [sys.executable, "-m", "flask_spacewalk.worker", "--jobs", str(JOBS),
