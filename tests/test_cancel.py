@@ -384,7 +384,8 @@ def assert_cancelled(datastore: Any, uuid: str) -> dict[str, Any]:
                      and doc(datastore, uuid), what="result 410")
     assert final["running"] is False and final["completeness"] == 1.0
     assert [(e["errorCode"], e["msg"]) for e in final["errors"]] == [(410, "cancelled")]
-    assert datastore.read(cancel_key(uuid)) is None
+    # Deleted after the result and the entry.
+    wait_for(lambda: datastore.read(cancel_key(uuid)) is None, what="request deleted")
     return final  # type: ignore[no-any-return]
 
 
