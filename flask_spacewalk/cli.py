@@ -73,6 +73,7 @@ def _run_workers(app: Flask, tree: str | None, **options: Any) -> int:
         ttr=settings.job_ttr,
         instance_path=state.instance_path,
         job_context=app.app_context,
+        cancel_grace=settings.cancel_grace,
         **options,
     )
 

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "SPACEWALK_JOB_TTR": 30,
     "SPACEWALK_RUN_INLINE": None,
     "SPACEWALK_EXPOSE_DOCS": True,
+    "SPACEWALK_CANCEL_GRACE": 10,
 }
 
 #: A view decorator, as in Flask's ``View.decorators``.
@@ -58,6 +59,7 @@ class Settings:
     expose_dump: bool
     job_ttr: float
     run_inline: bool | None
+    cancel_grace: float
     expose_docs: bool = True
 
     @property
@@ -198,8 +200,8 @@ class Spacewalk:
         ``SPACEWALK_QUEUE_URL``, ``SPACEWALK_URL_PREFIX``,
         ``SPACEWALK_MAX_CONTENT_LENGTH``, ``SPACEWALK_CORS_ORIGINS``,
         ``SPACEWALK_EXPOSE_DUMP``, ``SPACEWALK_JOB_TTR``,
-        ``SPACEWALK_RUN_INLINE`` (read again at each request) and
-        ``SPACEWALK_EXPOSE_DOCS``.
+        ``SPACEWALK_CANCEL_GRACE``, ``SPACEWALK_EXPOSE_DOCS`` and
+        ``SPACEWALK_RUN_INLINE`` (read again at each request).
 
         :raises ConfigurationError: a bad setting or job tree, or this
             extension is already registered on ``app``.
@@ -281,8 +283,11 @@ def _settings(app: Flask, options: dict[str, Any]) -> Settings:
     try:
         max_length = int(values["max_content_length"])
         ttr = float(values["job_ttr"])
+        cancel_grace = float(values["cancel_grace"])
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"bad Spacewalk setting: {exc}") from exc
+    if not cancel_grace > 0:  # NaN included
+        raise ConfigurationError("SPACEWALK_CANCEL_GRACE must be > 0")
     if max_length < 0 or ttr <= 0:
         raise ConfigurationError(
             "SPACEWALK_MAX_CONTENT_LENGTH must be >= 0 and SPACEWALK_JOB_TTR > 0"
@@ -299,6 +304,7 @@ def _settings(app: Flask, options: dict[str, Any]) -> Settings:
         cors_origins=tuple(origins),
         expose_dump=bool(values["expose_dump"]),
         job_ttr=ttr,
+        cancel_grace=cancel_grace,
         # Only a constructor keyword is fixed here; the config key is read
         # at each request, so tests can switch it on an existing app.
         run_inline=options.get("run_inline"),

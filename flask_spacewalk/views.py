@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import (
     BadRequest,
+    Conflict,
     HTTPException,
     MethodNotAllowed,
     NotFound,
@@ -28,10 +29,12 @@ from werkzeug.routing import Map, Rule
 from .errors import (
     DatastoreUnavailable,
     InvalidJobDocument,
+    JobUpdateConflict,
     ParamsInvalid,
     QueueUnavailable,
     SpacewalkError,
 )
+from .runtime.cancel import CancelAnswer, cancel_job
 from .runtime.job import NO_RESULT, RuntimeJob, make_key
 from .runtime.worker import Worker
 from .tree import Branch, Leaf
@@ -204,6 +207,15 @@ class Views:
                 document.pop(name, None)
         return json_response(document)
 
+    def cancel(self, uuid: str) -> Response:
+        """200 cancelled (never runs), 202 cancelling (running), 409 finished."""
+        document, cas = self._document(uuid)
+        answer = cancel_job(self._job(document, cas))
+        if answer is CancelAnswer.FINISHED:
+            raise Conflict(f"job {uuid} already has its result; nothing to cancel")
+        status = 200 if answer is CancelAnswer.CANCELLED else 202
+        return json_response({"uuid": uuid, "status": answer.value}, status)
+
 
 def _progress(document: dict[str, Any]) -> dict[str, Any]:
     """``RuntimeJob.progress()`` of a stored document, without loading it."""
@@ -316,6 +328,10 @@ def routes(state: SpacewalkState) -> list[Route]:
     for kind in ("progress", "info", "data", "dump"):
         if kind != "dump" or state.settings.expose_dump:
             table.append(Route(f"{root}/{kind}/<uuid>", "GET", kind, kind))
+    table += [
+        Route(f"{root}/cancel/<uuid>", "POST", "cancel", "cancel"),
+        Route(f"{root}/job/<uuid>", "DELETE", "cancel_job", "cancel"),
+    ]
     return table
 
 
@@ -431,6 +447,12 @@ def _spacewalk_error(exc: SpacewalkError) -> Response:
     if isinstance(exc, QueueUnavailable):
         log.warning("queue unavailable: %s", exc)
         return error_response(503, f"queue unavailable: {exc}")
+    if isinstance(exc, JobUpdateConflict):
+        # Transient: the job's workers kept writing; a retry will get through.
+        log.warning("job update conflict: %s", exc)
+        return error_response(
+            503, "the job kept changing under the request; try again", headers={"Retry-After": "1"}
+        )
     if isinstance(exc, InvalidJobDocument):
         log.error("unreadable job document: %s", exc)
         return error_response(500, "the stored job document cannot be read")

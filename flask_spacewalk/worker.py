@@ -24,11 +24,18 @@ from .discovery import find_job_classes, import_modules
 from .errors import ConfigurationError
 from .runtime.registry import JobRegistry
 from .runtime.supervisor import Supervisor
-from .runtime.worker import Worker, WorkerShutdown, install_shutdown_handler
+from .runtime.worker import (
+    Worker,
+    WorkerShutdown,
+    install_cancel_handler,
+    install_shutdown_handler,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATASTORE_URL = "sqlite:///spacewalk.sqlite3"
+#: Seconds a cancelled job has to reach a progress call (SPACEWALK_CANCEL_GRACE).
+DEFAULT_CANCEL_GRACE = 10.0
 
 
 def queue_name_for(service: str) -> str:
@@ -49,6 +56,7 @@ def run_workers(
     max_memory: int | None = None,
     instance_path: str | None = None,
     job_context: Callable[[], ContextManager[Any]] | None = None,
+    cancel_grace: float = DEFAULT_CANCEL_GRACE,
 ) -> int:
     """Supervise ``processes`` worker processes until SIGTERM or SIGINT.
 
@@ -71,8 +79,12 @@ def run_workers(
             max_jobs=max_jobs,
             max_memory=max_memory,
             parent_pid=parent,
+            cancel_grace=cancel_grace,
         )
         install_shutdown_handler(worker, grace)
+        # A child that gives up on a stuck cancelled job exits; the
+        # supervisor starts another.
+        install_cancel_handler(worker)
         log.info("worker %d: running jobs from %s", os.getpid(), worker.queue_name)
         try:
             worker.run()
@@ -121,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--grace", type=float, default=30, help="seconds a job may finish on SIGTERM"
     )
+    parser.add_argument(
+        "--cancel-grace",
+        type=positive_float,
+        default=os.environ.get("SPACEWALK_CANCEL_GRACE", DEFAULT_CANCEL_GRACE),
+        help="seconds a cancelled job has to reach a progress call before it is "
+        "stopped by force (default: $SPACEWALK_CANCEL_GRACE or %(default)s)",
+    )
     parser.add_argument("--max-jobs", type=int, help="recycle a process after N jobs")
     parser.add_argument(
         "--max-memory", type=int, help="recycle a process above this many MiB resident"
@@ -132,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO")
     return parser
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:  # NaN included
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
 
 
 def default_queue_url(datastore_url: str, queue_url: str | None) -> str:
@@ -175,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_jobs=args.max_jobs,
         max_memory=args.max_memory * 2**20 if args.max_memory else None,
         instance_path=args.instance_path,
+        cancel_grace=args.cancel_grace,
     )
 
 

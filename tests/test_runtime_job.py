@@ -126,8 +126,8 @@ def test_params_clashing_with_document_fields_are_reported():
 def test_reload_round_trips_and_keeps_keepalive(datastore, queue):
     calls = []
     job = new_job(datastore, queue, label="x")
-    job.keepalive = lambda: calls.append(1)
     job.record_event("hello")
+    job.keepalive = lambda: calls.append(1)
     job.reload()
     assert job.label == "x" and job.events[0].msg == "hello"
     job.keep_alive()
@@ -238,11 +238,21 @@ def test_ticks_add_up_to_completeness(datastore, queue):
 
 
 def test_keep_alive_is_called_by_progress(datastore, queue):
-    calls = []
-    job = WithParams(datastore, queue, keepalive=lambda: calls.append(1))
+    calls: list[str] = []
+    job = WithParams(datastore, queue, keepalive=lambda: calls.append(name))
     job.save()
-    job.set_completeness(0.5)
-    assert calls == [1]
+    # Every progress call, where a worker raises JobCancelled for a cancel.
+    for name, call in [
+        ("set_completeness", lambda: job.set_completeness(0.5)),
+        ("add_to_completeness", lambda: job.add_to_completeness(0.1)),
+        ("set_tick_value", lambda: job.set_tick_value(0.001)),
+        ("tick", job.tick),
+        ("record_event", lambda: job.record_event("e")),
+        ("job_log_info", lambda: job.job_log_info("i")),
+    ]:
+        call()
+        assert name in calls, name
+    assert job.events[-1].msg == "i" and job.completeness == 0.6
 
 
 def test_progress_info_data_and_continue_running(datastore, queue):

@@ -265,7 +265,8 @@ class RuntimeJob(ABC):
         self.record_change(apply)
 
     def record_event(self, msg: Any) -> None:
-        """Add an event to the job's log."""
+        """Add an event to the job's log (a progress call: see :meth:`keep_alive`)."""
+        self.keep_alive()
         event = make_event(msg)
         self.record_change(lambda: self.events.append(event))
 
@@ -343,7 +344,14 @@ class RuntimeJob(ABC):
     # -- progress ------------------------------------------------------------
 
     def keep_alive(self) -> None:
-        """Tell the worker the job is alive (renews its queue lease)."""
+        """Tell the worker the job is alive (renews its queue lease).
+
+        Every progress call (``set_completeness``, ``add_to_completeness``,
+        ``set_tick_value``, ``tick``, ``record_event`` and so
+        ``job_log_info``) calls it first; under a worker it raises
+        :class:`~flask_spacewalk.runtime.cancel.JobCancelled` once the job's
+        cancellation is requested.
+        """
         if callable(self.keepalive):
             self.keepalive()
 
@@ -361,10 +369,12 @@ class RuntimeJob(ABC):
 
     def set_tick_value(self, tickval: float) -> None:
         """Set how much one :meth:`tick` adds to completeness."""
+        self.keep_alive()
         self.update_attrs(tickval=tickval)
 
     def tick(self) -> None:
         """Count one tick; saved once the ticks add up to 0.01."""
+        self.keep_alive()
         self.tickcount += self.tickval
         if self.tickcount >= 0.01:
             self.add_to_completeness(0)

@@ -30,6 +30,15 @@ from ..errors import (
     SpacewalkError,
     UnknownJobType,
 )
+from .cancel import (
+    CANCELLED,
+    CancelWatch,
+    JobCancelled,
+    apply_cancelled,
+    clear_cancel,
+    main_thread_interrupter,
+    on_interrupt_signal,
+)
 from .job import (
     INTERNAL_ERROR,
     NO_RESULT,
@@ -45,6 +54,10 @@ from .registry import JobRegistry
 log = logging.getLogger(__name__)
 
 
+#: Longest wait for a stuck job's cancellation to be recorded before exiting.
+GIVE_UP_TIMEOUT = 10.0
+
+
 class WorkerShutdown(BaseException):
     """Raised inside a running job when the shutdown grace period is over."""
 
@@ -55,12 +68,14 @@ class Outcome:
 
     ``result`` is the final code, or :data:`NO_RESULT` to run again after
     ``delay`` seconds. ``recorded`` is true when the job recorded its result
-    itself (the ``*_finish`` interrupts).
+    itself (the ``*_finish`` interrupts). ``cancelled`` means the job is to
+    be recorded cancelled.
     """
 
     result: int
     delay: float = 0.0
     recorded: bool = False
+    cancelled: bool = False
 
     @property
     def finished(self) -> bool:
@@ -96,17 +111,21 @@ class LeaseKeeper:
 
     The job's own :meth:`RuntimeJob.keep_alive` calls :meth:`touch`, which
     is throttled so that frequent progress reports cost no extra writes.
+    The same thread calls :attr:`watcher`, when set, every ``poll_interval``
+    seconds (the worker's watch for a cancel request).
     """
 
-    def __init__(self, entry: QueueEntry, ttr: float):
+    def __init__(self, entry: QueueEntry, ttr: float, poll_interval: float | None = None):
         self.entry = entry
         self.interval = max(0.05, ttr / 3)
+        self._wake = self.interval if poll_interval is None else min(self.interval, poll_interval)
         self._min_gap = max(0.01, ttr / 10)
         self._last = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spacewalk-lease", daemon=True)
         self.lost = False
+        self.watcher: Callable[[], None] | None = None
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()
@@ -136,8 +155,17 @@ class LeaseKeeper:
             self._last = now
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.touch(force=True)
+        renew_at = time.monotonic() + self.interval
+        while not self._stop.wait(self._wake):
+            if time.monotonic() >= renew_at:
+                self.touch(force=True)
+                renew_at = time.monotonic() + self.interval
+            watcher = self.watcher
+            if watcher is not None:
+                try:
+                    watcher()
+                except Exception:  # never let it end the lease renewals
+                    log.exception("entry %s: watcher failed", self.entry.id)
 
 
 class Worker:
@@ -156,6 +184,8 @@ class Worker:
     :param max_memory: exit after a job once the resident set is above this
         many bytes.
     :param parent_pid: stop when this process (the supervisor) is gone.
+    :param cancel_grace: seconds a cancelled job has to reach a progress
+        call before it is stopped by force (see :func:`install_cancel_handler`).
     """
 
     #: Delete an unloadable entry once it was reserved more often than this.
@@ -172,6 +202,16 @@ class Worker:
     RESERVE_TIMEOUT = 1.0
     #: Longest pause after the datastore or queue fails.
     MAX_BACKOFF = 30.0
+    #: Seconds between two reads of a running job's cancel request.
+    CANCEL_POLL_INTERVAL = 1.0
+    #: Longest wait, after stopping a cancelled job by force, for the job to
+    #: return before the process records the cancellation and exits (the
+    #: wait is the cancel grace when that is shorter).
+    CANCEL_EXIT_DELAY = 5.0
+    #: Exit code of a process that gave up on a job stuck after its cancel.
+    EXIT_STUCK_JOB = 3
+    #: The signal that stops a cancelled job by force.
+    CANCEL_SIGNAL = signal.SIGUSR1
 
     def __init__(
         self,
@@ -185,7 +225,10 @@ class Worker:
         max_jobs: int | None = None,
         max_memory: int | None = None,
         parent_pid: int | None = None,
+        cancel_grace: float = 10.0,
     ):
+        if cancel_grace <= 0:
+            raise ValueError("cancel_grace must be > 0")
         self.registry = registry
         self.make_datastore = make_datastore
         self.make_queue = make_queue
@@ -195,6 +238,9 @@ class Worker:
         self.max_jobs = max_jobs
         self.max_memory = max_memory
         self.parent_pid = parent_pid
+        self.cancel_grace = cancel_grace
+        #: Set by :func:`install_cancel_handler`: stop cancelled jobs by force.
+        self.force_cancel = False
         self.jobs_done = 0
         self.stopping = False
         self._datastore: Datastore | None = None
@@ -260,17 +306,20 @@ class Worker:
 
     def process_entry(self, entry: QueueEntry) -> None:
         """Load, run and settle the job behind one reserved entry."""
-        with LeaseKeeper(entry, self.ttr) as lease:
-            job = self._load(entry, lease)
-            if job is None:
+        with LeaseKeeper(entry, self.ttr, self.CANCEL_POLL_INTERVAL) as lease:
+            loaded = self._load(entry, lease)
+            if loaded is None:
                 return
+            job, watch = loaded
             self._backoff = 0.0
             if job.resultCode != NO_RESULT and not job.running:
                 log.info("job %s already finished; dropping entry %s", job.uuid, entry.id)
                 self._settle(entry)
+                clear_cancel(self.datastore, job.uuid)  # left by a cancel that raced
                 return
+            lease.watcher = watch.poll
             try:
-                outcome = self._run_or_recover(job)
+                outcome = self._run_or_recover(job, watch)
             except WorkerShutdown:
                 self._settle(entry, lambda: job.update_attrs(running=False), release=True)
                 raise
@@ -280,14 +329,21 @@ class Worker:
                 log.error("job %s: bookkeeping failed: %s", job.uuid, exc)
                 self._settle(entry, release=True, delay=self.ERROR_RETRY_DELAY)
                 return
-        self._finish(job, entry, outcome)
+            finally:
+                lease.watcher = None
+        self._finish(job, entry, outcome, watch)
 
-    def _load(self, entry: QueueEntry, lease: LeaseKeeper) -> RuntimeJob | None:
+    def _load(
+        self, entry: QueueEntry, lease: LeaseKeeper
+    ) -> tuple[RuntimeJob, CancelWatch] | None:
         try:
             uuid = json.loads(entry.body)
             if not isinstance(uuid, str):
                 raise InvalidJobDocument(f"queue body {entry.body!r} is not a uuid")
-            return self.registry.get_job(uuid, self.datastore, self.queue, lease.touch)
+            watch = self._watch(uuid, entry, lease)
+            return self.registry.get_job(
+                uuid, self.datastore, self.queue, watch.keepalive
+            ), watch
         except DatastoreUnavailable as exc:
             # Not the job's fault: never count this towards deleting it.
             self._settle(entry, release=True, delay=self.LOAD_RETRY_DELAY)
@@ -310,23 +366,72 @@ class Worker:
             self._settle(entry, release=True, delay=self.LOAD_RETRY_DELAY)
         return None
 
-    def _run_or_recover(self, job: RuntimeJob) -> Outcome:
+    def _watch(self, uuid: str, entry: QueueEntry, lease: LeaseKeeper) -> CancelWatch:
+        interrupt = main_thread_interrupter(self.CANCEL_SIGNAL) if self.force_cancel else None
+        return CancelWatch(
+            self.datastore,
+            uuid,
+            lease.touch,
+            grace=self.cancel_grace,
+            interrupt=interrupt,
+            give_up=(lambda: self._give_up(uuid, entry)) if interrupt else None,
+            exit_delay=min(self.cancel_grace, self.CANCEL_EXIT_DELAY),
+        )
+
+    def _give_up(self, uuid: str, entry: QueueEntry) -> None:
+        """Record a stuck cancelled job's cancellation and exit the process.
+
+        Runs in the lease thread while the main thread is stuck in the job,
+        perhaps holding this process's connections: the cancellation is
+        written through a datastore of its own, in a thread of its own, and
+        the process exits after a bounded wait whatever happened.
+        """
+        log.error("job %s: still running %.1f s after being stopped; recording its "
+                  "cancellation and exiting", uuid, min(self.cancel_grace, self.CANCEL_EXIT_DELAY))
+
+        def settle() -> None:
+            datastore = self.make_datastore()
+            job = self.registry.get_job(uuid, datastore, self.queue)
+            job.record_change(apply_cancelled, job)
+            clear_cancel(datastore, uuid)
+            entry.delete()
+
+        thread = threading.Thread(target=settle, name="spacewalk-give-up", daemon=True)
+        thread.start()
+        thread.join(GIVE_UP_TIMEOUT)
+        os._exit(self.EXIT_STUCK_JOB)
+
+    def _run_or_recover(self, job: RuntimeJob, watch: CancelWatch) -> Outcome:
         if job.running:
             # Only a worker that died mid-run leaves this flag set.
+            if watch.check():
+                return Outcome(CANCELLED, cancelled=True)
             job.record_error(INTERNAL_ERROR, "worker died while running the job (killed?)")
             result = job.continue_running()
             if result != NO_RESULT:
                 job.record_event("Killed - finished")
                 return Outcome(result)
             job.record_event("Killed - restarting")
-        return self.run_job(job)
+        return self.run_job(job, watch)
 
-    def run_job(self, job: RuntimeJob) -> Outcome:
-        """Run ``job`` once and record what its run means (not the result)."""
-        job.update_attrs(running=True)
+    def run_job(self, job: RuntimeJob, watch: CancelWatch | None = None) -> Outcome:
+        """Run ``job`` once and record what its run means (not the result).
+
+        With a ``watch``, the job is marked running only if it has no result
+        and no cancel request yet, and its cancellation stops it.
+        """
+        if watch is None:
+            job.update_attrs(running=True)
+        else:
+            skipped = self._mark_running(job, watch)
+            if skipped is not None:
+                return skipped
         try:
-            with self.job_context():
+            with self.job_context(), watch.running() if watch else contextlib.nullcontext():
                 value = job.run()
+        except JobCancelled:
+            log.info("job %s: cancelled while running", job.uuid)
+            return Outcome(CANCELLED, cancelled=True)
         except (ErrorFinish, WarningFinish):
             job.record_event("Error - finished")
             return Outcome(job.resultCode, recorded=True)
@@ -342,21 +447,63 @@ class Worker:
             return Outcome(result, self.ERROR_RETRY_DELAY)
         return interpret_result(value, self.DEFAULT_REQUEUE_DELAY)
 
-    def _finish(self, job: RuntimeJob, entry: QueueEntry, outcome: Outcome) -> None:
+    @staticmethod
+    def _mark_running(job: RuntimeJob, watch: CancelWatch) -> Outcome | None:
+        """Mark ``job`` running; an :class:`Outcome` instead when it must not run.
+
+        The checks are part of the compare-and-swap change, so a result or
+        cancel request stored meanwhile is seen when the write conflicts.
+        """
+        skipped: Outcome | None = None
+
+        class NotStarted(Exception):
+            pass
+
+        def change() -> None:
+            nonlocal skipped
+            if job.resultCode != NO_RESULT:  # cancelled by the API meanwhile
+                skipped = Outcome(job.resultCode, recorded=True)
+            elif watch.check():
+                skipped = Outcome(CANCELLED, cancelled=True)
+            else:
+                job.running = True
+                return
+            raise NotStarted
+
+        with contextlib.suppress(NotStarted):
+            job.record_change(change)
+        return skipped
+
+    def _finish(
+        self, job: RuntimeJob, entry: QueueEntry, outcome: Outcome, watch: CancelWatch
+    ) -> None:
+        cancelled = outcome.cancelled
+
+        def change() -> None:
+            # Read at each application: a conflict may be the API's write
+            # that follows its cancel request.
+            nonlocal cancelled
+            cancelled = outcome.cancelled or watch.check()
+            if cancelled:
+                apply_cancelled(job)
+            elif outcome.finished and not outcome.recorded:
+                job.resultCode = outcome.result
+                job.completeness = 1.0
+            job.running = False
+
         def record() -> None:
-            if not outcome.finished:
+            # Result first, entry second: a crash in between leaves an entry
+            # whose job is finished, which the next worker drops.
+            job.record_change(change)
+            if not cancelled and not outcome.finished:
                 # Enqueue first, delete second: a crash in between runs the
                 # job twice, never zero times.
-                job.update_attrs(running=False)
                 job.enqueue(delay=outcome.delay)
-            elif outcome.recorded:
-                job.update_attrs(running=False)
-            else:
-                # Result first, entry second: a crash in between leaves an
-                # entry whose job is finished, which the next worker drops.
-                job.record_result(outcome.result)
 
         self._settle(entry, record)
+        if cancelled:
+            log.info("job %s: cancelled", job.uuid)
+            clear_cancel(self.datastore, job.uuid)
 
     def _settle(
         self,
@@ -419,3 +566,17 @@ def install_shutdown_handler(worker: Worker, grace: float) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+
+
+def install_cancel_handler(worker: Worker) -> None:
+    """Let ``worker`` stop a cancelled job by force (call in the main thread).
+
+    A job that reaches no progress call within ``worker.cancel_grace``
+    seconds of its cancel request gets :class:`JobCancelled` raised by a
+    :attr:`Worker.CANCEL_SIGNAL` handler (which also ends a ``time.sleep``).
+    If it still runs a short while later (stuck in C code, or swallowing
+    every exception), the worker records the cancellation and *exits the
+    process*: only for a process a supervisor restarts.
+    """
+    signal.signal(worker.CANCEL_SIGNAL, on_interrupt_signal)
+    worker.force_cancel = True

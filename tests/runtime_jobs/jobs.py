@@ -119,3 +119,46 @@ class SleepJob(TestRoot):
             if self.steps > 1:
                 self.set_completeness((step + 1) / self.steps)
         return 200
+
+
+class CancelJob(TestRoot):
+    NAME = "Cancellable"
+    LEAF_NAME = "cancellable"
+    DESCRIPTION = "runs `seconds` in one of several ways; leaves trace files"
+
+    class Params(Schema):
+        #: ``<trace>.start`` is written when run() starts, ``<trace>.done``
+        #: (the time) when it returns.
+        trace = fields.String(required=True)
+        seconds = fields.Float(load_default=30.0)
+        #: progress: set_completeness in a loop; sleep: no progress call;
+        #: swallow: progress calls inside ``except Exception``; stuck:
+        #: swallows every exception, BaseException included; requeue: sleep,
+        #: then NO_RESULT.
+        mode = fields.String(load_default="progress")
+
+    def run(self) -> Any:
+        super().run()
+        with open(f"{self.trace}.start", "a") as f:
+            f.write(f"{os.getpid()}\n")
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            if self.mode == "progress":
+                self.set_completeness(self.completeness + 0.001)
+                time.sleep(0.01)
+            elif self.mode == "swallow":
+                try:
+                    self.set_completeness(self.completeness + 0.001)
+                    time.sleep(0.01)
+                except Exception:
+                    pass
+            elif self.mode == "stuck":
+                try:
+                    time.sleep(0.05)
+                except BaseException:
+                    pass
+            else:
+                time.sleep(max(0.0, end - time.monotonic()))
+        with open(f"{self.trace}.done", "w") as f:
+            f.write(repr(time.time()))
+        return NO_RESULT if self.mode == "requeue" else 200
