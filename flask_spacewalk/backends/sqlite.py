@@ -27,7 +27,14 @@ from typing import Any
 
 from .. import errors
 from ..runtime.protocols import Value
-from .base import CasDatastore, HeldEntry, lease_seconds
+from .base import (
+    JOB_KEY_PREFIX,
+    CasDatastore,
+    HeldEntry,
+    JobQuery,
+    lease_seconds,
+    newest_first,
+)
 from .wakeup import Waker
 
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
@@ -36,7 +43,23 @@ __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
 BUSY_TIMEOUT = 5.0
 #: Longest sleep of a blocked ``reserve`` between two looks at the table.
 WAKE_FALLBACK = 0.5
-SCHEMA_VERSION = 1
+#: 2 added the job listing's indexes: opening an older file creates them.
+SCHEMA_VERSION = 2
+
+# The job listing's expressions; a query must spell them exactly as the
+# indexes do for SQLite to use them.
+_IS_JOB = "substr(key, 1, 10) = 'zerog_job_'"
+_CREATED = "json_extract(value, '$.createdAt')"
+_TYPE = "json_extract(value, '$.jobType')"
+# job_status() of backends/base.py: json_type keeps true and "5" from
+# counting as numbers
+_STATUS = """(CASE
+    WHEN json_type(value, '$.resultCode') NOT IN ('integer', 'real') THEN 'failed'
+    WHEN json_extract(value, '$.resultCode') = -1 THEN
+        CASE WHEN json_type(value, '$.running') = 'true' THEN 'running' ELSE 'queued' END
+    WHEN json_extract(value, '$.resultCode') >= 0
+        AND json_extract(value, '$.resultCode') < 400 THEN 'finished'
+    ELSE 'failed' END)"""
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS documents (
@@ -47,6 +70,14 @@ _SCHEMA = (
     )""",
     # job listings go newest first
     "CREATE INDEX IF NOT EXISTS documents_updated_at ON documents (updated_at)",
+    # the job listing: one index per way of reading it, only job keys;
+    # the key orders equal createdAt values as the uuid does
+    f"""CREATE INDEX IF NOT EXISTS jobs_created
+        ON documents ({_CREATED}, key) WHERE {_IS_JOB}""",
+    f"""CREATE INDEX IF NOT EXISTS jobs_type_created
+        ON documents ({_TYPE}, {_CREATED}, key) WHERE {_IS_JOB}""",
+    f"""CREATE INDEX IF NOT EXISTS jobs_status_created
+        ON documents ({_STATUS}, {_CREATED}, key) WHERE {_IS_JOB}""",
     # AUTOINCREMENT: an id is never reused, so a stale id or token never
     # matches a newer entry
     """CREATE TABLE IF NOT EXISTS queue (
@@ -280,6 +311,24 @@ class SqliteDatastore(CasDatastore):
             cursor = conn.execute("DELETE FROM documents WHERE key = ?", (key,))
         return cursor.rowcount > 0
 
+    def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
+        """The jobs ``query`` selects, newest first (see
+        :class:`~flask_spacewalk.backends.base.JobQuery`).
+
+        Each range of :meth:`JobQuery.plan` is one indexed statement
+        reading at most ``limit`` entries that pass the residual conditions.
+        """
+        sql, ranges = _listing_sql(query)
+        found = []
+        with self._db.connect() as conn:
+            for args in ranges:
+                rows = conn.execute(sql, args).fetchall()
+                found.append([
+                    (created, key[len(JOB_KEY_PREFIX):], dict(zip(_SUMMARY, json.loads(fields))))
+                    for created, key, fields in rows
+                ])  # fmt: skip
+        return newest_first(found, query.limit)
+
     def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``create`` is false."""
@@ -320,6 +369,45 @@ class SqliteDatastore(CasDatastore):
             else:
                 new_cas = 0
         return new_cas
+
+
+# -- job listing ---------------------------------------------------------------
+
+# the document fields a summary needs, read in one json_extract
+_SUMMARY = ("jobType", "createdAt", "updatedAt", "completeness", "resultCode", "running")
+_SELECT = (
+    f"SELECT {_CREATED}, key, json_extract(value, "
+    + ", ".join(f"'$.{name}'" for name in _SUMMARY)
+    + ")"
+)
+
+
+def _listing_sql(query: JobQuery) -> tuple[str, list[list[Any]]]:
+    """One range's statement for ``query``, and each range's arguments."""
+    index, values = query.plan()
+    # createdAt >= '' also leaves out documents without a createdAt string
+    where = [_IS_JOB, f"{_CREATED} >= ?"]
+    head: list[Any] = [query.since or ""]
+    if index != "all":
+        where.insert(1, f"{_STATUS if index == 'status' else _TYPE} = ?")
+    if query.after is not None:
+        # SQLite seeks on the first condition (the row value alone does not
+        # bound its range); the second orders equal createdAt values
+        where += [f"{_CREATED} <= ?", f"({_CREATED}, key) < (?, ?)"]
+        head += [query.after[0], query.after[0], JOB_KEY_PREFIX + query.after[1]]
+    tail: list[Any] = []
+    for column, wanted, own in ((_TYPE, query.job_types, "type"),
+                                (_STATUS, query.statuses, "status")):
+        if wanted is not None and index != own:  # a residual condition
+            where.append(f"{column} IN ({', '.join('?' * len(wanted))})")
+            tail += sorted(wanted)
+    sql = (
+        f"{_SELECT} FROM documents WHERE {' AND '.join(where)}"
+        f" ORDER BY {_CREATED} DESC, key DESC LIMIT ?"
+    )
+    tail.append(query.limit)
+    ranges = [([value] if index != "all" else []) + head + tail for value in values]
+    return sql, ranges
 
 
 # -- queue ---------------------------------------------------------------------
