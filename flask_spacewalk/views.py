@@ -25,6 +25,7 @@ from werkzeug.exceptions import (
 )
 from werkzeug.routing import Map, Rule
 
+from . import listing
 from .errors import (
     DatastoreUnavailable,
     InvalidJobDocument,
@@ -289,6 +290,7 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
         route(f"{leaf.path}/job", f"job_{index}", views.create_job(leaf), "POST")
     root = tree.root.path
     route(f"{root}/progress/<uuid>", "progress", views.progress, "GET")
+    route(f"{root}/jobs", "jobs", listing.jobs_view(state), "GET")
     route(f"{root}/info/<uuid>", "info", views.info, "GET")
     route(f"{root}/data/<uuid>", "data", views.data, "GET")
     if state.settings.expose_dump:
@@ -407,7 +409,7 @@ def _cors(origins: tuple[str, ...]) -> Callable[[Response], Response]:
         response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
         if not allow_any:
             response.vary.add("Origin")
-        response.headers["Access-Control-Expose-Headers"] = "Location"
+        response.headers["Access-Control-Expose-Headers"] = "Location, Link"
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = response.headers.get(
                 "Allow", "GET, POST, OPTIONS"

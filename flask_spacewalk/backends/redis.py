@@ -223,8 +223,9 @@ end
 """.replace("WAKE_TOKENS", str(WAKE_TOKENS))
 
 # KEYS: doc. ARGV: json, cas ('' for none), mode (create, update or set),
-# the datastore's key, the listing's index base. Returns the new cas as text (it may not fit a Lua number), or -2 when
-# create finds the key, -1 for a stale cas, 0 when update finds no key.
+# the datastore's key, the listing's index base. Returns the new cas as
+# text (it may not fit a Lua number), or -2 when create finds the key, -1
+# for a stale cas, 0 when update finds no key.
 _WRITE = """
 local old = redis.call('HGET', KEYS[1], 'cas')
 if ARGV[3] == 'create' then

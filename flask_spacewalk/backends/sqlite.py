@@ -318,7 +318,7 @@ class SqliteDatastore(CasDatastore):
         Each range of :meth:`JobQuery.plan` is one indexed statement
         reading at most ``limit`` entries that pass the residual conditions.
         """
-        sql, ranges = _listing_sql(query)
+        sql, ranges = listing_sql(query)
         found = []
         with self._db.connect() as conn:
             for args in ranges:
@@ -382,7 +382,7 @@ _SELECT = (
 )
 
 
-def _listing_sql(query: JobQuery) -> tuple[str, list[list[Any]]]:
+def listing_sql(query: JobQuery) -> tuple[str, list[list[Any]]]:
     """One range's statement for ``query``, and each range's arguments."""
     index, values = query.plan()
     # createdAt >= '' also leaves out documents without a createdAt string
