@@ -274,8 +274,7 @@ for _, key in ipairs(KEYS) do
   while count < limit do
     local batch = redis.call('ZREVRANGEBYLEX', key, max, ARGV[3], 'LIMIT', 0, limit)
     for _, m in ipairs(batch) do
-      local space = string.find(m, ' ', 1, true)
-      local doc = ARGV[1] .. 'zerog_job_' .. string.sub(m, space + 1)
+      local doc = ARGV[1] .. 'zerog_job_' .. string.match(m, ' ([^ ]*)$')
       local f = redis.call('HMGET', doc, 'value', 'ix_type', 'ix_status')
       if f[1] and (not types or types[f[2]]) and (not statuses or statuses[f[3]]) then
         table.insert(found, m)
@@ -592,7 +591,7 @@ class RedisDatastore(CasDatastore):
         for flat in self._server.run("list", keys, args):
             rows = []
             for member, text in zip(flat[::2], flat[1::2]):
-                created, _, uuid = member.partition(" ")
+                created, _, uuid = member.rpartition(" ")
                 rows.append((created, uuid, json.loads(text)))
             found.append(rows)
         return newest_first(found, query.limit)
