@@ -70,11 +70,14 @@ def document(n: int) -> tuple[str, dict[str, Any]]:
 
 
 def load_sqlite(store: Any, start: int, stop: int) -> None:
+    from flask_spacewalk.backends.sqlite import _listing_columns
+
     with store._db.connect(write=True) as conn:
         conn.executemany(
-            "INSERT INTO documents (key, value, cas, updated_at) VALUES (?, ?, 1, 0)",
-            ((key, json.dumps(doc)) for key, doc in map(document, range(start, stop))),
-        )
+            "INSERT INTO documents VALUES (?, ?, 1, 0, ?, ?, ?)",
+            ((key, json.dumps(doc), *_listing_columns(key, doc))
+             for key, doc in map(document, range(start, stop))),
+        )  # fmt: skip
         conn.execute("ANALYZE")
 
 

@@ -426,13 +426,17 @@ SHAPES = [
 ROWS = 5000
 
 
-def bulk_documents() -> Iterator[tuple[str, str]]:
+def bulk_documents() -> Iterator[tuple[Any, ...]]:
+    """Rows of SQLite's table: key, value and the listing's columns."""
+    from flask_spacewalk.backends.sqlite import _listing_columns
+
     for n in range(ROWS):
         document = job(f"t{n % 3}", at(n // 5), result=[-1, -1, 200, 500][n % 4],
                        running=n % 4 == 1, n=n)  # fmt: skip
-        yield make_key(uid(n)), json.dumps(document)
+        key = make_key(uid(n))
+        yield key, json.dumps(document), *_listing_columns(key, document)
     for n in range(200):
-        yield f"spacewalk_cancel_{uid(n)}", "{}"
+        yield f"spacewalk_cancel_{uid(n)}", "{}", None, None, None
 
 
 @pytest.mark.parametrize(("query", "index"), SHAPES)
@@ -443,7 +447,7 @@ def test_sqlite_plans_use_an_index(tmp_path: Path, query: JobQuery, index: str) 
     try:
         with store._db.connect(write=True) as conn:
             conn.executemany(
-                "INSERT INTO documents VALUES (?, ?, 1, 0)", bulk_documents()
+                "INSERT INTO documents VALUES (?, ?, 1, 0, ?, ?, ?)", bulk_documents()
             )
             conn.execute("ANALYZE")
         sql, ranges = listing_sql(query)
@@ -452,7 +456,7 @@ def test_sqlite_plans_use_an_index(tmp_path: Path, query: JobQuery, index: str) 
         # one search of the index, in its order: no scan, no sort
         assert plan == [plan[0]] and plan[0].startswith(f"SEARCH documents USING INDEX {index} (")
         if query.after is not None:
-            assert "<expr><?" in plan[0]  # the cursor bounds the search
+            assert "job_created<?" in plan[0]  # the cursor bounds the search
         assert len(store.list_jobs(query)) == query.limit
     finally:
         store.close()
@@ -467,14 +471,32 @@ def test_sqlite_store_of_an_older_version_gains_the_indexes(tmp_path: Path) -> N
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE documents (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
                  " cas INTEGER NOT NULL, updated_at REAL NOT NULL)")  # fmt: skip
-    conn.execute("INSERT INTO documents VALUES (?, ?, 1, 0)",
-                 (make_key(uid(1)), json.dumps(job("a", at(1), n=1))))  # fmt: skip
+    rows = [
+        (make_key(uid(1)), job("a", at(1), n=1)),
+        (make_key(uid(2)), job("b", at(2), running=True, n=2)),
+        (make_key(uid(3)), job("a", at(3), result=200, n=3)),
+        (make_key(uid(4)), job("b", at(4), result=410, n=4)),
+        (make_key(uid(5)), dict(job("b", at(5), n=5), resultCode=True, jobType=7)),
+        (make_key(uid(6)), {"jobType": "a", "resultCode": -1}),
+        (make_key(uid(7)), "a str"),
+        ("spacewalk_cancel_" + uid(1), {"createdAt": at(9)}),
+    ]
+    conn.executemany("INSERT INTO documents VALUES (?, ?, 1, 0)",
+                     [(key, json.dumps(value)) for key, value in rows])  # fmt: skip
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
     store = SqliteDatastore(path)
     try:
+        # the backfill derives what a write would have set
+        assert listed(store) == [uid(5), uid(4), uid(3), uid(2), uid(1)]
         assert listed(store, statuses={"queued"}) == [uid(1)]
+        assert listed(store, statuses={"running"}) == [uid(2)]
+        assert listed(store, statuses={"finished"}) == [uid(3)]
+        assert listed(store, statuses={"failed"}) == [uid(5), uid(4)]
+        assert listed(store, job_types={"b"}) == [uid(4), uid(2)]
+        store.update(make_key(uid(2)), job("b", at(2), result=200, n=2))
+        assert listed(store, statuses={"finished"}) == [uid(3), uid(2)]
         with store._db.connect() as conn:
             names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert {"jobs_created", "jobs_type_created", "jobs_status_created"} <= names

@@ -32,6 +32,7 @@ from .base import (
     CasDatastore,
     HeldEntry,
     JobQuery,
+    job_status,
     lease_seconds,
     newest_first,
 )
@@ -43,35 +44,47 @@ __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
 BUSY_TIMEOUT = 5.0
 #: Longest sleep of a blocked ``reserve`` between two looks at the table.
 WAKE_FALLBACK = 0.5
-#: 2 added the job listing's indexes: opening an older file creates them.
+#: 2 added the job listing's columns and indexes: opening an older file adds
+#: them.
 SCHEMA_VERSION = 2
 
-# The job listing's expressions; a query must spell them exactly as the
-# indexes do for SQLite to use them.
-_IS_JOB = "substr(key, 1, 10) = 'zerog_job_'"
-_CREATED = "json_extract(value, '$.createdAt')"
-_TYPE = "json_extract(value, '$.jobType')"
-# job_status() of backends/base.py: json_type keeps true and "5" from
-# counting as numbers
-_STATUS = """(CASE
-    WHEN json_type(value, '$.resultCode') NOT IN ('integer', 'real') THEN 'failed'
-    WHEN json_extract(value, '$.resultCode') = -1 THEN
-        CASE WHEN json_type(value, '$.running') = 'true' THEN 'running' ELSE 'queued' END
-    WHEN json_extract(value, '$.resultCode') >= 0
-        AND json_extract(value, '$.resultCode') < 400 THEN 'finished'
-    ELSE 'failed' END)"""
+# The job listing reads three columns that every write of a job document
+# sets from the dict it writes (see _listing_columns): indexes over the JSON
+# itself made each write parse the document a dozen times, doubling its cost.
+_IS_JOB = "job_created IS NOT NULL"
+_CREATED = "job_created"
+_TYPE = "job_type"
+_STATUS = "job_status"
+_LISTING_COLUMNS = (_CREATED, _TYPE, _STATUS)
+# Fills them in a file of version 1; the status is job_status() of
+# backends/base.py, json_type keeping true and "5" from counting as numbers.
+_BACKFILL = """UPDATE documents SET
+    job_created = json_extract(value, '$.createdAt'),
+    job_type = CASE json_type(value, '$.jobType')
+        WHEN 'text' THEN json_extract(value, '$.jobType') END,
+    job_status = CASE
+        WHEN json_type(value, '$.resultCode') NOT IN ('integer', 'real') THEN 'failed'
+        WHEN json_extract(value, '$.resultCode') = -1 THEN
+            CASE WHEN json_type(value, '$.running') = 'true' THEN 'running' ELSE 'queued' END
+        WHEN json_extract(value, '$.resultCode') >= 0
+            AND json_extract(value, '$.resultCode') < 400 THEN 'finished'
+        ELSE 'failed' END
+    WHERE substr(key, 1, 10) = 'zerog_job_' AND json_type(value, '$.createdAt') = 'text'"""
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS documents (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL,
         cas INTEGER NOT NULL,
-        updated_at REAL NOT NULL
+        updated_at REAL NOT NULL,
+        job_created TEXT,  -- createdAt of a job document, else NULL
+        job_type TEXT,
+        job_status TEXT
     )""",
     # job listings go newest first
     "CREATE INDEX IF NOT EXISTS documents_updated_at ON documents (updated_at)",
-    # the job listing: one index per way of reading it, only job keys;
-    # the key orders equal createdAt values as the uuid does
+    # the job listing: one index per way of reading it, only jobs; the key
+    # orders equal createdAt values as the uuid does
     f"""CREATE INDEX IF NOT EXISTS jobs_created
         ON documents ({_CREATED}, key) WHERE {_IS_JOB}""",
     f"""CREATE INDEX IF NOT EXISTS jobs_type_created
@@ -186,7 +199,13 @@ class _Database:
             conn.execute("PRAGMA synchronous=NORMAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
+                conn.execute(_SCHEMA[0])
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
+                if _CREATED not in columns:  # a file of version 1
+                    for column in _LISTING_COLUMNS:
+                        conn.execute(f"ALTER TABLE documents ADD COLUMN {column} TEXT")
+                    conn.execute(_BACKFILL)
+                for statement in _SCHEMA[1:]:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
@@ -298,9 +317,9 @@ class SqliteDatastore(CasDatastore):
         try:
             with self._db.connect(lock=True) as conn:
                 conn.execute(
-                    "INSERT INTO documents (key, value, cas, updated_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (key, text, time.time_ns(), time.time()),
+                    "INSERT INTO documents (key, value, cas, updated_at,"
+                    " job_created, job_type, job_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, text, time.time_ns(), time.time(), *_listing_columns(key, value)),
                 )
         except sqlite3.IntegrityError:
             raise self.existsException(f"document {key!r} already exists") from None
@@ -333,15 +352,16 @@ class SqliteDatastore(CasDatastore):
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``create`` is false."""
         text = json.dumps(value)
+        listing = _listing_columns(key, value)
         if cas:
             # The given cas is the stored one or the write fails, so the new
             # cas is known up front: one statement, no transaction.
             new_cas = max(time.time_ns(), cas + 1)
             with self._db.connect(lock=True) as conn:
                 cursor = conn.execute(
-                    "UPDATE documents SET value = ?, cas = ?, updated_at = ?"
-                    " WHERE key = ? AND cas = ?",
-                    (text, new_cas, time.time(), key, cas),
+                    "UPDATE documents SET value = ?, cas = ?, updated_at = ?,"
+                    f" {_SET_LISTING} WHERE key = ? AND cas = ?",
+                    (text, new_cas, time.time(), *listing, key, cas),
                 )
             if cursor.rowcount == 0:
                 raise self.casException(
@@ -355,16 +375,16 @@ class SqliteDatastore(CasDatastore):
             if row is not None:
                 new_cas = max(time.time_ns(), row[0] + 1)
                 conn.execute(
-                    "UPDATE documents SET value = ?, cas = ?, updated_at = ?"
+                    f"UPDATE documents SET value = ?, cas = ?, updated_at = ?, {_SET_LISTING}"
                     " WHERE key = ?",
-                    (text, new_cas, time.time(), key),
+                    (text, new_cas, time.time(), *listing, key),
                 )
             elif create:
                 new_cas = time.time_ns()
                 conn.execute(
-                    "INSERT INTO documents (key, value, cas, updated_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (key, text, new_cas, time.time()),
+                    "INSERT INTO documents (key, value, cas, updated_at,"
+                    " job_created, job_type, job_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, text, new_cas, time.time(), *listing),
                 )
             else:
                 new_cas = 0
@@ -372,6 +392,20 @@ class SqliteDatastore(CasDatastore):
 
 
 # -- job listing ---------------------------------------------------------------
+
+_SET_LISTING = ", ".join(f"{column} = ?" for column in _LISTING_COLUMNS)
+
+
+def _listing_columns(key: str, value: Value) -> tuple[str | None, str | None, str | None]:
+    """The listing's columns of a document: createdAt, jobType and status of
+    a job with a createdAt string, else NULLs (not listed)."""
+    if not (key.startswith(JOB_KEY_PREFIX) and isinstance(value, dict)):
+        return None, None, None
+    created, job_type = value.get("createdAt"), value.get("jobType")
+    if not isinstance(created, str):
+        return None, None, None
+    return created, job_type if isinstance(job_type, str) else None, job_status(value)
+
 
 # the document fields a summary needs, read in one json_extract
 _SUMMARY = ("jobType", "createdAt", "updatedAt", "completeness", "resultCode", "running")
