@@ -190,7 +190,7 @@ def test_table_and_indexes(store: Any, schema: str) -> None:
         for name, first in [
             ("jobs_created", ""),
             ("jobs_type_created", "((value ->> 'jobType'::text)), "),
-            ("jobs_status_created", "((\n"),  # then the CASE of STATUS
+            ("jobs_status_created", "(\n"),  # then the CASE of STATUS
         ]:
             definition = indexes.pop(f"spacewalk_documents_{name}")
             assert definition.startswith(
