@@ -31,10 +31,11 @@ def test_routes_lists_every_generated_endpoint(app: Flask) -> None:
     assert "GET   /examples/fizz_buzz/post-schema" in lines
     assert "POST  /examples/fizz_buzz/job" in lines
     assert "GET   /examples/progress/<uuid>" in lines
+    assert "GET   /examples/jobs" in lines
     assert not any("<path:rest>" in line for line in lines)
     # branches, leaves, and the two 400 routes of the branch; post-schema and
-    # job of each leaf; progress, info, data, dump
-    assert len(lines) == 4 + 2 * 2 + 4
+    # job of each leaf; progress, jobs, info, data, dump
+    assert len(lines) == 4 + 2 * 2 + 5
 
 
 def test_worker_refuses_an_unknown_tree(app: Flask) -> None:
