@@ -30,12 +30,14 @@ MM3_TESTS := tests/test_schemas.py tests/test_runtime_job.py tests/test_views.py
 test-mm3: $(STAMP)
 	$(VENV)/bin/tox -e mm3,mm3-oldest -- $(MM3_TESTS)
 
-## make bench: the benchmarks of docs/performance.rst (needs wrk, beanstalkd, PostgreSQL)
+## make bench: the benchmarks of docs/performance.rst (needs wrk, beanstalkd, PostgreSQL;
+## the listing benchmark also uses Redis when it answers)
 bench: $(STAMP)
 	$(PY) benchmarks/sqlite_queue.py
 	$(PY) benchmarks/worker_bench.py
 	-$(PY) benchmarks/http_bench.py
 	-$(PY) benchmarks/backends_bench.py
+	$(PY) benchmarks/listing_bench.py
 
 ## make docs: the HTML documentation in docs/_build/html (warnings are errors)
 docs: $(STAMP)

@@ -17,6 +17,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
+from .backends.base import STATUSES
+from .listing import DEFAULT_LIMIT, MAX_LIMIT
 from .tree import Branch, Leaf
 from .views import UUID_PATTERN, Route, routes
 
@@ -26,8 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["OPENAPI_VERSION", "openapi_document", "params_components"]
 
 OPENAPI_VERSION = "3.1.0"
-#: The job statuses the listing filters on (shared with the listing view).
-JOB_STATUSES = ("queued", "running", "finished", "failed")
 _REF_PREFIX = "#/definitions/"
 _COMPONENT_NAME = re.compile(r"[^A-Za-z0-9_-]")
 _RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
@@ -111,7 +111,7 @@ class InfoSchema(ProgressSchema):
 class JobListItemSchema(Schema):
     uuid = fields.UUID(required=True)
     jobType = fields.String(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
     createdAt = fields.String(required=True, metadata={"description": "ISO-8601, UTC."})
     updatedAt = fields.String(required=True, metadata={"description": "ISO-8601, UTC."})
     completeness = fields.Float(required=True, validate=validate.Range(min=0, max=1))
@@ -402,12 +402,12 @@ class _Operations:
                 query("jobType", {"type": "array", "items": {"type": "string"}},
                       f"Only these job types (of this tree: {', '.join(job_types)}){many}"),
                 query("status",
-                      {"type": "array", "items": {"type": "string", "enum": list(JOB_STATUSES)}},
+                      {"type": "array", "items": {"type": "string", "enum": list(STATUSES)}},
                       f"Only jobs in these statuses{many}"),
                 query("since", {"type": "string", "format": "date-time"},
                       "Only jobs created at or after this time (UTC when no offset)."),
-                query("limit", {"type": "integer", "minimum": 1, "default": 50},
-                      "Jobs per page; above 500 means 500."),
+                query("limit", {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT},
+                      f"Jobs per page; above {MAX_LIMIT} means {MAX_LIMIT}."),
                 query("cursor", {"type": "string"}, "The next field of the previous page."),
             ],
             "responses": {

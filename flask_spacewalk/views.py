@@ -26,6 +26,7 @@ from werkzeug.exceptions import (
 )
 from werkzeug.routing import Map, Rule
 
+from . import listing
 from .errors import (
     DatastoreUnavailable,
     InvalidJobDocument,
@@ -90,6 +91,8 @@ class Views:
             job_type: cls.progress is RuntimeJob.progress and cls.info is RuntimeJob.info
             for job_type, cls in ((c.JOB_TYPE, c) for c in state.registry.get_registered_classes())
         }
+        #: ``GET R/jobs``.
+        self.jobs = listing.jobs_view(state)
 
     # -- discovery ---------------------------------------------------------
 
@@ -329,6 +332,7 @@ def routes(state: SpacewalkState) -> list[Route]:
         if kind != "dump" or state.settings.expose_dump:
             table.append(Route(f"{root}/{kind}/<uuid>", "GET", kind, kind))
     table += [
+        Route(f"{root}/jobs", "GET", "jobs", "jobs"),
         Route(f"{root}/cancel/<uuid>", "POST", "cancel", "cancel"),
         Route(f"{root}/job/<uuid>", "DELETE", "cancel_job", "cancel"),
     ]
@@ -476,7 +480,7 @@ def _cors(origins: tuple[str, ...]) -> Callable[[Response], Response]:
         response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
         if not allow_any:
             response.vary.add("Origin")
-        response.headers["Access-Control-Expose-Headers"] = "Location"
+        response.headers["Access-Control-Expose-Headers"] = "Location, Link"
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = response.headers.get(
                 "Allow", "GET, POST, OPTIONS"

@@ -26,11 +26,17 @@ indexes on first use::
     cas         bigint NOT NULL                -- the compare-and-swap version
     updated_at  timestamptz NOT NULL
 
-The indexes serve these queries at any number of jobs::
+The indexes serve these queries at any number of jobs (the job listing
+spells the expressions as :data:`CREATED`, :data:`JOB_TYPE`, :data:`STATUS`
+and :data:`IS_JOB` do)::
 
     SELECT key FROM spacewalk_documents
-    WHERE value->>'jobType' = %s ORDER BY value->>'createdAt' DESC LIMIT 50;
+    WHERE substr(key, 1, 10) = 'zerog_job_' AND value->>'jobType' = %s
+    ORDER BY (value->>'createdAt') COLLATE "C" DESC, key DESC LIMIT 50;
     SELECT key FROM spacewalk_documents ORDER BY updated_at DESC LIMIT 50;
+
+Indexes missing from an existing table are created when a process first
+connects (``CREATE INDEX`` blocks writes to the table while it runs).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .. import errors
 from ..runtime.protocols import Value
-from .base import CasDatastore
+from .base import JOB_KEY_PREFIX, CasDatastore, JobQuery, newest_first
 
 __all__ = ["PostgresDatastore", "check_url"]
 
@@ -95,6 +101,19 @@ _SQL = {
     ),
     "delete": "DELETE FROM {t} WHERE key = %s",
 }
+# The job listing's expressions. "C": createdAt strings compare byte by
+# byte, as in SQLite, Redis and Python, and their string order is time order.
+IS_JOB = "substr(key, 1, 10) = 'zerog_job_'"
+CREATED = """((value->>'createdAt') COLLATE "C")"""
+JOB_TYPE = "(value->>'jobType')"
+# job_status() of backends/base.py; jsonb orders strings before numbers and
+# booleans after them, so only numbers fall in [0, 400)
+STATUS = """(CASE
+    WHEN value->'resultCode' = '-1'::jsonb THEN
+        CASE WHEN value->'running' = 'true'::jsonb THEN 'running' ELSE 'queued' END
+    WHEN value->'resultCode' >= '0'::jsonb AND value->'resultCode' < '400'::jsonb
+        THEN 'finished'
+    ELSE 'failed' END)"""
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS {t} (
         key text COLLATE "C" PRIMARY KEY,
@@ -102,10 +121,21 @@ _SCHEMA = (
         cas bigint NOT NULL,
         updated_at timestamptz NOT NULL
     )""",
-    f"""CREATE INDEX IF NOT EXISTS {TABLE}_job_type_created_at
-        ON {{t}} ((value->>'jobType'), (value->>'createdAt'))""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_updated_at ON {{t}} (updated_at)",
+    # the job listing: one index per way of reading it, only job keys; the
+    # key orders equal createdAt values as the uuid does
+    f"""CREATE INDEX IF NOT EXISTS {TABLE}_jobs_created
+        ON {{t}} ({CREATED}, key) WHERE {IS_JOB}""",
+    f"""CREATE INDEX IF NOT EXISTS {TABLE}_jobs_type_created
+        ON {{t}} ({JOB_TYPE}, {CREATED}, key) WHERE {IS_JOB}""",
+    f"""CREATE INDEX IF NOT EXISTS {TABLE}_jobs_status_created
+        ON {{t}} ({STATUS}, {CREATED}, key) WHERE {IS_JOB}""",
+    # earlier versions made (jobType, createdAt), without the key and in the database's
+    # collation; jobs_type_created serves its queries
+    f"DROP INDEX IF EXISTS {{s}}{TABLE}_job_type_created_at",
 )
+#: The indexes :meth:`PostgresDatastore._setup` makes sure of.
+_INDEXES = ("updated_at", "jobs_created", "jobs_type_created", "jobs_status_created")
 # What a lost or unusable connection raises (PoolTimeout and PoolClosed are
 # OperationalErrors); a read-only server is a primary that failed over.
 _CONNECTION_ERRORS = (
@@ -382,8 +412,13 @@ class PostgresDatastore(CasDatastore):
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
         """Create the schema, table and indexes unless the table exists."""
-        row = conn.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()
-        if row is not None and row[0] is not None:
+        qualified = "" if self._schema is None else _quote(self._schema) + "."
+        names = [self.table] + [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
+        row = conn.execute(
+            "SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest(%s::text[]) AS n",
+            (names,),
+        ).fetchone()
+        if row is not None and row[0]:
             return  # no DDL, so no CREATE privilege needed
         with conn.transaction():
             # concurrent CREATE ... IF NOT EXISTS can still collide
@@ -394,7 +429,7 @@ class PostgresDatastore(CasDatastore):
             ).fetchone():
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}")
             for statement in _SCHEMA:
-                conn.execute(statement.format(t=self.table))
+                conn.execute(statement.format(t=self.table, s=qualified))
 
     def _execute(self, name: str, args: tuple[Any, ...]) -> tuple[Any, int]:
         """Run statement ``name``; return its first row (or None) and its
@@ -429,6 +464,22 @@ class PostgresDatastore(CasDatastore):
     def delete(self, key: str) -> bool:
         return self._execute("delete", (key,))[1] > 0
 
+    def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
+        """The jobs ``query`` selects, newest first (see
+        :class:`~flask_spacewalk.backends.base.JobQuery`).
+
+        Each range of :meth:`JobQuery.plan` is one indexed statement
+        reading at most ``limit`` entries that pass the residual conditions,
+        all on one connection.
+        """
+        sql, ranges = listing_sql(query, self.table)
+        found = []
+        with self._connections.connection() as conn:
+            for args in ranges:
+                rows = conn.execute(sql, args).fetchall()
+                found.append([(c, key[len(JOB_KEY_PREFIX):], doc) for c, key, doc in rows])
+        return newest_first(found, query.limit)
+
     def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``create`` is false."""
@@ -446,6 +497,37 @@ class PostgresDatastore(CasDatastore):
             if row is None:
                 return 0
         return int(row[0])
+
+
+_SUMMARY = ("jobType", "createdAt", "updatedAt", "completeness", "resultCode", "running")
+
+
+def listing_sql(query: JobQuery, table: str) -> tuple[str, list[list[Any]]]:
+    """One range's statement for ``query`` on ``table``, and each range's
+    arguments (for the tests' ``EXPLAIN`` too)."""
+    index, values = query.plan()
+    # createdAt >= '' also leaves out documents without a createdAt
+    where = [IS_JOB, f"{CREATED} >= %s"]
+    head: list[Any] = [query.since or ""]
+    if index != "all":
+        where.insert(1, f"{STATUS if index == 'status' else JOB_TYPE} = %s")
+    if query.after is not None:
+        where.append(f"({CREATED}, key) < (%s, %s)")
+        head += [query.after[0], JOB_KEY_PREFIX + query.after[1]]
+    tail: list[Any] = []
+    for column, wanted, own in ((JOB_TYPE, query.job_types, "type"),
+                                (STATUS, query.statuses, "status")):
+        if wanted is not None and index != own:  # a residual condition
+            where.append(f"{column} = ANY(%s)")
+            tail.append(sorted(wanted))
+    fields = ", ".join(f"'{name}', value->'{name}'" for name in _SUMMARY)
+    sql = (
+        f"SELECT {CREATED}, key, jsonb_build_object({fields}) FROM {table}"
+        f" WHERE {' AND '.join(where)} ORDER BY {CREATED} DESC, key DESC LIMIT %s"
+    )
+    tail.append(query.limit)
+    ranges = [([value] if index != "all" else []) + head + tail for value in values]
+    return sql, ranges
 
 
 def _dumps(value: Value) -> str:

@@ -10,6 +10,14 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
 
 ``P doc:<key>``
     A document: a hash with ``value`` (the JSON text) and ``cas``.
+``P jobs:all``, ``P jobs:type:<jobType>``, ``P jobs:status:<status>``
+    The job listing's indexes: sorted sets, every score 0, of the members
+    ``<createdAt> <uuid>`` of the documents under ``zerog_job_<uuid>`` that
+    have a ``createdAt`` string. Members of one score sort byte by byte, and
+    a space sorts before any character of a timestamp, so a set's order is
+    the listing's. The scripts that write and delete documents keep them up
+    to date, and remember a document's entry in its hash (``ix_member``,
+    ``ix_type``, ``ix_status``) to move it when its status changes.
 ``P queue:last-id``
     The counter of entry ids, shared by all queue names, as in beanstalkd.
 ``P queue:entry:<id>``
@@ -51,7 +59,7 @@ import redis.retry
 from .. import errors
 from ..runtime.protocols import Value
 from . import _redact
-from .base import CasDatastore, HeldEntry, lease_seconds
+from .base import CasDatastore, HeldEntry, JobQuery, lease_seconds, newest_first
 
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
 
@@ -176,11 +184,48 @@ local function promote(ready, delayed, leases, base, now)
     redis.call('ZREM', leases, m)
   end
 end
+-- The listing's entry of a document: member, jobType ('' for none) and
+-- status (job_status() of backends/base.py), or nil when it is not listed.
+local function job_entry(key, text)
+  if string.sub(key, 1, 10) ~= 'zerog_job_' then return nil end
+  local ok, doc = pcall(cjson.decode, text)
+  if not ok or type(doc) ~= 'table' or type(doc.createdAt) ~= 'string' then return nil end
+  local rc, status = doc.resultCode, 'failed'
+  if type(rc) == 'number' then
+    if rc == -1 then
+      status = doc.running == true and 'running' or 'queued'
+    elseif rc >= 0 and rc < 400 then
+      status = 'finished'
+    end
+  end
+  local job_type = type(doc.jobType) == 'string' and doc.jobType or ''
+  return doc.createdAt .. ' ' .. string.sub(key, 11), job_type, status
+end
+-- Move document doc's listing entry to (member, job_type, status); a nil
+-- member takes it out of the listing.
+local function reindex(doc, base, member, job_type, status)
+  local old = redis.call('HMGET', doc, 'ix_member', 'ix_type', 'ix_status')
+  if old[1] == member and old[2] == job_type and old[3] == status then return end
+  if old[1] then
+    redis.call('ZREM', base .. 'all', old[1])
+    redis.call('ZREM', base .. 'status:' .. old[3], old[1])
+    if old[2] ~= '' then redis.call('ZREM', base .. 'type:' .. old[2], old[1]) end
+  end
+  if not member then
+    redis.call('HDEL', doc, 'ix_member', 'ix_type', 'ix_status')
+    return
+  end
+  redis.call('ZADD', base .. 'all', 0, member)
+  redis.call('ZADD', base .. 'status:' .. status, 0, member)
+  if job_type ~= '' then redis.call('ZADD', base .. 'type:' .. job_type, 0, member) end
+  redis.call('HSET', doc, 'ix_member', member, 'ix_type', job_type, 'ix_status', status)
+end
 """.replace("WAKE_TOKENS", str(WAKE_TOKENS))
 
-# KEYS: doc. ARGV: json, cas ('' for none), mode (create, update or set).
-# Returns the new cas as text (it may not fit a Lua number), or -2 when
-# create finds the key, -1 for a stale cas, 0 when update finds no key.
+# KEYS: doc. ARGV: json, cas ('' for none), mode (create, update or set),
+# the datastore's key, the listing's index base. Returns the new cas as
+# text (it may not fit a Lua number), or -2 when create finds the key, -1
+# for a stale cas, 0 when update finds no key.
 _WRITE = """
 local old = redis.call('HGET', KEYS[1], 'cas')
 if ARGV[3] == 'create' then
@@ -190,6 +235,8 @@ elseif ARGV[2] ~= '' then
 elseif not old and ARGV[3] == 'update' then
   return 0
 end
+local member, job_type, status = job_entry(ARGV[4], ARGV[1])
+reindex(KEYS[1], ARGV[5], member, job_type, status)
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
 if not old or #now > #old or (#now == #old and now > old) then
@@ -200,6 +247,48 @@ end
 redis.call('HSET', KEYS[1], 'value', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'cas', 1)
 return redis.call('HGET', KEYS[1], 'cas')
+"""
+
+# KEYS: doc. ARGV: the listing's index base. Returns 1 when deleted.
+_DELETE_DOC = """
+reindex(KEYS[1], ARGV[1], nil)
+return redis.call('DEL', KEYS[1])
+"""
+
+# KEYS: the sets to read, newest first. ARGV: document prefix, max and min
+# (ZREVRANGEBYLEX's), limit, wanted jobTypes and statuses ('' for any, else
+# each followed by a newline). Returns, for each set, a list of up to limit
+# members and document texts, alternating, that pass the wanted sets.
+_LIST = """
+local function wanted(text)
+  if text == '' then return nil end
+  local set = {}
+  for v in string.gmatch(text, '([^\\n]*)\\n') do set[v] = true end
+  return set
+end
+local types, statuses = wanted(ARGV[5]), wanted(ARGV[6])
+local limit = tonumber(ARGV[4])
+local out = {}
+for _, key in ipairs(KEYS) do
+  local found, count, max = {}, 0, ARGV[2]
+  while count < limit do
+    local batch = redis.call('ZREVRANGEBYLEX', key, max, ARGV[3], 'LIMIT', 0, limit)
+    for _, m in ipairs(batch) do
+      local doc = ARGV[1] .. 'zerog_job_' .. string.match(m, ' ([^ ]*)$')
+      local f = redis.call('HMGET', doc, 'value', 'ix_type', 'ix_status')
+      if f[1] and (not types or types[f[2]]) and (not statuses or statuses[f[3]]) then
+        table.insert(found, m)
+        table.insert(found, f[1])
+        count = count + 1
+        if count == limit then break end
+      end
+    end
+    if #batch < limit then break end
+    max = '(' .. batch[#batch]
+  end
+  table.insert(out, found)
+end
+return out
 """
 
 # KEYS: ready, delayed, wake, counter.
@@ -360,6 +449,7 @@ _SCRIPTS = {
     for name, body in [
         ("write", _WRITE), ("put", _PUT), ("reserve", _RESERVE), ("entry", _ENTRY),
         ("stats", _STATS), ("delete", _DELETE), ("stats_tube", _STATS_TUBE),
+        ("delete_doc", _DELETE_DOC), ("list", _LIST),
     ]
 }  # fmt: skip
 
@@ -448,6 +538,7 @@ class RedisDatastore(CasDatastore):
         settings = _parse_url(url)
         self._server = _Server(settings, errors.DatastoreUnavailable)
         self.prefix = settings.prefix + "doc:"
+        self._jobs = settings.prefix + "jobs:"
 
     def __repr__(self) -> str:
         return f"<RedisDatastore {self._server.settings.server} prefix={self.prefix!r}>"
@@ -471,8 +562,39 @@ class RedisDatastore(CasDatastore):
         return True
 
     def delete(self, key: str) -> bool:
-        with self._server.connect() as client:
-            return bool(client.delete(self.prefix + key))
+        return bool(self._server.run("delete_doc", [self.prefix + key], [self._jobs]))
+
+    def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
+        """The jobs ``query`` selects, newest first (see
+        :class:`~flask_spacewalk.backends.base.JobQuery`).
+
+        One script reads each range of :meth:`JobQuery.plan` from its sorted
+        set: O(log n + limit) when the residual conditions pass, more when
+        they skip entries.
+        """
+        index, values = query.plan()
+        if index == "all":
+            keys = [self._jobs + "all"]
+        else:
+            keys = [f"{self._jobs}{index}:{value}" for value in values]
+        high = "+" if query.after is None else "(" + " ".join(query.after)
+        low = "-" if query.since is None else "[" + query.since
+
+        def wanted(values: frozenset[str] | None, own: str) -> str:
+            if values is None or index == own:
+                return ""
+            return "".join(value + "\n" for value in values)
+
+        args = [self.prefix, high, low, query.limit,
+                wanted(query.job_types, "type"), wanted(query.statuses, "status")]  # fmt: skip
+        found = []
+        for flat in self._server.run("list", keys, args):
+            rows = []
+            for member, text in zip(flat[::2], flat[1::2]):
+                created, _, uuid = member.rpartition(" ")
+                rows.append((created, uuid, json.loads(text)))
+            found.append(rows)
+        return newest_first(found, query.limit)
 
     def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
         return self._script_write(key, value, cas, "set" if create else "update")
@@ -480,9 +602,8 @@ class RedisDatastore(CasDatastore):
     def _script_write(self, key: str, value: Value, cas: int | None, mode: str) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``mode`` is ``update``."""
-        result = self._server.run(
-            "write", [self.prefix + key], [json.dumps(value), str(int(cas)) if cas else "", mode]
-        )
+        args = [json.dumps(value), str(int(cas)) if cas else "", mode, key, self._jobs]
+        result = self._server.run("write", [self.prefix + key], args)
         if result == -2:
             raise self.existsException(f"document {key!r} already exists")
         if result == -1:

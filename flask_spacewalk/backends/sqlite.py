@@ -27,7 +27,15 @@ from typing import Any
 
 from .. import errors
 from ..runtime.protocols import Value
-from .base import CasDatastore, HeldEntry, lease_seconds
+from .base import (
+    JOB_KEY_PREFIX,
+    CasDatastore,
+    HeldEntry,
+    JobQuery,
+    job_status,
+    lease_seconds,
+    newest_first,
+)
 from .wakeup import Waker
 
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
@@ -36,17 +44,53 @@ __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
 BUSY_TIMEOUT = 5.0
 #: Longest sleep of a blocked ``reserve`` between two looks at the table.
 WAKE_FALLBACK = 0.5
-SCHEMA_VERSION = 1
+#: 2 added the job listing's columns and indexes: opening an older file adds
+#: them.
+SCHEMA_VERSION = 2
+
+# The job listing reads three columns that every write of a job document
+# sets from the dict it writes (see _listing_columns): indexes over the JSON
+# itself made each write parse the document a dozen times, doubling its cost.
+_IS_JOB = "job_created IS NOT NULL"
+_CREATED = "job_created"
+_TYPE = "job_type"
+_STATUS = "job_status"
+_LISTING_COLUMNS = (_CREATED, _TYPE, _STATUS)
+# Fills them in a file of version 1; the status is job_status() of
+# backends/base.py, json_type keeping true and "5" from counting as numbers.
+_BACKFILL = """UPDATE documents SET
+    job_created = json_extract(value, '$.createdAt'),
+    job_type = CASE json_type(value, '$.jobType')
+        WHEN 'text' THEN json_extract(value, '$.jobType') END,
+    job_status = CASE
+        WHEN json_type(value, '$.resultCode') NOT IN ('integer', 'real') THEN 'failed'
+        WHEN json_extract(value, '$.resultCode') = -1 THEN
+            CASE WHEN json_type(value, '$.running') = 'true' THEN 'running' ELSE 'queued' END
+        WHEN json_extract(value, '$.resultCode') >= 0
+            AND json_extract(value, '$.resultCode') < 400 THEN 'finished'
+        ELSE 'failed' END
+    WHERE substr(key, 1, 10) = 'zerog_job_' AND json_type(value, '$.createdAt') = 'text'"""
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS documents (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL,
         cas INTEGER NOT NULL,
-        updated_at REAL NOT NULL
+        updated_at REAL NOT NULL,
+        job_created TEXT,  -- createdAt of a job document, else NULL
+        job_type TEXT,
+        job_status TEXT
     )""",
     # job listings go newest first
     "CREATE INDEX IF NOT EXISTS documents_updated_at ON documents (updated_at)",
+    # the job listing: one index per way of reading it, only jobs; the key
+    # orders equal createdAt values as the uuid does
+    f"""CREATE INDEX IF NOT EXISTS jobs_created
+        ON documents ({_CREATED}, key) WHERE {_IS_JOB}""",
+    f"""CREATE INDEX IF NOT EXISTS jobs_type_created
+        ON documents ({_TYPE}, {_CREATED}, key) WHERE {_IS_JOB}""",
+    f"""CREATE INDEX IF NOT EXISTS jobs_status_created
+        ON documents ({_STATUS}, {_CREATED}, key) WHERE {_IS_JOB}""",
     # AUTOINCREMENT: an id is never reused, so a stale id or token never
     # matches a newer entry
     """CREATE TABLE IF NOT EXISTS queue (
@@ -155,7 +199,13 @@ class _Database:
             conn.execute("PRAGMA synchronous=NORMAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
+                conn.execute(_SCHEMA[0])
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
+                if _CREATED not in columns:  # a file of version 1
+                    for column in _LISTING_COLUMNS:
+                        conn.execute(f"ALTER TABLE documents ADD COLUMN {column} TEXT")
+                    conn.execute(_BACKFILL)
+                for statement in _SCHEMA[1:]:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
@@ -267,9 +317,9 @@ class SqliteDatastore(CasDatastore):
         try:
             with self._db.connect(lock=True) as conn:
                 conn.execute(
-                    "INSERT INTO documents (key, value, cas, updated_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (key, text, time.time_ns(), time.time()),
+                    "INSERT INTO documents (key, value, cas, updated_at,"
+                    " job_created, job_type, job_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, text, time.time_ns(), time.time(), *_listing_columns(key, value)),
                 )
         except sqlite3.IntegrityError:
             raise self.existsException(f"document {key!r} already exists") from None
@@ -280,19 +330,38 @@ class SqliteDatastore(CasDatastore):
             cursor = conn.execute("DELETE FROM documents WHERE key = ?", (key,))
         return cursor.rowcount > 0
 
+    def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
+        """The jobs ``query`` selects, newest first (see
+        :class:`~flask_spacewalk.backends.base.JobQuery`).
+
+        Each range of :meth:`JobQuery.plan` is one indexed statement
+        reading at most ``limit`` entries that pass the residual conditions.
+        """
+        sql, ranges = listing_sql(query)
+        found = []
+        with self._db.connect() as conn:
+            for args in ranges:
+                rows = conn.execute(sql, args).fetchall()
+                found.append([
+                    (created, key[len(JOB_KEY_PREFIX):], dict(zip(_SUMMARY, json.loads(fields))))
+                    for created, key, fields in rows
+                ])  # fmt: skip
+        return newest_first(found, query.limit)
+
     def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``create`` is false."""
         text = json.dumps(value)
+        listing = _listing_columns(key, value)
         if cas:
             # The given cas is the stored one or the write fails, so the new
             # cas is known up front: one statement, no transaction.
             new_cas = max(time.time_ns(), cas + 1)
             with self._db.connect(lock=True) as conn:
                 cursor = conn.execute(
-                    "UPDATE documents SET value = ?, cas = ?, updated_at = ?"
-                    " WHERE key = ? AND cas = ?",
-                    (text, new_cas, time.time(), key, cas),
+                    "UPDATE documents SET value = ?, cas = ?, updated_at = ?,"
+                    f" {_SET_LISTING} WHERE key = ? AND cas = ?",
+                    (text, new_cas, time.time(), *listing, key, cas),
                 )
             if cursor.rowcount == 0:
                 raise self.casException(
@@ -306,20 +375,73 @@ class SqliteDatastore(CasDatastore):
             if row is not None:
                 new_cas = max(time.time_ns(), row[0] + 1)
                 conn.execute(
-                    "UPDATE documents SET value = ?, cas = ?, updated_at = ?"
+                    f"UPDATE documents SET value = ?, cas = ?, updated_at = ?, {_SET_LISTING}"
                     " WHERE key = ?",
-                    (text, new_cas, time.time(), key),
+                    (text, new_cas, time.time(), *listing, key),
                 )
             elif create:
                 new_cas = time.time_ns()
                 conn.execute(
-                    "INSERT INTO documents (key, value, cas, updated_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (key, text, new_cas, time.time()),
+                    "INSERT INTO documents (key, value, cas, updated_at,"
+                    " job_created, job_type, job_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, text, new_cas, time.time(), *listing),
                 )
             else:
                 new_cas = 0
         return new_cas
+
+
+# -- job listing ---------------------------------------------------------------
+
+_SET_LISTING = ", ".join(f"{column} = ?" for column in _LISTING_COLUMNS)
+
+
+def _listing_columns(key: str, value: Value) -> tuple[str | None, str | None, str | None]:
+    """The listing's columns of a document: createdAt, jobType and status of
+    a job with a createdAt string, else NULLs (not listed)."""
+    if not (key.startswith(JOB_KEY_PREFIX) and isinstance(value, dict)):
+        return None, None, None
+    created, job_type = value.get("createdAt"), value.get("jobType")
+    if not isinstance(created, str):
+        return None, None, None
+    return created, job_type if isinstance(job_type, str) else None, job_status(value)
+
+
+# the document fields a summary needs, read in one json_extract
+_SUMMARY = ("jobType", "createdAt", "updatedAt", "completeness", "resultCode", "running")
+_SELECT = (
+    f"SELECT {_CREATED}, key, json_extract(value, "
+    + ", ".join(f"'$.{name}'" for name in _SUMMARY)
+    + ")"
+)
+
+
+def listing_sql(query: JobQuery) -> tuple[str, list[list[Any]]]:
+    """One range's statement for ``query``, and each range's arguments."""
+    index, values = query.plan()
+    # createdAt >= '' also leaves out documents without a createdAt string
+    where = [_IS_JOB, f"{_CREATED} >= ?"]
+    head: list[Any] = [query.since or ""]
+    if index != "all":
+        where.insert(1, f"{_STATUS if index == 'status' else _TYPE} = ?")
+    if query.after is not None:
+        # SQLite seeks on the first condition (the row value alone does not
+        # bound its range); the second orders equal createdAt values
+        where += [f"{_CREATED} <= ?", f"({_CREATED}, key) < (?, ?)"]
+        head += [query.after[0], query.after[0], JOB_KEY_PREFIX + query.after[1]]
+    tail: list[Any] = []
+    for column, wanted, own in ((_TYPE, query.job_types, "type"),
+                                (_STATUS, query.statuses, "status")):
+        if wanted is not None and index != own:  # a residual condition
+            where.append(f"{column} IN ({', '.join('?' * len(wanted))})")
+            tail += sorted(wanted)
+    sql = (
+        f"{_SELECT} FROM documents WHERE {' AND '.join(where)}"
+        f" ORDER BY {_CREATED} DESC, key DESC LIMIT ?"
+    )
+    tail.append(query.limit)
+    ranges = [([value] if index != "all" else []) + head + tail for value in values]
+    return sql, ranges
 
 
 # -- queue ---------------------------------------------------------------------

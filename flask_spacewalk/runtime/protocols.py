@@ -6,7 +6,10 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
+
+if TYPE_CHECKING:
+    from ..backends.base import JobQuery
 
 #: What a datastore holds under a key.
 Value = Union[dict[str, Any], str]
@@ -50,6 +53,19 @@ class Datastore(Protocol):
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; ``False`` when it was absent."""
+
+
+class JobLister(Protocol):
+    """A datastore that can list its jobs (optional: ``GET R/jobs`` needs it).
+
+    Every backend of this package has it; a datastore of your own without
+    it makes ``GET R/jobs`` answer 501.
+    """
+
+    def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
+        """The jobs ``query`` selects, newest first: dicts of ``uuid``,
+        ``jobType``, ``status``, ``createdAt``, ``updatedAt``,
+        ``completeness`` (float) and ``result`` (int)."""
 
 
 class QueueEntry(Protocol):

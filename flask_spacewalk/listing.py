@@ -1,0 +1,146 @@
+"""``GET R/jobs``: the tree's stored jobs, newest first, a page at a time.
+
+The query string is checked here and becomes a
+:class:`~flask_spacewalk.backends.base.JobQuery`; the datastore's
+``list_jobs`` reads its indexes (see ``docs/api.rst``). The cursor is the
+last job of a page, ``(createdAt, uuid)``, as URL-safe base64 of a small
+JSON object: opaque to clients, and it stays valid whatever is stored or
+deleted meanwhile.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlencode
+
+from flask import Response, request
+from werkzeug import exceptions
+from werkzeug.exceptions import BadRequest
+
+from .backends.base import STATUSES, JobQuery
+
+if TYPE_CHECKING:
+    from .extension import SpacewalkState
+
+DEFAULT_LIMIT = 50
+#: Larger ``limit`` values are lowered to this.
+MAX_LIMIT = 500
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def jobs_view(state: SpacewalkState) -> Callable[[], Response]:
+    """The view of ``GET R/jobs`` for ``state``'s tree."""
+    from .views import json_response  # here: views imports this module
+
+    tree_types = frozenset(cls.JOB_TYPE for cls in state.registry.get_registered_classes())
+    progress = f"{state.tree.root.path}/progress/"
+
+    def view() -> Response:
+        args = request.args
+        job_types = _names(args.getlist("jobType"), tree_types, "jobType",
+                           "a job type of this tree")  # fmt: skip
+        statuses = _names(args.getlist("status"), frozenset(STATUSES), "status",
+                          "one of " + ", ".join(STATUSES))  # fmt: skip
+        limit = _limit(_single("limit"))
+        since = _since(_single("since"))
+        cursor = _single("cursor")
+        after = None if cursor is None else decode_cursor(cursor)
+        datastore, _ = state.connections()
+        list_jobs = getattr(datastore, "list_jobs", None)
+        if list_jobs is None:
+            raise exceptions.NotImplemented(
+                f"this datastore ({type(datastore).__name__}) cannot list jobs:"
+                " it has no list_jobs method"
+            )
+        # Only this tree's jobs: its job types are the filter when the
+        # request names none.
+        query = JobQuery(job_types or tree_types, statuses, since, after, limit + 1)
+        jobs = list_jobs(query)
+        headers = {}
+        next_cursor = None
+        if len(jobs) > limit:
+            jobs = jobs[:limit]
+            next_cursor = encode_cursor(jobs[-1]["createdAt"], jobs[-1]["uuid"])
+            kept = [(k, v) for k, v in args.items(multi=True) if k != "cursor"]
+            query_string = urlencode([*kept, ("cursor", next_cursor)])
+            headers["Link"] = f'<{request.script_root}{request.path}?{query_string}>; rel="next"'
+        prefix = request.script_root + progress
+        items = [dict(job, progress=prefix + job["uuid"]) for job in jobs]
+        return json_response({"jobs": items, "next": next_cursor}, headers=headers)
+
+    return view
+
+
+def _single(name: str) -> str | None:
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise BadRequest(f"give {name} at most once")
+    return values[0] if values else None
+
+
+def _names(
+    values: list[str], known: frozenset[str], name: str, what: str
+) -> frozenset[str] | None:
+    """The set a repeatable, comma-separated parameter names, or None."""
+    if not values:
+        return None
+    names = frozenset(part.strip() for value in values for part in value.split(","))
+    unknown = sorted(names - known)
+    if unknown:
+        raise BadRequest(f"{name} {', '.join(map(repr, unknown))} is not {what}")
+    return names
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_LIMIT
+    if not _INTEGER.fullmatch(text.strip()) or int(text) < 1:
+        raise BadRequest(f"limit must be a whole number of at least 1, not {text!r}")
+    return min(int(text), MAX_LIMIT)
+
+
+def _since(text: str | None) -> str | None:
+    """``since`` as a stored ``createdAt`` is written: naive UTC ISO-8601."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadRequest(
+            f"since must be an ISO-8601 date-time such as 2024-05-01T12:00:00Z, not {text!r}"
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    # isoformat() leaves out a zero fraction, as createdAt does; the string
+    # order of the two is then their time order
+    return moment.isoformat()
+
+
+def encode_cursor(created_at: str, uuid: str) -> str:
+    """The cursor of the page after the job ``(created_at, uuid)``."""
+    text = json.dumps({"c": created_at, "u": uuid}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """``(createdAt, uuid)`` of a cursor :func:`encode_cursor` made.
+
+    :raise BadRequest: it is not such a cursor.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data: Any = json.loads(raw)
+    except (binascii.Error, ValueError):
+        data = None
+    if (
+        isinstance(data, dict)
+        and set(data) == {"c", "u"}
+        and isinstance(data["c"], str)
+        and isinstance(data["u"], str)
+    ):
+        return data["c"], data["u"]
+    raise BadRequest("cursor is not one this API gave; use the next of a previous page")

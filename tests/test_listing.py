@@ -1,0 +1,570 @@
+"""The job listing: ``list_jobs`` on every datastore, ``GET R/jobs``, and
+the indexes that keep a page from scanning the store."""
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import uuid as uuid_module
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from backend_support import DATASTORES, _close
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_spacewalk import Spacewalk, make_datastore
+from flask_spacewalk.backends.base import MAX_TYPE_PROBES, JobQuery, job_status
+from flask_spacewalk.listing import decode_cursor, encode_cursor
+from flask_spacewalk.runtime.job import make_key
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from examples.jobs.examples import BaseExampleJob  # noqa: E402
+
+FB = "examples_fizz_buzz"
+WT = "examples_waste_time"
+
+
+def uid(n: int) -> str:
+    return str(uuid_module.UUID(int=n, version=4))
+
+
+def job(
+    job_type: str, created: str, result: int = -1, running: bool = False, n: int = 0
+) -> dict[str, Any]:
+    return {
+        "documentType": "zerog_job", "jobType": job_type, "uuid": uid(n),
+        "createdAt": created, "updatedAt": created, "completeness": 1 if result >= 0 else 0,
+        "resultCode": result, "running": running, "events": [], "errors": [], "warnings": [],
+    }  # fmt: skip
+
+
+def at(second: int, fraction: int = 0) -> str:
+    """A createdAt as isoformat() writes it (no fraction when it is zero)."""
+    text = f"2024-05-01T12:{second // 60:02d}:{second % 60:02d}"
+    return f"{text}.{fraction:06d}" if fraction else text
+
+
+def ids(jobs: list[dict[str, Any]]) -> list[str]:
+    return [j["uuid"] for j in jobs]
+
+
+# -- job_status ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("document", "status"),
+    [
+        ({"resultCode": -1}, "queued"),
+        ({"resultCode": -1, "running": False}, "queued"),
+        ({"resultCode": -1, "running": True}, "running"),
+        ({"resultCode": 0}, "finished"),
+        ({"resultCode": 200, "running": True}, "finished"),
+        ({"resultCode": 399}, "finished"),
+        ({"resultCode": 400}, "failed"),
+        ({"resultCode": 410}, "failed"),
+        ({"resultCode": -2}, "failed"),
+        ({"resultCode": "200"}, "failed"),
+        ({"resultCode": True}, "failed"),
+        ({}, "failed"),
+        ("a str", "failed"),
+    ],
+)
+def test_job_status(document: Any, status: str) -> None:
+    assert job_status(document) == status
+
+
+# -- list_jobs on every datastore ----------------------------------------------
+
+
+@pytest.fixture(params=sorted(DATASTORES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    with DATASTORES[request.param](tmp_path) as url:
+        datastore = make_datastore(url)
+        yield datastore
+        _close(datastore)
+
+
+def put(store: Any, n: int, job_type: str, created: str, **kwargs: Any) -> str:
+    store.set(make_key(uid(n)), job(job_type, created, n=n, **kwargs))
+    return uid(n)
+
+
+@pytest.fixture
+def stored(store: Any) -> dict[str, str]:
+    """Six jobs of two types and every status, two sharing a createdAt;
+    and documents that are not jobs."""
+    jobs = {
+        "a_queued": put(store, 1, "a", at(1)),
+        "b_running": put(store, 2, "b", at(2), running=True),
+        "a_finished": put(store, 3, "a", at(3, 500), result=200),
+        "b_failed": put(store, 4, "b", at(4), result=500),
+        "a_cancelled": put(store, 5, "a", at(4), result=410),
+        "b_finished": put(store, 6, "b", at(5), result=0),
+    }
+    store.set("spacewalk_cancel_" + uid(1), {"createdAt": at(9), "jobType": "a"})
+    store.set("other", {"createdAt": at(9), "jobType": "a", "resultCode": -1})
+    store.set(make_key(uid(99)), "a str under a job key")
+    store.set(make_key(uid(98)), {"jobType": "a", "resultCode": -1})  # no createdAt
+    return jobs
+
+
+def listed(store: Any, **kwargs: Any) -> list[str]:
+    for name in ("job_types", "statuses"):
+        if name in kwargs:
+            kwargs[name] = frozenset(kwargs[name])
+    return ids(store.list_jobs(JobQuery(**kwargs)))
+
+
+def test_newest_first_and_only_jobs(store: Any, stored: dict[str, str]) -> None:
+    jobs = store.list_jobs(JobQuery())
+    # equal createdAt: the greater uuid first
+    assert ids(jobs) == [uid(6), uid(5), uid(4), uid(3), uid(2), uid(1)]
+    assert jobs[3] == {
+        "uuid": uid(3), "jobType": "a", "status": "finished", "createdAt": at(3, 500),
+        "updatedAt": at(3, 500), "completeness": 1.0, "result": 200,
+    }  # fmt: skip
+    assert isinstance(jobs[0]["completeness"], float)
+    assert [j["status"] for j in jobs] == [
+        "finished", "failed", "failed", "finished", "running", "queued"
+    ]
+
+
+def test_filters(store: Any, stored: dict[str, str]) -> None:
+    assert listed(store, job_types={"a"}) == [uid(5), uid(3), uid(1)]
+    assert listed(store, job_types={"a", "b"}) == [uid(n) for n in (6, 5, 4, 3, 2, 1)]
+    assert listed(store, job_types={"c"}) == []
+    assert listed(store, statuses={"queued"}) == [uid(1)]
+    assert listed(store, statuses={"running"}) == [uid(2)]
+    assert listed(store, statuses={"failed"}) == [uid(5), uid(4)]
+    assert listed(store, statuses={"finished", "queued"}) == [uid(6), uid(3), uid(1)]
+    assert listed(store, since=at(4)) == [uid(6), uid(5), uid(4)]
+    assert listed(store, since=at(3)) == [uid(6), uid(5), uid(4), uid(3)]
+    assert listed(store, since=at(3, 500)) == [uid(6), uid(5), uid(4), uid(3)]
+    assert listed(store, since=at(3, 501)) == [uid(6), uid(5), uid(4)]
+
+
+def test_combined_filters(store: Any, stored: dict[str, str]) -> None:
+    assert listed(store, job_types={"a"}, statuses={"failed"}) == [uid(5)]
+    assert listed(store, job_types={"b"}, statuses={"failed", "running"}) == [uid(4), uid(2)]
+    assert listed(store, job_types={"a"}, statuses={"running"}) == []
+    assert listed(store, job_types={"b"}, since=at(2)) == [uid(6), uid(4), uid(2)]
+    assert listed(store, statuses={"finished"}, since=at(4), job_types={"b"}) == [uid(6)]
+    many = {"a"} | {f"x{i}" for i in range(MAX_TYPE_PROBES)}  # the createdAt index
+    assert listed(store, job_types=many) == [uid(5), uid(3), uid(1)]
+    assert listed(store, job_types=many, statuses={"queued", "failed"}) == [uid(5), uid(1)]
+
+
+def pages(store: Any, size: int, **kwargs: Any) -> list[list[str]]:
+    out: list[list[str]] = []
+    after = None
+    while True:
+        jobs = store.list_jobs(JobQuery(after=after, limit=size + 1, **kwargs))
+        out.append(ids(jobs[:size]))
+        if len(jobs) <= size:
+            return out
+        after = (jobs[size - 1]["createdAt"], jobs[size - 1]["uuid"])
+
+
+def test_pagination_across_equal_created_at(store: Any) -> None:
+    # eleven jobs in three instants: pages split runs of equal createdAt
+    for n in range(1, 12):
+        put(store, n, "ab"[n % 2], at(n // 4), result=[200, 500][n % 2])
+    everything = [uid(n) for n in sorted(range(1, 12), key=lambda n: (n // 4, n), reverse=True)]
+    for size in (1, 2, 3, 5, 11, 20):
+        got = pages(store, size)
+        assert sum(got, []) == everything, size
+        assert all(len(page) == size for page in got[:-1])
+    got = pages(store, 2, job_types=frozenset({"a"}))
+    assert sum(got, []) == [u for u in everything if int(u[-2:], 16) % 2 == 0]
+    got = pages(store, 2, statuses=frozenset({"failed"}), since=at(1))
+    assert sum(got, []) == [u for u in everything if int(u[-2:], 16) % 2 and int(u[-2:], 16) >= 4]
+
+
+def test_status_moves_with_the_document(store: Any) -> None:
+    key = make_key(put(store, 1, "a", at(1)))
+    assert listed(store, statuses={"queued"}) == [uid(1)]
+    _, cas = store.read_with_cas(key)
+    store.update_with_cas(key, job("a", at(1), running=True, n=1), cas)
+    assert listed(store, statuses={"queued"}) == []
+    assert listed(store, statuses={"running"}) == [uid(1)]
+    store.update(key, job("a", at(1), result=410, n=1))
+    assert listed(store, statuses={"running"}) == []
+    assert listed(store, statuses={"failed"}, job_types={"a"}) == [uid(1)]
+    # a new jobType and createdAt move it too
+    store.set(key, job("b", at(7), result=200, n=1))
+    assert listed(store, job_types={"a"}) == []
+    assert listed(store, job_types={"b"}, statuses={"finished"}) == [uid(1)]
+    assert listed(store, since=at(7)) == [uid(1)]
+    # no longer a job document: no longer listed
+    store.set(key, "a str")
+    assert listed(store) == listed(store, statuses={"finished"}) == []
+    store.set(key, job("a", at(2), n=1))
+    assert listed(store, statuses={"queued"}) == [uid(1)]
+
+
+def test_deleted_jobs_vanish(store: Any, stored: dict[str, str]) -> None:
+    assert store.delete(make_key(uid(3))) is True
+    assert store.delete(make_key(uid(3))) is False
+    assert listed(store) == [uid(6), uid(5), uid(4), uid(2), uid(1)]
+    assert listed(store, statuses={"finished"}) == [uid(6)]
+    assert listed(store, job_types={"a"}) == [uid(5), uid(1)]
+    put(store, 3, "a", at(3), result=500)  # created again
+    assert listed(store, statuses={"failed"}, job_types={"a"}) == [uid(5), uid(3)]
+
+
+def test_created_jobs_are_listed(store: Any) -> None:
+    store.create(make_key(uid(1)), job("a", at(1), n=1))
+    assert listed(store, statuses={"queued"}, job_types={"a"}) == [uid(1)]
+
+
+# -- GET R/jobs ------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(tmp_path: Path, db_url: str) -> Iterator[Flask]:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.testing = True
+    app.config["SPACEWALK_DATASTORE_URL"] = db_url
+    Spacewalk(app, ROOT / "examples" / "jobs", BaseExampleJob)
+    yield app
+    app.extensions["spacewalk"]["/examples"].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def app_store(app: Flask) -> Any:
+    return app.extensions["spacewalk"]["/examples"].connections()[0]
+
+
+def error(response: Any, code: int) -> str:
+    assert response.status_code == code, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"code", "status", "message"}
+    assert body["code"] == code
+    return str(body["message"])
+
+
+def test_api_lists_posted_jobs(client: FlaskClient) -> None:
+    assert client.get("/examples/jobs").get_json() == {"jobs": [], "next": None}
+    posted = client.post("/examples/fizz_buzz/job", json={"n": 3}).get_json()["uuid"]
+    response = client.get("/examples/jobs")
+    assert response.status_code == 200
+    assert "Link" not in response.headers
+    body = response.get_json()
+    assert body["next"] is None
+    (item,) = body["jobs"]
+    assert list(item) == ["uuid", "jobType", "status", "createdAt", "updatedAt",
+                          "completeness", "result", "progress"]  # fmt: skip
+    assert item["uuid"] == posted
+    assert item["jobType"] == FB
+    assert (item["status"], item["result"], item["completeness"]) == ("finished", 200, 1.0)
+    assert item["progress"] == f"/examples/progress/{posted}"
+    assert client.get(item["progress"]).get_json() == {"completeness": 1.0, "result": 200}
+
+
+def test_api_filters_and_tree_scope(client: FlaskClient, app_store: Any) -> None:
+    put(app_store, 1, FB, at(1))
+    put(app_store, 2, WT, at(2), running=True)
+    put(app_store, 3, FB, at(3), result=410)
+    put(app_store, 4, "not_of_this_tree", at(4))
+
+    def listed_by(query: str) -> list[str]:
+        response = client.get("/examples/jobs" + query)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return ids(response.get_json()["jobs"])
+
+    assert listed_by("") == [uid(3), uid(2), uid(1)]
+    assert listed_by("?status=queued") == [uid(1)]
+    assert listed_by("?jobType=examples_fizz_buzz") == [uid(3), uid(1)]
+    assert listed_by(f"?jobType={FB},{WT}&status=failed") == [uid(3)]
+    assert listed_by("?status=running&status=queued") == [uid(2), uid(1)]
+    assert listed_by("?status=running,queued") == [uid(2), uid(1)]
+    assert listed_by(f"?since={at(2)}") == [uid(3), uid(2)]
+    assert listed_by(f"?since={at(2)}Z") == [uid(3), uid(2)]
+    # 14:00:02+02:00 is 12:00:02 UTC
+    assert listed_by("?since=2024-05-01T14:00:02%2B02:00") == [uid(3), uid(2)]
+    assert listed_by("?since=2024-05-01T14:00:02.5%2B02:00") == [uid(3)]
+    assert listed_by("?since=2024-05-02") == []
+    assert listed_by("?limit=2&unknown=1") == [uid(3), uid(2)]
+
+
+def test_api_pages_and_link_header(client: FlaskClient, app_store: Any) -> None:
+    for n in range(1, 8):
+        put(app_store, n, FB, at(n // 3))
+    seen: list[str] = []
+    url = "/examples/jobs?jobType=examples_fizz_buzz&limit=3&extra=x%20y"
+    while True:
+        response = client.get(url)
+        body = response.get_json()
+        seen += ids(body["jobs"])
+        if body["next"] is None:
+            assert "Link" not in response.headers
+            break
+        assert len(body["jobs"]) == 3
+        link = response.headers["Link"]
+        assert link.startswith("</examples/jobs?") and link.endswith('>; rel="next"')
+        url = link[1 : link.index(">")]
+        assert parse_qsl(urlsplit(url).query) == [
+            ("jobType", FB), ("limit", "3"), ("extra", "x y"), ("cursor", body["next"])
+        ]  # fmt: skip
+    assert seen == [uid(n) for n in sorted(range(1, 8), key=lambda n: (n // 3, n), reverse=True)]
+
+
+def test_api_script_root(app: Flask, app_store: Any) -> None:
+    put(app_store, 1, FB, at(1))
+    put(app_store, 2, FB, at(2))
+    client = app.test_client()
+    response = client.get("/examples/jobs?limit=1", base_url="http://localhost/mnt")
+    assert response.get_json()["jobs"][0]["progress"] == f"/mnt/examples/progress/{uid(2)}"
+    assert response.headers["Link"].startswith("</mnt/examples/jobs?limit=1&cursor=")
+
+
+def test_api_limit_is_capped(client: FlaskClient, app_store: Any) -> None:
+    for n in range(1, 503):
+        put(app_store, n, FB, at(1))
+    body = client.get("/examples/jobs?limit=100000").get_json()
+    assert len(body["jobs"]) == 500 and body["next"] is not None
+    assert len(client.get("/examples/jobs").get_json()["jobs"]) == 50
+    assert len(client.get("/examples/jobs?limit=%2B2").get_json()["jobs"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("jobType=nope", "'nope' is not a job type"),
+        ("jobType=examples_fizz_buzz,", "'' is not a job type"),
+        ("jobType=", "'' is not a job type"),
+        ("status=done", "'done' is not one of queued, running, finished, failed"),
+        ("status=queued&status=Failed", "'Failed'"),
+        ("limit=0", "limit must be a whole number"),
+        ("limit=-5", "limit must be a whole number"),
+        ("limit=1.5", "limit must be a whole number"),
+        ("limit=ten", "limit must be a whole number"),
+        ("limit=1_0", "limit must be a whole number"),
+        ("limit=", "limit must be a whole number"),
+        ("limit=1&limit=2", "give limit at most once"),
+        ("since=yesterday", "since must be an ISO-8601 date-time"),
+        ("since=2024-13-01T00:00:00", "since must be an ISO-8601 date-time"),
+        ("since=", "since must be an ISO-8601 date-time"),
+        ("cursor=abc", "cursor is not one this API gave"),
+        ("cursor=%E2%82%AC", "cursor is not one this API gave"),
+        ("cursor=", "cursor is not one this API gave"),
+        ("cursor=" + base64.urlsafe_b64encode(b'{"c": 1, "u": "x"}').decode(), "cursor"),
+        ("cursor=" + base64.urlsafe_b64encode(b'["c", "u"]').decode(), "cursor"),
+        ("cursor=" + base64.urlsafe_b64encode(b"\xff\xfe").decode(), "cursor"),
+    ],
+)
+def test_api_bad_input(client: FlaskClient, query: str, words: str) -> None:
+    assert words in error(client.get(f"/examples/jobs?{query}"), 400)
+
+
+def test_api_wrong_method(client: FlaskClient) -> None:
+    response = client.post("/examples/jobs")
+    assert "GET" in error(response, 405)
+    assert "GET" in response.headers["Allow"]
+
+
+def test_cursor_round_trip() -> None:
+    cursor = encode_cursor(at(1, 5), uid(7))
+    assert "=" not in cursor and "/" not in cursor and "+" not in cursor
+    assert decode_cursor(cursor) == (at(1, 5), uid(7))
+
+
+class WithoutListing:
+    """A datastore of the user's own, without ``list_jobs``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def read(self, key: str) -> Any:
+        return self.inner.read(key)
+
+
+def test_api_datastore_without_list_jobs(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = app.extensions["spacewalk"]["/examples"]
+    datastore, queue = state.connections()
+    monkeypatch.setattr(state, "connections", lambda: (WithoutListing(datastore), queue))
+    message = error(client.get("/examples/jobs"), 501)
+    assert message == "this datastore (WithoutListing) cannot list jobs: it has no list_jobs method"
+    # bad input is still a 400 first
+    error(client.get("/examples/jobs?limit=0"), 400)
+
+
+def test_api_datastore_unavailable(client: FlaskClient, tmp_path: Path) -> None:
+    (tmp_path / "spacewalk.sqlite3").mkdir()  # not a database file
+    assert "datastore unavailable" in error(client.get("/examples/jobs"), 503)
+
+
+# -- indexes -------------------------------------------------------------------
+
+# Every way of reading the listing: (query, what the plan reads).
+SHAPES = [
+    (JobQuery(), "jobs_created"),
+    (JobQuery(job_types=frozenset({"t1"})), "jobs_type_created"),
+    (JobQuery(job_types=frozenset({"t1", "t2"}), since=at(100)), "jobs_type_created"),
+    (JobQuery(statuses=frozenset({"failed"})), "jobs_status_created"),
+    (JobQuery(statuses=frozenset({"queued", "running"}), job_types=frozenset({"t0"})),
+     "jobs_status_created"),
+    (JobQuery(job_types=frozenset({"t1"}), after=(at(500), uid(1000))), "jobs_type_created"),
+    (JobQuery(statuses=frozenset({"finished"}), since=at(10), after=(at(500), uid(1000))),
+     "jobs_status_created"),
+    (JobQuery(after=(at(500), uid(1000))), "jobs_created"),
+]  # fmt: skip
+ROWS = 5000
+
+
+def bulk_documents() -> Iterator[tuple[Any, ...]]:
+    """Rows of SQLite's table: key, value and the listing's columns."""
+    from flask_spacewalk.backends.sqlite import _listing_columns
+
+    for n in range(ROWS):
+        document = job(f"t{n % 3}", at(n // 5), result=[-1, -1, 200, 500][n % 4],
+                       running=n % 4 == 1, n=n)  # fmt: skip
+        key = make_key(uid(n))
+        yield key, json.dumps(document), *_listing_columns(key, document)
+    for n in range(200):
+        yield f"spacewalk_cancel_{uid(n)}", "{}", None, None, None
+
+
+@pytest.mark.parametrize(("query", "index"), SHAPES)
+def test_sqlite_plans_use_an_index(tmp_path: Path, query: JobQuery, index: str) -> None:
+    from flask_spacewalk.backends.sqlite import SqliteDatastore, listing_sql
+
+    store = SqliteDatastore(tmp_path / "plans.db")
+    try:
+        with store._db.connect(write=True) as conn:
+            conn.executemany(
+                "INSERT INTO documents VALUES (?, ?, 1, 0, ?, ?, ?)", bulk_documents()
+            )
+            conn.execute("ANALYZE")
+        sql, ranges = listing_sql(query)
+        with store._db.connect() as conn:
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, ranges[0])]
+        # one search of the index, in its order: no scan, no sort
+        assert plan == [plan[0]] and plan[0].startswith(f"SEARCH documents USING INDEX {index} (")
+        if query.after is not None:
+            assert "job_created<?" in plan[0]  # the cursor bounds the search
+        assert len(store.list_jobs(query)) == query.limit
+    finally:
+        store.close()
+
+
+def test_sqlite_store_of_an_older_version_gains_the_indexes(tmp_path: Path) -> None:
+    import sqlite3
+
+    from flask_spacewalk.backends.sqlite import SqliteDatastore
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE documents (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
+                 " cas INTEGER NOT NULL, updated_at REAL NOT NULL)")  # fmt: skip
+    rows = [
+        (make_key(uid(1)), job("a", at(1), n=1)),
+        (make_key(uid(2)), job("b", at(2), running=True, n=2)),
+        (make_key(uid(3)), job("a", at(3), result=200, n=3)),
+        (make_key(uid(4)), job("b", at(4), result=410, n=4)),
+        (make_key(uid(5)), dict(job("b", at(5), n=5), resultCode=True, jobType=7)),
+        (make_key(uid(6)), {"jobType": "a", "resultCode": -1}),
+        (make_key(uid(7)), "a str"),
+        ("spacewalk_cancel_" + uid(1), {"createdAt": at(9)}),
+    ]
+    conn.executemany("INSERT INTO documents VALUES (?, ?, 1, 0)",
+                     [(key, json.dumps(value)) for key, value in rows])  # fmt: skip
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SqliteDatastore(path)
+    try:
+        # the backfill derives what a write would have set
+        assert listed(store) == [uid(5), uid(4), uid(3), uid(2), uid(1)]
+        assert listed(store, statuses={"queued"}) == [uid(1)]
+        assert listed(store, statuses={"running"}) == [uid(2)]
+        assert listed(store, statuses={"finished"}) == [uid(3)]
+        assert listed(store, statuses={"failed"}) == [uid(5), uid(4)]
+        assert listed(store, job_types={"b"}) == [uid(4), uid(2)]
+        store.update(make_key(uid(2)), job("b", at(2), result=200, n=2))
+        assert listed(store, statuses={"finished"}) == [uid(3), uid(2)]
+        with store._db.connect() as conn:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"jobs_created", "jobs_type_created", "jobs_status_created"} <= names
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def pg_table() -> Iterator[tuple[Any, Any]]:
+    """A PostgreSQL store of ROWS * 4 jobs, analysed, and an admin connection."""
+    from backend_postgres import admin, dropped_afterwards, new_schema_name
+
+    from flask_spacewalk.backends.postgres import PostgresDatastore
+
+    schema = new_schema_name()
+    with admin() as conn, dropped_afterwards(schema):
+        store = PostgresDatastore(f"postgresql://127.0.0.1:5432/test?schema={schema}")
+        store.read("x")  # creates the table
+        conn.execute(
+            f"""INSERT INTO {store.table}
+            SELECT 'zerog_job_' || lpad(n::text, 12, '0'), jsonb_build_object(
+                'jobType', 't' || mod(n, 3), 'uuid', lpad(n::text, 12, '0'),
+                'createdAt', to_char(timestamp '2024-05-01 12:00' + n / 5 * interval '1 s',
+                                     'YYYY-MM-DD"T"HH24:MI:SS'),
+                'updatedAt', '', 'completeness', 0, 'running', mod(n, 4) = 1,
+                'resultCode', (ARRAY[-1, -1, 200, 500])[mod(n, 4) + 1]), 1, now()
+            FROM generate_series(0, %s) AS n""",
+            (ROWS * 4 - 1,),
+        )
+        conn.execute(f"INSERT INTO {store.table} SELECT 'spacewalk_cancel_' || n, '{{}}',"
+                     " 1, now() FROM generate_series(1, 500) AS n")  # fmt: skip
+        conn.execute(f"ANALYZE {store.table}")
+        yield store, conn
+        store.close()
+
+
+@pytest.mark.parametrize(("query", "index"), SHAPES)
+def test_postgres_plans_use_an_index(
+    pg_table: tuple[Any, Any], query: JobQuery, index: str
+) -> None:
+    from flask_spacewalk.backends.postgres import listing_sql
+
+    store, conn = pg_table
+    sql, ranges = listing_sql(query, store.table)
+    plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + sql, ranges[0]))
+    assert f"Index Scan Backward using spacewalk_documents_{index} " in plan, plan
+    assert "Seq Scan" not in plan and "Sort" not in plan, plan
+    if query.after is not None:
+        assert "ROW(" in plan  # the cursor bounds the scan
+    assert len(store.list_jobs(query)) == query.limit
+
+
+def test_postgres_store_of_an_older_version_gains_the_indexes(
+    pg_table: tuple[Any, Any],
+) -> None:
+    from flask_spacewalk.backends.postgres import PostgresDatastore
+
+    store, conn = pg_table
+    schema = store.table.split(".")[0]
+    conn.execute(f"DROP INDEX {schema}.spacewalk_documents_jobs_status_created")
+    conn.execute(f"CREATE INDEX spacewalk_documents_job_type_created_at ON {store.table}"
+                 " ((value->>'jobType'), (value->>'createdAt'))")  # fmt: skip
+    again = PostgresDatastore(f"postgresql://127.0.0.1:5432/test?schema={schema.strip(chr(34))}")
+    try:
+        assert len(again.list_jobs(JobQuery(statuses=frozenset({"queued"})))) == 50
+    finally:
+        again.close()
+    names = {row[0] for row in conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema.strip('"'),))}
+    assert "spacewalk_documents_jobs_status_created" in names
+    assert "spacewalk_documents_job_type_created_at" not in names
