@@ -184,6 +184,7 @@ def kill_round(
     datastore = make_datastore(datastore_url)
     queue = make_queue(queue_url, queue_name_for(service), default_ttr=ttr)
     log_path = tmp / f"workers-{backend}.log"
+    supervisor: subprocess.Popen[bytes] | None = None
     try:
         started = time.monotonic()
         supervisor = start_workers(datastore_url, queue_url, log_path, service=service,
@@ -232,6 +233,8 @@ def kill_round(
             if got != (200, 1.0, False):
                 report.problems.append(f"job {uuid}: (result, completeness, running) {got}")
     finally:
+        if supervisor is not None and supervisor.poll() is None:
+            stop_process(supervisor)  # a check above raised
         for store in (datastore, queue):
             store.close()  # type: ignore[attr-defined]
     return report
