@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON3 := $(shell command -v python3)
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-mm3 bench lint docs clean
+.PHONY: run test test-mm3 bench soak lint docs clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench: $(STAMP)
 ## make docs: the HTML documentation in docs/_build/html (warnings are errors)
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
+## make soak: the reliability checks repeated for MINUTES (default 10), then a summary
+MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --minutes $(MINUTES)
 
 lint: $(STAMP)
 	$(PY) -m ruff check flask_spacewalk tests examples benchmarks

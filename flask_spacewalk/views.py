@@ -239,6 +239,14 @@ def read_json_body(limit: int) -> dict[str, Any]:
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+    if request.content_length is not None and len(raw) < request.content_length:
+        # gunicorn marks its input terminated, so werkzeug does not check
+        # the length: a client that stops sending early must not have a
+        # prefix of its body taken for the whole of it.
+        raise BadRequest(
+            f"the body ended after {len(raw)} of the {request.content_length} bytes"
+            " its Content-Length announced"
+        )
     if not raw.strip(JSON_WHITESPACE):
         return {}
     mimetype = request.mimetype

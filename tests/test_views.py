@@ -574,6 +574,24 @@ def test_a_content_length_that_lies_small_reads_only_that_much(make_app: MakeApp
     assert status.startswith("400") and answer["code"] == 400  # '{"n":' is not JSON
 
 
+def test_a_body_shorter_than_its_content_length_is_400(make_app: MakeApp) -> None:
+    """gunicorn marks its input terminated, so werkzeug does not check the
+    length; a client that half-closes early must not have the prefix it
+    sent (valid JSON here) taken for the whole body."""
+    app = make_app()
+    environ = EnvironBuilder(
+        path=f"{FIZZ}/job", method="POST", data=b'{"n": 3}', content_type="application/json"
+    ).get_environ()
+    environ["CONTENT_LENGTH"] = "100"
+    environ["wsgi.input_terminated"] = True
+    app_iter, status, _ = run_wsgi_app(app, environ, buffered=True)
+    answer = json.loads(b"".join(app_iter))
+    assert status.startswith("400") and answer["code"] == 400
+    assert answer["message"] == (
+        "the body ended after 8 of the 100 bytes its Content-Length announced"
+    )
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x",
