@@ -3,7 +3,10 @@ processes and cancel requests change one job document at once, on every
 datastore; compare-and-swap retries must lose no event and no attribute."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import random
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +15,23 @@ from backend_support import DATASTORES, SPAWN, _reporting
 from runtime_jobs.contended import WRITERS, ContendedJob
 
 from flask_spacewalk import make_datastore, make_queue
+from flask_spacewalk.errors import JobUpdateConflict
 from flask_spacewalk.runtime.cancel import CANCELLED, CancelAnswer, cancel_job, cancel_requested
+from flask_spacewalk.runtime.job import MAX_SAVE_ATTEMPTS
 from flask_spacewalk.runtime.registry import JobRegistry
 
 pytestmark = pytest.mark.reliability
 
 #: Writes per writer process: events and attribute updates, interleaved.
 STEPS = 30
+#: Longest pause between two writes of one process: short, so that four
+#: processes nearly saturate one document. On PostgreSQL, where each write
+#: waits for its commit, about every other write then conflicts, and a
+#: writer meets MAX_SAVE_ATTEMPTS conflicts in a row now and then: the call
+#: raises JobUpdateConflict, so the writer knows its change was not saved
+#: and can make it again. Nothing is ever lost silently, which is what these
+#: tests check.
+MAX_PAUSE = 0.004
 REGISTRY = JobRegistry([ContendedJob])
 
 
@@ -32,23 +45,59 @@ def open_job(datastore_url: str, queue_url: str, uuid: str) -> Any:
     return REGISTRY.get_job(uuid, make_datastore(datastore_url), make_queue(queue_url, "c_jobs"))
 
 
+def count_conflicts(job: Any) -> list[int]:
+    """A counter of the job's conflicts: record_change reloads after each."""
+    counter = [0]
+    reload = job.reload
+
+    def counting_reload() -> None:
+        counter[0] += 1
+        reload()
+
+    job.reload = counting_reload
+    return counter
+
+
+def until_saved(change: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
+    """Make ``change`` until it is saved: what it returned, and the times it
+    gave up first."""
+    for given_up in itertools.count():
+        try:
+            return change(*args, **kwargs), given_up
+        except JobUpdateConflict:
+            continue
+    raise AssertionError("unreachable")
+
+
 @_reporting
-def write(datastore_url: str, queue_url: str, uuid: str, writer: int) -> int:
-    """What a running job does: events and attribute updates, each its own save."""
+def write(
+    datastore_url: str, queue_url: str, uuid: str, start_at: float, writer: int
+) -> tuple[int, int]:
+    """What a running job does: events and attribute updates, each its own
+    save; returns the conflicts met and the calls that gave up."""
     job = open_job(datastore_url, queue_url, uuid)
+    conflicts = count_conflicts(job)
+    time.sleep(max(0.0, start_at - time.time()))
+    given_up = 0
     for step in range(STEPS):
-        job.record_event(f"w{writer}-{step}")
-        job.update_attrs(**{f"w{writer}": step})
-    return writer
+        given_up += until_saved(job.record_event, f"w{writer}-{step}")[1]
+        time.sleep(random.uniform(0, MAX_PAUSE))
+        given_up += until_saved(job.update_attrs, **{f"w{writer}": step})[1]
+        time.sleep(random.uniform(0, MAX_PAUSE))
+    return conflicts[0], given_up
 
 
 @_reporting
-def cancel(datastore_url: str, queue_url: str, uuid: str, times: int) -> list[str]:
+def cancel(
+    datastore_url: str, queue_url: str, uuid: str, start_at: float, times: int
+) -> list[str]:
     """What the API does on POST R/cancel/<uuid>, again and again."""
     answers = []
+    time.sleep(max(0.0, start_at - time.time()))
     for _ in range(times):
         job = open_job(datastore_url, queue_url, uuid)
-        answers.append(cancel_job(job).value)
+        answers.append(until_saved(cancel_job, job)[0].value)
+        time.sleep(random.uniform(0, MAX_PAUSE))
     return answers
 
 
@@ -79,12 +128,19 @@ def contend(
     job = ContendedJob(make_datastore(datastore_url), make_queue(queue_url, "c_jobs"))
     job.running = running
     job.save()
+    # All start writing at once, once every process is up (spawn is slow).
+    common = (datastore_url, queue_url, job.uuid, time.time() + 2)
     calls: list[tuple[Any, tuple[Any, ...]]] = [
-        (write, (datastore_url, queue_url, job.uuid, writer)) for writer in range(WRITERS)
+        (write, (*common, writer)) for writer in range(WRITERS)
     ]
-    calls.append((cancel, (datastore_url, queue_url, job.uuid, cancels)))
+    calls.append((cancel, (*common, cancels)))
     out = run_together(calls)
     answers = next(o for o in out if isinstance(o, list))
+    conflicts = sum(o[0] for o in out if isinstance(o, tuple))
+    given_up = sum(o[1] for o in out if isinstance(o, tuple))
+    print(f"{datastore_url.split(':')[0]}: {WRITERS * STEPS * 2} writes, "
+          f"{conflicts} conflicts, {given_up} calls gave up after {MAX_SAVE_ATTEMPTS} attempts")
+    assert conflicts > 0, "the writers never collided: this tested nothing"
     return open_job(datastore_url, queue_url, job.uuid), answers
 
 
