@@ -80,6 +80,25 @@ def test_return_values_become_result_codes(registry, datastore, queue, value, co
     assert stored(datastore, uuid)["resultCode"] == code
 
 
+def test_the_result_goes_through_the_jobs_own_record_result(
+    registry, datastore, queue, monkeypatch
+):
+    # ZeroG's worker records a result with the job's record_result, which
+    # job classes override (to notify someone, say).
+    calls = []
+    original = ReturnsJob.record_result
+
+    def record_result(self, resultCode: int) -> None:
+        original(self, resultCode)
+        calls.append((self.uuid, resultCode, stored(datastore, self.uuid)["resultCode"]))
+
+    monkeypatch.setattr(ReturnsJob, "record_result", record_result)
+    uuid = submit(ReturnsJob, datastore, queue, value=201)
+    make_worker(registry, datastore, queue).run(burst=True)
+    assert calls == [(uuid, 201, 201)]
+    assert stored(datastore, uuid)["running"] is False
+
+
 def test_no_result_requeues_with_the_delay(registry, datastore, queue):
     uuid = submit(RequeueJob, datastore, queue, times=3, delay=0.0)
     make_worker(registry, datastore, queue).run(burst=True)

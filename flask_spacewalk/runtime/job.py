@@ -130,6 +130,11 @@ class RuntimeJob(ABC):
     #: costs more than dumping a document with it.
     _schema_cache: ClassVar[dict[type, tuple[Schema, DocumentDumper]]] = {}
 
+    #: Called before each application of a change in :meth:`record_change`;
+    #: the worker sets it while :meth:`record_result` runs, so that a cancel
+    #: request stored meanwhile is read again after every conflict.
+    _before_change: Callable[[], None] | None = None
+
     def __init__(
         self,
         datastore: Datastore,
@@ -243,6 +248,8 @@ class RuntimeJob(ABC):
         conflicts = (self.datastore.casException, self.datastore.lockedException)
         for attempt in range(MAX_SAVE_ATTEMPTS):
             try:
+                if self._before_change is not None:
+                    self._before_change()
                 func(*args, **kwargs)
                 self.save()
                 return True

@@ -62,6 +62,10 @@ class WorkerShutdown(BaseException):
     """Raised inside a running job when the shutdown grace period is over."""
 
 
+class _CancelSeen(Exception):
+    """A cancel request was read while a job's result was being recorded."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What became of one run of a job.
@@ -483,17 +487,21 @@ class Worker:
             # Read at each application: a conflict may be the API's write
             # that follows its cancel request.
             nonlocal cancelled
-            cancelled = outcome.cancelled or watch.check()
+            cancelled = cancelled or watch.check()
             if cancelled:
                 apply_cancelled(job)
-            elif outcome.finished and not outcome.recorded:
-                job.resultCode = outcome.result
-                job.completeness = 1.0
             job.running = False
 
         def record() -> None:
+            nonlocal cancelled
             # Result first, entry second: a crash in between leaves an entry
             # whose job is finished, which the next worker drops.
+            if outcome.finished and not outcome.recorded and not cancelled:
+                try:
+                    self._record_result(job, outcome.result, watch)
+                    return
+                except _CancelSeen:
+                    cancelled = True
             job.record_change(change)
             if not cancelled and not outcome.finished:
                 # Enqueue first, delete second: a crash in between runs the
@@ -504,6 +512,25 @@ class Worker:
         if cancelled:
             log.info("job %s: cancelled", job.uuid)
             clear_cancel(self.datastore, job.uuid)
+
+    @staticmethod
+    def _record_result(job: RuntimeJob, result: int, watch: CancelWatch) -> None:
+        """Call the job's own :meth:`~RuntimeJob.record_result` (jobs may
+        override it, as ZeroG's), unless a cancel request is read before it
+        saves, at first or after a conflict.
+
+        :raises _CancelSeen: the request was read; nothing was saved.
+        """
+
+        def guard() -> None:
+            if watch.check():
+                raise _CancelSeen
+
+        job._before_change = guard
+        try:
+            job.record_result(result)
+        finally:
+            job._before_change = None
 
     def _settle(
         self,
