@@ -233,6 +233,23 @@ def test_wake_socket_is_removed_on_close(tmp_path: Path) -> None:
     assert sockets() == []
 
 
+def test_a_waker_dropped_without_close_leaks_no_socket(tmp_path: Path) -> None:
+    import gc
+
+    db = str(tmp_path / "db.sqlite")
+    waker = wakeup.Waker(db, "jobs")
+    waker.listen()
+    waker.notify()  # opens the sending socket too
+    # An unclosed socket warns from its __del__, which pytest reports as an
+    # unraisable exception of whichever test happens to run next.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del waker
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert not any(os.path.isdir(d) and os.listdir(d) for d in wakeup.wake_dirs(db))
+
+
 def test_schema_is_versioned(tmp_path: Path) -> None:
     import sqlite3
 

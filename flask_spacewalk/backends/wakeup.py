@@ -71,6 +71,8 @@ class Waker:
             if self._sender is None:
                 self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._sender.setblocking(False)
+                # closed with the Waker, even if nobody calls close()
+                weakref.finalize(self, self._sender.close)
             for directory in self._dirs:
                 try:
                     names = os.listdir(directory)
