@@ -18,9 +18,10 @@ run: $(STAMP)
 	$(PY) -m flask --app examples.app spacewalk serve --bind 127.0.0.1:8888 \
 		--web-workers 2 --processes 1
 
-## make test: the whole suite, then what marshmallow 3 can change
+## make test: the whole suite (one pytest process per core), then what
+## marshmallow 3 can change (both marshmallow 3 environments at once)
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 	$(MAKE) test-mm3
 
 # marshmallow shapes the schemas, the documents and the API, not the backends
@@ -28,7 +29,7 @@ MM3_TESTS := tests/test_schemas.py tests/test_runtime_job.py tests/test_views.py
 	tests/test_extension.py tests/test_worker.py tests/test_zerog_compat.py tests/test_discovery.py \
 	tests/test_openapi.py
 test-mm3: $(STAMP)
-	$(VENV)/bin/tox -e mm3,mm3-oldest -- $(MM3_TESTS)
+	$(VENV)/bin/tox run-parallel --parallel 2 --parallel-no-spinner -e mm3,mm3-oldest -- $(MM3_TESTS)
 
 ## make bench: the benchmarks of docs/performance.rst (needs wrk, beanstalkd, PostgreSQL;
 ## the listing benchmark also uses Redis when it answers)

@@ -42,6 +42,9 @@ setup(
             "greenstalk>=2.0",
             "pytest>=7",
             "pytest-timeout>=2",
+            # `make test` runs the suite on every core: it is mostly waiting on
+            # processes and sockets, and CI has five minutes
+            "pytest-xdist>=3",
             "hypothesis>=6",
             # the OpenAPI document is checked against the 3.1 meta-schema, and the
             # example service is fuzzed against it
