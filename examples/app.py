@@ -24,7 +24,13 @@ def create_app() -> Flask:
 
     @app.get("/")
     def index() -> dict[str, str]:
-        return {"jobs": "/examples/leaves", "branches": "/examples/branches"}
+        return {
+            "jobs": "/examples/leaves",
+            "branches": "/examples/branches",
+            "stored jobs": "/examples/jobs",
+            "docs": "/docs",
+            "openapi": "/openapi.json",
+        }
 
     return app
 
