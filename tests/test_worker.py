@@ -287,6 +287,25 @@ def test_the_lease_is_renewed_while_a_job_runs(registry, datastore, queue, db_ur
     assert stored(datastore, uuid)["runs"] == 1
 
 
+def test_one_lease_thread_serves_every_job_and_ends_with_the_run(
+    registry, datastore, queue, monkeypatch
+):
+    # A thread started per job cost about a fifth of a no-op job.
+    started = []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    uuids = [submit(NoopJob, datastore, queue) for _ in range(20)]
+    make_worker(registry, datastore, queue).run(burst=True)
+    assert all(stored(datastore, uuid)["resultCode"] == 200 for uuid in uuids)
+    leases = [t for t in started if t.name == "spacewalk-lease"]
+    assert len(leases) == 1 and not leases[0].is_alive()
+
+
 def test_lease_keeper_touch_is_throttled():
     touches = []
 
@@ -296,12 +315,16 @@ def test_lease_keeper_touch_is_throttled():
         def touch(self) -> None:
             touches.append(time.monotonic())
 
-    keeper = LeaseKeeper(Entry(), ttr=30)
-    for _ in range(100):
-        keeper.touch()
-    assert touches == []  # 3 s between touches at ttr=30
-    keeper.touch(force=True)
+    keeper = LeaseKeeper(ttr=30)
+    with keeper.holding(Entry()):
+        for _ in range(100):
+            keeper.touch()
+        assert touches == []  # 3 s between touches at ttr=30
+        keeper.touch(force=True)
+        assert len(touches) == 1
+    keeper.touch(force=True)  # no entry held: nothing to renew
     assert len(touches) == 1
+    keeper.close()
 
 
 def test_max_jobs_stops_the_loop(registry, datastore, queue):

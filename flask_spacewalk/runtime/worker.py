@@ -19,6 +19,7 @@ import time
 import traceback
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from ..errors import (
@@ -111,65 +112,103 @@ def interpret_result(value: Any, default_delay: float) -> Outcome:
 
 
 class LeaseKeeper:
-    """Renews a reserved entry's lease in the background while a job runs.
+    """Renews the lease of the entry being worked on, in the background.
 
-    The job's own :meth:`RuntimeJob.keep_alive` calls :meth:`touch`, which
-    is throttled so that frequent progress reports cost no extra writes.
-    The same thread calls :attr:`watcher`, when set, every ``poll_interval``
-    seconds (the worker's watch for a cancel request).
+    One thread per worker serves every entry in turn (starting a thread per
+    job cost about a fifth of a no-op job). While :meth:`holding` an entry,
+    the job's own :meth:`RuntimeJob.keep_alive` calls :meth:`touch`, which
+    is throttled so that frequent progress reports cost no extra writes, and
+    the thread renews the lease every ``ttr / 3`` seconds and calls
+    :attr:`watcher`, when set, every ``poll_interval`` seconds (the worker's
+    watch for a cancel request).
     """
 
-    def __init__(self, entry: QueueEntry, ttr: float, poll_interval: float | None = None):
-        self.entry = entry
+    def __init__(self, ttr: float, poll_interval: float | None = None):
         self.interval = max(0.05, ttr / 3)
         self._wake = self.interval if poll_interval is None else min(self.interval, poll_interval)
         self._min_gap = max(0.01, ttr / 10)
-        self._last = time.monotonic()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="spacewalk-lease", daemon=True)
+        self._lock = threading.Lock()  # guards the entry and its touches
+        self._changed = threading.Condition(threading.Lock())
+        self._entry: QueueEntry | None = None
+        self._last = self._renew_at = 0.0
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closed = False
         self.lost = False
         self.watcher: Callable[[], None] | None = None
 
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
+    @contextlib.contextmanager
+    def holding(self, entry: QueueEntry) -> Iterator[LeaseKeeper]:
+        """Keep ``entry``'s lease until the block ends."""
+        with self._lock:
+            self._entry = entry
+            self.lost = False
+            self.watcher = None
+            self._last = time.monotonic()
+            self._renew_at = self._last + self.interval
+        self._start()
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._entry = None
+                self.watcher = None
 
     def touch(self, force: bool = False) -> None:
         """Renew the lease unless it was renewed a moment ago."""
         with self._lock:
+            entry = self._entry
             now = time.monotonic()
-            if self.lost or (not force and now - self._last < self._min_gap):
+            if entry is None or self.lost or (not force and now - self._last < self._min_gap):
                 return
             try:
-                self.entry.touch()
+                entry.touch()
             except EntryNotReserved:
                 self.lost = True
-                log.warning("lost the lease of queue entry %s", self.entry.id)
+                log.warning("lost the lease of queue entry %s", entry.id)
                 return
             except QueueError as exc:
                 # An outage: the next tick tries again; the lease may run
                 # out meanwhile, which hands the job to another worker.
-                log.warning("cannot renew queue entry %s: %s", self.entry.id, exc)
+                log.warning("cannot renew queue entry %s: %s", entry.id, exc)
                 return
             self._last = now
 
+    def close(self) -> None:
+        """Stop the thread (the keeper starts it again if used again)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        thread, self._thread = self._thread, None
+        if thread is not None and self._pid == os.getpid():
+            thread.join()
+        self._closed = False
+
+    def _start(self) -> None:
+        if self._thread is None or self._pid != os.getpid():  # none, or the parent's
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="spacewalk-lease", daemon=True)
+            self._thread.start()
+
     def _run(self) -> None:
-        renew_at = time.monotonic() + self.interval
-        while not self._stop.wait(self._wake):
-            if time.monotonic() >= renew_at:
+        while True:
+            with self._changed:
+                if self._closed:
+                    return
+                self._changed.wait(self._wake)
+                if self._closed:
+                    return
+            if self._entry is None:
+                continue
+            if time.monotonic() >= self._renew_at:
                 self.touch(force=True)
-                renew_at = time.monotonic() + self.interval
+                self._renew_at = time.monotonic() + self.interval
             watcher = self.watcher
             if watcher is not None:
                 try:
                     watcher()
                 except Exception:  # never let it end the lease renewals
-                    log.exception("entry %s: watcher failed", self.entry.id)
+                    log.exception("watcher of queue entry %s failed", getattr(self._entry, "id", "?"))
 
 
 class Worker:
@@ -250,6 +289,7 @@ class Worker:
         self._datastore: Datastore | None = None
         self._queue: Queue | None = None
         self._backoff = 0.0
+        self._lease = LeaseKeeper(ttr, self.CANCEL_POLL_INTERVAL)
 
     @property
     def datastore(self) -> Datastore:
@@ -267,6 +307,12 @@ class Worker:
 
     def run(self, *, burst: bool = False) -> None:
         """Run jobs until stopped, recycled, or (``burst``) the queue is empty."""
+        try:
+            self._run_loop(burst)
+        finally:
+            self._lease.close()
+
+    def _run_loop(self, burst: bool) -> None:
         while not self.stopping:
             try:
                 entry = self.queue.reserve(timeout=0 if burst else self.RESERVE_TIMEOUT)
@@ -310,7 +356,7 @@ class Worker:
 
     def process_entry(self, entry: QueueEntry) -> None:
         """Load, run and settle the job behind one reserved entry."""
-        with LeaseKeeper(entry, self.ttr, self.CANCEL_POLL_INTERVAL) as lease:
+        with self._lease.holding(entry) as lease:
             loaded = self._load(entry, lease)
             if loaded is None:
                 return
