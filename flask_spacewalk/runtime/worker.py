@@ -17,9 +17,9 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
-from collections.abc import Iterator
 from typing import Any, Callable
 
 from ..errors import (
@@ -198,7 +198,8 @@ class LeaseKeeper:
                 self._changed.wait(self._wake)
                 if self._closed:
                     return
-            if self._entry is None:
+            entry = self._entry
+            if entry is None:
                 continue
             if time.monotonic() >= self._renew_at:
                 self.touch(force=True)
@@ -208,7 +209,7 @@ class LeaseKeeper:
                 try:
                     watcher()
                 except Exception:  # never let it end the lease renewals
-                    log.exception("watcher of queue entry %s failed", getattr(self._entry, "id", "?"))
+                    log.exception("watcher of queue entry %s failed", entry.id)
 
 
 class Worker:
