@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
+import sqlite3
 from importlib.metadata import version
 from typing import Any
 
@@ -12,6 +13,7 @@ from marshmallow import Schema, fields
 from runtime_jobs.jobs import NoopJob, RequeueJob, ReturnsJob
 
 from flask_spacewalk import INTERNAL_ERROR, NO_RESULT, BaseJob, BaseJobSchema
+from flask_spacewalk.backends import sqlite as sqlite_backend
 from flask_spacewalk.errors import (
     CasMismatch,
     DuplicateJobType,
@@ -297,9 +299,35 @@ def test_enqueue_failure_marks_the_job(datastore, queue, monkeypatch):
         raise QueueUnavailable("queue down")
 
     monkeypatch.setattr(queue, "put", refuse)
+    # ZeroG's order (stored, queued, marked when the put fails) is what a
+    # queue that cannot write the datastore's file gets.
+    monkeypatch.setattr(queue, "put_with_document", lambda *args, **kwargs: None)
     with pytest.raises(QueueUnavailable):
         job.enqueue()
     assert datastore.read(job.key())["queueJobId"] == -1
+
+
+def test_a_new_job_in_the_queues_sqlite_file_is_stored_with_its_entry_or_not_at_all(
+    datastore, queue, monkeypatch
+):
+    job = WithParams(datastore, queue)
+    job.enqueue(delay=0)
+    stored, cas = datastore.read_with_cas(job.key())
+    assert stored["queueJobId"] > 0 and cas == job.cas
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(sqlite_backend, "_write_document", fail)
+    second = WithParams(datastore, queue)
+    with pytest.raises(QueueUnavailable):
+        second.enqueue()
+    monkeypatch.undo()
+    assert datastore.read(second.key()) is None
+    entry = queue.reserve(timeout=0)
+    assert json.loads(entry.body) == job.uuid
+    entry.delete()
+    assert queue.reserve(timeout=0) is None
 
 
 def test_zerog_written_document_loads(datastore, queue):

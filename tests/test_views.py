@@ -27,6 +27,7 @@ from jsonschema import Draft7Validator
 from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 
 from flask_spacewalk import Spacewalk
+from flask_spacewalk.backends import sqlite as sqlite_backend
 from flask_spacewalk.errors import DatastoreUnavailable, QueueUnavailable
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.worker import Worker
@@ -1010,6 +1011,8 @@ def test_a_locked_datastore_is_503_after_the_busy_timeout(
 def test_a_job_that_cannot_be_enqueued_is_marked_and_503(
     make_app: MakeApp, datastore: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # ZeroG's order, where the queue is not the datastore's file: stored,
+    # then queued, then marked when the put fails.
     app = make_app(testing=False)
     client = app.test_client()
     _, queue = state_of(app).connections()
@@ -1020,11 +1023,38 @@ def test_a_job_that_cannot_be_enqueued_is_marked_and_503(
         raise QueueUnavailable("beanstalkd refused the connection")
 
     monkeypatch.setattr(queue, "put", refuse)
+    monkeypatch.setattr(queue, "put_with_document", lambda *args, **kwargs: None)
     body = assert_error(client.post(f"{FIZZ}/job", json={"n": 1}), 503)
     assert body["message"].startswith("queue")
     [uuid] = put_with
     assert datastore.read(make_key(uuid))["queueJobId"] == -1
     assert client.get(f"/examples/dump/{uuid}").get_json()["queueJobId"] == -1
+
+
+def test_in_one_sqlite_file_a_job_is_stored_and_queued_at_once_or_not_at_all(
+    make_app: MakeApp, datastore: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(testing=False)
+    client = app.test_client()
+    _, queue = state_of(app).connections()
+    uuid = client.post(f"{FIZZ}/job", json={"n": 1}).get_json()["uuid"]
+    document = datastore.read(make_key(uuid))
+    entry = queue.reserve(timeout=0)
+    assert entry is not None and json.loads(entry.body) == uuid
+    assert document["queueJobId"] == entry.id and document["queueName"] == queue.queueName
+    entry.delete()
+
+    def full(*args: Any) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    # The document is written after the entry, in the same transaction.
+    monkeypatch.setattr(sqlite_backend, "_write_document", full)
+    body = assert_error(client.post(f"{FIZZ}/job", json={"n": 1}), 503)
+    assert body["message"].startswith("queue unavailable")
+    assert queue.reserve(timeout=0) is None
+    monkeypatch.undo()
+    listed = client.get("/examples/jobs").get_json()["jobs"]
+    assert [job["uuid"] for job in listed] == [uuid]
 
 
 def test_a_job_that_raises_inline_is_created_with_its_error(api_client: FlaskClient) -> None:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable
 
 from .. import errors
 from ..runtime.protocols import Value
@@ -369,26 +369,37 @@ class SqliteDatastore(CasDatastore):
                 )
             return new_cas
         with self._db.connect(write=True) as conn:
-            row = conn.execute(
-                "SELECT cas FROM documents WHERE key = ?", (key,)
-            ).fetchone()
-            if row is not None:
-                new_cas = max(time.time_ns(), row[0] + 1)
-                conn.execute(
-                    f"UPDATE documents SET value = ?, cas = ?, updated_at = ?, {_SET_LISTING}"
-                    " WHERE key = ?",
-                    (text, new_cas, time.time(), *listing, key),
-                )
-            elif create:
-                new_cas = time.time_ns()
-                conn.execute(
-                    "INSERT INTO documents (key, value, cas, updated_at,"
-                    " job_created, job_type, job_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (key, text, new_cas, time.time(), *listing),
-                )
-            else:
-                new_cas = 0
+            return _write_document(conn, key, text, listing, create)
+
+
+def _write_document(
+    conn: sqlite3.Connection,
+    key: str,
+    text: str,
+    listing: tuple[str | None, str | None, str | None],
+    create: bool,
+) -> int:
+    """Replace (or, if ``create``, create) a document whatever its cas, in
+    ``conn``'s open write transaction; the new cas, or 0 when ``key`` is
+    missing and ``create`` is false."""
+    row = conn.execute("SELECT cas FROM documents WHERE key = ?", (key,)).fetchone()
+    if row is not None:
+        new_cas: int = max(time.time_ns(), row[0] + 1)
+        conn.execute(
+            f"UPDATE documents SET value = ?, cas = ?, updated_at = ?, {_SET_LISTING}"
+            " WHERE key = ?",
+            (text, new_cas, time.time(), *listing, key),
+        )
         return new_cas
+    if not create:
+        return 0
+    new_cas = time.time_ns()
+    conn.execute(
+        "INSERT INTO documents (key, value, cas, updated_at,"
+        " job_created, job_type, job_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (key, text, new_cas, time.time(), *listing),
+    )
+    return new_cas
 
 
 # -- job listing ---------------------------------------------------------------
@@ -522,17 +533,50 @@ class SqliteQueue:
         :param delay: Seconds before the entry can be reserved.
         :param priority: 0 is the most urgent.
         """
+        with self._db.connect(lock=True) as conn:
+            id = self._insert(conn, data, ttr, delay, priority)
+        self._waker.notify()
+        return id
+
+    def put_with_document(
+        self,
+        datastore: Any,
+        key: str,
+        document: Callable[[int], dict[str, Any]],
+        data: Any,
+        ttr: float | None = None,
+        delay: float = 0,
+        priority: int = 2**31,
+    ) -> tuple[int, int] | None:
+        """Put an entry and store the document ``document(entry_id)`` under
+        ``key`` in one transaction, when ``datastore`` is a
+        :class:`SqliteDatastore` of this file; None (nothing done) otherwise.
+
+        Both are written or neither is, with one commit instead of the three
+        of a save, a put and a save of the entry's id.
+
+        :return: the entry's id and the document's cas.
+        """
+        if not isinstance(datastore, SqliteDatastore) or datastore.path != self.path:
+            return None
+        with self._db.connect(write=True) as conn:
+            id = self._insert(conn, data, ttr, delay, priority)
+            value = document(id)
+            cas = _write_document(conn, key, json.dumps(value), _listing_columns(key, value), True)
+        self._waker.notify()  # after the commit: a waiter must find the entry
+        return id, cas
+
+    def _insert(
+        self, conn: sqlite3.Connection, data: Any, ttr: float | None, delay: float, priority: int
+    ) -> int:
         ttr = lease_seconds(ttr, self.default_ttr)
         delay = max(delay, 0)
-        body = json.dumps(data)
         now = time.time()
-        with self._db.connect(lock=True) as conn:
-            cursor = conn.execute(
-                "INSERT INTO queue (tube, body, pri, ttr, delay, created_at,"
-                " ready_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self.queueName, body, priority, ttr, delay, now, now + delay),
-            )
-        self._waker.notify()
+        cursor = conn.execute(
+            "INSERT INTO queue (tube, body, pri, ttr, delay, created_at,"
+            " ready_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.queueName, json.dumps(data), priority, ttr, delay, now, now + delay),
+        )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 

@@ -398,9 +398,11 @@ class RuntimeJob(ABC):
         :raises QueueError: the queue refused the entry; the job is then
             marked with ``queueJobId = -1`` so that nobody waits for it.
         """
+        queue_name = getattr(self.queue, "queueName", None)
+        if self.cas == 0 and self._put_with_document(queue_kwargs, queue_name):
+            return
         if self.cas == 0:
             self.save()
-        queue_name = getattr(self.queue, "queueName", None)
         try:
             queue_job_id = self.queue.put(self.uuid, **queue_kwargs)
         except QueueError:
@@ -413,6 +415,26 @@ class RuntimeJob(ABC):
         if queue_name:
             changes["queueName"] = queue_name
         self.update_attrs(**changes)
+
+    def _put_with_document(self, queue_kwargs: dict[str, Any], queue_name: str | None) -> bool:
+        """Store and queue a new job in one write, where the queue can do
+        that with this datastore (the embedded SQLite file); False if not."""
+        put = getattr(self.queue, "put_with_document", None)
+        if put is None:
+            return False
+
+        def document(queue_job_id: int) -> dict[str, Any]:
+            self.queueKwargs, self.queueJobId = queue_kwargs, queue_job_id
+            if queue_name:
+                self.queueName = queue_name
+            self.updatedAt = utcnow()
+            return self.dump()
+
+        written = put(self.datastore, self.key(), document, self.uuid, **queue_kwargs)
+        if written is None:
+            return False
+        self.cas = written[1]
+        return True
 
     # -- answers -------------------------------------------------------------
 
