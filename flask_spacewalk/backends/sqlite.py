@@ -45,8 +45,9 @@ BUSY_TIMEOUT = 5.0
 #: Longest sleep of a blocked ``reserve`` between two looks at the table.
 WAKE_FALLBACK = 0.5
 #: 2 added the job listing's columns and indexes: opening an older file adds
-#: them.
-SCHEMA_VERSION = 2
+#: them. 3 dropped the index on ``updated_at``, which nothing read and every
+#: write of a document paid for.
+SCHEMA_VERSION = 3
 
 # The job listing reads three columns that every write of a job document
 # sets from the dict it writes (see _listing_columns): indexes over the JSON
@@ -81,8 +82,7 @@ _SCHEMA = (
         job_type TEXT,
         job_status TEXT
     )""",
-    # job listings go newest first
-    "CREATE INDEX IF NOT EXISTS documents_updated_at ON documents (updated_at)",
+    "DROP INDEX IF EXISTS documents_updated_at",
     # the job listing: one index per way of reading it, only jobs; the key
     # orders equal createdAt values as the uuid does
     f"""CREATE INDEX IF NOT EXISTS jobs_created
