@@ -393,10 +393,13 @@ class RuntimeJob(ABC):
         """Save the job if it is new, then put it on its queue.
 
         ``queue_kwargs`` (``ttr``, ``delay``, ``priority``) go to
-        ``queue.put`` and are kept in ``queueKwargs``.
+        ``queue.put`` and are kept in ``queueKwargs``. A new job whose queue
+        can write its datastore (one SQLite file) is stored and queued in one
+        transaction instead: both or neither.
 
         :raises QueueError: the queue refused the entry; the job is then
-            marked with ``queueJobId = -1`` so that nobody waits for it.
+            marked with ``queueJobId = -1`` so that nobody waits for it (in
+            one transaction, nothing is stored).
         """
         queue_name = getattr(self.queue, "queueName", None)
         if self.cas == 0 and self._put_with_document(queue_kwargs, queue_name):
