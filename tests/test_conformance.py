@@ -175,6 +175,16 @@ def test_cas_is_a_growing_nonzero_int(datastore: Datastore) -> None:
     assert seen == sorted(set(seen)), "every write gives a greater cas"
 
 
+def test_read_many_answers_as_read_with_cas_in_the_order_given(datastore: Datastore) -> None:
+    # Not ZeroG's: the worker reads a job and its cancel request with it.
+    datastore.set("a", {"n": 1})
+    datastore.set("b", "text")
+    keys = ["b", "missing", "a", "b"]
+    assert datastore.read_many(keys) == [datastore.read_with_cas(k) for k in keys]  # type: ignore[attr-defined]
+    assert datastore.read_many([]) == []  # type: ignore[attr-defined]
+    assert datastore.read_many(["missing"]) == [(None, 0)]  # type: ignore[attr-defined]
+
+
 def test_delete(datastore: Datastore) -> None:
     assert datastore.delete("k") is False
     datastore.set("k", "v")

@@ -306,6 +306,25 @@ def test_one_lease_thread_serves_every_job_and_ends_with_the_run(
     assert len(leases) == 1 and not leases[0].is_alive()
 
 
+def test_the_cancel_request_is_read_with_the_job(registry, datastore, queue, monkeypatch):
+    # One read less per job (a round trip on PostgreSQL and Redis): the
+    # check before marking the job running answers from the load.
+    from flask_spacewalk.runtime import cancel
+
+    reads = []
+    real = cancel.cancel_requested
+
+    def counted(store: Any, uuid: str) -> bool:
+        reads.append(uuid)
+        return real(store, uuid)
+
+    monkeypatch.setattr(cancel, "cancel_requested", counted)
+    uuid = submit(NoopJob, datastore, queue)
+    make_worker(registry, datastore, queue).run(burst=True)
+    assert stored(datastore, uuid)["resultCode"] == 200
+    assert reads == [uuid]  # only the check before the result is saved
+
+
 def test_lease_keeper_touch_is_throttled():
     touches = []
 

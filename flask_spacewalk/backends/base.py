@@ -7,7 +7,7 @@ one :meth:`CasDatastore._write`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,10 @@ class CasDatastore(ABC):
     existsException: type[Exception] = errors.DocumentExists
 
     @abstractmethod
+    def read_with_cas(self, key: str) -> tuple[Value | None, int]:
+        """The value of ``key`` and its cas; ``(None, 0)`` when missing."""
+
+    @abstractmethod
     def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
         """Write ``value`` under ``key`` and return the new cas.
 
@@ -31,6 +35,12 @@ class CasDatastore(ABC):
 
         :param create: create ``key`` when missing; otherwise return 0.
         """
+
+    def read_many(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
+        """Each key's value and cas, as :meth:`read_with_cas` gives them, in
+        the order given; in one round trip where the store allows (not part
+        of ZeroG's protocol: callers fall back to ``read_with_cas``)."""
+        return [self.read_with_cas(key) for key in keys]
 
     def update(self, key: str, value: Value) -> bool:
         """Replace an existing key; ``False`` when it is missing."""

@@ -47,7 +47,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -79,6 +79,7 @@ _NOW_NS = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000"
 _NEXT_CAS = f"greatest({_NOW_NS}, d.cas + 1)"
 _SQL = {
     "read": "SELECT value, cas FROM {t} WHERE key = %s",
+    "read_many": "SELECT key, value, cas FROM {t} WHERE key = ANY(%s)",
     "create": (
         "INSERT INTO {t} (key, value, cas, updated_at)"
         f" VALUES (%s, %s::jsonb, {_NOW_NS}, now())"
@@ -454,6 +455,13 @@ class PostgresDatastore(CasDatastore):
         if row is None:
             return None, 0
         return row[0], int(row[1])
+
+    def read_many(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
+        """Each key's value and cas, in the order given, in one statement."""
+        with self._connections.connection() as conn:
+            rows = conn.execute(self._sql["read_many"], (list(keys),)).fetchall()
+        found = {key: (value, int(cas)) for key, value, cas in rows}
+        return [found.get(key, (None, 0)) for key in keys]
 
     def create(self, key: str, value: Value) -> bool:
         row, _ = self._execute("create", (key, _dumps(value)))

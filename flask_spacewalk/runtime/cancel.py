@@ -8,7 +8,8 @@ one protocol, which is what makes the races harmless:
   compare-and-swap: the cancellation (error 410 "cancelled", result 410)
   when the job is not running, or an unchanged save when it is;
 - every write of the worker that starts, requeues or finishes a job reads
-  the request while applying its change, and reads it again whenever a
+  the request while applying its change (for the start, it was read with
+  the job's document a moment before), and reads it again whenever a
   conflict makes it apply the change anew.
 
 So a worker's write either comes after the API's (it conflicts, re-reads and
@@ -196,15 +197,29 @@ class CancelWatch:
         self.exit_delay = exit_delay
         self.requested = False
         self.armed = False
+        self._primed = False
         self._requested_at: float | None = None
         self._interrupted_at: float | None = None
 
     def check(self) -> bool:
         """Whether the job's cancellation is requested (one read until it is)."""
-        if not self.requested and cancel_requested(self.datastore, self.uuid):
+        if self._primed:
+            self._primed = False  # read with the job's document a moment ago
+        elif not self.requested and cancel_requested(self.datastore, self.uuid):
+            self._set_requested()
+        return self.requested
+
+    def prime(self, requested: bool) -> None:
+        """Take the request as read together with the job's document: the
+        next :meth:`check` answers from it without reading again."""
+        if requested:
+            self._set_requested()
+        self._primed = True
+
+    def _set_requested(self) -> None:
+        if not self.requested:
             self.requested = True
             self._requested_at = time.monotonic()
-        return self.requested
 
     def keepalive(self) -> None:
         """The job's keepalive: renews the lease, or stops a cancelled job."""

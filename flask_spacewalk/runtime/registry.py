@@ -90,6 +90,22 @@ class JobRegistry:
         :raises InvalidJobDocument: the stored value is not a job document.
         """
         data, cas = datastore.read_with_cas(make_key(uuid))
+        return self.stored_job(uuid, data, cas, datastore, queue, keepalive)
+
+    def stored_job(
+        self,
+        uuid: str,
+        data: Any,
+        cas: int,
+        datastore: Datastore,
+        queue: Queue,
+        keepalive: Callable[[], Any] | None = None,
+    ) -> RuntimeJob:
+        """The job ``uuid`` from its stored value and cas, as read.
+
+        :raises JobNotFound: nothing was stored under that uuid.
+        :raises InvalidJobDocument: the stored value is not a job document.
+        """
         if data is None:
             raise JobNotFound(f"no job is stored with uuid {uuid!r}")
         if not isinstance(data, dict):

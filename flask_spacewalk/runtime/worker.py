@@ -36,6 +36,7 @@ from .cancel import (
     CancelWatch,
     JobCancelled,
     apply_cancelled,
+    cancel_key,
     clear_cancel,
     main_thread_interrupter,
     on_interrupt_signal,
@@ -48,6 +49,7 @@ from .job import (
     RuntimeJob,
     WarningContinue,
     WarningFinish,
+    make_key,
 )
 from .protocols import Datastore, Queue, QueueEntry
 from .registry import JobRegistry
@@ -392,9 +394,19 @@ class Worker:
             if not isinstance(uuid, str):
                 raise InvalidJobDocument(f"queue body {entry.body!r} is not a uuid")
             watch = self._watch(uuid, entry, lease)
-            return self.registry.get_job(
-                uuid, self.datastore, self.queue, watch.keepalive
-            ), watch
+            read_many = getattr(self.datastore, "read_many", None)
+            if read_many is None:  # a ZeroG datastore
+                return self.registry.get_job(
+                    uuid, self.datastore, self.queue, watch.keepalive
+                ), watch
+            # The job and its cancel request in one round trip: the check
+            # before marking the job running then needs no read of its own.
+            (data, cas), (request, _) = read_many([make_key(uuid), cancel_key(uuid)])
+            job = self.registry.stored_job(
+                uuid, data, cas, self.datastore, self.queue, watch.keepalive
+            )
+            watch.prime(request is not None)
+            return job, watch
         except DatastoreUnavailable as exc:
             # Not the job's fault: never count this towards deleting it.
             self._settle(entry, release=True, delay=self.LOAD_RETRY_DELAY)
