@@ -325,6 +325,42 @@ def test_the_cancel_request_is_read_with_the_job(registry, datastore, queue, mon
     assert reads == [uuid]  # only the check before the result is saved
 
 
+@pytest.mark.parametrize(
+    "outcome, progress_after",
+    [(Outcome(201), False), (Outcome(201), True), (Outcome(NO_RESULT, 0.0), False)],
+    ids=["finished", "finished-after-reporting-progress", "requeued"],
+)
+def test_a_run_whose_lease_ran_out_keeps_the_other_runs_result(
+    registry, datastore, queue, monkeypatch, outcome, progress_after
+):
+    # A worker too slow to renew its lease: the queue handed the job to
+    # another, which recorded a result first. The job ran twice; its final
+    # result is recorded once, and it is not queued again.
+    from flask_spacewalk.runtime.cancel import CancelWatch
+
+    recorded = []
+    original = ReturnsJob.record_result
+
+    def record_result(self, resultCode: int) -> None:
+        original(self, resultCode)
+        recorded.append(resultCode)
+
+    monkeypatch.setattr(ReturnsJob, "record_result", record_result)
+    uuid = submit(ReturnsJob, datastore, queue, value=201)
+    entry = queue.reserve(timeout=0)
+    slow = registry.get_job(uuid, datastore, queue)
+    slow.update_attrs(running=True)
+    registry.get_job(uuid, datastore, queue).record_result(200)  # the other run
+    if progress_after:  # a conflict, and the slow run holds the stored result
+        slow.set_completeness(0.5)
+        assert slow.resultCode == 200
+    watch = CancelWatch(datastore, uuid, lambda: None, grace=10)
+    make_worker(registry, datastore, queue)._finish(slow, entry, outcome, watch)
+    doc = stored(datastore, uuid)
+    assert (doc["resultCode"], doc["running"], recorded) == (200, False, [200])
+    assert queue.reserve(timeout=0) is None
+
+
 def test_lease_keeper_touch_is_throttled():
     touches = []
 

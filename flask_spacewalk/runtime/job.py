@@ -173,6 +173,9 @@ class RuntimeJob(ABC):
         self.tickcount: float = kwargs.get("tickcount", 0.0)
         self.tickval: float = kwargs.get("tickval", 0.001)
         self.resultCode: int = kwargs.get("resultCode", NO_RESULT)
+        # the result as last loaded or saved (run() may set resultCode
+        # without saving it); the worker's check for another run's result
+        self._saved_result = self.resultCode
 
     # -- the document ------------------------------------------------------
 
@@ -220,6 +223,7 @@ class RuntimeJob(ABC):
         """
         self.updatedAt = utcnow()
         _, self.cas = self.datastore.set_with_cas(self.key(), self.dump(), cas=self.cas)
+        self._saved_result = self.resultCode
 
     def reload(self) -> None:
         """Load the stored document again, replacing this job's attributes.

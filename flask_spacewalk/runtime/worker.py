@@ -69,6 +69,10 @@ class _CancelSeen(Exception):
     """A cancel request was read while a job's result was being recorded."""
 
 
+class _ResultStored(Exception):
+    """Another run's result was found while a job's result was being recorded."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What became of one run of a job.
@@ -561,8 +565,12 @@ class Worker:
                     return
                 except _CancelSeen:
                     cancelled = True
+                except _ResultStored:
+                    log.warning("job %s: another run recorded its result first (this "
+                                "run's lease ran out); not recording it again", job.uuid)
+                    return
             job.record_change(change)
-            if not cancelled and not outcome.finished:
+            if not cancelled and not outcome.finished and job.resultCode == NO_RESULT:
                 # Enqueue first, delete second: a crash in between runs the
                 # job twice, never zero times.
                 job.enqueue(delay=outcome.delay)
@@ -576,12 +584,18 @@ class Worker:
     def _record_result(job: RuntimeJob, result: int, watch: CancelWatch) -> None:
         """Call the job's own :meth:`~RuntimeJob.record_result` (jobs may
         override it, as ZeroG's), unless a cancel request is read before it
-        saves, at first or after a conflict.
+        saves, at first or after a conflict, or the job as last read shows
+        that another run recorded a result meanwhile: a job runs at least
+        once, but its final result is recorded once.
 
         :raises _CancelSeen: the request was read; nothing was saved.
+        :raises _ResultStored: another run's result is stored; nothing was
+            saved.
         """
 
         def guard() -> None:
+            if job._saved_result != NO_RESULT:
+                raise _ResultStored
             if watch.check():
                 raise _CancelSeen
 
