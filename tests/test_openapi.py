@@ -153,10 +153,13 @@ def test_deep_tree_tags_summaries_and_responses(make_app: MakeApp) -> None:
 
     progress = paths["/api/v1/deep/progress/{uuid}"]["get"]
     assert progress["tags"] == ["deep"]
-    (uuid,) = progress["parameters"]
+    (uuid, if_none_match) = progress["parameters"]
     assert uuid["in"] == "path" and uuid["required"] is True
     assert uuid["schema"]["pattern"] == f"^{UUID_PATTERN.pattern}$"
-    assert set(progress["responses"]) == {"200", "404", "405", "500", "503"}
+    assert (if_none_match["in"], if_none_match["name"]) == ("header", "If-None-Match")
+    assert set(progress["responses"]) == {"200", "304", "404", "405", "500", "503"}
+    assert set(progress["responses"]["200"]["headers"]) == {"ETag"}
+    assert "content" not in progress["responses"]["304"]
     dump = paths["/api/v1/deep/dump/{uuid}"]["get"]
     show_logs = dump["parameters"][1]
     assert show_logs["name"] == "showLogs" and show_logs["in"] == "query"
