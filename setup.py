@@ -15,7 +15,8 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["flask_spacewalk", "flask_spacewalk.*"]),
-    package_data={"flask_spacewalk": ["py.typed"]},
+    # the console's own JavaScript and CSS, served by the app (no build step)
+    package_data={"flask_spacewalk": ["py.typed", "static/console/*"]},
     install_requires=[
         # the web layer: blueprint, config, CLI (click comes with it)
         "flask>=2.3",

@@ -398,6 +398,12 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
 
     for entry in routes(state):
         route(entry.path, entry.endpoint, views.view(entry), entry.method)
+    if state.settings.console:
+        # HTML for people, so not in routes(), which the OpenAPI document lists
+        from .console import console_routes
+
+        for path, endpoint, view in console_routes(state):
+            route(path, endpoint, view, "GET")
     root = tree.root.path
 
     own_map = Map(own_rules)

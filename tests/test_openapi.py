@@ -82,12 +82,13 @@ def status(client: FlaskClient, url: str) -> int:
 
 
 def served_pairs(app: Flask) -> set[tuple[str, str]]:
-    """(OpenAPI path, method) of every rule of every tree, fallbacks left out."""
+    """(OpenAPI path, method) of every rule of every tree, fallbacks and the
+    console (an HTML page for people, left out of the document) left out."""
     names = {blueprint_name(root) + "." for root in app.extensions["spacewalk"]}
     pairs = set()
     for rule in app.url_map.iter_rules():
-        prefix = rule.endpoint.rsplit(".", 1)[0] + "."
-        if prefix in names and not rule.endpoint.endswith(".fallback"):
+        prefix, _, endpoint = rule.endpoint.rpartition(".")
+        if f"{prefix}." in names and endpoint not in ("fallback", "console", "console_asset"):
             path = re.sub(r"<(?:[^<>:]+:)?([^<>:]+)>", r"{\1}", rule.rule)
             pairs |= {(path, m.lower()) for m in rule.methods or () if m.lower() in METHODS}
     return pairs
