@@ -157,6 +157,10 @@ function showLeaf(path) {
         h("div", { class: "actions" }, submit),
         status,
       );
+      // the summary goes once every field it listed is right
+      form.addEventListener("input", () => {
+        if (!summary.hidden && fields.invalidFields().length === 0) summary.hidden = true;
+      });
       form.addEventListener("submit", (event) => {
         event.preventDefault();
         start(leaf, fields, { summary, status, submit });

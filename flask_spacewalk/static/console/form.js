@@ -140,8 +140,10 @@ function patternTest(pattern, text) {
 
 /** The field parts every kind shares: label, hint, error message. */
 class Field {
-  constructor(name, label, schema, { required, nullable, kind }) {
+  constructor(name, label, schema, { required, nullable, kind, item }) {
     this.name = name;
+    // an array's item must have a value, but says so by being there
+    this.marked = required && !item;
     this.label = label;
     this.schema = schema;
     this.required = required;
@@ -158,8 +160,8 @@ class Field {
       "label",
       { for: forId },
       this.label,
-      this.required ? h("span", { class: "req", "aria-hidden": "true", text: " *" }) : null,
-      this.required ? h("span", { class: "vh", text: " (required)" }) : null,
+      this.marked ? h("span", { class: "req", "aria-hidden": "true", text: " *" }) : null,
+      this.marked ? h("span", { class: "vh", text: " (required)" }) : null,
     );
   }
 
@@ -222,7 +224,8 @@ class InputField extends Field {
     }
     this.control = h("input", attrs);
     if (s.default !== undefined && s.default !== null) this.control.value = String(s.default);
-    this.control.addEventListener("change", () => this.validate());
+    // errors are shown on submit; once shown, they go as soon as the value is right
+    this.control.addEventListener("input", () => this.errors && this.validate());
     this.wrapper = h("div", { class: `field field-${this.kind}` }, this.labelEl(), this.control, this.hintEl, this.errorEl);
   }
 
@@ -275,7 +278,8 @@ class SelectField extends Field {
       if (hasDefault && JSON.stringify(v) === JSON.stringify(schema.default)) option.selected = true;
       this.control.append(option);
     });
-    this.control.addEventListener("change", () => this.validate());
+    // errors are shown on submit; once shown, they go as soon as the value is right
+    this.control.addEventListener("input", () => this.errors && this.validate());
     this.wrapper = h("div", { class: `field field-select` }, this.labelEl(), this.control, this.hintEl, this.errorEl);
   }
 
@@ -316,7 +320,8 @@ class JsonField extends Field {
     super(name, label, schema, opts);
     this.control = h("textarea", { id: this.id, name, rows: 3, spellcheck: "false", "aria-describedby": this.describedBy(), required: this.required });
     if (schema.default !== undefined && schema.default !== null) this.control.value = JSON.stringify(schema.default);
-    this.control.addEventListener("change", () => this.validate());
+    // errors are shown on submit; once shown, they go as soon as the value is right
+    this.control.addEventListener("input", () => this.errors && this.validate());
     this.wrapper = h("div", { class: "field field-json" }, this.labelEl(), this.control, this.hintEl, this.errorEl);
   }
 
@@ -368,7 +373,7 @@ class ObjectField extends Field {
       return;
     }
     this.body = h("fieldset", { class: "plain" }, inner);
-    const legend = h("legend", {}, this.label, this.required ? h("span", { class: "req", "aria-hidden": "true", text: " *" }) : null);
+    const legend = h("legend", {}, this.label, this.marked ? h("span", { class: "req", "aria-hidden": "true", text: " *" }) : null);
     this.wrapper = h("fieldset", { class: "field object", "aria-describedby": this.describedBy() }, legend);
     if (!this.required) {
       // An optional object is sent only when asked for; while it is not, its
@@ -435,7 +440,7 @@ class ArrayField extends Field {
     this.items = [];
     this.list = h("ol", { class: "items" });
     this.add = h("button", { type: "button", class: "secondary", text: `Add ${label} item`, onclick: () => this.addItem(undefined, true) });
-    const legend = h("legend", {}, this.label, this.required ? h("span", { class: "req", "aria-hidden": "true", text: " *" }) : null);
+    const legend = h("legend", {}, this.label, this.marked ? h("span", { class: "req", "aria-hidden": "true", text: " *" }) : null);
     this.wrapper = h("fieldset", { class: "field array", "aria-describedby": this.describedBy() }, legend, this.hintEl, this.list, this.add, this.errorEl);
     this.control = null;
     for (const v of Array.isArray(schema.default) ? schema.default : []) this.addItem(v, false);
@@ -445,7 +450,7 @@ class ArrayField extends Field {
   addItem(initial, focus) {
     const itemSchema = { ...(this.schema.items || {}) };
     if (initial !== undefined) itemSchema.default = initial;
-    const field = makeField(`${this.name}.${this.items.length}`, "", itemSchema, true, this.root, this.depth + 1);
+    const field = makeField(`${this.name}.${this.items.length}`, "", itemSchema, true, this.root, this.depth + 1, true);
     const remove = h("button", { type: "button", class: "secondary small" });
     const li = h("li", {}, field.wrapper, remove);
     const item = { field, li, remove };
@@ -517,11 +522,11 @@ class ArrayField extends Field {
   }
 }
 
-function makeField(name, label, rawSchema, required, root, depth) {
+function makeField(name, label, rawSchema, required, root, depth, item = false) {
   const { schema, nullable } = resolve(rawSchema, root);
   let kind = depth > MAX_DEPTH ? "json" : kindOf(schema);
   if (kind === "boolean" && schema.default === undefined && !required) kind = "enum-boolean";
-  const opts = { required, nullable, kind };
+  const opts = { required, nullable, kind, item };
   switch (kind) {
     case "enum":
       return new SelectField(name, label, schema, opts);
