@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON3 := $(shell command -v python3)
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-mm3 bench soak lint docs clean
+.PHONY: run test test-mm3 bench soak lint docs screenshots clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
@@ -20,8 +20,9 @@ run: $(STAMP)
 
 ## make test: the whole suite (one pytest process per core), then what
 ## marshmallow 3 can change (both marshmallow 3 environments at once)
+# (loadgroup: the console's browser tests share one server and one browser)
 test: $(STAMP)
-	$(PY) -m pytest -n auto
+	$(PY) -m pytest -n auto --dist loadgroup
 	$(MAKE) test-mm3
 
 # marshmallow shapes the schemas, the documents and the API, not the backends
@@ -43,6 +44,11 @@ bench: $(STAMP)
 ## make docs: the HTML documentation in docs/_build/html (warnings are errors)
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
+## make screenshots: the console's browser tests, saving the pictures of
+## docs/console.rst into docs/_static
+screenshots: $(STAMP)
+	SPACEWALK_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/_static $(PY) -m pytest -q tests/test_console_browser.py
 
 ## make soak: the reliability checks repeated for MINUTES (default 10), then a summary
 MINUTES ?= 10

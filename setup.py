@@ -15,7 +15,8 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["flask_spacewalk", "flask_spacewalk.*"]),
-    package_data={"flask_spacewalk": ["py.typed"]},
+    # the console's own JavaScript and CSS, served by the app (no build step)
+    package_data={"flask_spacewalk": ["py.typed", "static/console/*"]},
     install_requires=[
         # the web layer: blueprint, config, CLI (click comes with it)
         "flask>=2.3",
@@ -50,6 +51,10 @@ setup(
             # example service is fuzzed against it
             "openapi-spec-validator>=0.7",
             "schemathesis>=4.0",
+            # the console's browser tests drive Debian's Chromium (/usr/bin/chromium);
+            # Playwright's own browser download is never used (.ci/run sets
+            # PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 and installs chromium with apt)
+            "playwright>=1.40",
         ],
         # the distributed backends, each chosen by URL
         "postgresql": ["psycopg>=3.1", "psycopg-pool>=3.1"],

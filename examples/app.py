@@ -29,6 +29,7 @@ def create_app() -> Flask:
             "branches": "/examples/branches",
             "stored jobs": "/examples/jobs",
             "docs": "/docs",
+            "console": "/examples/console",
             "openapi": "/openapi.json",
         }
 

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "SPACEWALK_RUN_INLINE": None,
     "SPACEWALK_EXPOSE_DOCS": True,
     "SPACEWALK_CANCEL_GRACE": 10,
+    "SPACEWALK_CONSOLE": True,
 }
 
 #: A view decorator, as in Flask's ``View.decorators``.
@@ -61,6 +62,7 @@ class Settings:
     run_inline: bool | None
     cancel_grace: float
     expose_docs: bool = True
+    console: bool = True
 
     @property
     def queue_name(self) -> str:
@@ -200,8 +202,9 @@ class Spacewalk:
         ``SPACEWALK_QUEUE_URL``, ``SPACEWALK_URL_PREFIX``,
         ``SPACEWALK_MAX_CONTENT_LENGTH``, ``SPACEWALK_CORS_ORIGINS``,
         ``SPACEWALK_EXPOSE_DUMP``, ``SPACEWALK_JOB_TTR``,
-        ``SPACEWALK_CANCEL_GRACE``, ``SPACEWALK_EXPOSE_DOCS`` and
-        ``SPACEWALK_RUN_INLINE`` (read again at each request).
+        ``SPACEWALK_CANCEL_GRACE``, ``SPACEWALK_EXPOSE_DOCS``,
+        ``SPACEWALK_CONSOLE`` and ``SPACEWALK_RUN_INLINE`` (read again at
+        each request).
 
         :raises ConfigurationError: a bad setting or job tree, or this
             extension is already registered on ``app``.
@@ -309,6 +312,7 @@ def _settings(app: Flask, options: dict[str, Any]) -> Settings:
         # at each request, so tests can switch it on an existing app.
         run_inline=options.get("run_inline"),
         expose_docs=bool(values["expose_docs"]),
+        console=bool(values["console"]),
     )
 
 

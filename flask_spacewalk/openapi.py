@@ -252,6 +252,23 @@ _ALLOW = {
     "required": True,
     "schema": {"type": "string"},
 }
+_ETAG = {
+    "description": "The job document's version (its cas, quoted): send it back in"
+                   " If-None-Match to be answered 304 while the job has not changed.",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_IF_NONE_MATCH = {
+    "in": "header",
+    "name": "If-None-Match",
+    "description": "ETags of copies the client holds (RFC 9110: a list, weak tags and *"
+                   " too); one that matches is answered 304 without a body.",
+    "schema": {"type": "string"},
+}
+_NOT_MODIFIED = {
+    "description": "Not modified: the job is as the If-None-Match ETag says; no body.",
+    "headers": {"ETag": _ETAG},
+}
 _LINK = {
     "description": 'The next page: <path?filters&cursor=...>; rel="next".',
     "schema": {"type": "string"},
@@ -356,11 +373,12 @@ class _Operations:
         query: Sequence[dict[str, Any]] = (),
         errors: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """A GET about one stored job: 404 for no such job, 500 for an
-        unreadable document."""
-        responses = {"200": ok, "404": "NotFound", "500": "InternalServerError",
+        """A GET about one stored job: an ETag, 304 for If-None-Match, 404 for
+        no such job, 500 for an unreadable document."""
+        responses = {"200": {**ok, "headers": {"ETag": _ETAG}}, "304": _NOT_MODIFIED,
+                     "404": "NotFound", "500": "InternalServerError",
                      "503": "ServiceUnavailable", **(errors or {})}
-        return {"summary": summary, "parameters": [_UUID_PARAMETER, *query],
+        return {"summary": summary, "parameters": [_UUID_PARAMETER, *query, _IF_NONE_MATCH],
                 "responses": responses}
 
     def _progress(self, route: Route) -> dict[str, Any]:

@@ -181,34 +181,46 @@ class Views:
 
     def progress(self, uuid: str) -> Response:
         document, cas = self._document(uuid)
+        headers = _validators(cas)
+        if _not_modified(headers):
+            return _304(headers)
         if self._fast_progress[document["jobType"]]:
-            return json_response(_progress(document))
-        return json_response(self._job(document, cas).progress())
+            return json_response(_progress(document), headers=headers)
+        return json_response(self._job(document, cas).progress(), headers=headers)
 
     def info(self, uuid: str) -> Response:
         document, cas = self._document(uuid)
+        headers = _validators(cas)
+        if _not_modified(headers):
+            return _304(headers)
         if self._fast_progress[document["jobType"]]:
             answer = _progress(document)
             answer.update((name, document.get(name, [])) for name in LOG_FIELDS)
-            return json_response(answer)
-        return json_response(self._job(document, cas).info())
+            return json_response(answer, headers=headers)
+        return json_response(self._job(document, cas).info(), headers=headers)
 
     def data(self, uuid: str) -> Response:
         document, cas = self._document(uuid)
-        return json_response(self._job(document, cas).get_data())
+        headers = _validators(cas)
+        if _not_modified(headers):
+            return _304(headers)
+        return json_response(self._job(document, cas).get_data(), headers=headers)
 
     def dump(self, uuid: str) -> Response:
         show_logs = request.args.get("showLogs", "false").lower()
         if show_logs not in ("true", "false"):
             raise BadRequest("showLogs must be true or false")
         document, cas = self._document(uuid)
+        headers = _validators(cas)
+        if _not_modified(headers):
+            return _304(headers)
         document["cas"] = cas
         if "completeness" in document:
             document["completeness"] = float(document["completeness"])
         if show_logs == "false":
             for name in LOG_FIELDS:
                 document.pop(name, None)
-        return json_response(document)
+        return json_response(document, headers=headers)
 
     def cancel(self, uuid: str) -> Response:
         """200 cancelled (never runs), 202 cancelling (running), 409 finished."""
@@ -218,6 +230,27 @@ class Views:
             raise Conflict(f"job {uuid} already has its result; nothing to cancel")
         status = 200 if answer is CancelAnswer.CANCELLED else 202
         return json_response({"uuid": uuid, "status": answer.value}, status)
+
+
+def _validators(cas: int) -> dict[str, str]:
+    """The ``ETag`` of a job's answers: its document's cas, which every write
+    changes, read with the document (no hashing); ``no-cache`` so that no
+    cache serves a stored copy without asking."""
+    return {"ETag": f'"{cas}"', "Cache-Control": "no-cache"}
+
+
+def _not_modified(headers: dict[str, str]) -> bool:
+    """Whether the request's ``If-None-Match`` matches the ETag in
+    ``headers`` (weak comparison, ``*`` and lists included, RFC 9110 13.1.2)."""
+    if "If-None-Match" not in request.headers:
+        return False
+    return request.if_none_match.contains_weak(headers["ETag"][1:-1])
+
+
+def _304(headers: dict[str, str]) -> Response:
+    response = Response(status=304, headers=headers)
+    del response.headers["Content-Type"]  # no body, so no type
+    return response
 
 
 def _progress(document: dict[str, Any]) -> dict[str, Any]:
@@ -365,6 +398,12 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
 
     for entry in routes(state):
         route(entry.path, entry.endpoint, views.view(entry), entry.method)
+    if state.settings.console:
+        # HTML for people, so not in routes(), which the OpenAPI document lists
+        from .console import console_routes
+
+        for path, endpoint, view in console_routes(state):
+            route(path, endpoint, view, "GET")
     root = tree.root.path
 
     own_map = Map(own_rules)
@@ -488,7 +527,7 @@ def _cors(origins: tuple[str, ...]) -> Callable[[Response], Response]:
         response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
         if not allow_any:
             response.vary.add("Origin")
-        response.headers["Access-Control-Expose-Headers"] = "Location, Link"
+        response.headers["Access-Control-Expose-Headers"] = "Location, Link, ETag"
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = response.headers.get(
                 "Allow", "GET, POST, OPTIONS"

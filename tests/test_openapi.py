@@ -82,12 +82,13 @@ def status(client: FlaskClient, url: str) -> int:
 
 
 def served_pairs(app: Flask) -> set[tuple[str, str]]:
-    """(OpenAPI path, method) of every rule of every tree, fallbacks left out."""
+    """(OpenAPI path, method) of every rule of every tree, fallbacks and the
+    console (an HTML page for people, left out of the document) left out."""
     names = {blueprint_name(root) + "." for root in app.extensions["spacewalk"]}
     pairs = set()
     for rule in app.url_map.iter_rules():
-        prefix = rule.endpoint.rsplit(".", 1)[0] + "."
-        if prefix in names and not rule.endpoint.endswith(".fallback"):
+        prefix, _, endpoint = rule.endpoint.rpartition(".")
+        if f"{prefix}." in names and endpoint not in ("fallback", "console", "console_asset"):
             path = re.sub(r"<(?:[^<>:]+:)?([^<>:]+)>", r"{\1}", rule.rule)
             pairs |= {(path, m.lower()) for m in rule.methods or () if m.lower() in METHODS}
     return pairs
@@ -153,10 +154,13 @@ def test_deep_tree_tags_summaries_and_responses(make_app: MakeApp) -> None:
 
     progress = paths["/api/v1/deep/progress/{uuid}"]["get"]
     assert progress["tags"] == ["deep"]
-    (uuid,) = progress["parameters"]
+    (uuid, if_none_match) = progress["parameters"]
     assert uuid["in"] == "path" and uuid["required"] is True
     assert uuid["schema"]["pattern"] == f"^{UUID_PATTERN.pattern}$"
-    assert set(progress["responses"]) == {"200", "404", "405", "500", "503"}
+    assert (if_none_match["in"], if_none_match["name"]) == ("header", "If-None-Match")
+    assert set(progress["responses"]) == {"200", "304", "404", "405", "500", "503"}
+    assert set(progress["responses"]["200"]["headers"]) == {"ETag"}
+    assert "content" not in progress["responses"]["304"]
     dump = paths["/api/v1/deep/dump/{uuid}"]["get"]
     show_logs = dump["parameters"][1]
     assert show_logs["name"] == "showLogs" and show_logs["in"] == "query"

@@ -291,6 +291,82 @@ def test_dump_cas_follows_the_datastore(client: FlaskClient, datastore: Any) -> 
     assert client.get(f"/examples/dump/{uuid}").get_json()["cas"] == new_cas
 
 
+# -- conditional requests: ETag and If-None-Match ------------------------------
+
+BY_UUID = ("progress", "info", "data", "dump")
+
+
+@pytest.mark.parametrize("kind", BY_UUID)
+def test_answers_about_a_job_carry_its_cas_as_etag(
+    client: FlaskClient, datastore: Any, kind: str
+) -> None:
+    uuid = start(client, "/examples/fizz_buzz", {"n": 3})
+    url = f"/examples/{kind}/{uuid}"
+    first = client.get(url)
+    _, cas = datastore.read_with_cas(make_key(uuid))
+    assert first.status_code == 200
+    assert first.headers["ETag"] == f'"{cas}"'
+    assert first.headers["Cache-Control"] == "no-cache"
+
+    unchanged = client.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert unchanged.status_code == 304
+    assert unchanged.data == b""
+    assert unchanged.headers["ETag"] == first.headers["ETag"]
+    assert "Content-Type" not in unchanged.headers
+
+    # Any write changes the cas, so the copy the client holds is stale.
+    document, cas = datastore.read_with_cas(make_key(uuid))
+    datastore.set_with_cas(make_key(uuid), {**document, "completeness": 0.5}, cas=cas)
+    changed = client.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] != first.headers["ETag"]
+    assert changed.get_json() != first.get_json() or kind == "data"
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        ('"{cas}"', 304),
+        ('W/"{cas}"', 304),  # If-None-Match compares weakly (RFC 9110 13.1.2)
+        ('"1", "{cas}"', 304),
+        ('"1",W/"{cas}" , "2"', 304),
+        ("*", 304),
+        ('"1"', 200),
+        ('"1", W/"2"', 200),
+        ('"{cas}1"', 200),
+        ("{cas}", 304),  # unquoted: not RFC 9110, but werkzeug (and so we) accept it
+        ("", 200),
+    ],
+)
+def test_if_none_match_forms(
+    client: FlaskClient, datastore: Any, header: str, status: int
+) -> None:
+    uuid = start(client, "/examples/fizz_buzz", {"n": 3})
+    _, cas = datastore.read_with_cas(make_key(uuid))
+    response = client.get(
+        f"/examples/progress/{uuid}", headers={"If-None-Match": header.format(cas=cas)}
+    )
+    assert response.status_code == status
+    assert response.headers["ETag"] == f'"{cas}"'
+
+
+def test_if_none_match_does_not_hide_errors(client: FlaskClient) -> None:
+    missing = "00000000-0000-4000-8000-000000000000"
+    response = client.get(f"/examples/progress/{missing}", headers={"If-None-Match": "*"})
+    assert_error(response, 404)
+    assert "ETag" not in response.headers
+
+
+def test_a_job_class_with_its_own_progress_has_the_etag_too(
+    api_client: FlaskClient, datastore: Any
+) -> None:
+    uuid = start(api_client, f"{SVC}/special/staged")  # overrides progress()
+    _, cas = datastore.read_with_cas(make_key(uuid))
+    for kind in ("progress", "info"):
+        response = api_client.get(f"{SVC}/{kind}/{uuid}", headers={"If-None-Match": f'"{cas}"'})
+        assert response.status_code == 304, kind
+
+
 def test_seed_walkthrough_queued_then_worker(make_app: MakeApp) -> None:
     app = make_app(testing=False)
     client = app.test_client()

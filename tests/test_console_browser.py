@@ -1,0 +1,299 @@
+"""The console in a real browser: Playwright drives Debian's Chromium
+(``/usr/bin/chromium``; Playwright never downloads one) against the example
+app plus the tree of tests/console_jobs, served by gunicorn with a worker.
+
+Each test waits for a condition (Playwright's auto-waiting ``expect``),
+never for a fixed time. Screenshots of each state go to a temporary
+directory, or to ``$SPACEWALK_CONSOLE_SCREENSHOTS`` (``make screenshots``
+writes those of docs/console.rst into docs/_static).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import requires_ci_or_skip
+from reliability_support import free_port, log_tail, stop_process, wait_until
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+CHROMIUM = Path("/usr/bin/chromium")
+TIMEOUT_MS = 20_000
+MARKUP = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"><b>bold</b>'
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("console-browser")]
+
+try:
+    from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
+except ImportError:  # pragma: no cover - the test extra installs it
+    sync_playwright = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The console app with one worker process; its base URL."""
+    tmp = tmp_path_factory.mktemp("console")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+        "FLASK_SPACEWALK_DATASTORE_URL": f"sqlite:///{tmp / 'jobs.sqlite3'}",
+        "FLASK_SPACEWALK_RUN_INLINE": "false",
+        # a cancelled job that does not report progress is stopped after 1 s
+        "FLASK_SPACEWALK_CANCEL_GRACE": "1",
+    }
+    log_path = tmp / "serve.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "console_app", "spacewalk", "serve",
+             "--bind", f"127.0.0.1:{port}", "--web-workers", "2", "--processes", "1",
+             "--grace", "2"],
+            cwd=TESTS, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base}/examples/leaves", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    try:
+        if not wait_until(up, timeout=30, interval=0.1):
+            pytest.fail(f"the console app did not start:\n{log_tail(log_path)}")
+        yield base
+    finally:
+        stop_process(proc, timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if sync_playwright is None:
+        requires_ci_or_skip("playwright is not installed: pip install -e '.[test]'")
+    if not CHROMIUM.exists():
+        requires_ci_or_skip(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 820})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, errors  # no script error on any page
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = os.environ.get("SPACEWALK_CONSOLE_SCREENSHOTS")
+    path = Path(target) if target else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def open_console(page: Page, base: str, root: str = "/examples", hash_: str = "") -> None:
+    page.goto(f"{base}{root}/console{hash_}")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+def post(base: str, path: str, body: dict[str, Any]) -> str:
+    request = urllib.request.Request(
+        f"{base}{path}", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return str(json.load(answer)["uuid"])
+
+
+def wait_finished(page: Page) -> None:
+    expect(page.locator("main")).to_have_attribute("data-job-done", "true")
+
+
+def test_fizz_buzz_from_the_tree_to_its_output(page: Page, server: str, shots: Path) -> None:
+    open_console(page, server)
+    tree = page.get_by_role("navigation", name="Job tree")
+    expect(tree.get_by_role("link", name="FizzBuzz Job")).to_be_visible()
+    expect(tree).to_contain_text("Solve FizzBuzz with settable n, fizz & buzz divisors")
+    expect(tree.get_by_role("link", name="Waste Time Job")).to_be_visible()
+    page.screenshot(path=shots / "console-tree.png")
+
+    # by keyboard: follow the link, type, Enter submits
+    tree.get_by_role("link", name="FizzBuzz Job").focus()
+    page.keyboard.press("Enter")
+    n = page.get_by_label("n", exact=True)
+    expect(n).to_have_value("50")  # the defaults are filled in
+    expect(page.get_by_label("fizzDivisor")).to_have_value("3")
+    expect(page.get_by_label("buzzDivisor")).to_have_value("5")
+    expect(n).to_have_attribute("min", "0")
+    expect(n).to_have_attribute("max", "100000")
+    n.fill("20")
+    page.screenshot(path=shots / "console-form.png")
+    with page.expect_request(lambda r: r.method == "POST") as posted:
+        n.press("Enter")
+    assert posted.value.post_data_json == {"n": 20, "fizzDivisor": 3, "buzzDivisor": 5}
+
+    wait_finished(page)
+    expect(page.locator(".pct")).to_have_text("100%")
+    expect(page.locator(".result")).to_have_text("200")
+    expect(page.locator(".job-status")).to_have_text("finished")
+    expect(page.locator(".log-events li")).to_have_count(1)
+    expect(page.locator(".log-events .msg")).to_contain_text("starting examples_fizz_buzz job")
+    output = json.loads(page.locator("pre.data").inner_text())["output"]
+    assert len(output) == 20 and output[14] == "FizzBuzz" and output[19] == "Buzz"
+    expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+    page.screenshot(path=shots / "console-finished.png", full_page=True)
+
+
+def test_invalid_values_are_shown_at_their_fields(page: Page, server: str, shots: Path) -> None:
+    posts: list[Request] = []
+    page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
+    open_console(page, server, hash_="#/leaf/examples/fizz_buzz")
+    n = page.get_by_label("n", exact=True)
+    n.fill("-1")
+    page.get_by_role("button", name="Start job").click()
+    field = page.locator(".field", has=n)
+    expect(field.locator(".field-error")).to_be_visible()
+    expect(field.locator(".field-error")).to_contain_text("0")
+    expect(n).to_have_attribute("aria-invalid", "true")
+    expect(n).to_be_focused()
+    expect(page.locator(".summary")).to_contain_text("1 field needs attention")
+    assert posts == []  # checked in the browser: nothing was sent
+    page.screenshot(path=shots / "console-field-error.png")
+
+    # A rule JSON Schema cannot express: the server's 422 shows at the field.
+    open_console(page, server, "/console_tests", "#/leaf/console_tests/shout")
+    page.get_by_label("message").fill("hello")
+    times = page.get_by_label("times")
+    times.fill("3")
+    page.get_by_role("button", name="Start job").click()
+    error = page.locator(".field", has=times).locator(".field-error")
+    expect(error).to_have_text("Must be an even number.")
+    expect(page.locator(".summary")).to_contain_text("The server did not start the job")
+    assert [r.post_data_json for r in posts] == [{"message": "hello", "times": 3}]
+    page.screenshot(path=shots / "console-server-error.png")
+    times.fill("4")
+    page.get_by_role("button", name="Start job").click()
+    wait_finished(page)
+
+
+def test_cancel_a_long_job_and_see_it_cancelled(page: Page, server: str, shots: Path) -> None:
+    progress: list[tuple[int, str | None]] = []
+
+    def seen(response: Any) -> None:
+        if "/progress/" in response.url:
+            progress.append((response.status, response.request.headers.get("if-none-match")))
+
+    page.on("response", seen)
+    open_console(page, server, hash_="#/leaf/examples/waste_time")
+    page.get_by_label("delay").fill("600")
+    page.get_by_role("button", name="Start job").click()
+    expect(page.locator(".log-events .msg").first).to_contain_text("starting examples_waste_time")
+    expect(page.locator(".state")).to_contain_text("Running")
+    # the page asks with If-None-Match and the server answers 304 while nothing changed
+    unchanged = page.wait_for_event(
+        "response", lambda r: "/progress/" in r.url and r.status == 304, timeout=TIMEOUT_MS
+    )
+    assert unchanged.request.headers["if-none-match"] == progress[-1][1]
+    assert progress[0] == (200, None)  # the first time it holds no ETag
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator(".cancel-note")).to_contain_text("Cancelling")
+    wait_finished(page)
+    expect(page.locator(".job-status")).to_have_text("cancelled")
+    expect(page.locator(".result")).to_have_text("410")
+    expect(page.locator(".log-errors .msg").last).to_have_text("cancelled")
+    page.screenshot(path=shots / "console-cancelled.png", full_page=True)
+
+
+def test_recent_jobs_filter_and_cancel(page: Page, server: str, shots: Path) -> None:
+    uuid = post(server, "/examples/waste_time/job", {"delay": 600})
+    open_console(page, server)
+    row = page.locator(f'tr[data-uuid="{uuid}"]')
+    expect(row).to_be_visible()
+    expect(row.locator(".badge")).to_have_text("running")  # the worker is free
+    page.screenshot(path=shots / "console-jobs.png")
+    page.get_by_label("Status").select_option("running")
+    expect(page.locator("tbody tr")).to_have_count(1)
+    expect(row).to_be_visible()
+    row.get_by_role("button", name=f"Cancel Waste Time Job {uuid}").click()
+    expect(page.locator(".list-note")).to_contain_text(uuid)
+    expect(row).to_be_hidden()  # no longer running
+    page.get_by_label("Status").select_option("failed")
+    expect(row.locator(".badge")).to_have_text("failed")
+    row.get_by_role("link").click()
+    wait_finished(page)
+    expect(page.locator(".job-status")).to_have_text("cancelled")
+
+
+def test_job_messages_are_text_never_markup(page: Page, server: str, shots: Path) -> None:
+    open_console(page, server, "/console_tests", "#/leaf/console_tests/shout")
+    expect(page.get_by_role("navigation", name="Job tree")).to_contain_text("<em>browser</em>")
+    expect(page.locator("header h1")).to_contain_text("Console <test> jobs")
+    page.get_by_label("message").fill(MARKUP)
+    page.get_by_role("button", name="Start job").click()
+    wait_finished(page)
+    for kind in ("events", "warnings", "errors"):
+        expect(page.locator(f".log-{kind} .msg").first).to_have_text(MARKUP)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("main img, main script, main b").count() == 0
+    assert json.loads(page.locator("pre.data").inner_text())["message"] == MARKUP
+    page.screenshot(path=shots / "console-escaped.png", full_page=True)
+
+
+def test_a_form_of_every_kind_sends_typed_json(page: Page, server: str, shots: Path) -> None:
+    open_console(page, server, "/console_tests", "#/leaf/console_tests/forms/everything")
+    page.get_by_label("name").fill("much too long")
+    page.get_by_label("code").fill("abc")
+    page.get_by_label("count").fill("2.5")
+    page.get_by_role("button", name="Start job").click()
+    expect(page.locator(".summary")).to_contain_text("3 fields need attention")
+    for label, text in (("name", "at most 8"), ("code", "Must match"), ("count", "")):
+        expect(page.locator(".field", has=page.get_by_label(label)).locator(".field-error"))\
+            .to_be_visible()
+        if text:
+            expect(page.locator(".field", has=page.get_by_label(label))).to_contain_text(text)
+
+    page.get_by_label("name").fill("abc")
+    page.get_by_label("code").fill("XYZ")
+    page.get_by_label("mode").select_option("slow")
+    page.get_by_label("count").fill("3")
+    page.get_by_label("ratio").fill("0.25")
+    page.get_by_label("flag").check()
+    page.get_by_role("button", name="Add tags item").click()
+    page.get_by_role("textbox", name="tags item 1").fill("a")
+    page.get_by_role("button", name="Add tags item").click()
+    page.get_by_role("textbox", name="tags item 2").fill("bc")
+    page.get_by_label("Set point").check()
+    point = page.locator("fieldset.object", has_text="Set point")
+    point.get_by_label("x").fill("4")
+    expect(point.get_by_label("y")).to_have_value("0")
+    page.get_by_role("button", name="Add path item").click()
+    item = page.locator("fieldset.array", has_text="path").locator("li").first
+    item.get_by_label("x").fill("1")
+    item.get_by_label("y").fill("2")
+    page.get_by_label("color").select_option("green")
+    page.screenshot(path=shots / "console-everything.png", full_page=True)
+    with page.expect_request(lambda r: r.method == "POST") as posted:
+        page.get_by_role("button", name="Start job").click()
+    expected = {
+        "name": "abc", "code": "XYZ", "mode": "slow", "count": 3, "ratio": 0.25, "flag": True,
+        "tags": ["a", "bc"], "point": {"x": 4, "y": 0}, "path": [{"x": 1, "y": 2}],
+        "color": "green",
+    }
+    assert posted.value.post_data_json == expected
+    wait_finished(page)
+    assert json.loads(page.locator("pre.data").inner_text()) == expected
