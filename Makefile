@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev,docs]'
+	$(PY) -m pip install --quiet -e '.[test,dev,docs,browser]'
 	touch $(STAMP)
 
 ## make run: the example service on http://127.0.0.1:8888 with a worker
