@@ -10,8 +10,8 @@ itself could not run.
 
 Knobs (environment): ``BENCH_DURATION`` (seconds of each wrk run, default
 2), ``BENCH_ROUNDS`` (HTTP rounds, default 3), ``BENCH_JOB_ROUNDS``
-(throughput rounds, default 2), ``BENCH_JOBS`` (no-op jobs per throughput
-run, default 4000), ``BENCH_RQ_JOBS`` (the same for RQ, default 1000),
+(throughput rounds, default 3), ``BENCH_JOBS`` (no-op jobs per throughput
+run, default 3000), ``BENCH_RQ_JOBS`` (the same for RQ, default 800),
 ``BENCH_LATENCY_JOBS`` (default 200).
 
 ``python -m benchmarks.run --report-only`` rewrites the report from
@@ -119,9 +119,9 @@ def measure(log: Any) -> dict[str, Any]:
     results: dict[str, Any] = {
         "settings": {
             "BENCH_DURATION": duration, "BENCH_ROUNDS": rounds,
-            "BENCH_JOB_ROUNDS": knob("BENCH_JOB_ROUNDS", 2),
-            "BENCH_JOBS": knob("BENCH_JOBS", 4000),
-            "BENCH_RQ_JOBS": knob("BENCH_RQ_JOBS", 1000),
+            "BENCH_JOB_ROUNDS": knob("BENCH_JOB_ROUNDS", 3),
+            "BENCH_JOBS": knob("BENCH_JOBS", 3000),
+            "BENCH_RQ_JOBS": knob("BENCH_RQ_JOBS", 800),
             "BENCH_LATENCY_JOBS": knob("BENCH_LATENCY_JOBS", 200),
         },
         "facts": machine_facts(),
@@ -141,8 +141,8 @@ def measure(log: Any) -> dict[str, Any]:
 
 
 def command_line(settings: dict[str, int]) -> str:
-    defaults = {"BENCH_DURATION": 2, "BENCH_ROUNDS": 3, "BENCH_JOB_ROUNDS": 2,
-                "BENCH_JOBS": 4000, "BENCH_RQ_JOBS": 1000, "BENCH_LATENCY_JOBS": 200}
+    defaults = {"BENCH_DURATION": 2, "BENCH_ROUNDS": 3, "BENCH_JOB_ROUNDS": 3,
+                "BENCH_JOBS": 3000, "BENCH_RQ_JOBS": 800, "BENCH_LATENCY_JOBS": 200}
     changed = [f"{k}={v}" for k, v in settings.items() if defaults.get(k) != v]
     return " ".join([*changed, "make bench"])
 
