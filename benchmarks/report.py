@@ -93,15 +93,15 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     jobs = results.get("jobs", {})
     rates = jobs.get("throughput", {})
     latency = jobs.get("latency", {})
-    rq = {p: _median(rates.get("RQ", {}).get(p, [])) for p in ("1", "2")}
     job_rows = []
     for name in ("RQ", *JOB_BACKENDS):
         job_row: dict[str, Any] = {"backend": "RQ SimpleWorker" if name == "RQ" else name}
         for processes in ("1", "2"):
-            rate = _median(rates.get(name, {}).get(processes, []))
-            reference = rq[processes]
-            job_row[f"rate{processes}"] = rate
-            ratio = rate / reference if rate and reference else None
+            mine = rates.get(name, {}).get(processes, [])
+            job_row[f"rate{processes}"] = _median(mine)
+            # each round's ratio to RQ's run of the same round, then the median
+            reference = rates.get("RQ", {}).get(processes, [])
+            ratio = _median([a / b for a, b in zip(mine, reference) if b])
             job_row[f"ratio{processes}"] = ratio if name != "RQ" else None
             if name in THROUGHPUT_TARGETS:
                 targets.append(Target(
@@ -142,8 +142,13 @@ def _http_row(server: str, connections: int, endpoint: str, mine: list[dict[str,
         "ratio": None, "target": "", "verdict": "",
     }
     if paired is not None:
-        base = _median([r["requests_per_second"] for r in paired if "error" not in r])
-        row["ratio"] = rate / base if rate and base else None
+        # The median of each round's ratio to the /plain run just before it:
+        # the load of a shared machine changes between rounds more than
+        # between two neighbouring runs.
+        base = {r["round"]: r["requests_per_second"] for r in paired if "error" not in r}
+        row["ratio"] = _median([r["requests_per_second"] / base[r["round"]]
+                                for r in good if base.get(r["round"])])
+        row["baseline"] = _median(list(base.values()))
     return row
 
 

@@ -193,3 +193,17 @@ def test_rst_section_is_between_markers_and_lists_missed_targets() -> None:
     assert ".. list-table:: Targets" in section
     markdown = report.markdown(summary, {"CPU": "test"}, "make bench")
     assert "| sync | 16 | POST job | 400 |" in markdown
+
+
+def test_http_ratio_is_the_median_of_each_rounds_ratio() -> None:
+    # the machine's load moves between rounds: each run is divided by the
+    # /plain run just before it (1.0, 1.2, 1.1), not median by median (1.0)
+    runs = []
+    for round_, (plain, leaves) in enumerate([(1000.0, 1000.0), (400.0, 480.0),
+                                              (2000.0, 2200.0)]):
+        runs.append(_run("sync", 16, "plain", "leaves", plain, round=round_))
+        runs.append(_run("sync", 16, "leaves", "leaves", leaves, round=round_))
+    summary = report.summarize({"http": {"runs": runs}})
+    leaves = next(r for r in summary["http"] if r["endpoint"] == "leaves")
+    assert leaves["ratio"] == pytest.approx(1.1)
+    assert leaves["rate"] == 1000.0
