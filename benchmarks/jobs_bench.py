@@ -249,7 +249,14 @@ class RQ:
         self.next_id = 0
 
     def close(self) -> None:
-        delete_matching(redis_client(), f"rq:*{self.tag}*")
+        client = redis_client()
+        delete_matching(client, f"rq:*{self.tag}*")
+        # RQ also lists every queue (and worker) in shared sets
+        client.srem("rq:queues", f"rq:queue:{self.tag}")
+        stale = [w for w in client.smembers("rq:workers") if self.tag.encode() in w]
+        if stale:
+            client.srem("rq:workers", *stale)
+        client.close()
 
     def throughput(self, processes: int, count: int) -> float:
         in_child(_rq_enqueue, self.tag, self.next_id, count, timeout=600)
