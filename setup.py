@@ -64,6 +64,9 @@ setup(
         "dev": ["tox>=4", "mypy>=1.5", "ruff>=0.4"],
         # `make docs`: the Sphinx documentation in docs/ (autodoc, -W)
         "docs": ["sphinx>=7"],
+        # `make bench` only (benchmarks/README.md): RQ is the reference the job
+        # figures are compared with, matplotlib draws docs/_static/bench.png
+        "bench": ["rq>=1.16", "matplotlib>=3.5"],
     },
     entry_points={
         "console_scripts": ["spacewalk-worker=flask_spacewalk.worker:main"],

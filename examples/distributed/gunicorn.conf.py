@@ -12,8 +12,9 @@ wsgi_app = "examples.app:app"
 bind = os.environ.get("SPACEWALK_BIND", "127.0.0.1:8888")
 workers = int(os.environ.get("SPACEWALK_WEB_WORKERS", "2"))
 # Threads: a request spends most of its time waiting on PostgreSQL's commit
-# and beanstalkd, time another request can use (benchmarks/backends_bench.py:
-# 536 POST/s with sync workers, 937 with these threads).
+# and beanstalkd, time another request can use (measured when the PostgreSQL
+# backend came: 536 POST/s with sync workers, 937 with these threads; see
+# docs/performance.rst).
 worker_class = "gthread"
 threads = 4
 preload_app = True
