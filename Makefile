@@ -36,7 +36,7 @@ test-mm3: $(STAMP)
 	$(VENV)/bin/tox run-parallel --parallel 2 --parallel-no-spinner -e mm3,mm3-oldest -- $(MM3_TESTS)
 
 $(BENCH_STAMP): $(STAMP) setup.py
-	$(PY) -m pip install --quiet -e '.[test,dev,docs,bench]'
+	$(PY) -m pip install --quiet -e '.[test,dev,docs,browser,bench]'
 	touch $(BENCH_STAMP)
 
 ## make bench: the suite of benchmarks/README.md (needs wrk, beanstalkd, PostgreSQL and
