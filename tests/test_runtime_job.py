@@ -1,6 +1,7 @@
 """The runtime job: document format, compare-and-swap saves, logs, progress."""
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing
 import re
@@ -460,3 +461,81 @@ def test_schemas_that_change_zerog_fields_get_the_marshmallow_dump(datastore, qu
 
         job = Job(datastore, queue)
         assert check in job.dump() and job.dump() == job.schema().dump(job)
+
+
+def _both_loads(cls: Any, document: dict) -> tuple[Any, Any]:
+    """What the fast loader and marshmallow make of ``document``: the
+    keywords, or the ValidationError's messages."""
+    from marshmallow import ValidationError
+
+    answers = []
+    for load in (cls.load_fields, cls.schema().load):
+        try:
+            answers.append(load(copy.deepcopy(document)))
+        except ValidationError as exc:
+            answers.append(("invalid", exc.messages))
+    return answers[0], answers[1]
+
+
+def test_fast_load_equals_marshmallow_load(datastore, queue):
+    job = new_job(datastore, queue, label="x", tags=["a"])
+    job.record_event("e")
+    job.record_warning("w")
+    job.record_error(418, "err")
+    job.enqueue(delay=1)
+    stored = datastore.read(job.key())
+    assert WithParams._codecs()[2].fast
+    fast, slow = _both_loads(WithParams, stored)
+    assert fast == slow and fast["events"][0].msg == "e"
+    zerog = dict(stored, completeness=1, createdAt="2021-11-20T02:55:10")
+    del zerog["queueName"]
+    odd_values = {
+        "completeness": "0.5", "cas": "12", "running": "true", "running ": True,
+        "createdAt": "2021-11-20T02:55:10+00:00", "updatedAt": "2021-11-20",
+        "logId": None,
+        "queueJobId": 3.0, "schemaVersion": True, "resultCode": None,
+        "tickval": float("nan"), "queueKwargs": [], "documentType": 7,
+        "events": [{"msg": "m", "timeStamp": "2021-11-20T02:55:10", "x": 1}],
+        "errors": [{"msg": "m", "timeStamp": "2021-11-20T02:55:10", "errorCode": "418"}],
+        "warnings": [{"msg": 5, "timeStamp": "2021-11-20T02:55:10.1"}],
+        "n": "7", "unknown": 1,
+    }
+    basic = dict(stored, createdAt="20211120T025510")  # Python reads it, marshmallow not
+    for document in [zerog, basic] + [dict(stored, **{k: v}) for k, v in odd_values.items()]:
+        fast, slow = _both_loads(WithParams, document)
+        assert fast == slow, document
+
+
+def test_schemas_that_change_how_zerog_fields_load_get_marshmallow(datastore, queue):
+    from marshmallow import EXCLUDE, post_load, validate
+
+    class Checked(BaseJobSchema):
+        completeness = fields.Float(validate=validate.Range(0, 0.5))
+
+    class Hooked(BaseJobSchema):
+        @post_load
+        def mark(self, data: dict, **kwargs: Any) -> dict:
+            data["label"] = "hooked"
+            return data
+
+    class Lenient(BaseJobSchema):
+        class Meta:
+            unknown = EXCLUDE
+
+    for base, fast in ((Checked, False), (Hooked, False), (Lenient, True)):
+        class Job(Root):
+            NAME = "j"
+            LEAF_NAME = f"load_{base.__name__.lower()}"
+            BASE_SCHEMA = base
+
+            class Params(Schema):
+                label = fields.String()
+
+            def run(self) -> Any:
+                return 200
+
+        job = Job(datastore, queue, label="x")
+        job.update_attrs(completeness=1.0)
+        document = dict(datastore.read(job.key()), stranger=1)
+        assert Job._codecs()[2].fast is fast
+        assert _both_loads(Job, document)[0] == _both_loads(Job, document)[1]

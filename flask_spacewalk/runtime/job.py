@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar, Optional, Union
 from marshmallow import Schema, fields
 
 from ..errors import JobNotFound, JobUpdateConflict, QueueError
-from .document import DocumentDumper
+from .document import DocumentDumper, DocumentLoader
 from .protocols import Datastore, Queue
 from .records import (
     ErrorRecord,
@@ -126,9 +126,9 @@ class RuntimeJob(ABC):
     SCHEMA: ClassVar[type[Schema]] = BaseJobSchema
     MAX_ERRORS: ClassVar[int] = 3
 
-    #: One schema instance and dumper per schema class: building a schema
-    #: costs more than dumping a document with it.
-    _schema_cache: ClassVar[dict[type, tuple[Schema, DocumentDumper]]] = {}
+    #: One schema instance, dumper and loader per schema class: building a
+    #: schema costs more than dumping a document with it.
+    _schema_cache: ClassVar[dict[type, tuple[Schema, DocumentDumper, DocumentLoader]]] = {}
 
     #: Called before each application of a change in :meth:`record_change`;
     #: the worker sets it while :meth:`record_result` runs, so that a cancel
@@ -180,23 +180,28 @@ class RuntimeJob(ABC):
     # -- the document ------------------------------------------------------
 
     @classmethod
-    def _schema_and_dumper(cls) -> tuple[Schema, DocumentDumper]:
+    def _codecs(cls) -> tuple[Schema, DocumentDumper, DocumentLoader]:
         cached = RuntimeJob._schema_cache.get(cls.SCHEMA)
         if cached is None:
             schema = cls.SCHEMA()
-            cached = (schema, DocumentDumper(schema, _BASE_SCHEMA))
+            cached = (
+                schema,
+                DocumentDumper(schema, _BASE_SCHEMA),
+                DocumentLoader(schema, _BASE_SCHEMA),
+            )
             RuntimeJob._schema_cache[cls.SCHEMA] = cached
         return cached
 
     @classmethod
     def schema(cls) -> Schema:
         """The (shared) instance of :attr:`SCHEMA`."""
-        return cls._schema_and_dumper()[0]
+        return cls._codecs()[0]
 
     @classmethod
     def load_fields(cls, document: dict[str, Any]) -> dict[str, Any]:
-        """Deserialize a stored document into constructor keywords."""
-        return cls.schema().load(document)  # type: ignore[no-any-return]
+        """Deserialize a stored document into constructor keywords, as
+        ``SCHEMA().load(document)`` does."""
+        return cls._codecs()[2].load(document)
 
     def key(self) -> str:
         """This job's datastore key."""
@@ -204,7 +209,7 @@ class RuntimeJob(ABC):
 
     def dump(self) -> dict[str, Any]:
         """The job document, as stored."""
-        return self._schema_and_dumper()[1].dump(self)
+        return self._codecs()[1].dump(self)
 
     def dumps(self, **kwargs: Any) -> str:
         """The job document as JSON text; ``kwargs`` go to ``json.dumps``."""
