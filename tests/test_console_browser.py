@@ -211,8 +211,9 @@ def test_cancel_a_long_job_and_see_it_cancelled(page: Page, server: str, shots: 
     assert unchanged.request.headers["if-none-match"] == progress[-1][1]
     assert progress[0] == (200, None)  # the first time it holds no ETag
     page.get_by_role("button", name="Cancel job").click()
-    expect(page.locator(".cancel-note")).to_contain_text("Cancelling")
+    expect(page.locator(".cancel-note")).to_contain_text("Cancel")  # "Cancelling: ...", or over
     wait_finished(page)
+    expect(page.locator(".cancel-note")).to_have_text("Cancelled.")
     expect(page.locator(".job-status")).to_have_text("cancelled")
     expect(page.locator(".result")).to_have_text("410")
     expect(page.locator(".log-errors .msg").last).to_have_text("cancelled")

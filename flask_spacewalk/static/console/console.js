@@ -323,6 +323,8 @@ function showJob(uuid) {
     } else {
       state.textContent = `${status[0].toUpperCase()}${status.slice(1)}: result ${code}.`;
       cancel.hidden = true;
+      // "Cancelling" is over: say how it ended
+      if (cancelNote.textContent) cancelNote.textContent = code === 410 ? "Cancelled." : "";
     }
   }
 
