@@ -194,6 +194,22 @@ class Field {
     return null;
   }
 
+  /** A check the control's own constraints cannot express ("" when none). */
+  customError() {
+    return "";
+  }
+
+  /** Check the control (its constraints and customError()), showing the error. */
+  validate() {
+    this.control.setCustomValidity(this.customError());
+    if (this.control.checkValidity()) {
+      this.clearError();
+      return true;
+    }
+    this.showError(this.control.validationMessage);
+    return false;
+  }
+
   /** Fields with errors shown, depth first. */
   invalidFields() {
     return this.errors ? [this] : [];
@@ -248,16 +264,6 @@ class InputField extends Field {
     return "";
   }
 
-  validate() {
-    this.control.setCustomValidity(this.customError());
-    if (this.control.checkValidity()) {
-      this.clearError();
-      return true;
-    }
-    this.showError(this.control.validationMessage);
-    return false;
-  }
-
   value() {
     const text = this.control.value;
     if (text === "") return undefined;
@@ -281,15 +287,6 @@ class SelectField extends Field {
     // errors are shown on submit; once shown, they go as soon as the value is right
     this.control.addEventListener("input", () => this.errors && this.validate());
     this.wrapper = h("div", { class: `field field-select` }, this.labelEl(), this.control, this.hintEl, this.errorEl);
-  }
-
-  validate() {
-    if (this.control.checkValidity()) {
-      this.clearError();
-      return true;
-    }
-    this.showError(this.control.validationMessage);
-    return false;
   }
 
   value() {
@@ -339,16 +336,6 @@ class JsonField extends Field {
     if (t === "object" && actual !== "object") return "Enter a JSON object ({...}).";
     if (t === "array" && actual !== "array") return "Enter a JSON array ([...]).";
     return "";
-  }
-
-  validate() {
-    this.control.setCustomValidity(this.customError());
-    if (this.control.checkValidity()) {
-      this.clearError();
-      return true;
-    }
-    this.showError(this.control.validationMessage);
-    return false;
   }
 
   value() {
