@@ -5,10 +5,12 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
+from flask import Flask
 
-from flask_spacewalk import make_datastore, make_queue
+from flask_spacewalk import Spacewalk, make_datastore, make_queue
 from flask_spacewalk.runtime.registry import JobRegistry
 
 TESTS = Path(__file__).resolve().parent
@@ -18,6 +20,9 @@ ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 
 from runtime_jobs import jobs as runtime_jobs  # noqa: E402
+
+EXAMPLE_JOBS = ROOT / "examples" / "jobs"
+MakeApp = Callable[..., Flask]
 
 
 @pytest.fixture
@@ -52,6 +57,28 @@ def registry() -> JobRegistry:
             runtime_jobs.SleepJob,
         ]
     )
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[MakeApp]:
+    """Apps with trees added by ``(root, modules_dir, options)``."""
+    from examples.jobs.examples import BaseExampleJob
+
+    apps: list[Flask] = []
+
+    def make(*trees: tuple[type, Path, dict[str, Any]], **config: Any) -> Flask:
+        app = Flask(__name__, instance_path=str(tmp_path))
+        app.config["SPACEWALK_DATASTORE_URL"] = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+        app.config.update(config)
+        for root, modules_dir, options in trees or [(BaseExampleJob, EXAMPLE_JOBS, {})]:
+            Spacewalk(app, modules_dir, root, **options)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        for state in app.extensions["spacewalk"].values():
+            state.close()
 
 
 def requires_ci_or_skip(reason: str) -> None:

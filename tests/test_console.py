@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
 from functools import wraps
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-import pytest
 from flask import Flask, abort, request
 
 from examples.jobs.examples import BaseExampleJob
-from flask_spacewalk import Spacewalk
 from flask_spacewalk.console import ASSETS, CONTENT_SECURITY_POLICY, STATIC
 
 TESTS = Path(__file__).resolve().parent
@@ -30,25 +27,6 @@ EXAMPLE_JOBS = ROOT / "examples" / "jobs"
 CONSOLE_JOBS = TESTS / "console_jobs"
 
 MakeApp = Callable[..., Flask]
-
-
-@pytest.fixture
-def make_app(tmp_path: Path) -> Iterator[MakeApp]:
-    apps: list[Flask] = []
-
-    def make(*trees: tuple[type, Path, dict[str, Any]], **config: Any) -> Flask:
-        app = Flask(__name__, instance_path=str(tmp_path))
-        app.config["SPACEWALK_DATASTORE_URL"] = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-        app.config.update(config)
-        for root, modules_dir, options in trees or [(BaseExampleJob, EXAMPLE_JOBS, {})]:
-            Spacewalk(app, modules_dir, root, **options)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        for state in app.extensions["spacewalk"].values():
-            state.close()
 
 
 class _Page(HTMLParser):

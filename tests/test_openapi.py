@@ -27,7 +27,6 @@ from openapi_spec_validator import validate as validate_spec
 from schemathesis import GenerationMode, checks
 
 from examples.jobs.examples import BaseExampleJob
-from flask_spacewalk import Spacewalk
 from flask_spacewalk.docs import ASSETS
 from flask_spacewalk.openapi import openapi_document, params_components
 from flask_spacewalk.schemas import post_schema
@@ -47,26 +46,6 @@ DEEP_JOBS = TESTS / "jobtrees" / "deep"
 METHODS = {"get", "post", "put", "patch", "delete"}
 
 MakeApp = Callable[..., Flask]
-
-
-@pytest.fixture
-def make_app(tmp_path: Path) -> Iterator[MakeApp]:
-    """Apps with trees added by ``(root, modules_dir, options)``."""
-    apps: list[Flask] = []
-
-    def make(*trees: tuple[type, Path, dict[str, Any]], **config: Any) -> Flask:
-        app = Flask(__name__, instance_path=str(tmp_path))
-        app.config["SPACEWALK_DATASTORE_URL"] = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-        app.config.update(config)
-        for root, modules_dir, options in trees or [(BaseExampleJob, EXAMPLE_JOBS, {})]:
-            Spacewalk(app, modules_dir, root, **options)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        for state in app.extensions["spacewalk"].values():
-            state.close()
 
 
 def document(client: FlaskClient, url: str = "/openapi.json", **kwargs: Any) -> Any:
