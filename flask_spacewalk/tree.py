@@ -11,7 +11,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .errors import JobTreeError
-from .jobs import BaseJob, document_field_clashes, own_name, parent_branch
+from .jobs import (
+    BaseJob,
+    attribute_clashes,
+    document_field_clashes,
+    own_name,
+    parent_branch,
+)
 
 __all__ = [
     "RESERVED_NAMES",
@@ -169,6 +175,14 @@ def _leaf_problems(cls: type[BaseJob]) -> list[str]:
         problems.append(
             f"{_describe(cls)}: Params field(s) {_and([repr(c) for c in clashes])}"
             " clash with job document fields"
+        )
+    attributes = attribute_clashes(cls)
+    if attributes:
+        listed = _and([f"{name!r} ({where})" for name, where in attributes])
+        problems.append(
+            f"{_describe(cls)}: Params field(s) {listed} clash with attributes of"
+            " the job class; rename the field (data_key keeps its name in the API:"
+            ' key_ = fields.String(data_key="key"))'
         )
     return problems
 

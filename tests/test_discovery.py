@@ -549,6 +549,21 @@ BROKEN = {
             r"\S+\.jobs\.Clash: Params field\(s\) 'cas' and 'uuid'"
             " clash with job document fields"
         ),
+        (
+            r"\S+\.jobs\.Methods: Params field\(s\) 'LIMIT' \(\S+\.jobs\.Shared\.LIMIT\),"
+            r" 'MAX_ERRORS' \(\S+\.RuntimeJob\.MAX_ERRORS\),"
+            r" 'datastore' \(set by RuntimeJob\.__init__\),"
+            r" 'dump' \(\S+\.RuntimeJob\.dump\),"
+            r" 'enqueue' \(\S+\.RuntimeJob\.enqueue\),"
+            r" 'helper' \(\S+\.jobs\.Shared\.helper\),"
+            r" 'key' \(\S+\.RuntimeJob\.key\),"
+            r" 'queue' \(set by RuntimeJob\.__init__\),"
+            r" 'reload' \(\S+\.RuntimeJob\.reload\),"
+            r" 'run' \(\S+\.jobs\.Shared\.run\)"
+            r" and 'save' \(\S+\.RuntimeJob\.save\)"
+            r" clash with attributes of the job class; rename the field"
+            r" \(data_key keeps its name in the API: key_ = fields\.String\(data_key=\"key\"\)\)$"
+        ),
     ],
     "broken_abstract": [r"\S+\.jobs\.Lazy is a leaf but does not implement run\(\)"],
     "broken_many": [
