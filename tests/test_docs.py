@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 import flask_spacewalk
 from flask_spacewalk import Spacewalk
 from flask_spacewalk.extension import DEFAULTS
+from flask_spacewalk.tree import RESERVED_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -43,6 +44,12 @@ def test_documented_keys_exist() -> None:
     text = (DOCS / "configuration.rst").read_text(encoding="utf-8")
     unknown = sorted(documented_keys(text) - set(DEFAULTS))
     assert not unknown, f"docs/configuration.rst documents unknown keys {unknown}"
+
+
+def test_the_jobs_page_lists_every_reserved_name() -> None:
+    text = (DOCS / "jobs.rst").read_text(encoding="utf-8")
+    section = text.split("reserved because the API uses them", 1)[1].split(". ", 1)[0]
+    assert set(re.findall(r"``([^`]+)``", section)) == set(RESERVED_NAMES)
 
 
 def reference_names(text: str) -> set[str]:
