@@ -99,7 +99,7 @@ def generic_titles(document: dict[str, Any], app: Flask) -> set[str]:
 def test_the_api_page_is_in_step_with_the_openapi_document() -> None:
     # One section per operation of the served document, and none for an
     # operation that does not exist; the branches' "is a branch, not a job"
-    # routes are rows of the errors table instead.
+    # routes, left out of the document, are rows of the errors table.
     from examples.app import create_app
 
     app = create_app()  # the document needs no datastore: none is opened
@@ -108,10 +108,10 @@ def test_the_api_page_is_in_step_with_the_openapi_document() -> None:
         "GET {prefix}/openapi.json", "GET {prefix}/docs", "GET {root}/console"
     }
     by_branch = {"GET {branch}/post-schema", "POST {branch}/job"}
-    assert by_branch <= expected
+    assert not by_branch & expected
     text = (DOCS / "api.rst").read_text(encoding="utf-8")
     titles = set(re.findall(r"^``([A-Z]+ \{\w+\}/[^`]+)``\n[~^-]+$", text, re.MULTILINE))
-    assert titles == expected - by_branch
+    assert titles == expected
     assert "``post-schema`` or ``job`` on a branch path" in text
 
 
