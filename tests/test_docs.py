@@ -3,9 +3,11 @@ the jobs of docs/jobs.rst run as the page says, and Sphinx builds cleanly."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,49 @@ def test_the_jobs_page_lists_every_reserved_name() -> None:
     text = (DOCS / "jobs.rst").read_text(encoding="utf-8")
     section = text.split("reserved because the API uses them", 1)[1].split(". ", 1)[0]
     assert set(re.findall(r"``([^`]+)``", section)) == set(RESERVED_NAMES)
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """``(language, dedented body)`` of each ``code-block`` of an rst text."""
+    blocks = re.findall(r"^\.\. code-block:: (\w+)\n\n((?:    .*\n|[ ]*\n)+)", text, re.MULTILINE)
+    return [(lang, textwrap.dedent(body).strip("\n") + "\n") for lang, body in blocks]
+
+
+def console_output(block: str, command: str) -> list[str]:
+    """The lines a console block shows after ``$ command``, to the next blank line."""
+    lines = block.splitlines()
+    start = lines.index(f"$ {command}") + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return lines[start:end]
+
+
+def test_the_quickstarts_routes_are_what_flask_spacewalk_routes_prints(tmp_path: Path) -> None:
+    # The quickstart's own project, written from its code blocks, and the
+    # command as it shows it.
+    blocks = code_blocks((DOCS / "quickstart.rst").read_text(encoding="utf-8"))
+    python = [body for lang, body in blocks if lang == "python"]
+    hello = next(body for body in python if "class HelloJobs" in body)
+    app_py = next(body for body in python if "Spacewalk(app" in body)
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "hello.py").write_text(hello, encoding="utf-8")
+    (tmp_path / "app.py").write_text(app_py, encoding="utf-8")
+    command = "flask --app app spacewalk routes"
+    shown = next(
+        console_output(body, command) for lang, body in blocks
+        if lang == "console" and f"$ {command}\n" in body
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "spacewalk", "routes"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert shown == result.stdout.splitlines()
+
+
+def test_console_output_helper_can_fail() -> None:
+    block = "$ a\none\ntwo\n\n$ b\nthree\n"
+    assert console_output(block, "a") == ["one", "two"]
+    assert console_output(block, "b") == ["three"]
 
 
 def reference_names(text: str) -> set[str]:
