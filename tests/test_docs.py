@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -89,6 +90,23 @@ def test_the_quickstarts_routes_are_what_flask_spacewalk_routes_prints(tmp_path:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert shown == result.stdout.splitlines()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_run_takes_its_port_from_the_command_line_only() -> None:
+    # As README.rst says: `make run PORT=9000`; an exported PORT is ignored.
+    def bind(*args: str, **env: str) -> str:
+        result = subprocess.run(
+            ["make", "-n", "run", *args], cwd=ROOT, capture_output=True, text=True,
+            timeout=60, check=True, env={**os.environ, **env},
+        )
+        return re.findall(r"--bind (\S+)", result.stdout)[-1]
+
+    assert bind() == "127.0.0.1:8888"
+    assert bind("PORT=9000") == "127.0.0.1:9000"
+    assert bind(PORT="7777") == "127.0.0.1:8888"
+    readme = (ROOT / "README.rst").read_text(encoding="utf-8")
+    assert "make run PORT=9000" in readme
 
 
 def test_console_output_helper_can_fail() -> None:
