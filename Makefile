@@ -16,9 +16,12 @@ $(STAMP): setup.py pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,dev,docs,browser]'
 	touch $(STAMP)
 
-## make run: the example service on http://127.0.0.1:8888 with a worker
+## make run: the example service on http://127.0.0.1:8888 with a worker;
+## make run PORT=9000 for another port (`:=`: a PORT exported in the
+## environment does not change it, one on make's command line does)
+PORT := 8888
 run: $(STAMP)
-	$(PY) -m flask --app examples.app spacewalk serve --bind 127.0.0.1:8888 \
+	$(PY) -m flask --app examples.app spacewalk serve --bind 127.0.0.1:$(PORT) \
 		--web-workers 2 --processes 1
 
 ## make test: the whole suite (one pytest process per core), then what

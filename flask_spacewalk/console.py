@@ -5,8 +5,9 @@ The page is a small HTML shell; the console itself is vanilla JavaScript
 own blueprint, so the tree's view decorators (the app's auth) and JSON
 errors apply to it as to the API, and it works on a closed network: no CDN,
 no build step. Everything the scripts show comes from the API (discovery,
-post-schema, POST, progress with ``If-None-Match``, info, data, jobs,
-cancel) and is put on the page as text nodes, never as HTML.
+post-schema, POST, progress with ``If-None-Match``, info, data, dump for
+whether a job is running, when the tree serves it, jobs, cancel) and is put
+on the page as text nodes, never as HTML.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ _PAGE = """<!DOCTYPE html>
 <script type="module" src="{assets}/console.js"></script>
 </head>
 <body data-script-root="{script_root}" data-root="{root}" data-title="{title}"
-      data-description="{description}">
+      data-description="{description}" data-dump="{dump}">
 <a class="skip" href="#main">Skip to content</a>
 <header class="top">
 <h1><a href="#/">{title}</a> <span class="sub">job console</span></h1>
@@ -80,6 +81,7 @@ def console_routes(state: SpacewalkState) -> list[tuple[str, str, Callable[..., 
             root=html.escape(f"{script_root}{root}"),
             description=html.escape(state.tree.root.description),
             docs_link=docs_link,
+            dump="true" if settings.expose_dump else "false",
         )
         response = Response(text, mimetype="text/html")
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from .errors import JobModuleImportError
 from .jobs import BaseJob
 from .runtime.job import RuntimeJob
-from .tree import Tree, build_tree
+from .tree import Tree, build_tree, check_root
 
 __all__ = [
     "discover",
@@ -80,7 +80,9 @@ def _directory_candidates(path: str, root_path: str | None) -> list[str]:
     if os.path.isabs(path):
         return [path]
     candidates = [os.path.join(root_path, path)] if root_path else []
-    return [*candidates, os.path.abspath(path)]
+    # The root path is often the working directory: try (and name) it once.
+    candidates.append(os.path.abspath(path))
+    return list(dict.fromkeys(os.path.normpath(c) for c in candidates))
 
 
 def _import_by_name(name: str, tried: list[str]) -> types.ModuleType:
@@ -353,8 +355,10 @@ def discover(
     :param root: the root job class.
     :param url_prefix: see :func:`~flask_spacewalk.tree.build_tree`.
     :param root_path: see :func:`import_modules`.
+    :raises ConfigurationError: ``root`` is not a :class:`BaseJob` subclass.
     :raises JobModuleImportError: a module could not be imported.
     :raises JobTreeError: the classes do not form a valid tree.
     """
+    check_root(root)  # before importing anything
     modules = import_modules(modules_dir, root_path)
     return build_tree(root, find_job_classes(modules, root), url_prefix)

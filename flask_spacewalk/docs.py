@@ -125,7 +125,7 @@ def _make_blueprint(name: str, prefix: str, decorators: Sequence[ViewDecorator])
             return url_for(f"{name}.asset", filename=filename, v=version)
 
         states = docs_states(current_app, prefix)
-        title = ", ".join(s.tree.root.name for s in states) or "Spacewalk"
+        title = ", ".join(dict.fromkeys(s.settings.api_title for s in states)) or "Spacewalk"
         config = {
             "url": url_for(f"{name}.openapi_json"),
             "dom_id": "#swagger-ui",
@@ -136,7 +136,7 @@ def _make_blueprint(name: str, prefix: str, decorators: Sequence[ViewDecorator])
         # "</" cannot end the script element early once escaped.
         script_config = json.dumps(config).replace("</", "<\\/")
         text = _PAGE.format(
-            title=html.escape(f"{title} API"),
+            title=html.escape(title),
             css=html.escape(asset("swagger-ui.css")),
             icon=html.escape(asset("favicon-32x32.png")),
             js=html.escape(asset("swagger-ui-bundle.js")),

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "SPACEWALK_EXPOSE_DOCS": True,
     "SPACEWALK_CANCEL_GRACE": 10,
     "SPACEWALK_CONSOLE": True,
+    "SPACEWALK_API_TITLE": None,
+    "SPACEWALK_API_VERSION": "1",
 }
 
 #: A view decorator, as in Flask's ``View.decorators``.
@@ -63,6 +65,9 @@ class Settings:
     cancel_grace: float
     expose_docs: bool = True
     console: bool = True
+    #: ``info.title`` and ``info.version`` of the OpenAPI document.
+    api_title: str = "spacewalk"
+    api_version: str = "1"
 
     @property
     def queue_name(self) -> str:
@@ -203,8 +208,9 @@ class Spacewalk:
         ``SPACEWALK_MAX_CONTENT_LENGTH``, ``SPACEWALK_CORS_ORIGINS``,
         ``SPACEWALK_EXPOSE_DUMP``, ``SPACEWALK_JOB_TTR``,
         ``SPACEWALK_CANCEL_GRACE``, ``SPACEWALK_EXPOSE_DOCS``,
-        ``SPACEWALK_CONSOLE`` and ``SPACEWALK_RUN_INLINE`` (read again at
-        each request).
+        ``SPACEWALK_CONSOLE``, ``SPACEWALK_API_TITLE`` (default: the app's
+        name), ``SPACEWALK_API_VERSION`` and ``SPACEWALK_RUN_INLINE`` (read
+        again at each request).
 
         :raises ConfigurationError: a bad setting or job tree, or this
             extension is already registered on ``app``.
@@ -313,6 +319,8 @@ def _settings(app: Flask, options: dict[str, Any]) -> Settings:
         run_inline=options.get("run_inline"),
         expose_docs=bool(values["expose_docs"]),
         console=bool(values["console"]),
+        api_title=str(values["api_title"] or app.name),
+        api_version=str(values["api_version"] or DEFAULTS["SPACEWALK_API_VERSION"]),
     )
 
 

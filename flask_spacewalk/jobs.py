@@ -72,8 +72,11 @@ class BaseJob(RuntimeJob):
             (cls.BASE_SCHEMA, cls.Params),
             {"__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}.SCHEMA"},
         )
+        # marshmallow loads a field under its attribute name, and dumps it
+        # from there: that name is the job's attribute.
         cls._param_defaults = tuple(
-            (name, field.load_default) for name, field in cls.Params._declared_fields.items()
+            (field.attribute or name, field.load_default)
+            for name, field in cls.Params._declared_fields.items()
         )
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -106,5 +109,49 @@ def parent_branch(cls: type) -> type | None:
 def document_field_clashes(cls: type[BaseJob]) -> list[str]:
     """Params fields of ``cls`` whose names are job document fields."""
     params: dict[str, Any] = cls.Params._declared_fields
-    names = {field.data_key or name for name, field in params.items()} | set(params)
+    names = {field.data_key or name for name, field in params.items()}
+    names |= {field.attribute or name for name, field in params.items()}
     return sorted(names & DOCUMENT_FIELDS)
+
+
+#: What :class:`RuntimeJob`'s ``__init__`` sets on a job besides the document
+#: fields: a Params field of one of these names would replace it.
+INSTANCE_ATTRIBUTES = frozenset({"datastore", "queue", "keepalive", "_saved_result"})
+
+
+def attribute_clashes(cls: type[BaseJob]) -> list[tuple[str, str]]:
+    """Params fields of ``cls`` that would replace an attribute of the job.
+
+    The field's attribute name (``attribute=``, else its name; never its
+    ``data_key``) is what becomes ``self.<name>``, so a field named like a
+    method (``key``, ``save``, ``run``), a class attribute (``MAX_ERRORS``),
+    including those of the user's own base classes, or an attribute the
+    runtime sets (``datastore``, ``queue``) breaks every job of the class.
+    A field of the leaf's ``BASE_SCHEMA`` may have a plain class attribute
+    as its default, as ZeroG-style jobs do. Document fields are left to
+    :func:`document_field_clashes`.
+
+    :return: ``(attribute name, where it comes from)``, sorted by name.
+    """
+    params: dict[str, Any] = cls.Params._declared_fields
+    stored = set(cls.BASE_SCHEMA._declared_fields) - DOCUMENT_FIELDS
+    clashes = []
+    for name in sorted({field.attribute or key for key, field in params.items()}):
+        if name in DOCUMENT_FIELDS:
+            continue
+        if name in INSTANCE_ATTRIBUTES:
+            clashes.append((name, "set by RuntimeJob.__init__"))
+            continue
+        owner = next((c for c in cls.__mro__ if name in vars(c)), None)
+        if owner is None:
+            continue
+        value = vars(owner)[name]
+        if (
+            name in stored
+            and not hasattr(BaseJob, name)
+            and not callable(value)
+            and not hasattr(value, "__get__")
+        ):
+            continue
+        clashes.append((name, f"{owner.__module__}.{owner.__qualname__}.{name}"))
+    return clashes

@@ -37,6 +37,9 @@ _SUBSCHEMA = ("additionalProperties", "propertyNames", "not", "additionalItems",
 _SUBSCHEMA_MAPS = ("properties", "patternProperties")
 _SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
 #: What draft 7 reads beside ``$ref`` (annotations; the rest it ignores).
+#: Routes left out of the document: a branch's post-schema and job answer
+#: only 400 "is a branch, not a job", which SPEC requires and no client calls.
+_NOT_OPERATIONS = frozenset({"branch_post_schema", "branch_job"})
 _REF_ANNOTATIONS = ("title", "description", "default", "examples", "$comment")
 
 
@@ -318,16 +321,6 @@ class _Operations:
             "responses": {"200": _list_of("LeafItem", "The jobs ([] if none).")},
         }
 
-    def _not_a_job(self, route: Route) -> dict[str, Any]:
-        node = route.node
-        assert isinstance(node, Branch)
-        return {
-            "summary": f"{node.name}: not a job",
-            "description": f"{node.path} is a branch, not a job: always 400.",
-            "responses": {"400": "BadRequest"},
-        }
-
-    _branch_post_schema = _branch_job = _not_a_job
 
     def _post_schema(self, route: Route) -> dict[str, Any]:
         node = route.node
@@ -485,10 +478,12 @@ def openapi_document(
     :param server_url: the ``servers`` URL: the app's script root, or ``/``.
     :param table: the routes of one tree (:func:`~flask_spacewalk.views.routes`).
     """
-    services = sorted({state.settings.service_name for state in states})
+    # Several trees at one prefix: each one's title and version once.
+    titles = dict.fromkeys(state.settings.api_title for state in states)
+    versions = dict.fromkeys(state.settings.api_version for state in states)
     spec = APISpec(
-        title=", ".join(services) or "spacewalk",
-        version="1",
+        title=", ".join(titles) or "spacewalk",
+        version=", ".join(versions) or "1",
         openapi_version=OPENAPI_VERSION,
         plugins=[MarshmallowPlugin()],
         info={"description": "Jobs served by flask-spacewalk: "
@@ -523,6 +518,8 @@ def openapi_document(
             bodies[leaf.path] = f"{base}.Params"
         operations = _Operations(state, tags, bodies)
         for route in table(state):
+            if route.kind in _NOT_OPERATIONS:
+                continue
             path_item = paths.setdefault(_openapi_path(route.path), {})
             path_item[route.method.lower()] = operations.operation(route)
     for path, operations_ in paths.items():

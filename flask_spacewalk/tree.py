@@ -10,8 +10,14 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .errors import JobTreeError
-from .jobs import BaseJob, document_field_clashes, own_name, parent_branch
+from .errors import ConfigurationError, JobTreeError
+from .jobs import (
+    BaseJob,
+    attribute_clashes,
+    document_field_clashes,
+    own_name,
+    parent_branch,
+)
 
 __all__ = [
     "RESERVED_NAMES",
@@ -19,10 +25,12 @@ __all__ = [
     "Leaf",
     "Tree",
     "build_tree",
+    "check_root",
 ]
 
-#: Path segments the generated API uses itself, so no branch or leaf may
-#: take them, at any level.
+#: Path segments the generated API uses itself, or will (retry, events,
+#: workers, queues, metrics, healthz, readyz), so no branch or leaf may take
+#: them, at any level: a tree that starts today keeps its paths tomorrow.
 RESERVED_NAMES = frozenset(
     {
         "branches",
@@ -35,9 +43,16 @@ RESERVED_NAMES = frozenset(
         "data",
         "dump",
         "cancel",
+        "retry",
+        "events",
+        "workers",
+        "queues",
+        "console",
         "openapi.json",
         "docs",
-        "console",
+        "metrics",
+        "healthz",
+        "readyz",
     }
 )
 
@@ -170,6 +185,44 @@ def _leaf_problems(cls: type[BaseJob]) -> list[str]:
             f"{_describe(cls)}: Params field(s) {_and([repr(c) for c in clashes])}"
             " clash with job document fields"
         )
+    attributes = attribute_clashes(cls)
+    if attributes:
+        listed = _and([f"{name!r} ({where})" for name, where in attributes])
+        problems.append(
+            f"{_describe(cls)}: Params field(s) {listed} clash with attributes of"
+            " the job class; rename the field (data_key keeps its name in the API:"
+            ' key_ = fields.String(data_key="key"))'
+        )
+    return problems
+
+
+def _vanishing_problems(members: list[type[BaseJob]]) -> list[str]:
+    """Nameless classes that define ``Params`` or ``run()`` for no leaf.
+
+    Such a class is neither a node nor a base of one, so it would be left
+    out of the tree without a word: most likely its ``LEAF_NAME`` was
+    forgotten. A nameless base of a leaf, and a mixin that defines neither,
+    are fine.
+    """
+    bases_of_leaves: set[type] = set()
+    for cls in members:
+        if own_name(cls, "LEAF_NAME") is not None:
+            bases_of_leaves.update(cls.__mro__[1:])
+    problems = []
+    for cls in members:
+        if cls.is_branch() or cls.is_leaf() or cls in bases_of_leaves:
+            continue
+        defined = [
+            label for name, label in (("Params", "Params"), ("run", "run()"))
+            if name in vars(cls)
+        ]
+        if defined:
+            problems.append(
+                f"{_describe(cls)} defines {_and(defined)} but is no leaf and no"
+                " leaf derives from it, so it would not appear in the tree: set"
+                " LEAF_NAME to make it a leaf, or derive a leaf from it, or define"
+                " it outside modules_dir"
+            )
     return problems
 
 
@@ -183,6 +236,17 @@ def _normalise_prefix(url_prefix: str, problems: list[str]) -> str:
                 f"url_prefix {url_prefix!r}: {segment!r} is not a safe path segment"
             )
     return f"/{stripped}"
+
+
+def check_root(root: object) -> None:
+    """Refuse a root job class that is not a :class:`BaseJob` subclass.
+
+    :raises ConfigurationError: ``root`` is something else.
+    """
+    if not (isinstance(root, type) and issubclass(root, BaseJob)):
+        raise ConfigurationError(
+            f"base_job must be a subclass of flask_spacewalk.BaseJob, not {root!r}"
+        )
 
 
 def build_tree(
@@ -199,10 +263,10 @@ def build_tree(
     :param classes: the classes, in definition order (see
         :func:`~flask_spacewalk.discovery.find_job_classes`).
     :param url_prefix: the mount point, ``""`` or like ``"/api"``.
+    :raises ConfigurationError: ``root`` is not a :class:`BaseJob` subclass.
     :raises JobTreeError: listing every problem found, one per line.
     """
-    if not (isinstance(root, type) and issubclass(root, BaseJob)):
-        raise TypeError(f"the root job class must derive from BaseJob, not {root!r}")
+    check_root(root)
     root_name = own_name(root, "BRANCH_NAME")
     if root_name is None:
         # Without it nothing hangs under the root: report this alone.
@@ -233,6 +297,7 @@ def build_tree(
         elif own_name(cls, "LEAF_NAME") is not None:
             problems += _leaf_problems(cls)
             named.append(cls)
+    problems += _vanishing_problems(members)
     for leaf, subclasses in leaf_subclasses.items():
         problems.append(
             f"{_describe(leaf)} is a leaf but has subclasses: {_and(subclasses)}"

@@ -298,3 +298,87 @@ def test_a_form_of_every_kind_sends_typed_json(page: Page, server: str, shots: P
     assert posted.value.post_data_json == expected
     wait_finished(page)
     assert json.loads(page.locator("pre.data").inner_text()) == expected
+
+
+def get_json(base: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{base}{path}", timeout=10) as answer:
+        return json.load(answer)
+
+
+def cancel_and_wait(base: str, uuid: str) -> None:
+    """Cancel a job and wait for its result, so the worker is free again."""
+    request = urllib.request.Request(f"{base}/examples/cancel/{uuid}", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    ended = wait_until(
+        lambda: get_json(base, f"/examples/progress/{uuid}")["result"] != -1,
+        timeout=30, interval=0.1,
+    )
+    assert ended, f"job {uuid} was not cancelled"
+
+
+def test_a_job_no_worker_has_taken_is_queued_not_running(
+    page: Page, server: str, shots: Path
+) -> None:
+    # The one worker process runs the first job; the second waits for it.
+    busy = post(server, "/examples/waste_time/job", {"delay": 600})
+    try:
+        assert wait_until(
+            lambda: get_json(server, f"/examples/dump/{busy}")["running"],
+            timeout=30, interval=0.1,
+        ), "the worker did not take the first job"
+        waiting = post(server, "/examples/fizz_buzz/job", {"n": 5})
+        try:
+            open_console(page, server, hash_=f"#/job/{waiting}")
+            expect(page.locator(".job-status")).to_have_text("queued")
+            expect(page.locator(".state")).to_contain_text("Queued")
+            expect(page.locator(".state")).not_to_contain_text("Running")
+            page.screenshot(path=shots / "console-queued.png")
+            open_console(page, server, hash_=f"#/job/{busy}")
+            expect(page.locator(".job-status")).to_have_text("running")
+            expect(page.locator(".state")).to_contain_text("Running")
+        finally:
+            cancel_and_wait(server, waiting)
+    finally:
+        cancel_and_wait(server, busy)
+
+
+def test_a_traceback_keeps_its_line_breaks(page: Page, server: str, shots: Path) -> None:
+    uuid = post(server, "/console_tests/crash/job", {})
+    open_console(page, server, "/console_tests", f"#/job/{uuid}")
+    wait_finished(page)
+    expect(page.locator(".job-status")).to_have_text("failed")
+    message = page.locator(".log-errors .msg").first
+    expect(message).to_contain_text("ValueError: the input was bad")
+    stored = get_json(server, f"/console_tests/info/{uuid}")["errors"][0]["msg"]
+    assert stored.startswith("Traceback (most recent call last):\n")
+    # innerText is what is rendered: collapsed white space would join the lines
+    assert message.inner_text().rstrip("\n") == stored.rstrip("\n")
+    lines = message.evaluate(
+        "e => e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight)"
+    )
+    assert lines >= stored.count("\n") - 0.5
+    page.screenshot(path=shots / "console-traceback.png", full_page=True)
+
+
+def test_an_unknown_job_says_so(page: Page, server: str, shots: Path) -> None:
+    uuid = "00000000-0000-4000-8000-000000000000"
+    open_console(page, server, hash_=f"#/job/{uuid}")
+    expect(page.locator("main h2")).to_have_text("No such job")
+    expect(page.locator("main")).to_contain_text(f"no job {uuid}")
+    expect(page.locator("main progress")).to_have_count(0)
+    expect(page.locator("main")).not_to_contain_text("unfinished")
+    expect(page.locator("main")).not_to_contain_text("0%")
+    page.screenshot(path=shots / "console-no-such-job.png")
+
+
+@pytest.mark.parametrize(
+    "hash_", ["#/leaf/%E0%A4%A", "#/leaf/examples/%", "#/job/not-a-uuid", "#/nowhere"]
+)
+def test_a_malformed_link_says_so(page: Page, server: str, hash_: str) -> None:
+    open_console(page, server, hash_=hash_)
+    expect(page.locator("main h2")).to_have_text("Not a valid link")
+    expect(page.locator("main")).to_contain_text("not a link this console makes")
+    # the tree still works from there
+    page.get_by_role("navigation", name="Job tree").get_by_role("link", name="FizzBuzz Job").click()
+    expect(page.locator("main h2")).to_have_text("FizzBuzz Job")

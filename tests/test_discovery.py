@@ -549,6 +549,31 @@ BROKEN = {
             r"\S+\.jobs\.Clash: Params field\(s\) 'cas' and 'uuid'"
             " clash with job document fields"
         ),
+        (
+            r"\S+\.jobs\.Methods: Params field\(s\) 'LIMIT' \(\S+\.jobs\.Shared\.LIMIT\),"
+            r" 'MAX_ERRORS' \(\S+\.RuntimeJob\.MAX_ERRORS\),"
+            r" 'datastore' \(set by RuntimeJob\.__init__\),"
+            r" 'dump' \(\S+\.RuntimeJob\.dump\),"
+            r" 'enqueue' \(\S+\.RuntimeJob\.enqueue\),"
+            r" 'helper' \(\S+\.jobs\.Shared\.helper\),"
+            r" 'key' \(\S+\.RuntimeJob\.key\),"
+            r" 'queue' \(set by RuntimeJob\.__init__\),"
+            r" 'reload' \(\S+\.RuntimeJob\.reload\),"
+            r" 'run' \(\S+\.jobs\.Shared\.run\)"
+            r" and 'save' \(\S+\.RuntimeJob\.save\)"
+            r" clash with attributes of the job class; rename the field"
+            r" \(data_key keeps its name in the API: key_ = fields\.String\(data_key=\"key\"\)\)$"
+        ),
+    ],
+    "broken_vanish": [
+        (
+            r"\S+\.jobs\.Forgotten defines run\(\) but is no leaf and no leaf derives"
+            r" from it, so it would not appear in the tree: set LEAF_NAME to make it a"
+            r" leaf, or derive a leaf from it, or define it outside modules_dir$"
+        ),
+        r"\S+\.jobs\.OnlyParams defines Params but is no leaf and no leaf derives",
+        r"\S+\.jobs\.Assigned defines Params but is no leaf",
+        r"\S+\.jobs\.Helper defines run\(\) but is no leaf",
     ],
     "broken_abstract": [r"\S+\.jobs\.Lazy is a leaf but does not implement run\(\)"],
     "broken_many": [
@@ -602,9 +627,29 @@ def test_root_must_set_its_own_branch_name(copy_tree: Copy) -> None:
         build_tree(Inherits, [])
 
 
-def test_root_must_be_a_job_class() -> None:
-    with pytest.raises(TypeError):
+def test_root_must_be_a_job_class(copy_tree: Copy) -> None:
+    message = "base_job must be a subclass of flask_spacewalk.BaseJob, not <class 'object'>"
+    with pytest.raises(ConfigurationError) as info:
         build_tree(object, [])  # type: ignore[arg-type]
+    assert str(info.value) == message
+    # Refused before any job module is imported.
+    directory = copy_tree("flat")
+    with pytest.raises(ConfigurationError) as info:
+        discover(directory, object)  # type: ignore[arg-type]
+    assert str(info.value) == message
+    assert not [m for m in sys.modules if m.startswith(PRIVATE)]
+
+
+def test_a_modules_dir_that_is_not_found_is_listed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(JobModuleImportError) as info:
+        import_modules("jbos", root_path=str(tmp_path))
+    assert str(info.value) == (
+        f"modules_dir 'jbos' is neither a directory (looked for {tmp_path / 'jbos'})"
+        " nor an importable module"
+    )
 
 
 def test_build_tree_ignores_other_classes(copy_tree: Copy) -> None:
@@ -621,14 +666,13 @@ def test_tree_error_pickles() -> None:
 
 
 def test_reserved_names() -> None:
-    assert {
-        "branches",
-        "leaves",
-        "post-schema",
-        "job",
-        "openapi.json",
-        "console",
-    } <= RESERVED_NAMES
+    # SPEC section 2's list, upcoming routes included, so that no tree
+    # built today takes a name a later version serves.
+    assert RESERVED_NAMES == {
+        "branches", "leaves", "post-schema", "job", "jobs", "progress", "info",
+        "data", "dump", "cancel", "retry", "events", "workers", "queues",
+        "console", "openapi.json", "docs", "metrics", "healthz", "readyz",
+    }
 
 
 def test_order_across_modules_follows_creation(tmp_path: Path) -> None:

@@ -139,6 +139,16 @@ def test_init_app_needs_a_tree(app: Flask) -> None:
         Spacewalk(modules_dir=EXAMPLE_JOBS).init_app(app)
 
 
+@pytest.mark.parametrize("base_job", [object, "BaseExampleJob", int])
+def test_base_job_must_be_a_basejob_subclass(app: Flask, base_job: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Spacewalk(app, EXAMPLE_JOBS, base_job)
+    assert str(info.value) == (
+        f"base_job must be a subclass of flask_spacewalk.BaseJob, not {base_job!r}"
+    )
+    assert "spacewalk" not in app.extensions or not app.extensions["spacewalk"]
+
+
 def test_second_init_app_on_the_same_app_raises(app: Flask) -> None:
     spacewalk = Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob)
     with pytest.raises(ConfigurationError, match="already"):

@@ -61,13 +61,15 @@ def status(client: FlaskClient, url: str) -> int:
 
 
 def served_pairs(app: Flask) -> set[tuple[str, str]]:
-    """(OpenAPI path, method) of every rule of every tree, fallbacks and the
-    console (an HTML page for people, left out of the document) left out."""
+    """(OpenAPI path, method) of every rule of every tree, fallbacks, the
+    console (an HTML page for people) and the branches' "not a job" routes
+    (they only answer 400) left out, as the document leaves them out."""
     names = {blueprint_name(root) + "." for root in app.extensions["spacewalk"]}
     pairs = set()
+    left_out = ("fallback", "console", "console_asset", "branch_post_schema_", "branch_job_")
     for rule in app.url_map.iter_rules():
         prefix, _, endpoint = rule.endpoint.rpartition(".")
-        if f"{prefix}." in names and endpoint not in ("fallback", "console", "console_asset"):
+        if f"{prefix}." in names and not endpoint.startswith(left_out):
             path = re.sub(r"<(?:[^<>:]+:)?([^<>:]+)>", r"{\1}", rule.rule)
             pairs |= {(path, m.lower()) for m in rule.methods or () if m.lower() in METHODS}
     return pairs
@@ -128,8 +130,10 @@ def test_deep_tree_tags_summaries_and_responses(make_app: MakeApp) -> None:
     deepest = paths["/api/v1/deep/alpha/inner/deepest/job"]["post"]
     assert deepest["tags"] == ["deep/alpha/inner"]
     assert paths["/api/v1/deep/beta/leaves"]["get"]["tags"] == ["deep/beta"]
-    branch_job = paths["/api/v1/deep/beta/job"]["post"]
-    assert set(branch_job["responses"]) == {"400", "405"}
+    # A branch's post-schema and job only ever answer 400: not operations.
+    assert "/api/v1/deep/beta/job" not in paths
+    assert "/api/v1/deep/beta/post-schema" not in paths
+    assert app.test_client().post("/api/v1/deep/beta/job").status_code == 400
 
     progress = paths["/api/v1/deep/progress/{uuid}"]["get"]
     assert progress["tags"] == ["deep"]
@@ -301,6 +305,32 @@ def test_ref_siblings_draft_07_ignores_are_dropped() -> None:
 
 
 # -- several trees, mounts and switches ---------------------------------------
+
+
+def test_title_and_version_default_to_the_apps_name_and_1(make_app: MakeApp) -> None:
+    app = make_app((BaseExampleJob, EXAMPLE_JOBS, {}))
+    info = document(app.test_client())["info"]
+    assert (info["title"], info["version"]) == (app.name, "1")
+    assert app.config["SPACEWALK_API_TITLE"] is None
+    assert app.config["SPACEWALK_API_VERSION"] == "1"
+
+
+def test_title_and_version_come_from_config_or_keywords(make_app: MakeApp) -> None:
+    app = make_app(
+        (BaseExampleJob, EXAMPLE_JOBS, {"url_prefix": "/a", "api_title": "Reports"}),
+        (DeepRoot, DEEP_JOBS, {"url_prefix": "/a"}),
+        (ApiRoot, API_JOBS, {"url_prefix": "/b", "api_version": "2.3.0"}),
+        SPACEWALK_API_TITLE="Jobs of ACME",
+        SPACEWALK_API_VERSION="7",
+    )
+    client = app.test_client()
+    info = document(client, "/a/openapi.json")["info"]
+    # several trees at one prefix: each title once, in their order
+    assert (info["title"], info["version"]) == ("Reports, Jobs of ACME", "7")
+    info = document(client, "/b/openapi.json")["info"]
+    assert (info["title"], info["version"]) == ("Jobs of ACME", "2.3.0")
+    with client.get("/b/docs") as page:
+        assert "<title>Jobs of ACME</title>" in page.get_data(as_text=True)
 
 
 def test_several_trees_at_one_prefix_share_one_document(make_app: MakeApp) -> None:

@@ -24,7 +24,11 @@ from flask_spacewalk.errors import (
     QueueUnavailable,
     UnknownJobType,
 )
-from flask_spacewalk.jobs import document_field_clashes
+from flask_spacewalk.jobs import (
+    INSTANCE_ATTRIBUTES,
+    attribute_clashes,
+    document_field_clashes,
+)
 from flask_spacewalk.runtime.job import DOCUMENT_FIELDS, ErrorFinish, make_key
 from flask_spacewalk.runtime.registry import JobRegistry
 
@@ -124,6 +128,54 @@ def test_params_clashing_with_document_fields_are_reported():
 
     assert document_field_clashes(Clash) == ["resultCode", "uuid"]
     assert document_field_clashes(WithParams) == []
+
+
+def test_params_clashing_with_job_attributes_are_reported():
+    class Clash(Root):
+        NAME = "Clash"
+        LEAF_NAME = "attr_clash"
+
+        class Params(Schema):
+            queue = fields.String()
+            x = fields.Integer(attribute="record_event")
+            y = fields.Integer(data_key="save")  # the API name is free
+
+        def run(self) -> Any:
+            return 200
+
+    assert attribute_clashes(Clash) == [
+        ("queue", "set by RuntimeJob.__init__"),
+        ("record_event", "flask_spacewalk.runtime.job.RuntimeJob.record_event"),
+    ]
+    assert attribute_clashes(WithParams) == []
+
+
+def test_instance_attributes_of_the_runtime_are_all_known(datastore, queue):
+    job = WithParams(datastore, queue, label="x", keepalive=lambda: None)
+    params = set(WithParams.Params._declared_fields)
+    assert set(vars(job)) - params - DOCUMENT_FIELDS == INSTANCE_ATTRIBUTES
+
+
+class WithAttribute(Root):
+    NAME = "With attribute"
+    LEAF_NAME = "with_attribute"
+
+    class Params(Schema):
+        text = fields.String(attribute="message", load_default="hi")
+        other = fields.String(attribute="note")
+
+    def run(self) -> Any:
+        return 200
+
+
+def test_a_params_attribute_name_is_the_jobs_attribute(datastore, queue):
+    loaded = WithAttribute.Params().load({"other": "o"})
+    job = new_job(datastore, queue, WithAttribute, **loaded)
+    assert (job.message, job.note) == ("hi", "o")
+    stored = datastore.read(make_key(job.uuid))
+    assert (stored["text"], stored["other"]) == ("hi", "o")
+    again = WithAttribute(datastore, queue, **WithAttribute.load_fields(stored))
+    assert (again.message, again.note) == ("hi", "o")
 
 
 def test_reload_round_trips_and_keeps_keepalive(datastore, queue):

@@ -96,3 +96,14 @@ class Everything(Forms):
             if value is not None:
                 data[name] = value.value if isinstance(value, enum.Enum) else value
         return data
+
+
+class Crash(ConsoleRoot):
+    NAME = "Crash"
+    LEAF_NAME = "crash"
+    DESCRIPTION = "Raises at once; its error holds the traceback"
+
+    MAX_ERRORS = 1  # the first error ends the job
+
+    def run(self) -> Any:
+        raise ValueError("the input was bad")

@@ -9,6 +9,8 @@ import { buildForm, h } from "./form.js";
 const page = document.body.dataset;
 const SCRIPT_ROOT = page.scriptRoot || "";
 const ROOT_PATH = (page.root || "").slice(SCRIPT_ROOT.length);
+/** Whether the tree serves dump/<uuid>, the one answer that holds `running`. */
+const HAS_DUMP = page.dump === "true";
 /** How often a running job's progress is asked for (with If-None-Match). */
 const POLL_MS = 300;
 /** ... and when the tab is hidden or the server did not answer. */
@@ -60,9 +62,13 @@ function percent(completeness) {
   return `${Math.floor(Math.max(0, Math.min(1, Number(completeness) || 0)) * 100)}%`;
 }
 
-/** The listing's status of a finished result code (docs/api.rst). */
-function outcome(result) {
-  if (result === -1) return "unfinished";
+/**
+ * A job's status as the API names it (docs/api.rst): queued and running
+ * both have result -1 and differ by the stored `running`, which progress
+ * does not answer; `running` is null when it is unknown (no dump route).
+ */
+function jobStatus(result, running) {
+  if (result === -1) return running === null ? "queued or running" : running ? "running" : "queued";
   if (result === 410) return "cancelled";
   return result >= 0 && result < 400 ? "finished" : "failed";
 }
@@ -105,8 +111,17 @@ function renderBranch(branch) {
   return h("ul", {}, items);
 }
 
+/** decodeURI, or null for text that is not a valid percent-encoding. */
+function decoded(text) {
+  try {
+    return decodeURI(text);
+  } catch {
+    return null; // URIError: a hand-edited or truncated link
+  }
+}
+
 function markCurrent() {
-  const hash = decodeURI(location.hash);
+  const hash = decoded(location.hash);
   for (const link of treeNav.querySelectorAll("a[data-path]")) {
     if (hash === `#/leaf${link.dataset.path}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -122,6 +137,15 @@ function show(title, ...content) {
   if (!firstView) heading.focus();
   firstView = false;
   return heading;
+}
+
+function showInvalidLink(hash) {
+  show(
+    "Not a valid link",
+    h("p", { text: `The address ends in ${hash}, which is not a link this console makes.` }),
+    h("p", {}, "Pick a job from the tree, or see the ", h("a", { href: "#/", text: "recent jobs" }), "."),
+  );
+  return null;
 }
 
 function showLeaf(path) {
@@ -240,7 +264,8 @@ function logSection(kind, title) {
             {},
             h("time", { text: String(record.timeStamp ?? "") }),
             record.errorCode !== undefined ? h("span", { class: "code", text: String(record.errorCode) }) : null,
-            h("span", { class: "msg", text: String(record.msg ?? "") }),
+            // a block that keeps line breaks: tracebacks have many
+            h("pre", { class: "msg", text: String(record.msg ?? "") }),
           ),
         );
       }
@@ -258,7 +283,7 @@ function showJob(uuid) {
   const pct = h("span", { class: "pct", text: "0%", "aria-hidden": "true" });
   const state = h("p", { class: "state", role: "status", "aria-live": "polite", text: "Waiting for the job…" });
   const result = h("dd", { class: "result", text: "—" });
-  const statusText = h("dd", { class: "job-status", text: "unfinished" });
+  const statusText = h("dd", { class: "job-status", text: "—" });
   const cancel = h("button", { type: "button", class: "danger", text: "Cancel job" });
   const cancelNote = h("p", { class: "cancel-note", role: "status" });
   const logs = {
@@ -283,7 +308,9 @@ function showJob(uuid) {
   let timer = null;
   let progressTag = null;
   let infoTag = null;
-  let announced = -1;
+  let announced = "";
+  /** The stored `running` as last read, null while unknown. */
+  let running = null;
 
   cancel.addEventListener("click", async () => {
     cancel.disabled = true;
@@ -310,15 +337,18 @@ function showJob(uuid) {
     pct.textContent = percent(completeness);
     const code = progress.result;
     result.textContent = code === -1 ? "—" : String(code);
-    const status = outcome(code);
+    const status = jobStatus(code, running);
     statusText.textContent = status;
     main.dataset.jobStatus = status;
     if (code === -1) {
-      // spoken at every tenth, not at every poll
-      const tenth = Math.floor(completeness * 10);
-      if (tenth !== announced) {
-        announced = tenth;
-        state.textContent = `Running: ${percent(completeness)} done.`;
+      // spoken when the status changes and at every tenth, not at every poll
+      const key = `${status} ${Math.floor(completeness * 10)}`;
+      if (key !== announced) {
+        announced = key;
+        const done = `${percent(completeness)} done`;
+        if (status === "queued") state.textContent = `Queued: waiting for a worker (${done}).`;
+        else if (status === "running") state.textContent = `Running: ${done}.`;
+        else state.textContent = `Not finished: ${done}.`;
       }
     } else {
       state.textContent = `${status[0].toUpperCase()}${status.slice(1)}: result ${code}.`;
@@ -335,8 +365,7 @@ function showJob(uuid) {
       const progress = await call(`${ROOT_PATH}/progress/${uuid}`, { etag: progressTag });
       if (stopped) return;
       if (progress.status === 404) {
-        state.textContent = `There is no job ${uuid} in this tree.`;
-        cancel.hidden = true;
+        show("No such job", h("p", { text: `There is no job ${uuid} in this tree: the server answered ${problem(progress)}.` }));
         return;
       }
       if (progress.status === 200) {
@@ -346,6 +375,13 @@ function showJob(uuid) {
         if (info.status === 200) {
           infoTag = info.etag;
           for (const kind of Object.keys(logs)) logs[kind].update(info.data[kind]);
+        }
+        // Every write changes the ETag, taking the job included, so the
+        // stored `running` is read again only when progress changed.
+        if (HAS_DUMP && progress.data.result === -1) {
+          const dump = await call(`${ROOT_PATH}/dump/${uuid}`);
+          if (stopped) return;
+          running = dump.status === 200 && dump.data ? dump.data.running === true : null;
         }
         showProgress(progress.data);
         if (progress.data.result !== -1) {
@@ -516,9 +552,12 @@ function route() {
   const hash = location.hash || "#/";
   let match;
   let next;
-  if ((match = /^#\/leaf(\/.*)$/.exec(hash))) next = () => showLeaf(decodeURI(match[1]));
-  else if ((match = /^#\/job\/([0-9a-f-]{36})$/.exec(hash))) next = () => showJob(match[1]);
+  if ((match = /^#\/leaf(\/.*)$/.exec(hash))) {
+    const path = decoded(match[1]);
+    next = path === null ? () => showInvalidLink(hash) : () => showLeaf(path);
+  } else if ((match = /^#\/job\/([0-9a-f-]{36})$/.exec(hash))) next = () => showJob(match[1]);
   else if (hash === "#/" || hash === "#") next = showJobs;
+  else if (hash.startsWith("#/")) next = () => showInvalidLink(hash);
   else return; // an anchor on the page, such as #main
   if (current) current.stop();
   current = next();
