@@ -276,3 +276,18 @@ def test_the_sqlite_file_deleted_under_the_app_and_a_worker(
     assert worker.returncode == 0, log
     assert "deleted" in log and "retrying in" in log and "reconnected" in log
     assert log.count("retrying in") < 40, log
+
+
+def test_a_redis_refusal_is_a_503_naming_it(
+    tmp_path: Path, redis_server: Server, make_client: Any
+) -> None:
+    # a bad DB index: no connection failure, a refusal of every command
+    url = f"redis://127.0.0.1:{redis_server.port}/99?prefix=refused:"
+    client = make_client(tmp_path, url, url)
+    refused = post(client, "fizz_buzz", {"n": 3})
+    assert refused.status_code == 503
+    body = refused.get_json()
+    assert body["code"] == 503 and body["status"] == "Service Unavailable"
+    assert body["message"].startswith("datastore unavailable")
+    assert "DB index is out of range" in body["message"]
+    assert "Traceback" not in refused.get_data(as_text=True)
