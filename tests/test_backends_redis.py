@@ -371,3 +371,83 @@ def test_hung_server_times_out(own_server: _Server) -> None:
     finally:
         _close(store)
         _close(queue)
+
+
+# -- errors that are not connection failures (issue 12) --------------------------
+
+
+def test_a_bad_database_index_is_unavailable_naming_it(tmp_path: Path) -> None:
+    with redis_url(tmp_path):  # skips without the shared server
+        pass
+    url = "redis://127.0.0.1:6379/99?prefix=sw_test_baddb:"
+    store, queue = make_datastore(url), make_queue(url, "jobs")
+    try:
+        with pytest.raises(errors.DatastoreUnavailable, match="DB index is out of range"):
+            store.read("k")
+        with pytest.raises(errors.DatastoreUnavailable, match="DB index"):
+            store.set("k", "v")
+        with pytest.raises(errors.QueueUnavailable, match="DB index"):
+            queue.put("x")
+        with pytest.raises(errors.QueueUnavailable, match="DB index"):
+            queue.reserve(timeout=0)
+    finally:
+        _close(store)
+        _close(queue)
+
+
+def test_out_of_memory_is_unavailable_and_half_does_nothing(own_server: _Server) -> None:
+    url = f"redis://:{own_server.password}@127.0.0.1:{own_server.port}/0?prefix=t:"
+    raw = redis.Redis(port=own_server.port, password=own_server.password,
+                      decode_responses=True)  # fmt: skip
+    store, queue = make_datastore(url), make_queue(url, "jobs")
+    job = {"createdAt": "2024-01-01T00:00:00", "jobType": "t", "resultCode": -1}
+
+    def layout() -> dict[str, Any]:
+        return {key: raw.type(key) for key in raw.keys("*")}
+
+    def listed_as() -> list[str]:
+        return [status for status in ("queued", "finished")
+                if raw.zrange(f"t:jobs:status:{status}", 0, -1) == ["2024-01-01T00:00:00 a"]]
+
+    try:
+        store.set("zerog_job_a", job)
+        before = layout()
+        raw.config_set("maxmemory", 1)  # below what is used: growing is refused
+        # Redis checks a script's first write: one that would grow memory
+        # is refused before anything changed...
+        with pytest.raises(errors.DatastoreUnavailable, match="maxmemory"):
+            store.set("zerog_job_b", job)
+        with pytest.raises(errors.QueueUnavailable, match="maxmemory"):
+            queue.put("y")
+        assert layout() == before
+        # ...and one that starts by removing runs to its end: the document
+        # and its indexes change together either way
+        try:
+            store.update("zerog_job_a", {**job, "resultCode": 0})
+        except errors.DatastoreUnavailable:
+            pass
+        stored = store.read("zerog_job_a")
+        assert isinstance(stored, dict)
+        assert listed_as() == ["finished" if stored["resultCode"] == 0 else "queued"]
+        assert raw.hget("t:doc:zerog_job_a", "ix_status") == listed_as()[0]
+        raw.config_set("maxmemory", 0)
+        store.set("zerog_job_b", job)
+        queue.put("x")
+        entry = queue.reserve(timeout=0)
+        assert entry is not None and json.loads(entry.body) == "x"
+    finally:
+        raw.close()
+        _close(store)
+        _close(queue)
+
+
+def test_a_wrong_type_key_is_unavailable(url: str, client: Any) -> None:
+    store = make_datastore(url)
+    try:
+        client.set(_prefix(url) + "doc:k", "not a hash")
+        with pytest.raises(errors.DatastoreUnavailable, match="WRONGTYPE"):
+            store.read("k")
+        with pytest.raises(errors.DatastoreUnavailable, match="WRONGTYPE"):
+            store.set("k", "v")
+    finally:
+        _close(store)

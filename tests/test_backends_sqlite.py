@@ -323,3 +323,113 @@ def test_writer_lock_held_too_long_is_unavailable(
     store.set("k", "w")
     assert store.read("k") == "w"
     store.close()
+
+
+# -- the file deleted or replaced under running processes (issue 12) -----------
+
+
+def test_a_deleted_file_is_unavailable_until_one_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "db.sqlite"
+    store = sqlite_backend.SqliteDatastore(path)
+    queue = sqlite_backend.SqliteQueue(path, "jobs")
+    try:
+        store.set("k", "v")
+        queue.put("x")
+        path.unlink()
+        # reads, single-statement writes, transactions: all refused, rather
+        # than going to the unlinked file
+        with pytest.raises(errors.DatastoreUnavailable, match="db.sqlite.*deleted"):
+            store.set("k", "w")
+        with pytest.raises(errors.DatastoreUnavailable, match="deleted"):
+            store.read("k")
+        with pytest.raises(errors.DatastoreUnavailable, match="deleted"):
+            store.update_with_cas("k", "w", 1)
+        with pytest.raises(errors.QueueUnavailable, match="deleted"):
+            queue.put("y")
+        with pytest.raises(errors.QueueUnavailable, match="deleted"):
+            queue.reserve(timeout=0)
+        # a running process never makes an empty store of its own
+        assert not path.exists()
+
+        # a process started anew creates a new, empty file: the others
+        # reconnect to it, and say so
+        fresh = sqlite_backend.SqliteDatastore(path)
+        fresh.set("new", 1)
+        fresh.close()
+        with caplog.at_level("WARNING", logger="flask_spacewalk.backends.sqlite"):
+            assert store.read("k") is None
+            assert store.read("new") == 1
+        assert any(str(path) in r.getMessage() for r in caplog.records)
+        store.set("k", "w")
+        assert store.read("k") == "w"
+        queue.put("z")
+        entry = queue.reserve(timeout=0)
+        assert entry is not None and json.loads(entry.body) == "z"
+    finally:
+        store.close()
+        queue.close()
+
+
+def test_a_file_moved_away_and_back_is_the_same_store(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    store = sqlite_backend.SqliteDatastore(path)
+    try:
+        store.set("k", "v")
+        os.rename(path, tmp_path / "aside.sqlite")
+        with pytest.raises(errors.DatastoreUnavailable, match="deleted"):
+            store.set("k", "w")
+        os.rename(tmp_path / "aside.sqlite", path)
+        assert store.read("k") == "v"
+        store.set("k", "w")
+        assert store.read("k") == "w"
+    finally:
+        store.close()
+
+
+def test_a_replaced_file_is_reconnected_to(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "db.sqlite"
+    store = sqlite_backend.SqliteDatastore(path)
+    try:
+        store.set("k", "old")
+        backup = sqlite_backend.SqliteDatastore(tmp_path / "backup.sqlite")
+        backup.set("k", "restored")
+        backup.close()  # checkpoints its WAL: the file alone holds it all
+        os.replace(tmp_path / "backup.sqlite", path)
+        with caplog.at_level("WARNING", logger="flask_spacewalk.backends.sqlite"):
+            assert store.read("k") == "restored"
+        assert any("replaced" in r.getMessage() and str(path) in r.getMessage()
+                   for r in caplog.records)
+        store.set("k", "new")
+        assert store.read("k") == "new"
+    finally:
+        store.close()
+
+
+def test_a_write_whose_file_vanished_meanwhile_is_not_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "db.sqlite"
+    store = sqlite_backend.SqliteDatastore(path)
+    queue = sqlite_backend.SqliteQueue(path, "jobs")
+    try:
+        store.set("k", "v")
+        queue.put("x")
+        real_insert = sqlite_backend._write_document
+
+        def delete_midway(*args: Any) -> int:
+            cas = real_insert(*args)
+            path.unlink()  # after the check at the start, before the commit
+            return cas
+
+        monkeypatch.setattr(sqlite_backend, "_write_document", delete_midway)
+        with pytest.raises(errors.DatastoreUnavailable, match="deleted"):
+            store.set("k", "w")
+        with pytest.raises(errors.QueueUnavailable, match="deleted"):
+            queue.put_with_document(store, "k2", lambda id: {"id": id}, "y")
+    finally:
+        store.close()
+        queue.close()

@@ -6,6 +6,7 @@ middle, and starts it again on the same port with its data.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -226,3 +227,67 @@ def test_a_beanstalkd_outage(tmp_path: Path, beanstalkd: Server, make_client: An
     assert worker.returncode == 0, log
     assert "unavailable" in log and "retrying in" in log
     assert log.count("retrying in") < 40, log
+
+
+def test_the_sqlite_file_deleted_under_the_app_and_a_worker(
+    tmp_path: Path, make_client: Any
+) -> None:
+    from flask_spacewalk import make_datastore
+
+    database = tmp_path / "jobs.sqlite3"
+    url = f"sqlite:///{database}"
+    client = make_client(tmp_path, url, url)
+    worker = start_worker(url, url)
+    try:
+        before = post(client, "fizz_buzz", {"n": 3}).get_json()["uuid"]
+        assert wait_result(client, before)["result"] == 200
+
+        # Moved away and back: the same store, nothing lost.
+        os.rename(database, tmp_path / "aside.sqlite3")
+        refused = post(client, "fizz_buzz", {"n": 3})
+        assert refused.status_code == 503
+        assert "deleted" in refused.get_json()["message"]
+        assert client.get(f"/examples/progress/{before}").status_code == 503
+        time.sleep(1.5)
+        assert worker.poll() is None, "the worker must wait, not crash"
+        assert not database.exists(), "no running process makes an empty store"
+        os.rename(tmp_path / "aside.sqlite3", database)
+        accepted = [post(client, "fizz_buzz", {"n": n}) for n in range(5)]
+        assert [a.status_code for a in accepted] == [201] * 5
+        for uuid in [before] + [a.get_json()["uuid"] for a in accepted]:
+            assert wait_result(client, uuid)["result"] == 200
+
+        # Deleted for good: a process started anew makes a new, empty store,
+        # which the app and the worker take up.
+        database.unlink()
+        assert post(client, "fizz_buzz", {"n": 3}).status_code == 503
+        time.sleep(1.5)
+        assert worker.poll() is None, "the worker must wait, not crash"
+        fresh = make_datastore(url)
+        fresh.set("first", "write")
+        fresh.close()
+        accepted = [post(client, "fizz_buzz", {"n": n}) for n in range(5)]
+        assert [a.status_code for a in accepted] == [201] * 5
+        for answer in accepted:
+            assert wait_result(client, answer.get_json()["uuid"])["result"] == 200
+        assert client.get(f"/examples/progress/{before}").status_code == 404
+    finally:
+        log = stop_worker(worker)
+    assert worker.returncode == 0, log
+    assert "deleted" in log and "retrying in" in log and "reconnected" in log
+    assert log.count("retrying in") < 40, log
+
+
+def test_a_redis_refusal_is_a_503_naming_it(
+    tmp_path: Path, redis_server: Server, make_client: Any
+) -> None:
+    # a bad DB index: no connection failure, a refusal of every command
+    url = f"redis://127.0.0.1:{redis_server.port}/99?prefix=refused:"
+    client = make_client(tmp_path, url, url)
+    refused = post(client, "fizz_buzz", {"n": 3})
+    assert refused.status_code == 503
+    body = refused.get_json()
+    assert body["code"] == 503 and body["status"] == "Service Unavailable"
+    assert body["message"].startswith("datastore unavailable")
+    assert "DB index is out of range" in body["message"]
+    assert "Traceback" not in refused.get_data(as_text=True)

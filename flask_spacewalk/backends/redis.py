@@ -78,6 +78,11 @@ _UNAVAILABLE = (
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
 )
+# The server's refusals that are no connection failure: OOM past maxmemory,
+# MISCONF (a failed snapshot), BUSY (a long script), WRONGTYPE (a foreign
+# key under our prefix), a bad DB index in the URL... Unavailable too, with
+# the server's reason: the operator fixes the server, not the request.
+_REFUSED = redis.exceptions.RedisError
 
 
 class _Settings(NamedTuple):
@@ -504,6 +509,11 @@ class _Server:
         except _UNAVAILABLE as exc:
             raise self._error(
                 f"Redis server {self.settings.server} is unavailable: {exc}"
+            ) from exc
+        except _REFUSED as exc:
+            raise self._error(
+                f"Redis server {self.settings.server} refused the command:"
+                f" {type(exc).__name__}: {exc}"
             ) from exc
 
     def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:

@@ -11,19 +11,30 @@ A blocked :meth:`SqliteQueue.reserve` waits on a wake-up socket
 within a millisecond. A waiter also wakes when a delay or lease runs out, and
 every half second in case a notification was lost, so correctness never
 depends on a notification.
+
+Each use of a connection first checks that the file at the path is still
+the one it opened (one ``stat``), and each write checks again after its
+commit: a file deleted under a running process makes it answer unavailable
+rather than write to the unlinked file, and a process never creates a new
+file in place of one it lost. When a file is at the path again (the same
+file moved back, a restored copy, or a new empty one made by a process
+started anew) the process reconnects to it and logs a warning naming it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
+from urllib.parse import quote
 
 from .. import errors
 from ..runtime.protocols import Value
@@ -39,6 +50,8 @@ from .base import (
 from .wakeup import Waker
 
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
+
+log = logging.getLogger(__name__)
 
 #: Seconds a statement waits for another process's write lock.
 BUSY_TIMEOUT = 5.0
@@ -143,11 +156,13 @@ class _WriterLock:
                     f"SQLite database {self.path[:-5]!r} is unavailable: {exc}"
                 ) from exc
             self._pid = os.getpid()
-        self._acquire(self._fd)
+        fd = self._fd
+        self._acquire(fd)
         try:
             yield
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if self._fd == fd:  # else close() released it with the file
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _acquire(self, fd: int) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT
@@ -171,6 +186,9 @@ class _WriterLock:
         self._fd = None
 
 
+# Every _Database of this process, by path (see _Database._still_there).
+_SIBLINGS: dict[str, weakref.WeakSet[_Database]] = {}
+
 # Connections a forked child inherited: SQLite must not touch them in the
 # child, not even to close them, so they are kept alive and never used.
 _ABANDONED: list[sqlite3.Connection] = []
@@ -186,13 +204,83 @@ class _Database:
         self._pid = os.getpid()
         self._lock = threading.RLock()
         self._writers = _WriterLock(self.path + "-lock", error)
+        _SIBLINGS.setdefault(self.path, weakref.WeakSet()).add(self)
+        #: (st_dev, st_ino) of the file the connection opened
+        self._identity: tuple[int, int] | None = None
+        #: why this process lost its file ("deleted"...), until it reconnects
+        self._lost: str | None = None
+
+    def _unavailable(self, reason: str) -> Exception:
+        return self._error(f"SQLite database {self.path!r} is unavailable: {reason}")
+
+    def _file(self) -> tuple[int, int] | None:
+        """The identity of the file at the path now; None when there is none."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._unavailable(str(exc)) from exc
+        return st.st_dev, st.st_ino
+
+    def _still_there(self) -> bool:
+        """Whether the open connection's file is still the one at the path.
+
+        When it is not, the connection is closed (SQLite neither checkpoints
+        nor deletes the WAL of a moved file on close), and a deleted file is
+        remembered, so that the next open does not create an empty one.
+        """
+        identity = self._file()
+        if identity is not None and identity == self._identity:
+            return True
+        self._lose(identity)
+        # SQLite shares one WAL index among a process's connections to one
+        # file: none may outlive the others. One in use by another thread
+        # right now sees the change itself.
+        for other in list(_SIBLINGS.get(self.path, ())):
+            if other is not self and other._lock.acquire(blocking=False):
+                try:
+                    if other._conn is not None and other._pid == os.getpid():
+                        other._lose(identity)
+                finally:
+                    other._lock.release()
+        return False
+
+    def _lose(self, identity: tuple[int, int] | None) -> None:
+        """Close the connection to a file no longer at the path (now
+        ``identity``, None when there is none)."""
+        if self._conn is not None:
+            # Move the WAL into the old file, wherever it is now, and empty
+            # it: SQLite never deletes the WAL of a moved file, and would
+            # read its frames as a new file's (a "mispaired" WAL corrupts
+            # it). Busy when another connection still uses it: the last one
+            # to notice empties it.
+            try:
+                self._conn.execute("PRAGMA busy_timeout = 0")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+        self.close()
+        self._lost = "was deleted" if identity is None else "was replaced by another file"
 
     def _open(self) -> sqlite3.Connection:
+        if self._lost is None:
+            target, uri = self.path, False
+        elif self._file() is None:
+            raise self._unavailable(
+                f"the file {self._lost} under this running process; it answers"
+                " unavailable until a file is at that path again (a process"
+                " started anew creates an empty one)"
+            )
+        else:
+            # mode=rw: never create the file here, should it vanish again
+            target, uri = f"file:{quote(self.path)}?mode=rw", True
         conn = sqlite3.connect(
-            self.path,
+            target,
             timeout=BUSY_TIMEOUT,
             isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
             check_same_thread=False,  # the lock serialises the threads
+            uri=uri,
         )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -209,9 +297,16 @@ class _Database:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
+            self._identity = self._file()
         except BaseException:
             conn.close()
             raise
+        if self._lost is not None:
+            log.warning(
+                "SQLite database %s %s; reconnected to the file now at that path",
+                self.path, self._lost,
+            )
+            self._lost = None
         return conn
 
     @contextmanager
@@ -233,6 +328,12 @@ class _Database:
             self._pid = os.getpid()
         with self._lock:
             try:
+                if self._conn is not None and not self._still_there():
+                    if self._lost == "was deleted":
+                        raise self._unavailable(
+                            "the file was deleted under this running process; it"
+                            " answers unavailable until a file is at that path again"
+                        )
                 if self._conn is None:
                     # Under the writer lock: two processes creating the file
                     # at once race on switching it to WAL.
@@ -243,24 +344,27 @@ class _Database:
                     yield conn
                     return
                 with self._writers.held():
-                    if not write:
-                        yield conn
-                        return
-                    conn.execute("BEGIN IMMEDIATE")
+                    if write:
+                        conn.execute("BEGIN IMMEDIATE")
                     try:
                         yield conn
                     except BaseException:
                         if conn.in_transaction:
                             conn.execute("ROLLBACK")
                         raise
-                    conn.execute("COMMIT")
+                    if write:
+                        conn.execute("COMMIT")
+                    # The file may have gone during the write: then it went
+                    # to the unlinked file, and must not be acknowledged.
+                    if not self._still_there():
+                        raise self._unavailable(
+                            f"the file {self._lost} during a write, which is lost"
+                        )
             except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
                 raise
             except sqlite3.DatabaseError as exc:
                 self.close()
-                raise self._error(
-                    f"SQLite database {self.path!r} is unavailable: {exc}"
-                ) from exc
+                raise self._unavailable(str(exc)) from exc
 
     def close(self) -> None:
         with self._lock:
