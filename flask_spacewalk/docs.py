@@ -3,7 +3,9 @@
 One small blueprint per (app, prefix), whatever the number of trees there.
 The docs page is Swagger UI from the files the ``swagger-ui-bundle-v2``
 package ships (import name ``swagger_ui_bundle``), served by the app itself:
-no CDN, so it works on a closed network.
+no CDN, so it works on a closed network. It is started by our own
+``static/docs/spacewalk-docs.js`` (no inline script, so the console's CSP
+fits), which shows the document's descriptions as text, never as markup.
 """
 from __future__ import annotations
 

@@ -3,7 +3,9 @@
 Discovery and post-schema answers are encoded once, when the blueprint is
 built. Every answer under the tree's root path is JSON, errors included: a
 catch-all rule of the blueprint takes the paths and methods no other rule
-takes, so even routing's 404 and 405 reach the blueprint's error handlers.
+takes, so even routing's 404 and 405 reach the blueprint's error handlers,
+and OPTIONS reaches the view decorators. Unsafe requests a page of another
+site could make a browser send are refused first (:mod:`.csrf`).
 """
 from __future__ import annotations
 
