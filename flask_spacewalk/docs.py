@@ -3,26 +3,31 @@
 One small blueprint per (app, prefix), whatever the number of trees there.
 The docs page is Swagger UI from the files the ``swagger-ui-bundle-v2``
 package ships (import name ``swagger_ui_bundle``), served by the app itself:
-no CDN, so it works on a closed network.
+no CDN, so it works on a closed network. It is started by our own
+``static/docs/spacewalk-docs.js`` (no inline script, so the console's CSP
+fits), which shows the document's descriptions as text, never as markup.
 """
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, request, send_from_directory, url_for
 from werkzeug.exceptions import HTTPException, NotFound
 
+from .console import CONTENT_SECURITY_POLICY as CONSOLE_POLICY
 from .openapi import openapi_document
 from .views import _http_error, encode, json_bytes_response
 
 if TYPE_CHECKING:
     from .extension import SpacewalkState, ViewDecorator
 
-__all__ = ["ASSETS", "docs_states", "register_docs"]
+__all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "INIT_SCRIPT", "docs_states", "register_docs"]
 
 #: The bundled files the page uses, with their source maps (browser tools
 #: ask for those); nothing else of the bundle is served.
@@ -38,6 +43,14 @@ ASSETS = frozenset(
 )
 #: The assets' cache lifetime: their URLs carry the bundle's version.
 ASSET_MAX_AGE = 7 * 24 * 3600
+#: Our own script, which starts Swagger UI: served beside the bundle's files.
+INIT_SCRIPT = "spacewalk-docs.js"
+STATIC = Path(__file__).resolve().parent / "static" / "docs"
+#: The console's (see console.py): the page runs only files of this origin,
+#: no inline script, and no other site may frame it. Swagger UI fits in it:
+#: it sets styles through the DOM, which ``style-src`` does not govern, and
+#: draws its icons from ``data:`` URLs.
+CONTENT_SECURITY_POLICY = CONSOLE_POLICY
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -50,10 +63,9 @@ _PAGE = """<!DOCTYPE html>
 </head>
 <body>
 <div id="swagger-ui"></div>
+<script type="application/json" id="swagger-ui-config">{config}</script>
 <script src="{js}"></script>
-<script>
-window.ui = SwaggerUIBundle({config});
-</script>
+<script src="{init}"></script>
 </body>
 </html>
 """
@@ -98,9 +110,13 @@ def _make_blueprint(name: str, prefix: str, decorators: Sequence[ViewDecorator])
     def get(rule: str) -> Callable[[Callable[..., Response]], Any]:
         def register(view: Callable[..., Response]) -> Callable[..., Response]:
             endpoint = view.__name__
+            view = _with_options(view)
             for decorator in decorators:
                 view = decorator(view)
-            bp.add_url_rule(rule, endpoint, view, methods=["GET"])
+            # OPTIONS through the decorators, as under the tree (views.py)
+            bp.add_url_rule(
+                rule, endpoint, view, methods=["GET", "OPTIONS"], provide_automatic_options=False
+            )
             return view
 
         return register
@@ -133,22 +149,48 @@ def _make_blueprint(name: str, prefix: str, decorators: Sequence[ViewDecorator])
             "validatorUrl": None,
             "deepLinking": True,
         }
-        # "</" cannot end the script element early once escaped.
-        script_config = json.dumps(config).replace("</", "<\\/")
+        # No "<" at all: nothing can end the script element early or open
+        # a comment in it ("</script>", "<!--"); JSON reads the escape back.
+        script_config = json.dumps(config).replace("<", "\\u003c")
         text = _PAGE.format(
             title=html.escape(title),
             css=html.escape(asset("swagger-ui.css")),
             icon=html.escape(asset("favicon-32x32.png")),
             js=html.escape(asset("swagger-ui-bundle.js")),
+            init=html.escape(asset(INIT_SCRIPT)),
             config=script_config,
         )
-        return Response(text, mimetype="text/html")
+        response = Response(text, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        # for browsers that know no frame-ancestors
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
     @get("/docs/<path:filename>")
     def asset(filename: str) -> Response:
-        if filename not in ASSETS:
+        if filename == INIT_SCRIPT:
+            # Versioned by the bundle only: revalidated on every load.
+            response = send_from_directory(STATIC, filename, max_age=0)
+            response.cache_control.no_cache = True
+        elif filename in ASSETS:
+            response = send_from_directory(bundle_dir, filename, max_age=ASSET_MAX_AGE)
+        else:
             raise NotFound(f"no docs asset {filename}")
-        return send_from_directory(bundle_dir, filename, max_age=ASSET_MAX_AGE)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
     bp.register_error_handler(HTTPException, _http_error)
     return bp
+
+
+def _with_options(view: Callable[..., Response]) -> Callable[..., Response]:
+    """``view``, answering OPTIONS itself (inside the decorators)."""
+
+    @functools.wraps(view)
+    def answer(*args: Any, **kwargs: Any) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status=200, headers={"Allow": "GET, HEAD, OPTIONS"})
+        return view(*args, **kwargs)
+
+    return answer

@@ -3,7 +3,9 @@
 Discovery and post-schema answers are encoded once, when the blueprint is
 built. Every answer under the tree's root path is JSON, errors included: a
 catch-all rule of the blueprint takes the paths and methods no other rule
-takes, so even routing's 404 and 405 reach the blueprint's error handlers.
+takes, so even routing's 404 and 405 reach the blueprint's error handlers,
+and OPTIONS reaches the view decorators. Unsafe requests a page of another
+site could make a browser send are refused first (:mod:`.csrf`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from werkzeug.exceptions import (
 from werkzeug.routing import Map, Rule
 
 from . import listing
+from .csrf import check_request
 from .errors import (
     DatastoreUnavailable,
     InvalidJobDocument,
@@ -393,7 +396,11 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
         return view
 
     def route(path: str, endpoint: str, view: Callable[..., Response], method: str) -> None:
-        bp.add_url_rule(path, endpoint, decorate(view), methods=[method])
+        # No automatic OPTIONS: Flask would answer it before the decorators
+        # run; the fallback below answers it, decorated.
+        bp.add_url_rule(
+            path, endpoint, decorate(view), methods=[method], provide_automatic_options=False
+        )
         own_rules.append(Rule(path, endpoint=endpoint, methods=[method, "OPTIONS"]))
 
     for entry in routes(state):
@@ -408,10 +415,19 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
 
     own_map = Map(own_rules)
 
+    #: Every method the tree takes somewhere: what a preflight is allowed.
+    all_methods = ", ".join(sorted(set().union(*(rule.methods or () for rule in own_rules))))
+
     def fallback(**kwargs: Any) -> Response:
-        # Whatever no route took: 405 with Allow where a route has the path,
-        # else 404, both from our own rules and so in our JSON shape.
-        own_map.bind("").match(request.path, method=request.method)
+        # Whatever no route took: OPTIONS, 405 with Allow where a route has
+        # the path, else 404, all from our own rules and so in our JSON shape.
+        adapter = own_map.bind("")
+        if request.method == "OPTIONS":
+            allowed = adapter.allowed_methods(request.path)
+            if not allowed:
+                raise NotFound()
+            return Response(status=200, headers={"Allow": ", ".join(sorted(allowed))})
+        adapter.match(request.path, method=request.method)
         raise NotFound()  # pragma: no cover - match() always raises here
 
     @bp.record_once
@@ -436,19 +452,16 @@ def make_blueprint(state: SpacewalkState) -> Blueprint:
     bp.register_error_handler(ParamsInvalid, _params_invalid)
     bp.register_error_handler(SpacewalkError, _spacewalk_error)
     bp.register_error_handler(Exception, _unexpected_error)
-    if state.settings.cors_origins:
-        bp.after_request(_cors(state.settings.cors_origins))
+    settings = state.settings
+    if settings.cors_origins:
+        bp.before_request(_preflight(settings.cors_origins, all_methods))
+        bp.after_request(_cors(settings.cors_origins))
 
-    @bp.after_request
-    def allow_header(response: Response) -> Response:
-        # Flask's automatic OPTIONS asks the app's URL map, where the
-        # catch-all takes every method; our own rules know the real ones.
-        # (Registered last, so it runs before the CORS headers are added.)
-        if request.method == "OPTIONS" and response.status_code < 400:
-            allowed = own_map.bind("").allowed_methods(request.path)
-            if allowed:
-                response.headers["Allow"] = ", ".join(sorted(allowed))
-        return response
+    @bp.before_request
+    def refuse_cross_site() -> None:
+        # Before the decorators and before routing matters: a cross-site
+        # POST is 403 at every path, so it learns nothing about which exist.
+        check_request(settings.cors_origins, settings.max_content_length)
 
     return bp
 
@@ -517,12 +530,37 @@ def _unexpected_error(exc: Exception) -> Response:
     return error_response(500, "internal server error")
 
 
+def _allowed_origin(origins: tuple[str, ...]) -> str | None:
+    """The request's ``Origin`` when CORS allows it, else None."""
+    origin = request.headers.get("Origin")
+    if not origin or not ("*" in origins or origin in origins):
+        return None
+    return origin
+
+
+def _preflight(origins: tuple[str, ...], methods: str) -> Callable[[], Response | None]:
+    def answer() -> Response | None:
+        # A browser sends a preflight without credentials, so it is answered
+        # before the decorators (the app's auth); the same at every path, so
+        # it tells nothing about which paths exist. The request that follows
+        # is checked in full.
+        if (
+            request.method == "OPTIONS"
+            and "Access-Control-Request-Method" in request.headers
+            and _allowed_origin(origins) is not None
+        ):
+            return Response(status=200, headers={"Allow": methods})
+        return None
+
+    return answer
+
+
 def _cors(origins: tuple[str, ...]) -> Callable[[Response], Response]:
     allow_any = "*" in origins
 
     def add_headers(response: Response) -> Response:
-        origin = request.headers.get("Origin")
-        if not origin or not (allow_any or origin in origins):
+        origin = _allowed_origin(origins)
+        if origin is None:
             return response
         response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
         if not allow_any:

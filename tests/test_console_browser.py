@@ -382,3 +382,69 @@ def test_a_malformed_link_says_so(page: Page, server: str, hash_: str) -> None:
     # the tree still works from there
     page.get_by_role("navigation", name="Job tree").get_by_role("link", name="FizzBuzz Job").click()
     expect(page.locator("main h2")).to_have_text("FizzBuzz Job")
+
+
+# -- the docs page and other sites ------------------------------------------------------
+
+#: Collects the page's Content-Security-Policy violations.
+CSP_WATCH = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation",
+    (event) => window.__csp.push(`${event.violatedDirective} ${event.blockedURI}`));
+"""
+
+
+def test_the_docs_page_runs_under_its_csp_and_shows_descriptions_as_text(
+    page: Page, server: str, shots: Path
+) -> None:
+    page.add_init_script(CSP_WATCH)
+    page.goto(f"{server}/docs")
+    docs = page.locator("#swagger-ui")
+    tag = page.locator(".opblock-tag-section", has_text="console_tests/forms")
+    expect(tag).to_be_visible()  # Swagger UI ran: its bundle and our script
+    # tag descriptions come from job classes' DESCRIPTION, as text
+    expect(docs).to_contain_text("Jobs the <em>browser</em> tests run")
+    expect(docs).to_contain_text('<img src=x onerror="window.__pwned = 3">')
+    expect(docs).to_contain_text("Console <test> jobs.")  # a NAME, in the document's own
+    page.screenshot(path=shots / "docs-escaped.png", full_page=True)
+    # and so do the operations' descriptions, once opened
+    shout = page.locator(".opblock", has_text="/console_tests/shout/job")
+    shout.locator(".opblock-summary").click()
+    expect(shout).to_contain_text("Logs its message as an event, a warning and an error")
+
+    # "Try it out" posts JSON from the page's own origin: not refused
+    fizz = page.locator(".opblock-post", has_text="/examples/fizz_buzz/job")
+    fizz.locator(".opblock-summary").click()
+    fizz.get_by_role("button", name="Try it out").click()
+    fizz.locator("textarea.body-param__text").fill('{"n": 3}')
+    with page.expect_response(lambda r: r.url.endswith("/examples/fizz_buzz/job")) as posted:
+        fizz.get_by_role("button", name="Execute").click()
+    assert posted.value.status == 201, posted.value.text()
+    assert posted.value.request.headers["content-type"] == "application/json"
+
+    assert page.evaluate("window.__pwned") is None
+    assert docs.locator("em, img[src='x']").count() == 0
+    assert page.evaluate("window.__csp") == []
+
+
+def test_a_form_on_another_site_starts_no_job(page: Page, server: str) -> None:
+    # Another origin, served by Playwright itself: no second server needed.
+    evil = "http://evil.test"
+    forms = "".join(
+        f'<form method="post" action="{server}{action}" enctype="{enctype}">'
+        f'<input type="hidden" name="n" value="3"><button>{name}</button></form>'
+        for name, action, enctype in (
+            ("empty", "/examples/fizz_buzz/job", "application/x-www-form-urlencoded"),
+            ("plain", "/examples/fizz_buzz/job", "text/plain"),
+            ("cancel", "/examples/cancel/00000000-0000-4000-8000-000000000000",
+             "application/x-www-form-urlencoded"),
+        )
+    )
+    page.route(f"{evil}/", lambda route: route.fulfill(content_type="text/html", body=forms))
+    for name in ("empty", "plain", "cancel"):
+        page.goto(f"{evil}/")
+        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            page.get_by_role("button", name=name).click()
+        assert answer.value.status == 403, (name, answer.value.text())
+        body = json.loads(answer.value.text())
+        assert body["code"] == 403 and "another site (http://evil.test)" in body["message"]

@@ -658,14 +658,21 @@ def test_cors_preflight(new_app: NewApp, db_url: str) -> None:
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
-def test_cors_preflight_names_the_methods_of_the_path(new_app: NewApp, db_url: str) -> None:
+def test_cors_preflight_is_the_same_at_every_path(new_app: NewApp, db_url: str) -> None:
+    # It names every method the tree takes, so that it tells nothing about
+    # which paths exist; the request that follows gets its own 404 or 405.
     client = cors_app(new_app, db_url, ["https://a.example"])
-    response = client.options(
-        "/examples/leaves",
-        headers={"Origin": "https://a.example", "Access-Control-Request-Method": "GET"},
-    )
-    methods = {m.strip() for m in response.headers["Access-Control-Allow-Methods"].split(",")}
-    assert methods == {"GET", "HEAD", "OPTIONS"}
+    for path in ("/examples/leaves", f"{FIZZ}/job", "/examples/nope", "/examples"):
+        response = client.options(
+            path, headers={"Origin": "https://a.example", "Access-Control-Request-Method": "GET"}
+        )
+        assert response.status_code == 200, path
+        methods = {m.strip() for m in response.headers["Access-Control-Allow-Methods"].split(",")}
+        assert methods == {"DELETE", "GET", "HEAD", "OPTIONS", "POST"}, path
+    # a plain OPTIONS (no preflight) still names the path's own methods
+    response = client.options("/examples/leaves", headers={"Origin": "https://a.example"})
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert client.options("/examples/nope").status_code == 404
 
 
 # -- protecting the API with the app's own auth ----------------------------------------
@@ -761,6 +768,47 @@ def test_cors_preflight_passes_the_auth_and_401s_carry_cors(
     denied = client.post(f"{FIZZ}/job", json={"n": 1}, headers=origin)
     assert denied.status_code == 401
     assert denied.headers["Access-Control-Allow-Origin"] == "https://a.example"
+
+
+def test_options_goes_through_the_decorators(new_app: NewApp, db_url: str) -> None:
+    # Flask's automatic OPTIONS answers before any view: it told a client
+    # without credentials which paths exist (200 here, 401 there).
+    client = protected_app(new_app, db_url)
+    paths = ("/examples/leaves", f"{FIZZ}/job", "/examples/cancel/x", "/examples/nope",
+             "/examples", "/examples/", "/openapi.json", "/docs", "/docs/swagger-ui.css",
+             "/docs/nope.js")
+    for path in paths:
+        response = client.options(path)
+        assert response.status_code == 401, path
+        assert response.get_json()["message"] == "a valid bearer token is required"
+        assert "Allow" not in response.headers
+    allowed = {"/examples/leaves": {"GET", "HEAD", "OPTIONS"}, f"{FIZZ}/job": {"POST", "OPTIONS"},
+               "/examples/cancel/x": {"POST", "OPTIONS"}, "/docs": {"GET", "HEAD", "OPTIONS"}}
+    for path, methods in allowed.items():
+        response = client.options(path, headers=AUTH)
+        assert response.status_code == 200, path
+        assert set(response.headers["Allow"].split(", ")) == methods, path
+    for path in ("/examples/nope", "/examples"):
+        assert client.options(path, headers=AUTH).status_code == 404
+
+
+def test_a_preflight_reveals_no_path_under_auth(new_app: NewApp, db_url: str) -> None:
+    client = protected_app(new_app, db_url, SPACEWALK_CORS_ORIGINS="https://a.example")
+    answers = set()
+    for path in ("/examples/leaves", f"{FIZZ}/job", "/examples/nope", "/examples"):
+        response = client.options(path, headers={"Origin": "https://a.example",
+                                                 "Access-Control-Request-Method": "POST"})
+        assert response.status_code == 200, path
+        answers.add((response.get_data(), tuple(sorted(response.headers.items()))))
+    assert len(answers) == 1  # byte for byte the same
+    # another origin's preflight is an OPTIONS like any other: the auth decides
+    response = client.options(f"{FIZZ}/job", headers={"Origin": "https://b.example",
+                                                      "Access-Control-Request-Method": "POST"})
+    assert response.status_code == 401
+    # so is an allowed origin's OPTIONS that is no preflight
+    response = client.options(f"{FIZZ}/job", headers={"Origin": "https://a.example"})
+    assert response.status_code == 401
+    assert response.headers["Access-Control-Allow-Origin"] == "https://a.example"
 
 
 def test_decorators_apply_in_flask_view_order(new_app: NewApp, db_url: str) -> None:

@@ -27,6 +27,7 @@ from openapi_spec_validator import validate as validate_spec
 from schemathesis import GenerationMode, checks
 
 from examples.jobs.examples import BaseExampleJob
+from flask_spacewalk.console import CONTENT_SECURITY_POLICY as CONSOLE_POLICY
 from flask_spacewalk.docs import ASSETS
 from flask_spacewalk.openapi import openapi_document, params_components
 from flask_spacewalk.schemas import post_schema
@@ -444,10 +445,12 @@ class _DocsLinks(HTMLParser):
     def of(cls, page: str) -> list[str]:
         parser = cls()
         parser.feed(page)
-        for script in parser.scripts:
-            config = json.loads(re.search(r"SwaggerUIBundle\((\{.*\})\)", script, re.S)[1])
-            assert config["validatorUrl"] is None  # no call to validator.swagger.io
-            parser.links.append(config["url"])
+        # one script that is data, not code: the Content-Security-Policy
+        # runs no inline script
+        [script] = parser.scripts
+        config = json.loads(script)
+        assert config["validatorUrl"] is None  # no call to validator.swagger.io
+        parser.links.append(config["url"])
         return parser.links
 
 
@@ -457,8 +460,9 @@ def test_docs_page_and_every_asset_load_from_the_app(make_app: MakeApp) -> None:
     assert response.status_code == 200 and response.mimetype == "text/html"
     page = response.get_data(as_text=True)
     assert "http://" not in page and "https://" not in page
+    assert '<script type="application/json" id="swagger-ui-config">' in page
     links = _DocsLinks.of(page)
-    assert "/api/openapi.json" in links and len(links) == 4
+    assert "/api/openapi.json" in links and len(links) == 5
     for link in links:
         parts = urlsplit(link)
         assert not parts.scheme and not parts.netloc, link
@@ -466,12 +470,29 @@ def test_docs_page_and_every_asset_load_from_the_app(make_app: MakeApp) -> None:
             assert asset.status_code == 200, link
             max_age = asset.cache_control.max_age
             text = asset.get_data()
-        if link.startswith("/api/docs/"):
+        if link.startswith("/api/docs/spacewalk-docs"):
+            assert asset.cache_control.no_cache  # ours: revalidated
+        elif link.startswith("/api/docs/"):
             assert max_age and max_age >= 3600
             # and what the asset itself points at (source maps)
             for ref in re.findall(rb"sourceMappingURL=([\w.-]+)", text):
                 target = link.rsplit("/", 1)[0] + "/" + ref.decode()
                 assert status(client, target) == 200, target
+
+
+def test_docs_page_has_the_consoles_security_headers(make_app: MakeApp) -> None:
+    client = make_app().test_client()
+    response = client.get("/docs")
+    policy = response.headers["Content-Security-Policy"]
+    assert policy == CONSOLE_POLICY  # one policy for both pages
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["frame-ancestors"] == "'self'"
+    assert directives["script-src"] == "'self'"  # no inline script, no eval
+    assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    with client.get("/docs/spacewalk-docs.js") as script:
+        assert script.status_code == 200 and script.mimetype == "text/javascript"
+        assert script.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_only_the_pages_assets_are_served(make_app: MakeApp) -> None:

@@ -51,7 +51,8 @@ class Shout(ConsoleRoot):
 class Forms(ConsoleRoot):
     NAME = "Forms"
     BRANCH_NAME = "forms"
-    DESCRIPTION = "Jobs with many kinds of parameters"
+    # markup, for the docs page's test too
+    DESCRIPTION = 'Jobs with many kinds of parameters <img src=x onerror="window.__pwned = 3">'
 
 
 class Color(enum.Enum):
