@@ -294,7 +294,16 @@ def read_json_body(limit: int) -> dict[str, Any]:
     """
     if request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
-    raw = request.stream.read(limit + 1)
+    try:
+        raw = request.stream.read(limit + 1)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        # The server's dechunking (a bad chunk size, data without its CRLF)
+        # or a client gone mid-body: werkzeug raises OSError, gunicorn
+        # exceptions of its own that this package cannot import. Nothing
+        # in a read of the body is the server's fault.
+        raise BadRequest(f"the body could not be read: {exc}") from exc
     if len(raw) > limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
     if request.content_length is not None and len(raw) < request.content_length:

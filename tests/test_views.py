@@ -7,6 +7,7 @@ published post-schema and what POST accepts.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import math
 import os
@@ -640,6 +641,52 @@ def test_body_size_limit_without_content_length(make_app: MakeApp) -> None:
     assert status.startswith("413") and json.loads(answer)["code"] == 413
     status, answer = send(padded(100))
     assert status.startswith("201"), answer
+
+
+def post_chunked(app: Flask, wsgi_input: Any) -> tuple[str, dict[str, Any]]:
+    """POST a chunked body read from ``wsgi_input``, as a server hands it over."""
+    environ = EnvironBuilder(path=f"{FIZZ}/job", method="POST", content_type="application/json",
+                             data=b"").get_environ()  # fmt: skip
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True,
+                    "wsgi.input": wsgi_input})  # fmt: skip
+    app_iter, status, _ = run_wsgi_app(app, environ, buffered=True)
+    return status, json.loads(b"".join(app_iter))
+
+
+@pytest.mark.parametrize(
+    "chunks, says",
+    [
+        (b"zz\r\n{}\r\n0\r\n\r\n", "Invalid chunk header"),  # a bad chunk size
+        (b"-2\r\n{}\r\n0\r\n\r\n", "Invalid chunk header"),
+        (b"8\r\n{\"n\": 3}", "unexpected EOF"),  # the client went away mid-chunk
+        (b"8\r\n{\"n\": 3}XX0\r\n\r\n", "Invalid chunk"),  # no CRLF after the data
+    ],
+    ids=["bad-size", "negative-size", "gone-mid-chunk", "no-terminator"],
+)
+def test_malformed_chunked_bodies_are_400(make_app: MakeApp, chunks: bytes, says: str) -> None:
+    """The werkzeug server's dechunking, as ``flask run`` reads bodies."""
+    from werkzeug.serving import DechunkedInput
+
+    status, answer = post_chunked(make_app(), DechunkedInput(io.BytesIO(chunks)))
+    assert status.startswith("400") and answer["code"] == 400, answer
+    assert answer["message"].startswith("the body could not be read"), answer
+
+
+class BrokenInput(io.RawIOBase):
+    """A server's input that fails as gunicorn's does: its own exception type."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise type("InvalidChunkSize", (Exception,), {})("Invalid chunk size: 'zz'")
+
+
+def test_a_body_the_server_cannot_read_is_400_whatever_it_raises(make_app: MakeApp) -> None:
+    status, answer = post_chunked(make_app(), io.BufferedReader(BrokenInput()))
+    assert status.startswith("400"), answer
+    assert answer["message"] == "the body could not be read: Invalid chunk size: 'zz'"
 
 
 def test_a_content_length_that_lies_small_reads_only_that_much(make_app: MakeApp) -> None:
@@ -1595,3 +1642,60 @@ def test_a_body_nested_just_under_the_limit_is_stored_and_answered(
     assert raw_client.get(f"/raw/data/{uuid}").get_json() == {"value": expected}
     assert raw_client.get(f"/raw/dump/{uuid}").get_json()["value"] == expected
     assert raw_client.get(f"/raw/info/{uuid}").get_json()["result"] == 200
+
+
+@pytest.fixture(scope="module")
+def gunicorn_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """One gunicorn sync worker serving ``examples.app``, as ``flask spacewalk
+    serve`` and ``make run`` do (no job workers: POSTs here never get far)."""
+    import subprocess
+
+    from reliability_support import control_socket, free_port, request, stop_process, wait_until
+
+    tmp = tmp_path_factory.mktemp("gunicorn")
+    port = free_port()
+    env = dict(os.environ, FLASK_SPACEWALK_DATASTORE_URL=f"sqlite:///{tmp / 'jobs.sqlite3'}")
+    with open(tmp / "gunicorn.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
+             *control_socket(tmp), "examples.app:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def ready() -> bool:
+        assert proc.poll() is None, (tmp / "gunicorn.log").read_text()
+        try:
+            return request(port, "GET", "/examples/branches")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        assert wait_until(ready, timeout=30, interval=0.1), (tmp / "gunicorn.log").read_text()
+        yield port
+    finally:
+        stop_process(proc)
+    assert "Traceback" not in (tmp / "gunicorn.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "body, shut_write",
+    [
+        (b"zz\r\n{}\r\n0\r\n\r\n", False),  # a bad chunk size
+        (b"8\r\n{\"n\": 3}XX0\r\n\r\n", False),  # no CRLF after the chunk's data
+        (b"8\r\n{\"n\"", True),  # the client stops sending mid-chunk
+    ],
+    ids=["bad-size", "no-terminator", "gone-mid-chunk"],
+)
+def test_malformed_chunked_bodies_are_400_under_gunicorn(
+    gunicorn_port: int, body: bytes, shut_write: bool
+) -> None:
+    from reliability_support import post_head, raw_exchange, request
+
+    status, payload = raw_exchange(
+        gunicorn_port, post_head(f"{FIZZ}/job", None), body, shut_write=shut_write, timeout=20
+    )
+    assert status == 400, payload
+    answer = json.loads(payload)
+    assert answer["code"] == 400 and answer["message"].startswith("the body could not be read")
+    assert request(gunicorn_port, "GET", "/examples/branches")[0] == 200  # the worker lives on
