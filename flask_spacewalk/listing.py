@@ -30,6 +30,11 @@ DEFAULT_LIMIT = 50
 #: Larger ``limit`` values are lowered to this.
 MAX_LIMIT = 500
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+#: A stored ``createdAt``: naive ISO-8601, with or without a fraction (ZeroG).
+_CREATED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: Longer than any cursor :func:`encode_cursor` writes (about 100 characters).
+_CURSOR_MAX = 200
 
 
 def jobs_view(state: SpacewalkState) -> Callable[[], Response]:
@@ -98,9 +103,11 @@ def _names(
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
-    if not _INTEGER.fullmatch(text.strip()) or int(text) < 1:
-        raise BadRequest(f"limit must be a whole number of at least 1, not {text!r}")
-    return min(int(text), MAX_LIMIT)
+    digits = text.strip().lstrip("+").lstrip("0")
+    if not _INTEGER.fullmatch(text.strip()) or text.strip().startswith("-") or not digits:
+        raise BadRequest(f"limit must be a whole number of at least 1, not {text[:40]!r}")
+    # int() refuses over 4,300 digits; any number of more than 4 is capped anyway
+    return MAX_LIMIT if len(digits) > len(str(MAX_LIMIT)) else min(int(digits), MAX_LIMIT)
 
 
 def _since(text: str | None) -> str | None:
@@ -108,13 +115,22 @@ def _since(text: str | None) -> str | None:
     if text is None:
         return None
     try:
+        # fromisoformat() overlooks a trailing NUL; an ISO-8601 date is ASCII
+        if not (text.isascii() and text.isprintable()):
+            raise ValueError(text)
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise BadRequest(
-            f"since must be an ISO-8601 date-time such as 2024-05-01T12:00:00Z, not {text!r}"
+            "since must be an ISO-8601 date-time such as 2024-05-01T12:00:00Z,"
+            f" not {text[:40]!r}"
         ) from None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+            raise BadRequest(
+                f"since is out of range once converted to UTC (years 1 to 9999): {text!r}"
+            ) from None
     # isoformat() leaves out a zero fraction, as createdAt does; the string
     # order of the two is then their time order
     return moment.isoformat()
@@ -129,18 +145,35 @@ def encode_cursor(created_at: str, uuid: str) -> str:
 def decode_cursor(cursor: str) -> tuple[str, str]:
     """``(createdAt, uuid)`` of a cursor :func:`encode_cursor` made.
 
+    A cursor is only a position, never a permission, so it is checked, not
+    signed: it must decode to exactly ``{"c": createdAt, "u": uuid}`` with a
+    naive ISO-8601 date-time and a lower-case uuid, as stored jobs have.
+
     :raise BadRequest: it is not such a cursor.
     """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data: Any = json.loads(raw)
-    except (binascii.Error, ValueError):
-        data = None
+    data: Any = None
+    if len(cursor) <= _CURSOR_MAX and cursor.isascii():
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            data = json.loads(raw)
+        except (binascii.Error, ValueError):
+            pass
     if (
         isinstance(data, dict)
         and set(data) == {"c", "u"}
         and isinstance(data["c"], str)
         and isinstance(data["u"], str)
+        and _CREATED_AT.fullmatch(data["c"])
+        and _UUID.fullmatch(data["u"])
+        and _is_date_time(data["c"])
     ):
         return data["c"], data["u"]
     raise BadRequest("cursor is not one this API gave; use the next of a previous page")
+
+
+def _is_date_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

@@ -31,7 +31,11 @@ from .schemas import (
     post_schema,
 )
 
-__all__ = ["FORMAT_CHECKER", "ParamsValidator"]
+__all__ = ["FORMAT_CHECKER", "MAX_MESSAGES", "ParamsValidator"]
+
+#: The most messages a 422 gives for one field; a last message
+#: ``"... and N more."`` counts the others.
+MAX_MESSAGES = 20
 
 #: The format checker POST bodies are validated with: jsonschema's own for
 #: draft 7, what a client's stock validator asserts too. The post-schema's
@@ -65,21 +69,21 @@ class ParamsValidator:
         :return: what marshmallow's ``load`` gives, load defaults filled in.
         :raise ParamsInvalid: with every message of both checks, by data key.
         """
-        errors: dict[str, list[str]] = {}
-        non_finite = set(_non_finite(body, ()))
+        errors = _Messages()
+        non_finite = dict.fromkeys(_non_finite(body, ()))  # in body order
         for path in non_finite:
-            _add(errors, path, "Special numeric values (nan or infinity) are not permitted.")
+            errors.add(path, "Special numeric values (nan or infinity) are not permitted.")
         for error in self._validator.iter_errors(body):
             for path, message in _schema_messages(error):
                 if path not in non_finite:  # said better above
-                    _add(errors, path, message)
+                    errors.add(path, message)
         if not isinstance(body, dict):
-            _add(errors, (), "Invalid input type.")
-            raise ParamsInvalid(errors)
+            errors.add((), "Invalid input type.")
+            raise ParamsInvalid(errors.by_field())
         # marshmallow sees only the fields the schema took: on the others it
         # would repeat the schema's messages in other words, and some fields
         # raise on values the schema keeps out (TimeDelta on a huge integer).
-        found = set(errors)
+        found = errors.fields()
         taken = {key: value for key, value in body.items() if key not in found}
         try:
             loaded: dict[str, t.Any] = self.schema.load(
@@ -88,20 +92,54 @@ class ParamsValidator:
         except ValidationError as exc:
             for path, message in _marshmallow_messages(exc.messages, ()):
                 if (str(path[0]) if path else "_schema") not in found:
-                    _add(errors, path, message)
+                    errors.add(path, message)
         if errors:
-            raise ParamsInvalid(errors)
+            raise ParamsInvalid(errors.by_field())
         return loaded
 
 
-def _add(errors: dict[str, list[str]], path: tuple[t.Any, ...], message: str) -> None:
-    # Keyed by field; a deeper path goes in front of the message.
-    key = str(path[0]) if path else "_schema"
-    if len(path) > 1:
-        message = f"{'.'.join(map(str, path[1:]))}: {message}"
-    messages = errors.setdefault(key, [])
-    if message not in messages:  # both checks often say the same thing
-        messages.append(message)
+class _Messages:
+    """Messages by field, each said once, at most :data:`MAX_MESSAGES` a field.
+
+    Every operation costs the same however many messages came before, so a
+    hostile body (a long array of bad items) costs time linear in its size,
+    and the answer stays short: the messages past the cap are only counted.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, list[str]] = {}
+        self._more: dict[str, int] = {}
+        # (path, message): both checks often say the same thing
+        self._seen: set[tuple[tuple[t.Any, ...], str]] = set()
+
+    def add(self, path: tuple[t.Any, ...], message: str) -> None:
+        """Add ``message`` about the value at ``path`` (its field first)."""
+        if (path, message) in self._seen:
+            return
+        self._seen.add((path, message))
+        key = str(path[0]) if path else "_schema"
+        kept = self._kept.setdefault(key, [])
+        if len(kept) >= MAX_MESSAGES:
+            self._more[key] = self._more.get(key, 0) + 1
+            return
+        if len(path) > 1:  # a deeper path goes in front of the message
+            message = f"{'.'.join(map(str, path[1:]))}: {message}"
+        if message not in kept:  # at most MAX_MESSAGES to look through
+            kept.append(message)
+
+    def __bool__(self) -> bool:
+        return bool(self._kept)
+
+    def fields(self) -> set[str]:
+        """The fields with a message."""
+        return set(self._kept)
+
+    def by_field(self) -> dict[str, list[str]]:
+        """The messages by field, a last ``"... and N more."`` where some were cut."""
+        return {
+            key: [*kept, f"... and {self._more[key]} more."] if key in self._more else kept
+            for key, kept in self._kept.items()
+        }
 
 
 _TYPE_MESSAGES = {

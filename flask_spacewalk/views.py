@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
@@ -69,7 +70,31 @@ def json_bytes_response(
 
 
 def encode(data: Any) -> bytes:
-    return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    """``data`` as compact UTF-8 JSON text with a trailing newline.
+
+    Whatever a stored document holds (a ZeroG writer, or a version before
+    the door checked bodies, may have stored anything), the answer is JSON:
+    a lone surrogate, which UTF-8 cannot encode, is written as its ASCII
+    escape (``\\ud800``), and NaN or an infinity, which JSON has no word
+    for, as ``null``.
+    """
+    try:
+        return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    except UnicodeEncodeError:
+        return (json.dumps(data, allow_nan=False) + "\n").encode()
+    except ValueError:  # NaN or an infinity
+        return encode(_finite(data))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def error_response(
@@ -272,7 +297,16 @@ def read_json_body(limit: int) -> dict[str, Any]:
     """
     if request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
-    raw = request.stream.read(limit + 1)
+    try:
+        raw = request.stream.read(limit + 1)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        # The server's dechunking (a bad chunk size, data without its CRLF)
+        # or a client gone mid-body: werkzeug raises OSError, gunicorn
+        # exceptions of its own that this package cannot import. Nothing
+        # in a read of the body is the server's fault.
+        raise BadRequest(f"the body could not be read: {exc}") from exc
     if len(raw) > limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
     if request.content_length is not None and len(raw) < request.content_length:
@@ -300,12 +334,65 @@ def read_json_body(limit: int) -> dict[str, Any]:
     try:
         body = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except RecursionError:
-        raise BadRequest("the body is not valid JSON: nested too deeply") from None
+        raise BadRequest(_TOO_DEEP) from None
     except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, not {_json_type(body)}")
+    # Only a \u escape makes a NUL or a lone surrogate, and only that many
+    # brackets can nest that deep: most bodies need no walk.
+    if b"\\u" in raw or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_storable(body)
     return body
+
+
+#: The deepest nesting of arrays and objects a POST body may have, the body
+#: itself being level 1. Deeper values would make the checks and the stores'
+#: encoders recurse past Python's limit.
+MAX_DEPTH = 100
+_TOO_DEEP = f"the body is nested deeper than {MAX_DEPTH} levels of arrays and objects"
+#: What no store keeps: NUL (PostgreSQL's jsonb refuses it) and lone
+#: surrogates (not Unicode text: no UTF-8 encoder writes them).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_storable(body: dict[str, Any]) -> None:
+    """Raise :exc:`BadRequest` for a body nested deeper than
+    :data:`MAX_DEPTH` or holding a string no store can keep, in time linear
+    in its size (a loop, not recursion)."""
+    # (value, depth, path) where path is (key, parent path): built in O(1)
+    # per value, spelled out only for the answer.
+    stack: list[tuple[Any, int, Any]] = [(body, 1, ())]
+    while stack:
+        value, depth, path = stack.pop()
+        if isinstance(value, str):
+            _check_string(value, "string", path)
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise BadRequest(_TOO_DEEP)
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    _check_string(key, "key", (key, path))
+                if isinstance(item, (str, dict, list)):
+                    stack.append((item, depth + 1, (key, path)))
+
+
+def _check_string(text: str, what: str, path: Any) -> None:
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return
+    keys = []
+    while path:
+        key, path = path
+        keys.append(key)
+    where = json.dumps(keys[::-1])  # ASCII: the key itself may be the culprit
+    char = found.group()
+    kind = "a NUL character" if char == "\x00" else "a lone surrogate"
+    raise BadRequest(
+        f"the body holds {kind} (\\u{ord(char):04x}) in the {what} at {where};"
+        " no job store can keep it"
+    )
 
 
 def _parse_int(text: str) -> int | float:

@@ -9,12 +9,14 @@ import uuid as uuid_module
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 from backend_support import DATASTORES, _close
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flask_spacewalk import Spacewalk, make_datastore
 from flask_spacewalk.backends.base import MAX_TYPE_PROBES, JobQuery, job_status
@@ -367,6 +369,108 @@ def test_api_limit_is_capped(client: FlaskClient, app_store: Any) -> None:
 )
 def test_api_bad_input(client: FlaskClient, query: str, words: str) -> None:
     assert words in error(client.get(f"/examples/jobs?{query}"), 400)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def cursor_of(created: Any, uuid: Any) -> str:
+    return b64(json.dumps({"c": created, "u": uuid}).encode())
+
+
+UPPER_UUID = "ABCDEF01-0000-4000-8000-00000000000A"
+ODD_QUERIES = [
+    ("since=0001-01-01T00:00:00%2B01:00", "since is out of range"),
+    ("since=9999-12-31T23:59:59-01:00", "since is out of range"),
+    ("since=2024-05-01T12:00:00%00", "since must be an ISO-8601 date-time"),
+    ("since=%ED%A0%80", "since must be an ISO-8601 date-time"),
+    ("since=2024-05-01T12:00:00%2B25:00", "since must be an ISO-8601 date-time"),
+    ("limit=-" + "9" * 5000, "limit must be a whole number"),
+    ("limit=%00", "limit must be a whole number"),
+    ("cursor=%00", "cursor is not one this API gave"),
+    ("cursor=%C3%A9t%C3%A9", "cursor is not one this API gave"),
+    ("cursor=" + "A" * 100_000, "cursor is not one this API gave"),
+    ("cursor=" + cursor_of("2024-05-01T12:00:00", "not-a-uuid"), "cursor is not one"),
+    ("cursor=" + cursor_of("2024-05-01T12:00:00", UPPER_UUID), "cursor is not one"),
+    ("cursor=" + cursor_of("yesterday", uid(1)), "cursor is not one"),
+    ("cursor=" + cursor_of("2024-13-01T12:00:00", uid(1)), "cursor is not one"),
+    ("cursor=" + cursor_of("2024-05-01T12:00:00+01:00", uid(1)), "cursor is not one"),
+    ("cursor=" + cursor_of("\ud800", uid(1)), "cursor is not one"),
+    ("cursor=" + cursor_of("2024-05-01T12:00:00", "\u0000"), "cursor is not one"),
+    ("cursor=" + b64(b'{"c": "2024-05-01T12:00:00", "u": "\\ud800"}'), "cursor is not one"),
+    ("cursor=" + b64(b'{"c": "\xed\xa0\x80", "u": "x"}'), "cursor is not one"),
+    ("cursor=" + cursor_of(["2024"], {"u": 1}), "cursor is not one"),
+    ("cursor=" + b64(b'{"c": "' + b"9" * 10_000 + b'", "u": 1}'), "cursor is not one"),
+]
+
+
+@pytest.fixture
+def store_client(tmp_path: Path, db_url: str, store_url: str) -> Iterator[FlaskClient]:
+    """The example app on each datastore, the queue in SQLite."""
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.testing = True
+    app.config.update(SPACEWALK_DATASTORE_URL=store_url, SPACEWALK_QUEUE_URL=db_url)
+    Spacewalk(app, ROOT / "examples" / "jobs", BaseExampleJob)
+    yield app.test_client()
+    app.extensions["spacewalk"]["/examples"].close()
+
+
+@pytest.fixture(params=sorted(DATASTORES))
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with DATASTORES[request.param](tmp_path) as url:
+        yield url
+
+
+@pytest.mark.parametrize(("query", "words"), ODD_QUERIES)
+def test_api_odd_input_is_400_on_every_datastore(
+    store_client: FlaskClient, query: str, words: str
+) -> None:
+    assert words in error(store_client.get(f"/examples/jobs?{query}"), 400)
+
+
+def test_api_a_huge_limit_is_the_largest_page(client: FlaskClient) -> None:
+    for limit in ("9" * 5000, "+00000000000000000000000000000000000007"):
+        response = client.get(f"/examples/jobs?limit={limit}")
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_api_cursors_of_stored_timestamps_with_and_without_fraction(
+    client: FlaskClient, app_store: Any
+) -> None:
+    """ZeroG writes createdAt with or without a fraction: both page on."""
+    for n, created in enumerate([at(1), at(2, 5), at(3), at(4, 999_999)]):
+        put(app_store, n, FB, created)
+    seen, cursor = [], ""
+    while True:
+        page = client.get(f"/examples/jobs?limit=1{cursor}").get_json()
+        seen += ids(page["jobs"])
+        if page["next"] is None:
+            break
+        cursor = f"&cursor={page['next']}"
+    assert seen == [uid(3), uid(2), uid(1), uid(0)]
+
+
+QUERY_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["2024-05-01", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+                     "queued", FB, "50", "0", "-1", "\ud800", "\x00", "eyJjIjoiMSIsInUiOiIyIn0"]),
+    st.builds(lambda c, u: cursor_of(c, u), st.text(max_size=30), st.text(max_size=40)),
+)  # fmt: skip
+PARAMETERS = st.sampled_from(["since", "cursor", "limit", "jobType", "status"])
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(st.lists(st.tuples(PARAMETERS, QUERY_TEXT), max_size=4))
+def test_api_never_answers_500(client: FlaskClient, query: list[tuple[str, str]]) -> None:
+    """Whatever the query string holds, lone surrogates and NUL included."""
+    encoded = "&".join(
+        f"{name}={quote(value.encode('utf-8', 'surrogatepass'))}" for name, value in query
+    )
+    response = client.get(f"/examples/jobs?{encoded}")
+    assert response.status_code in (200, 400), response.get_data(as_text=True)
+    assert set(response.get_json()) in ({"jobs", "next"}, {"code", "status", "message"})
 
 
 def test_api_wrong_method(client: FlaskClient) -> None:

@@ -10,6 +10,7 @@ import json
 import math
 import re
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, valid
 from flask_spacewalk import schemas
 from flask_spacewalk.errors import ParamsInvalid, SpacewalkError
 from flask_spacewalk.schemas import post_schema
-from flask_spacewalk.validation import FORMAT_CHECKER, ParamsValidator
+from flask_spacewalk.validation import FORMAT_CHECKER, MAX_MESSAGES, ParamsValidator
 
 MARSHMALLOW_3 = importlib.metadata.version("marshmallow").startswith("3.")
 FLOAT_MAX = sys.float_info.max
@@ -608,6 +609,75 @@ def test_both_checks_report_each_on_its_own_fields() -> None:
         "delta": ["Number too large."],  # marshmallow 4 would raise OverflowError
         "even": ["Must be even."],
     }
+
+
+def test_messages_per_field_are_capped_with_a_count_of_the_rest() -> None:
+    errors = errors_of(AllTypes, {"count": 1, "anything": [math.inf] * 25, "tags": ["toolong"] * 5})
+    message = "Special numeric values (nan or infinity) are not permitted."
+    assert errors["anything"] == [
+        *(f"{i}: {message}" for i in range(MAX_MESSAGES)), "... and 5 more."
+    ]
+    assert len(errors["tags"]) == 6  # one per item and the list's own: under the cap
+
+
+def test_a_field_with_exactly_the_cap_has_no_count() -> None:
+    errors = errors_of(AllTypes, {"count": 1, "anything": [math.inf] * MAX_MESSAGES})
+    assert len(errors["anything"]) == MAX_MESSAGES
+    assert not any(m.startswith("...") for m in errors["anything"])
+
+
+def test_marshmallow_messages_are_capped_too() -> None:
+    params = one_field(fields.List(fields.Integer(validate=must_be_even)))
+    errors = errors_of(params, {"f": list(range(1, 100, 2))})
+    assert errors["f"] == [f"{i}: Must be even." for i in range(MAX_MESSAGES)] + [
+        "... and 30 more."
+    ]
+
+
+def hostile_bodies(size: int) -> dict[str, Any]:
+    """Bodies of about ``size`` bytes of JSON that give a message per item."""
+    items = size // 8
+    deep: Any = [math.inf] * (items // 2)
+    for _ in range(90):
+        deep = [deep]
+    return {
+        "non-finite items": {"count": 1, "anything": [math.inf] * items},
+        "unknown keys": {"count": 1, **{f"k{i}": 1 for i in range(items // 2)}},
+        "bad nested items": {"count": 1, "points": [{"x": "a", "z": 1}] * (items // 4)},
+        "bad list items": {"count": 1, "tags": ["toolong"] * (items // 2)},
+        "bad mapping values": {"count": 1, "scores": {f"k{i}": "x" for i in range(items // 3)}},
+        "deeply nested": {"count": 1, "anything": deep},
+        "custom validator": {"f": [100_001] * items},
+    }
+
+
+def validation_seconds(body: dict[str, Any]) -> float:
+    """The best of three validations of ``body``, in seconds."""
+    params = one_field(fields.List(fields.Integer(validate=must_be_even))) if "f" in body else (
+        AllTypes
+    )
+    validator = validator_for(params)
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        with pytest.raises(ParamsInvalid):
+            validator.validate(body)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_validation_takes_time_linear_in_the_body_size() -> None:
+    """500 KB of hostile body costs about 10 times 50 KB, not 100 times.
+
+    (A bound of 35 leaves room for a loaded machine; quadratic work, the
+    bug this guards against, measured over 100 here.)
+    """
+    small, large = hostile_bodies(50_000), hostile_bodies(500_000)
+    for shape in small:
+        sizes = [len(json.dumps(body[shape], allow_nan=True)) for body in (small, large)]
+        assert 300_000 < sizes[1] < 1_000_000 and 9 < sizes[1] / sizes[0] < 11, (shape, sizes)
+        ratio = validation_seconds(large[shape]) / validation_seconds(small[shape])
+        assert ratio < 35, (shape, ratio)
 
 
 def test_params_invalid_is_a_spacewalk_error() -> None:

@@ -7,7 +7,9 @@ published post-schema and what POST accepts.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+import math
 import os
 import re
 import sqlite3
@@ -31,12 +33,15 @@ from flask_spacewalk.backends import sqlite as sqlite_backend
 from flask_spacewalk.errors import DatastoreUnavailable, QueueUnavailable
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.worker import Worker
+from flask_spacewalk.views import MAX_DEPTH, encode
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) leaves it out
     sys.path.insert(0, str(ROOT))
 
+from backend_support import DATASTORES  # noqa: E402
 from jobtrees.api_tree import ApiRoot  # noqa: E402
+from jobtrees.raw_tree import RawRoot  # noqa: E402
 
 from examples.jobs.examples import BaseExampleJob  # noqa: E402
 
@@ -637,6 +642,52 @@ def test_body_size_limit_without_content_length(make_app: MakeApp) -> None:
     assert status.startswith("413") and json.loads(answer)["code"] == 413
     status, answer = send(padded(100))
     assert status.startswith("201"), answer
+
+
+def post_chunked(app: Flask, wsgi_input: Any) -> tuple[str, dict[str, Any]]:
+    """POST a chunked body read from ``wsgi_input``, as a server hands it over."""
+    environ = EnvironBuilder(path=f"{FIZZ}/job", method="POST", content_type="application/json",
+                             data=b"").get_environ()  # fmt: skip
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True,
+                    "wsgi.input": wsgi_input})  # fmt: skip
+    app_iter, status, _ = run_wsgi_app(app, environ, buffered=True)
+    return status, json.loads(b"".join(app_iter))
+
+
+@pytest.mark.parametrize(
+    "chunks, says",
+    [
+        (b"zz\r\n{}\r\n0\r\n\r\n", "Invalid chunk header"),  # a bad chunk size
+        (b"-2\r\n{}\r\n0\r\n\r\n", "Invalid chunk header"),
+        (b"8\r\n{\"n\": 3}", "unexpected EOF"),  # the client went away mid-chunk
+        (b"8\r\n{\"n\": 3}XX0\r\n\r\n", "Invalid chunk"),  # no CRLF after the data
+    ],
+    ids=["bad-size", "negative-size", "gone-mid-chunk", "no-terminator"],
+)
+def test_malformed_chunked_bodies_are_400(make_app: MakeApp, chunks: bytes, says: str) -> None:
+    """The werkzeug server's dechunking, as ``flask run`` reads bodies."""
+    from werkzeug.serving import DechunkedInput
+
+    status, answer = post_chunked(make_app(), DechunkedInput(io.BytesIO(chunks)))
+    assert status.startswith("400") and answer["code"] == 400, answer
+    assert answer["message"].startswith("the body could not be read"), answer
+
+
+class BrokenInput(io.RawIOBase):
+    """A server's input that fails as gunicorn's does: its own exception type."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise type("InvalidChunkSize", (Exception,), {})("Invalid chunk size: 'zz'")
+
+
+def test_a_body_the_server_cannot_read_is_400_whatever_it_raises(make_app: MakeApp) -> None:
+    status, answer = post_chunked(make_app(), io.BufferedReader(BrokenInput()))
+    assert status.startswith("400"), answer
+    assert answer["message"] == "the body could not be read: Invalid chunk size: 'zz'"
 
 
 def test_a_content_length_that_lies_small_reads_only_that_much(make_app: MakeApp) -> None:
@@ -1370,10 +1421,24 @@ def bodies(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     return near_valid_bodies(schema) | arbitrary
 
 
+def holds_unstorable(value: Any) -> bool:
+    """Whether a string or key in ``value`` holds NUL or a lone surrogate."""
+    if isinstance(value, str):
+        return re.search("[\x00\ud800-\udfff]", value) is not None
+    if isinstance(value, dict):
+        return any(holds_unstorable(k) or holds_unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_unstorable(item) for item in value)
+    return False
+
+
 def check_agreement(client: FlaskClient, leaf: str, body: dict[str, Any]) -> None:
     schema = client.get(f"{leaf}/post-schema").get_json()["postSchema"]
     validator = Draft7Validator(schema, format_checker=Draft7Validator.FORMAT_CHECKER)
     response = client.post(f"{leaf}/job", data=json.dumps(body), content_type="application/json")
+    if holds_unstorable(body):  # the door's 400 comes before the fields' checks
+        assert_error(response, 400)
+        return
     assert response.status_code in (201, 422), response.get_data(as_text=True)
     errors = [e.message for e in validator.iter_errors(body)]
     if response.status_code == 201:
@@ -1462,3 +1527,181 @@ def test_a_very_long_integer_is_a_field_error(client: FlaskClient) -> None:
     assert "set_int_max_str_digits" not in answer.get_data(as_text=True)
     body = assert_error(answer, 422, field_errors=True)
     assert list(body["errors"]) == ["n"]
+
+
+# -- what the door keeps out: strings no store keeps, deep nesting -------------
+
+RAW = "/raw/keep"
+
+
+@pytest.fixture(params=sorted(DATASTORES))
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh datastore of each kind (PostgreSQL and Redis skip when absent)."""
+    with DATASTORES[request.param](tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def raw_client(make_app: MakeApp, store_url: str, db_url: str) -> FlaskClient:
+    """A tree whose leaf takes any JSON, on each datastore (the queue in SQLite)."""
+    config = {"SPACEWALK_DATASTORE_URL": store_url, "SPACEWALK_QUEUE_URL": db_url}
+    return make_app(RawRoot, "jobtrees.raw_tree", config=config).test_client()
+
+
+def post_raw(client: FlaskClient, data: bytes) -> TestResponse:
+    return client.post(f"{RAW}/job", data=data, content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    "data, says",
+    [
+        (b'{"value": "\\ud800"}', 'a lone surrogate (\\ud800) in the string at ["value"]'),
+        (b'{"value": "a\\udfffb"}', "a lone surrogate (\\udfff)"),
+        (b'{"value": "a\\u0000b"}', 'a NUL character (\\u0000) in the string at ["value"]'),
+        (b'{"value": {"\\udc00": 1}}', 'in the key at ["value", "\\udc00"]'),
+        (b'{"value": [[{"x": ["ok", "\\u0000"]}]]}', 'string at ["value", 0, 0, "x", 1]'),
+        (b'{"\\ud800": 1}', "a lone surrogate (\\ud800) in the key"),
+        (b'{"nope": {"k": "\\u0000"}}', 'in the string at ["nope", "k"]'),
+        (b'{"mapping": {"a\\u0000": 1}}', 'NUL character (\\u0000) in the key at ["mapping", "a'),
+        (b'{"value": "\\ude00\\ud83d"}', "a lone surrogate"),  # a pair in the wrong order
+    ],
+)
+def test_strings_no_store_keeps_are_400_at_the_door(
+    raw_client: FlaskClient, data: bytes, says: str
+) -> None:
+    body = assert_error(post_raw(raw_client, data), 400)
+    assert says in body["message"]
+    assert raw_client.get("/raw/jobs").get_json()["jobs"] == []
+
+
+def test_escaped_text_that_is_unicode_is_kept(raw_client: FlaskClient) -> None:
+    response = post_raw(raw_client, b'{"value": ["\\ud83d\\ude00", "\\u00e9", "\\\\u0000"]}')
+    assert response.status_code == 201, response.get_data(as_text=True)
+    data = raw_client.get(f"/raw/data/{response.get_json()['uuid']}")
+    assert data.get_json() == {"value": ["\U0001f600", "\u00e9", "\\u0000"]}
+
+
+def test_stored_strings_utf_8_cannot_encode_are_answered_as_escapes(
+    client: FlaskClient, datastore: Any
+) -> None:
+    """A document a ZeroG writer (or an earlier version) stored with a lone
+    surrogate is still answered, the surrogate as its escape."""
+    uuid = start(client, FIZZ, {"n": 3})
+    document = datastore.read(make_key(uuid))
+    document.update(output=["\ud800", "Fizz"])
+    document["events"].append({"msg": "bad \udfff", "timeStamp": "2021-11-20T02:55:11"})
+    datastore.set(make_key(uuid), document)
+    for kind in BY_UUID:
+        response = client.get(f"/examples/{kind}/{uuid}?showLogs=true")
+        assert response.status_code == 200, (kind, response.get_data(as_text=True))
+        assert response.data.isascii() or kind == "progress"
+        json.loads(response.data)
+    assert client.get(f"/examples/data/{uuid}").data == b'{"output": ["\\ud800", "Fizz"]}\n'
+    dump = json.loads(client.get(f"/examples/dump/{uuid}?showLogs=true").data)
+    assert dump["events"][-1]["msg"] == "bad \udfff"
+
+
+def test_non_finite_numbers_are_answered_as_null() -> None:
+    """JSON has no NaN: one that reached a stored document is answered null."""
+    assert encode({"a": math.nan, "b": [math.inf, -math.inf, 1.5], "c": "\ud800"}) == (
+        b'{"a": null, "b": [null, null, 1.5], "c": "\\ud800"}\n'
+    )
+    assert encode({"text": "d\u00e9j\u00e0"}) == '{"text": "d\u00e9j\u00e0"}\n'.encode()
+
+
+def nested(depth: int, leaf: bytes = b"1", kind: bytes = b"[]") -> bytes:
+    """A JSON value of ``depth`` levels of arrays (or objects) around ``leaf``."""
+    if kind == b"[]":
+        return b"[" * depth + leaf + b"]" * depth
+    return b'{"a": ' * depth + leaf + b"}" * depth
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"value": ' + nested(960) + b"}",
+        b'{"value": ' + nested(960, kind=b"{}") + b"}",
+        b'{"mapping": ' + nested(960, kind=b"{}") + b"}",
+        b'{"nope": ' + nested(960) + b"}",
+        b'{"value": ' + nested(MAX_DEPTH) + b"}",  # one level too many
+        b'{"value": [' + b"1, " * 1000 + nested(MAX_DEPTH, b'"\\u00e9"') + b"]}",
+    ],
+    ids=["raw-960", "raw-objects-960", "dict-960", "unknown-960", "raw-101", "raw-101-late"],
+)
+def test_bodies_nested_deeper_than_the_limit_are_400_naming_it(
+    raw_client: FlaskClient, data: bytes
+) -> None:
+    body = assert_error(post_raw(raw_client, data), 400)
+    assert f"nested deeper than {MAX_DEPTH} levels" in body["message"]
+
+
+@pytest.mark.parametrize("kind", [b"[]", b"{}"])
+def test_a_body_nested_just_under_the_limit_is_stored_and_answered(
+    raw_client: FlaskClient, kind: bytes
+) -> None:
+    """The body is level 1, so its field may hold MAX_DEPTH - 1 levels."""
+    value = nested(MAX_DEPTH - 1, b'"deep \\u00e9"', kind)
+    response = post_raw(raw_client, b'{"value": ' + value + b"}")
+    assert response.status_code == 201, response.get_data(as_text=True)
+    uuid = response.get_json()["uuid"]
+    expected = json.loads(value)
+    assert raw_client.get(f"/raw/data/{uuid}").get_json() == {"value": expected}
+    assert raw_client.get(f"/raw/dump/{uuid}").get_json()["value"] == expected
+    assert raw_client.get(f"/raw/info/{uuid}").get_json()["result"] == 200
+
+
+@pytest.fixture(scope="module")
+def gunicorn_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """One gunicorn sync worker serving ``examples.app``, as ``flask spacewalk
+    serve`` and ``make run`` do (no job workers: POSTs here never get far)."""
+    import subprocess
+
+    from reliability_support import control_socket, free_port, request, stop_process, wait_until
+
+    tmp = tmp_path_factory.mktemp("gunicorn")
+    port = free_port()
+    env = dict(os.environ, FLASK_SPACEWALK_DATASTORE_URL=f"sqlite:///{tmp / 'jobs.sqlite3'}")
+    with open(tmp / "gunicorn.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
+             *control_socket(tmp), "examples.app:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def ready() -> bool:
+        assert proc.poll() is None, (tmp / "gunicorn.log").read_text()
+        try:
+            return request(port, "GET", "/examples/branches")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        assert wait_until(ready, timeout=30, interval=0.1), (tmp / "gunicorn.log").read_text()
+        yield port
+    finally:
+        stop_process(proc)
+    assert "Traceback" not in (tmp / "gunicorn.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "body, shut_write",
+    [
+        (b"zz\r\n{}\r\n0\r\n\r\n", False),  # a bad chunk size
+        (b"8\r\n{\"n\": 3}XX0\r\n\r\n", False),  # no CRLF after the chunk's data
+        (b"8\r\n{\"n\"", True),  # the client stops sending mid-chunk
+    ],
+    ids=["bad-size", "no-terminator", "gone-mid-chunk"],
+)
+def test_malformed_chunked_bodies_are_400_under_gunicorn(
+    gunicorn_port: int, body: bytes, shut_write: bool
+) -> None:
+    from reliability_support import post_head, raw_exchange, request
+
+    status, payload = raw_exchange(
+        gunicorn_port, post_head(f"{FIZZ}/job", None), body, shut_write=shut_write, timeout=20
+    )
+    assert status == 400, payload
+    answer = json.loads(payload)
+    assert answer["code"] == 400 and answer["message"].startswith("the body could not be read")
+    assert request(gunicorn_port, "GET", "/examples/branches")[0] == 200  # the worker lives on
