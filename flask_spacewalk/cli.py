@@ -1,12 +1,8 @@
 """The ``flask spacewalk`` command group: worker, routes, openapi, serve."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
-import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -57,13 +53,17 @@ def _worker_group(app: Flask, tree: str | None) -> tuple[SpacewalkState, JobRegi
     return states[0], registry
 
 
-def _run_workers(app: Flask, tree: str | None, **options: Any) -> int:
-    state, registry = _worker_group(app, tree)
+def _configure_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO,
             format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         )
+
+
+def _run_workers(app: Flask, tree: str | None, **options: Any) -> int:
+    state, registry = _worker_group(app, tree)
+    _configure_logging()
     settings = state.settings
     return run_workers(
         registry,
@@ -164,10 +164,15 @@ def openapi_command(prefix: str | None, indent: int, output: Any) -> None:
               help="Address gunicorn listens on.")
 @click.option("--web-workers", "-w", default=2, show_default=True,
               help="gunicorn worker processes.")
+@click.option("--timeout", "-t", default=30, show_default=True,
+              help="gunicorn restarts a web worker silent for this many seconds.")
 @worker_options
+@click.pass_context
 def serve_command(
+    ctx: click.Context,
     bind: str,
     web_workers: int,
+    timeout: int,
     processes: int,
     grace: float,
     max_jobs: int | None,
@@ -176,57 +181,57 @@ def serve_command(
 ) -> None:
     """Serve the app with gunicorn and run job workers beside it.
 
-    For the embedded (SQLite) deployment on one machine; SIGTERM or Ctrl-C
-    stops both.
+    For the embedded (SQLite) deployment on one machine. SIGTERM or Ctrl-C
+    stops both; SIGHUP, SIGTTIN, SIGTTOU and SIGUSR1 go to gunicorn. A job
+    supervisor that dies is started again; if gunicorn ends, so does serve.
+    Other gunicorn settings come from GUNICORN_CMD_ARGS, as with gunicorn;
+    the options above, when given, override it.
     """
+    from .serve import Serve
+
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     _worker_group(app, tree)  # fail before forking on a bad choice
-    supervisor = os.fork()
-    if supervisor == 0:
-        _die_with_parent()
-        code = 1
-        try:
-            code = _run_workers(
-                app,
-                tree,
-                processes=processes,
-                grace=grace,
-                max_jobs=max_jobs,
-                max_memory=max_memory * 2**20 if max_memory else None,
-            )
-        finally:
-            os._exit(code)
+    _configure_logging()
+    options = {"bind": bind, "workers": web_workers, "timeout": timeout}
+    given = {
+        key for key, param in (("bind", "bind"), ("workers", "web_workers"),
+                               ("timeout", "timeout"))
+        if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT
+    }
 
-    def stop_workers(arbiter: Any = None) -> None:
-        try:
-            os.kill(supervisor, signal.SIGTERM)
-            os.waitpid(supervisor, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+    def run_web() -> None:
+        _gunicorn(app, options, given)
 
-    try:
-        _gunicorn(app, {"bind": bind, "workers": web_workers, "on_exit": stop_workers})
-    finally:
-        stop_workers()
+    def run_jobs() -> int:
+        return _run_workers(
+            app,
+            tree,
+            processes=processes,
+            grace=grace,
+            max_jobs=max_jobs,
+            max_memory=max_memory * 2**20 if max_memory else None,
+        )
+
+    sys.exit(Serve(run_web, run_jobs).run())
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its parent dies."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name or not sys.platform.startswith("linux"):
-        return
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(libc_name, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+def _gunicorn(app: Flask, options: dict[str, Any], given: set[str]) -> None:
+    """Serve the already loaded ``app`` with gunicorn.
 
-
-def _gunicorn(app: Flask, options: dict[str, Any]) -> None:
-    """Serve the already loaded ``app`` with gunicorn."""
+    :param options: settings; those not in ``given`` are defaults that
+        ``GUNICORN_CMD_ARGS`` may override.
+    """
     from gunicorn.app.base import BaseApplication
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
+            from_env = vars(self.cfg.parser().parse_args(self.cfg.get_cmd_args_from_env()))
             for key, value in options.items():
-                self.cfg.set(key, value)
+                if key in given or from_env.get(key) is None:
+                    self.cfg.set(key, value)
+            for key, value in from_env.items():
+                if value is not None and key != "args" and key not in given:
+                    self.cfg.set(key.lower(), value)
 
         def load(self) -> Flask:
             return app
