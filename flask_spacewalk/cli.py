@@ -10,6 +10,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from .errors import SpacewalkError
 from .runtime.registry import JobRegistry
 from .views import blueprint_name
 from .worker import run_workers
@@ -157,6 +158,74 @@ def openapi_command(prefix: str | None, indent: int, output: Any) -> None:
         )
     document = openapi_document(chosen)
     output.write(json.dumps(document, indent=indent or None, ensure_ascii=False) + "\n")
+
+
+class Age(click.ParamType):  # type: ignore[type-arg]
+    """A number of seconds: ``90s``, ``15m``, ``12h``, ``7d`` or plain ``600``."""
+
+    name = "age"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        factor = self.UNITS.get(text[-1:], None)
+        number = text[:-1] if factor else text
+        try:
+            seconds = float(number) * (factor or 1)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds < float("inf"):  # NaN and negatives too
+            self.fail(f"{value!r} is not an age such as 90s, 15m, 12h, 7d or 600", param, ctx)
+        return seconds
+
+
+@spacewalk_cli.command("requeue")
+@click.option("--stale", "older_than", type=Age(), required=True,
+              help="Requeue queued jobs not written for this long (90s, 15m, 12h, 7d, or "
+                   "seconds) whose queue entry is gone.")
+@click.option("--dry-run", is_flag=True, help="Only list the jobs that would be requeued.")
+@click.option("--tree", help="Only the tree at this root path.")
+def requeue_command(older_than: float, dry_run: bool, tree: str | None) -> None:
+    """Enqueue again the queued jobs whose queue entry was lost.
+
+    For a queue that lost its entries (beanstalkd restarted without -b, a
+    Redis without persistence). A job whose entry still exists is left
+    alone. Prints one line per job, then the counts.
+    """
+    from .runtime.stale import requeue_stale
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    state, registry = _worker_group(app, tree)
+    datastore, queue = state.connections()
+    found = requeued = 0
+    jobs = requeue_stale(datastore, queue, registry, older_than, dry_run=dry_run)
+    while True:
+        try:
+            job = next(jobs, None)
+        except SpacewalkError as exc:  # an unreachable datastore or queue
+            raise click.ClickException(str(exc)) from exc
+        if job is None:
+            break
+        found += 1
+        where = (f"entry {job.queue_job_id} is gone" if isinstance(job.queue_job_id, int)
+                 and job.queue_job_id > 0 else f"queueJobId {job.queue_job_id}")
+        if dry_run:
+            click.echo(f"would requeue {job.uuid} {job.job_type} (updated {job.updated_at},"
+                       f" {where})")
+        elif job.new_id is None:
+            click.echo(f"skipped {job.uuid} {job.job_type}: {job.skipped}")
+        else:
+            requeued += 1
+            click.echo(f"requeued {job.uuid} {job.job_type} (updated {job.updated_at},"
+                       f" {where}) as entry {job.new_id}")
+    if dry_run:
+        click.echo(f"{found} stale queued job(s) found; dry run, nothing requeued")
+    else:
+        click.echo(f"{found} stale queued job(s) found, {requeued} requeued")
 
 
 @spacewalk_cli.command("serve")
