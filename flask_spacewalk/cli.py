@@ -1,12 +1,8 @@
 """The ``flask spacewalk`` command group: worker, routes, openapi, serve."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
-import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +10,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from .errors import SpacewalkError
 from .runtime.registry import JobRegistry
 from .views import blueprint_name
 from .worker import run_workers
@@ -57,13 +54,17 @@ def _worker_group(app: Flask, tree: str | None) -> tuple[SpacewalkState, JobRegi
     return states[0], registry
 
 
-def _run_workers(app: Flask, tree: str | None, **options: Any) -> int:
-    state, registry = _worker_group(app, tree)
+def _configure_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO,
             format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         )
+
+
+def _run_workers(app: Flask, tree: str | None, **options: Any) -> int:
+    state, registry = _worker_group(app, tree)
+    _configure_logging()
     settings = state.settings
     return run_workers(
         registry,
@@ -159,15 +160,88 @@ def openapi_command(prefix: str | None, indent: int, output: Any) -> None:
     output.write(json.dumps(document, indent=indent or None, ensure_ascii=False) + "\n")
 
 
+class Age(click.ParamType):  # type: ignore[type-arg]
+    """A number of seconds: ``90s``, ``15m``, ``12h``, ``7d`` or plain ``600``."""
+
+    name = "age"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        factor = self.UNITS.get(text[-1:], None)
+        number = text[:-1] if factor else text
+        try:
+            seconds = float(number) * (factor or 1)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds < float("inf"):  # NaN and negatives too
+            self.fail(f"{value!r} is not an age such as 90s, 15m, 12h, 7d or 600", param, ctx)
+        return seconds
+
+
+@spacewalk_cli.command("requeue")
+@click.option("--stale", "older_than", type=Age(), required=True,
+              help="Requeue queued jobs not written for this long (90s, 15m, 12h, 7d, or "
+                   "seconds) whose queue entry is gone.")
+@click.option("--dry-run", is_flag=True, help="Only list the jobs that would be requeued.")
+@click.option("--tree", help="Only the tree at this root path.")
+def requeue_command(older_than: float, dry_run: bool, tree: str | None) -> None:
+    """Enqueue again the queued jobs whose queue entry was lost.
+
+    For a queue that lost its entries (beanstalkd restarted without -b, a
+    Redis without persistence). A job whose entry still exists is left
+    alone. Prints one line per job, then the counts.
+    """
+    from .runtime.stale import requeue_stale
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    state, registry = _worker_group(app, tree)
+    datastore, queue = state.connections()
+    found = requeued = 0
+    jobs = requeue_stale(datastore, queue, registry, older_than, dry_run=dry_run)
+    while True:
+        try:
+            job = next(jobs, None)
+        except SpacewalkError as exc:  # an unreachable datastore or queue
+            raise click.ClickException(str(exc)) from exc
+        if job is None:
+            break
+        found += 1
+        where = (f"entry {job.queue_job_id} is gone" if isinstance(job.queue_job_id, int)
+                 and job.queue_job_id > 0 else f"queueJobId {job.queue_job_id}")
+        if dry_run:
+            click.echo(f"would requeue {job.uuid} {job.job_type} (updated {job.updated_at},"
+                       f" {where})")
+        elif job.new_id is None:
+            click.echo(f"skipped {job.uuid} {job.job_type}: {job.skipped}")
+        else:
+            requeued += 1
+            click.echo(f"requeued {job.uuid} {job.job_type} (updated {job.updated_at},"
+                       f" {where}) as entry {job.new_id}")
+    if dry_run:
+        click.echo(f"{found} stale queued job(s) found; dry run, nothing requeued")
+    else:
+        click.echo(f"{found} stale queued job(s) found, {requeued} requeued")
+
+
 @spacewalk_cli.command("serve")
 @click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True,
               help="Address gunicorn listens on.")
 @click.option("--web-workers", "-w", default=2, show_default=True,
               help="gunicorn worker processes.")
+@click.option("--timeout", "-t", default=30, show_default=True,
+              help="gunicorn restarts a web worker silent for this many seconds.")
 @worker_options
+@click.pass_context
 def serve_command(
+    ctx: click.Context,
     bind: str,
     web_workers: int,
+    timeout: int,
     processes: int,
     grace: float,
     max_jobs: int | None,
@@ -176,57 +250,57 @@ def serve_command(
 ) -> None:
     """Serve the app with gunicorn and run job workers beside it.
 
-    For the embedded (SQLite) deployment on one machine; SIGTERM or Ctrl-C
-    stops both.
+    For the embedded (SQLite) deployment on one machine. SIGTERM or Ctrl-C
+    stops both; SIGHUP, SIGTTIN, SIGTTOU and SIGUSR1 go to gunicorn. A job
+    supervisor that dies is started again; if gunicorn ends, so does serve.
+    Other gunicorn settings come from GUNICORN_CMD_ARGS, as with gunicorn;
+    the options above, when given, override it.
     """
+    from .serve import Serve
+
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     _worker_group(app, tree)  # fail before forking on a bad choice
-    supervisor = os.fork()
-    if supervisor == 0:
-        _die_with_parent()
-        code = 1
-        try:
-            code = _run_workers(
-                app,
-                tree,
-                processes=processes,
-                grace=grace,
-                max_jobs=max_jobs,
-                max_memory=max_memory * 2**20 if max_memory else None,
-            )
-        finally:
-            os._exit(code)
+    _configure_logging()
+    options = {"bind": bind, "workers": web_workers, "timeout": timeout}
+    given = {
+        key for key, param in (("bind", "bind"), ("workers", "web_workers"),
+                               ("timeout", "timeout"))
+        if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT
+    }
 
-    def stop_workers(arbiter: Any = None) -> None:
-        try:
-            os.kill(supervisor, signal.SIGTERM)
-            os.waitpid(supervisor, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+    def run_web() -> None:
+        _gunicorn(app, options, given)
 
-    try:
-        _gunicorn(app, {"bind": bind, "workers": web_workers, "on_exit": stop_workers})
-    finally:
-        stop_workers()
+    def run_jobs() -> int:
+        return _run_workers(
+            app,
+            tree,
+            processes=processes,
+            grace=grace,
+            max_jobs=max_jobs,
+            max_memory=max_memory * 2**20 if max_memory else None,
+        )
+
+    sys.exit(Serve(run_web, run_jobs).run())
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its parent dies."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name or not sys.platform.startswith("linux"):
-        return
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(libc_name, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+def _gunicorn(app: Flask, options: dict[str, Any], given: set[str]) -> None:
+    """Serve the already loaded ``app`` with gunicorn.
 
-
-def _gunicorn(app: Flask, options: dict[str, Any]) -> None:
-    """Serve the already loaded ``app`` with gunicorn."""
+    :param options: settings; those not in ``given`` are defaults that
+        ``GUNICORN_CMD_ARGS`` may override.
+    """
     from gunicorn.app.base import BaseApplication
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
+            from_env = vars(self.cfg.parser().parse_args(self.cfg.get_cmd_args_from_env()))
             for key, value in options.items():
-                self.cfg.set(key, value)
+                if key in given or from_env.get(key) is None:
+                    self.cfg.set(key, value)
+            for key, value in from_env.items():
+                if value is not None and key != "args" and key not in given:
+                    self.cfg.set(key.lower(), value)
 
         def load(self) -> Flask:
             return app

@@ -132,3 +132,15 @@ def seed_walkthrough(service: str) -> None:
     assert "events" not in call(service, f"/examples/dump/{uuid}")[2]
 
 
+
+
+def backdate_job(datastore: Any, uuid: str, seconds: float) -> None:
+    """Make a stored job look created and last written ``seconds`` ago."""
+    import datetime
+
+    key = f"zerog_job_{uuid}"
+    document, cas = datastore.read_with_cas(key)
+    then = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    then -= datetime.timedelta(seconds=seconds)
+    document.update(createdAt=then.isoformat(), updatedAt=then.isoformat())
+    assert datastore.update_with_cas(key, document, cas)[0]

@@ -67,3 +67,79 @@ def test_commands_need_a_tree(tmp_path: Path) -> None:
     app.cli.add_command(spacewalk_cli)
     result = app.test_cli_runner().invoke(args=["spacewalk", "routes"])
     assert result.exit_code == 2 and "no Spacewalk tree" in result.output
+
+
+def post_jobs(app: Flask, count: int) -> list[str]:
+    client = app.test_client()
+    uuids = []
+    for _ in range(count):
+        response = client.post("/examples/fizz_buzz/job", json={"n": 3})
+        assert response.status_code == 201, response.json
+        uuids.append(response.json["uuid"])
+    return uuids
+
+
+def test_requeue_stale_enqueues_only_old_queued_jobs_without_an_entry(app: Flask) -> None:
+    from seed import backdate_job
+
+    kept, lost, unenqueued, recent = post_jobs(app, 4)
+    state = app.extensions["spacewalk"]["/examples"]
+    datastore, queue = state.connections()
+
+    def document(uuid: str) -> dict:
+        return datastore.read(f"zerog_job_{uuid}")
+
+    for uuid in (lost, unenqueued, recent):
+        assert queue.delete(document(uuid)["queueJobId"])
+    # As POST marks a job whose queue refused it.
+    key = f"zerog_job_{unenqueued}"
+    datastore.update(key, dict(document(unenqueued), queueJobId=-1))
+    for uuid in (kept, lost, unenqueued):
+        backdate_job(datastore, uuid, 3600)
+    before = {uuid: document(uuid) for uuid in (kept, lost, unenqueued, recent)}
+    runner = app.test_cli_runner()
+
+    dry = runner.invoke(args=["spacewalk", "requeue", "--stale", "10m", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    lines = dry.output.splitlines()
+    assert sorted(line.split()[2] for line in lines[:-1]) == sorted([lost, unenqueued])
+    assert f"would requeue {unenqueued} examples_fizz_buzz" in dry.output
+    assert "queueJobId -1" in dry.output and "is gone" in dry.output
+    assert lines[-1] == "2 stale queued job(s) found; dry run, nothing requeued"
+    assert {uuid: document(uuid) for uuid in before} == before
+
+    done = runner.invoke(args=["spacewalk", "requeue", "--stale", "600"])
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines()[-1] == "2 stale queued job(s) found, 2 requeued"
+    for uuid in (lost, unenqueued):
+        new_id = document(uuid)["queueJobId"]
+        assert f"requeued {uuid} examples_fizz_buzz" in done.output
+        assert f"as entry {new_id}" in done.output
+        assert queue.has_entry(new_id, uuid)
+    assert document(kept) == before[kept] and document(recent) == before[recent]
+    # Run again: every old job has its entry now, none is queued twice.
+    again = runner.invoke(args=["spacewalk", "requeue", "--stale", "10m"])
+    assert again.output == "0 stale queued job(s) found, 0 requeued\n"
+    assert queue.stats_tube()["current-jobs-ready"] == 3
+
+
+@pytest.mark.parametrize("age", ["", "10x", "-5m", "nan", "inf", "m"])
+def test_requeue_refuses_a_bad_age(app: Flask, age: str) -> None:
+    result = app.test_cli_runner().invoke(args=["spacewalk", "requeue", "--stale", age])
+    assert result.exit_code == 2
+    assert "is not an age such as 90s, 15m, 12h, 7d or 600" in result.output
+
+
+def test_requeue_needs_an_age(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["spacewalk", "requeue"])
+    assert result.exit_code == 2 and "--stale" in result.output
+
+
+def test_requeue_reports_an_unreachable_queue(tmp_path: Path) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob, queue_url="redis://127.0.0.1:1/0")
+    # Stored, then marked queueJobId -1 when the queue refused it.
+    assert app.test_client().post("/examples/fizz_buzz/job", json={}).status_code == 503
+    result = app.test_cli_runner().invoke(args=["spacewalk", "requeue", "--stale", "0"])
+    assert result.exit_code == 1
+    assert "Error:" in result.output and "unavailable" in result.output

@@ -488,6 +488,32 @@ def test_queue_delete_by_id(queue: Queue) -> None:
     entry.delete()
 
 
+def test_has_entry_in_every_state_and_only_with_its_body(
+    open_queue: Callable[..., Queue],
+) -> None:
+    queue, other = open_queue(), open_queue("other_jobs")
+    ready = queue.put("job-a")
+    delayed = queue.put("job-b", delay=60)
+    held = queue.put("job-c", priority=0)
+    elsewhere = other.put({"uuid": "job-d"})
+    entry = queue.reserve(timeout=0)
+    assert entry is not None and entry.id == held
+    assert queue.has_entry(ready, "job-a") is True
+    assert queue.has_entry(delayed, "job-b") is True
+    assert queue.has_entry(held, "job-c") is True  # reserved
+    # As delete() does, an id of any queue name counts.
+    assert queue.has_entry(elsewhere, {"uuid": "job-d"}) is True
+    # An id alone is not enough: ids may be handed out again (a beanstalkd
+    # restarted without a binlog counts from 1 again).
+    assert queue.has_entry(ready, "job-b") is False
+    assert queue.has_entry(10**9, "job-a") is False
+    assert queue.has_entry(-1, "job-a") is False
+    assert queue.delete(ready) is True
+    assert queue.has_entry(ready, "job-a") is False
+    entry.delete()
+    assert queue.has_entry(held, "job-c") is False
+
+
 def test_queue_delete_after_lease_ran_out(queue: Queue, queue_url: str) -> None:
     skip_whole_seconds(queue_url, "a sub-second lease")
     queue.put("x", ttr=0.1)

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 from typing import Any
 
 import pytest
+from marshmallow import Schema, fields
 from runtime_jobs.jobs import (
     FailJob,
     InterruptJob,
@@ -15,10 +18,12 @@ from runtime_jobs.jobs import (
     ReturnsJob,
     SleepJob,
 )
+from runtime_jobs.jobs import TestRoot as RuntimeRoot
 
 from flask_spacewalk import NO_RESULT
 from flask_spacewalk.errors import DatastoreUnavailable
 from flask_spacewalk.runtime.job import make_key
+from flask_spacewalk.runtime.registry import JobRegistry
 from flask_spacewalk.runtime.worker import LeaseKeeper, Outcome, Worker, interpret_result
 
 
@@ -416,3 +421,36 @@ def test_job_context_wraps_every_run(registry, datastore, queue):
 def test_enqueued_body_matches_zerog(datastore, queue):
     uuid = submit(NoopJob, datastore, queue)
     assert json.loads(queue.reserve(timeout=0).body) == uuid
+
+
+class ForkingJob(RuntimeRoot):
+    """Forks in run(); the child leaves run() as the posted ``how`` says."""
+
+    NAME = "Forking"
+    LEAF_NAME = "forking"
+    DESCRIPTION = "forks a child that leaves run()"
+
+    class Params(Schema):
+        how = fields.String()
+
+    def run(self) -> Any:
+        pid = os.fork()
+        if pid == 0:
+            if self.how == "exit":
+                sys.exit(7)
+            if self.how == "raise":
+                raise RuntimeError("in the child")
+            return 201
+        _, status = os.waitpid(pid, 0)
+        self.update_attrs(runs=os.waitstatus_to_exitcode(status))
+        return 200
+
+
+@pytest.mark.parametrize("how, code", [("exit", 7), ("raise", 1), ("return", 0)])
+def test_a_process_the_job_forks_ends_where_it_leaves_run(datastore, queue, how, code):
+    # Anything else would record on the job from the child, or run a second
+    # worker loop in it on the parent's connections.
+    uuid = submit(ForkingJob, datastore, queue, how=how)
+    make_worker(JobRegistry([ForkingJob]), datastore, queue).run(burst=True)
+    doc = stored(datastore, uuid)
+    assert (doc["resultCode"], doc["runs"], doc["errors"]) == (200, code, [])

@@ -189,3 +189,58 @@ def test_worker_cli_rejects_bad_input(db_url, tmp_path):
         text=True, timeout=60,
     )
     assert remote.returncode == 2 and "queue URL is required" in remote.stderr
+
+
+def test_supervisor_signal_handlers_act_only_in_the_supervisor(monkeypatch):
+    from flask_spacewalk.runtime import supervisor as supervisor_module
+
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(
+        supervisor_module, "_signal",
+        lambda pid, signum: os.write(write_end, f"{pid}:{signum} ".encode()),
+    )
+    supervisor = supervisor_module.Supervisor(lambda: 0)
+    supervisor.children[12345] = time.monotonic()
+    # A child forked by the supervisor holds a copy of its state and, until
+    # it installs its own, of its handlers: a signal then must not make it
+    # stop (or kill) its siblings.
+    pid = os.fork()
+    if pid == 0:
+        try:
+            supervisor._on_stop(signal.SIGTERM, None)
+            supervisor._on_deadline(signal.SIGALRM, None)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    # The supervisor itself does signal them.
+    supervisor._on_deadline(signal.SIGALRM, None)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        assert f.read() == f"12345:{int(signal.SIGKILL)} "
+
+
+def test_supervisor_children_start_with_default_handlers_and_signals_unblocked():
+    from flask_spacewalk.runtime.supervisor import Supervisor
+
+    read_end, write_end = os.pipe()
+
+    def child() -> int:
+        handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        os.write(write_end, repr((handlers, sorted(blocked))).encode())
+        return 0
+
+    supervisor = Supervisor(child)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            supervisor._spawn()
+            os.waitpid(-1, 0)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    assert os.waitpid(pid, 0)[1] == 0
+    with os.fdopen(read_end) as f:
+        assert f.read() == repr(([signal.SIG_DFL, signal.SIG_DFL], []))

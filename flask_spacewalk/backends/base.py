@@ -6,6 +6,7 @@ one :meth:`CasDatastore._write`.
 """
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,14 @@ class CasDatastore(ABC):
     def set_with_cas(self, key: str, value: Value, cas: int | None = None) -> tuple[bool, int]:
         """Create or replace ``key`` if ``cas`` is current (or 0/None)."""
         return True, self._write(key, value, cas, create=True)
+
+
+def same_body(body: str, data: Any) -> bool:
+    """Whether a queue entry's JSON ``body`` encodes ``data``."""
+    try:
+        return bool(json.loads(body) == data)
+    except ValueError:
+        return False
 
 
 def lease_seconds(ttr: float | None, default_ttr: float) -> float:

@@ -44,7 +44,7 @@ import greenstalk
 
 from .. import errors
 from . import _redact
-from .base import lease_seconds
+from .base import lease_seconds, same_body
 
 __all__ = ["BeanstalkdQueue", "BeanstalkdQueueEntry", "check_url"]
 
@@ -361,6 +361,23 @@ class BeanstalkdQueue:
         except greenstalk.NotFoundError:
             return False
         return True
+
+    def has_entry(self, id: int, data: Any) -> bool:
+        """Whether entry ``id`` is still in the queue (ready, delayed or
+        reserved) with the body ``json.dumps(data)``.
+
+        The body is compared because an id alone may name another entry:
+        beanstalkd restarted without a binlog (``-b``) counts ids from 1
+        again. A buried entry counts too (this package buries none).
+        As in :meth:`delete`, ``id`` may be of any tube.
+        """
+        if not isinstance(id, int) or isinstance(id, bool) or id < 1:
+            return False
+        try:
+            job = self._producer.run(lambda conn: conn.client.peek(id))
+        except greenstalk.NotFoundError:
+            return False
+        return same_body(job.body, data)
 
     def stats_tube(self) -> dict[str, Any]:
         """beanstalkd's ``stats-tube`` of this queue's tube."""

@@ -59,7 +59,7 @@ import redis.retry
 from .. import errors
 from ..runtime.protocols import Value
 from . import _redact
-from .base import CasDatastore, HeldEntry, JobQuery, lease_seconds, newest_first
+from .base import CasDatastore, HeldEntry, JobQuery, lease_seconds, newest_first, same_body
 
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
 
@@ -739,6 +739,20 @@ class RedisQueue:
         As in beanstalkd, ``id`` may be of any queue name under the prefix.
         """
         return bool(self._server.run("delete", [], [self._base, self._entries, int(id)]))
+
+    def has_entry(self, id: int, data: Any) -> bool:
+        """Whether entry ``id`` is still in the queue (ready, delayed or
+        reserved) with the body ``json.dumps(data)``.
+
+        The body is compared because an id alone may name another entry:
+        a flushed Redis counts from 1 again.
+        As in :meth:`delete`, ``id`` may be of any queue name under the prefix.
+        """
+        if not isinstance(id, int) or isinstance(id, bool) or id < 1:
+            return False
+        with self._server.connect() as client:
+            body = client.hget(self._entries + str(id), "body")
+        return isinstance(body, str) and same_body(body, data)
 
     def stats_tube(self) -> dict[str, Any]:
         """beanstalkd's ``stats-tube`` counts for this queue name."""

@@ -46,6 +46,7 @@ from .base import (
     job_status,
     lease_seconds,
     newest_first,
+    same_body,
 )
 from .wakeup import Waker
 
@@ -741,6 +742,20 @@ class SqliteQueue:
                 (id, time.time()),
             )
         return cursor.rowcount > 0
+
+    def has_entry(self, id: int, data: Any) -> bool:
+        """Whether entry ``id`` is still in the queue (ready, delayed or
+        reserved) with the body ``json.dumps(data)``.
+
+        The body is compared because an id alone may name another entry:
+        a file deleted and created again counts from 1 again.
+        As in :meth:`delete`, ``id`` may be of any queue name in the file.
+        """
+        if not isinstance(id, int) or isinstance(id, bool) or id < 1:
+            return False
+        with self._db.connect() as conn:
+            row = conn.execute("SELECT body FROM queue WHERE id = ?", (id,)).fetchone()
+        return row is not None and same_body(row[0], data)
 
     def stats_tube(self) -> dict[str, Any]:
         """beanstalkd's ``stats-tube`` counts for this queue name."""

@@ -68,6 +68,16 @@ class JobLister(Protocol):
         ``completeness`` (float) and ``result`` (int)."""
 
 
+class EntryChecker(Protocol):
+    """A queue that can tell whether an entry is still there (optional:
+    ``flask spacewalk requeue --stale`` needs it; every queue of this
+    package has it, ZeroG's have not)."""
+
+    def has_entry(self, id: int, data: Any) -> bool:
+        """Whether entry ``id`` is in the queue (ready, delayed or reserved)
+        with the body ``json.dumps(data)``."""
+
+
 class QueueEntry(Protocol):
     """A reserved queue entry, as a worker holds it."""
 

@@ -22,6 +22,8 @@ HEALTHY_LIFETIME = 1.0
 MAX_RESTART_DELAY = 10.0
 #: Extra seconds the supervisor gives children past their grace period.
 KILL_MARGIN = 5.0
+#: The signals the supervisor handles, blocked while it forks.
+_HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
 class Supervisor:
@@ -41,10 +43,13 @@ class Supervisor:
         self.children: dict[int, float] = {}  # pid -> start time
         self.restarts = 0
         self.stopping = False
+        #: The supervising process: its forks hold copies of this object.
+        self.pid = os.getpid()
         self._restart_delay = 0.0
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT; return the exit code."""
+        self.pid = os.getpid()
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         for _ in range(self.processes):
@@ -78,13 +83,22 @@ class Supervisor:
     def _spawn(self) -> None:
         if self.stopping:
             return
-        pid = os.fork()
+        # Blocked across the fork, so that the child never runs the
+        # supervisor's handlers (on its copy of the supervisor's children).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if pid == 0:  # the child
             code = 1
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 code = self.target()
             except BaseException:
                 log.exception("worker %d crashed", os.getpid())
@@ -93,7 +107,7 @@ class Supervisor:
         self.children[pid] = time.monotonic()
 
     def _on_stop(self, signum: int, frame: Any) -> None:
-        if self.stopping:
+        if self.stopping or os.getpid() != self.pid:
             return
         self.stopping = True
         # A timer, not a poll: the main loop sits in a blocking waitpid().
@@ -105,6 +119,8 @@ class Supervisor:
 
 
     def _on_deadline(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self.pid:
+            return
         for child in list(self.children):
             log.warning("worker %d did not stop in time; killing it", child)
             _signal(child, signal.SIGKILL)

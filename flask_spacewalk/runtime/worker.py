@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -493,9 +494,15 @@ class Worker:
             skipped = self._mark_running(job, watch)
             if skipped is not None:
                 return skipped
+        worker_pid = os.getpid()
         try:
             with self.job_context(), watch.running() if watch else contextlib.nullcontext():
-                value = job.run()
+                try:
+                    value = job.run()
+                except BaseException as exc:
+                    end_forked_child(worker_pid, exc)
+                    raise
+                end_forked_child(worker_pid, None)
         except JobCancelled:
             log.info("job %s: cancelled while running", job.uuid)
             return Outcome(CANCELLED, cancelled=True)
@@ -633,6 +640,37 @@ class Worker:
             log.warning("entry %s was taken over by another worker", entry.id)
         except QueueError as exc:
             log.error("entry %s: %s; its lease will return it", entry.id, exc)
+
+
+def end_forked_child(worker_pid: int, exc: BaseException | None) -> None:
+    """End a process the job forked as it leaves ``run()``.
+
+    Such a child holds a copy of the worker: unwinding into it would record
+    on the parent's job and run a second worker loop on the parent's
+    connections. It exits as Python would have: the code of its
+    :exc:`SystemExit`, 1 after printing any other exception, else 0.
+
+    :param worker_pid: the process that called ``run()``; nothing is done
+        in that one.
+    """
+    if os.getpid() == worker_pid:
+        return
+    code: int = 0
+    if isinstance(exc, SystemExit):
+        if isinstance(exc.code, int):
+            code = exc.code
+        elif exc.code is not None:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    elif exc is not None:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def resident_memory() -> int:

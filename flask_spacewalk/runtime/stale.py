@@ -1,0 +1,145 @@
+"""Queued jobs whose queue entry is gone, and putting them back.
+
+A queue that loses entries (beanstalkd restarted without a binlog, a Redis
+without persistence, an entry deleted by hand) leaves their documents saying
+``queued`` for ever: no worker will see them. :func:`requeue_stale` finds
+them through the listing index (status ``queued``, oldest ``createdAt``
+first excluded by the cutoff, in batches) and enqueues each again.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..backends.base import JobQuery, job_status
+from .job import make_key
+from .protocols import Datastore, Queue
+from .records import utcnow
+from .registry import JobRegistry
+
+log = logging.getLogger(__name__)
+
+#: Jobs read from the listing index per query.
+BATCH = 500
+
+
+@dataclass
+class StaleJob:
+    """A queued job with no queue entry, and what was done about it.
+
+    :param queue_job_id: the ``queueJobId`` its document names (None when
+        it has none; -1 when it was marked unenqueueable at POST).
+    :param new_id: the id of its new entry; None in a dry run or when it
+        changed while being requeued (then ``skipped`` says why).
+    """
+
+    uuid: str
+    job_type: str
+    updated_at: str
+    queue_job_id: Any
+    new_id: int | None = None
+    skipped: str | None = None
+
+
+def requeue_stale(
+    datastore: Datastore,
+    queue: Queue,
+    registry: JobRegistry,
+    older_than: float,
+    *,
+    dry_run: bool = False,
+    batch: int = BATCH,
+    now: datetime.datetime | None = None,
+) -> Iterator[StaleJob]:
+    """Enqueue again the queued jobs of ``registry``'s types that were not
+    written for ``older_than`` seconds and whose queue entry is gone.
+
+    A job whose entry still exists (ready, delayed or reserved) is left
+    alone, so it is never queued twice; a job that changes while it is
+    requeued (a worker, a cancel, another requeue) is skipped. The new entry
+    keeps the job's ``queueKwargs`` (priority, lease) and what is left of
+    its delay.
+
+    :param dry_run: find and report, change nothing.
+    :return: the stale jobs, as they are found (and requeued).
+    :raises SpacewalkError: the datastore or queue failed (a job being
+        requeued then stays stale, found again by the next call).
+    :raises TypeError: the datastore cannot list jobs or the queue cannot
+        tell whether an entry exists.
+    """
+    list_jobs = getattr(datastore, "list_jobs", None)
+    has_entry = getattr(queue, "has_entry", None)
+    if list_jobs is None or has_entry is None:
+        raise TypeError(
+            f"{type(datastore).__name__} must have list_jobs and {type(queue).__name__}"
+            " has_entry to find stale jobs"
+        )
+    now = now or utcnow()
+    cutoff = (now - datetime.timedelta(seconds=older_than)).isoformat()
+    types = frozenset(job_class.JOB_TYPE for job_class in registry.get_registered_classes())
+    # The listing's cursor is exclusive: (cutoff, "") reads only the jobs
+    # created before the cutoff, newest of them first.
+    after = (cutoff, "")
+    while True:
+        rows = list_jobs(JobQuery(types, frozenset({"queued"}), None, after, batch))
+        for row in rows:
+            if row["updatedAt"] is not None and row["updatedAt"] >= cutoff:
+                continue
+            stale = _check(datastore, queue, registry, row["uuid"], cutoff, now, dry_run)
+            if stale is not None:
+                yield stale
+        if len(rows) < batch:
+            return
+        after = (rows[-1]["createdAt"], rows[-1]["uuid"])
+
+
+def _check(
+    datastore: Datastore,
+    queue: Queue,
+    registry: JobRegistry,
+    uuid: str,
+    cutoff: str,
+    now: datetime.datetime,
+    dry_run: bool,
+) -> StaleJob | None:
+    data, cas = datastore.read_with_cas(make_key(uuid))
+    if not isinstance(data, dict) or job_status(data) != "queued":
+        return None  # ended or started since it was listed
+    updated_at = str(data.get("updatedAt"))
+    if updated_at >= cutoff:
+        return None
+    queue_job_id = data.get("queueJobId")
+    if isinstance(queue_job_id, int) and queue.has_entry(queue_job_id, uuid):  # type: ignore[attr-defined]
+        return None
+    stale = StaleJob(uuid, str(data.get("jobType")), updated_at, queue_job_id)
+    if dry_run:
+        return stale
+    kwargs = _queue_kwargs(data.get("queueKwargs"), updated_at, now)
+    try:
+        job = registry.stored_job(uuid, data, cas, datastore, queue)
+        # One compare-and-swap write first: of two requeues (or a requeue
+        # and a worker) racing for this job, only one goes on to enqueue it.
+        job.save()
+        job.enqueue(**kwargs)
+    except datastore.casException:
+        stale.skipped = "it changed while being requeued"
+        return stale
+    stale.new_id = job.queueJobId
+    return stale
+
+
+def _queue_kwargs(stored: Any, updated_at: str, now: datetime.datetime) -> dict[str, Any]:
+    """The stored ``queueKwargs`` with what is left of the delay."""
+    kwargs = dict(stored) if isinstance(stored, dict) else {}
+    delay = kwargs.get("delay")
+    if isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        try:
+            queued_at = datetime.datetime.fromisoformat(updated_at)
+        except ValueError:
+            queued_at = now
+        kwargs["delay"] = max(0.0, delay - (now - queued_at).total_seconds())
+    return kwargs
+
