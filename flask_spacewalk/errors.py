@@ -45,6 +45,32 @@ class DatastoreUnavailable(DatastoreError):
     """The datastore cannot be reached (refused, timed out, locked too long)."""
 
 
+class UnstorableValue(DatastoreError, ValueError):
+    """A value that a stored document cannot hold, refused before writing.
+
+    A document holds what standard JSON holds and what comes back the same
+    from every datastore: dicts with str keys, lists, str, int, finite
+    float, bool and None. NaN and Infinity, a ``set``, ``bytes``, any other
+    object, a str with a NUL character or a lone surrogate, and nesting
+    deeper than :data:`~flask_spacewalk.backends.base.MAX_DEPTH` are
+    refused on every backend. It is a :exc:`ValueError` too, as
+    ``json.dumps`` raises for NaN.
+
+    :param path: where the value sits, ``results[2].score`` (``""``: the
+        value itself).
+    :param problem: what is wrong with it.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        where = f"field {path}" if path else "the value"
+        super().__init__(f"cannot store {where}: {problem}")
+
+    def __reduce__(self) -> tuple[type[UnstorableValue], tuple[str, str]]:
+        return type(self), (self.path, self.problem)
+
+
 # -- queue -------------------------------------------------------------------
 
 
