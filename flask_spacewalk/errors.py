@@ -112,6 +112,30 @@ class JobUpdateConflict(JobError):
     """A change could not be saved: too many compare-and-swap conflicts."""
 
 
+class UndeclaredField(JobError, TypeError):
+    """``update_attrs`` was given a name that is no field of the job's
+    document, which would not be saved: declare it in the job's ``Params``
+    or ``BASE_SCHEMA`` (a ZeroG-style job: its ``SCHEMA``).
+
+    :param names: the undeclared names, sorted.
+    """
+
+    def __init__(self, job_class: str, names: list[str]) -> None:
+        self.job_class = job_class
+        self.names = list(names)
+        listed = ", ".join(repr(name) for name in self.names)
+        fields = "is not a field" if len(self.names) == 1 else "are not fields"
+        super().__init__(
+            f"{job_class}.update_attrs(): {listed} {fields} of the job document and would"
+            " not be saved; declare it in the job's Params or BASE_SCHEMA (a ZeroG-style"
+            f" job: its SCHEMA), or keep it unsaved with plain assignment"
+            f" (self.{self.names[0]} = ...)"
+        )
+
+    def __reduce__(self) -> tuple[type[UndeclaredField], tuple[str, list[str]]]:
+        return type(self), (self.job_class, self.names)
+
+
 class DuplicateJobType(ConfigurationError):
     """Two job classes claim one ``JOB_TYPE``."""
 
