@@ -34,6 +34,7 @@ from .errors import (
     ParamsInvalid,
     QueueUnavailable,
     SpacewalkError,
+    UnstorableValue,
 )
 from .runtime.cancel import CancelAnswer, cancel_job
 from .runtime.job import NO_RESULT, RuntimeJob, make_key
@@ -130,13 +131,22 @@ class Views:
         validator = self.state.schemas[leaf.path].validator
 
         def view() -> Response:
-            params = validator.validate(read_json_body(self.state.settings.max_content_length))
+            body = read_json_body(self.state.settings.max_content_length)
+            params = validator.validate(body)
             datastore, queue = self.state.connections()
             job = leaf.cls(datastore, queue, **params)
-            if self.state.run_inline(current_app):
-                self._run_inline(job)
-            else:
-                job.enqueue()
+            try:
+                if self.state.run_inline(current_app):
+                    self._run_inline(job)
+                else:
+                    job.enqueue()
+            except UnstorableValue as exc:
+                # A posted value no job document holds (a NUL in a string)
+                # is the client's to fix; any other is the job class's bug.
+                field = re.split(r"[.\[]", exc.path, maxsplit=1)[0]
+                if job.cas or not isinstance(body, dict) or field not in body:
+                    raise
+                raise ParamsInvalid({field: [f"cannot be stored: {exc.problem}"]}) from exc
             location = f"{request.script_root}{self.state.root_path}/progress/{job.uuid}"
             return json_response({"uuid": job.uuid}, 201, {"Location": location})
 
