@@ -45,6 +45,32 @@ class DatastoreUnavailable(DatastoreError):
     """The datastore cannot be reached (refused, timed out, locked too long)."""
 
 
+class UnstorableValue(DatastoreError, ValueError):
+    """A value that a stored document cannot hold, refused before writing.
+
+    A document holds what standard JSON holds and what comes back the same
+    from every datastore: dicts with str keys, lists, str, int, finite
+    float, bool and None. NaN and Infinity, a ``set``, ``bytes``, any other
+    object, a str with a NUL character or a lone surrogate, and nesting
+    deeper than :data:`~flask_spacewalk.backends.base.MAX_DEPTH` are
+    refused on every backend. It is a :exc:`ValueError` too, as
+    ``json.dumps`` raises for NaN.
+
+    :param path: where the value sits, ``results[2].score`` (``""``: the
+        value itself).
+    :param problem: what is wrong with it.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        where = f"field {path}" if path else "the value"
+        super().__init__(f"cannot store {where}: {problem}")
+
+    def __reduce__(self) -> tuple[type[UnstorableValue], tuple[str, str]]:
+        return type(self), (self.path, self.problem)
+
+
 # -- queue -------------------------------------------------------------------
 
 
@@ -84,6 +110,30 @@ class InvalidJobDocument(JobError):
 
 class JobUpdateConflict(JobError):
     """A change could not be saved: too many compare-and-swap conflicts."""
+
+
+class UndeclaredField(JobError, TypeError):
+    """``update_attrs`` was given a name that is no field of the job's
+    document, which would not be saved: declare it in the job's ``Params``
+    or ``BASE_SCHEMA`` (a ZeroG-style job: its ``SCHEMA``).
+
+    :param names: the undeclared names, sorted.
+    """
+
+    def __init__(self, job_class: str, names: list[str]) -> None:
+        self.job_class = job_class
+        self.names = list(names)
+        listed = ", ".join(repr(name) for name in self.names)
+        fields = "is not a field" if len(self.names) == 1 else "are not fields"
+        super().__init__(
+            f"{job_class}.update_attrs(): {listed} {fields} of the job document and would"
+            " not be saved; declare it in the job's Params or BASE_SCHEMA (a ZeroG-style"
+            f" job: its SCHEMA), or keep it unsaved with plain assignment"
+            f" (self.{self.names[0]} = ...)"
+        )
+
+    def __reduce__(self) -> tuple[type[UndeclaredField], tuple[str, list[str]]]:
+        return type(self), (self.job_class, self.names)
 
 
 class DuplicateJobType(ConfigurationError):

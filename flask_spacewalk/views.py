@@ -182,13 +182,11 @@ class Views:
         job.save()
         for _ in range(INLINE_MAX_RUNS):
             outcome = worker.run_job(job)
-            if outcome.finished:
-                if outcome.recorded:
-                    job.update_attrs(running=False)
-                else:
-                    job.record_result(outcome.result)
+            # as the worker records it (a run whose changes cannot be
+            # stored ends the job with 500), but not put back on the queue
+            worker.record_outcome(job, outcome, requeue=False)
+            if outcome.finished or job.resultCode != NO_RESULT:
                 return
-            job.update_attrs(running=False)
         job.enqueue(delay=outcome.delay)
 
     # -- following a job ---------------------------------------------------

@@ -27,6 +27,7 @@ from backend_support import (
 
 from flask_spacewalk import errors
 from flask_spacewalk.backends import make_datastore, make_queue
+from flask_spacewalk.backends.base import MAX_DEPTH
 from flask_spacewalk.runtime.protocols import Datastore, Queue
 
 
@@ -107,6 +108,73 @@ def test_values_come_back_as_stored(datastore: Datastore, value: Any) -> None:
     assert type(datastore.read("k")) is type(value)
     assert datastore.update("k2", {"other": value}) is True
     assert datastore.read("k2") == {"other": value}
+
+
+def _nested(depth: int) -> Any:
+    """A list nested ``depth`` levels deep, the outermost being level 1."""
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"text": "emoji \U0001F600, a backslash-u \\u0000 and \\ud800 as text"},
+        {"deep": _nested(MAX_DEPTH - 1)},
+        {"big": 10**300, "small": -(2**63), "tiny": 5e-324, "half": 0.5},
+    ],
+)
+def test_values_at_the_edges_come_back_as_stored(datastore: Datastore, value: Any) -> None:
+    datastore.set("k", value)
+    assert datastore.read("k") == value
+
+
+@pytest.mark.parametrize(
+    "value, path, problem",
+    [
+        ({"score": float("nan")}, "score", "nan is not a JSON number"),
+        ({"r": [1, {"x": float("inf")}]}, "r[1].x", "inf is not a JSON number"),
+        ({"r": -float("inf")}, "r", "-inf is not a JSON number"),
+        ({"tags": {1, 2}}, "tags", "a set is not a JSON value"),
+        ({"blob": b"\x00\x01"}, "blob", "a bytes is not a JSON value"),
+        ({"o": object()}, "o", "a object is not a JSON value"),
+        ({"msg": "a\x00b"}, "msg", "NUL character"),
+        ({"m": {"a\x00": 1}}, "m", "NUL character"),
+        ({"msg": ["ok", "half \ud83d pair"]}, "msg[1]", "lone surrogate '\\ud83d'"),
+        ({"m": {1: "one"}}, "m", "the key 1 is a int, not a str"),
+        ({"m": {None: "one"}}, "m", "the key None is a NoneType"),
+        ({"deep": _nested(5000)}, "deep" + "[0]" * (MAX_DEPTH - 1), "nested deeper than"),
+        ({"deep": _nested(MAX_DEPTH)}, "deep" + "[0]" * (MAX_DEPTH - 1), "nested deeper than"),
+        ({"n": 10**5000}, "n", "an int too long for JSON text"),
+        (float("nan"), "", "nan is not a JSON number"),
+    ],
+)
+def test_unstorable_values_are_refused_by_every_write(
+    datastore: Datastore, value: Any, path: str, problem: str
+) -> None:
+    # Standard JSON, and what every store gives back the same: NaN would
+    # break SQLite's json_extract and PostgreSQL refuses NUL and lone
+    # surrogates, so no backend stores them.
+    datastore.set("k", {"before": 1})
+    writes: list[Callable[[], Any]] = [
+        lambda: datastore.create("new", value),
+        lambda: datastore.set("k", value),
+        lambda: datastore.set_with_cas("k", value, datastore.read_with_cas("k")[1]),
+        lambda: datastore.update("k", value),
+        lambda: datastore.update_with_cas("k", value),
+    ]
+    for write in writes:
+        with pytest.raises(errors.UnstorableValue) as caught:
+            write()
+        assert caught.value.path == path
+        assert problem in caught.value.problem
+        assert str(caught.value).startswith(f"cannot store field {path}: " if path else
+                                            "cannot store the value: ")
+        assert isinstance(caught.value, (errors.DatastoreError, ValueError))
+    assert datastore.read("k") == {"before": 1}
+    assert datastore.read("new") is None
 
 
 def test_create_existing_raises(datastore: Datastore) -> None:

@@ -22,7 +22,9 @@ from flask_spacewalk.errors import (
     JobNotFound,
     JobUpdateConflict,
     QueueUnavailable,
+    UndeclaredField,
     UnknownJobType,
+    UnstorableValue,
 )
 from flask_spacewalk.jobs import (
     INSTANCE_ATTRIBUTES,
@@ -591,3 +593,112 @@ def test_schemas_that_change_how_zerog_fields_load_get_marshmallow(datastore, qu
         document = dict(datastore.read(job.key()), stranger=1)
         assert Job._codecs()[2].fast is fast
         assert _both_loads(Job, document)[0] == _both_loads(Job, document)[1]
+
+
+# -- what a document may hold (issue 12) ---------------------------------------
+
+
+def test_update_attrs_refuses_a_field_the_document_does_not_have(datastore, queue):
+    job = new_job(datastore, queue, label="x")
+    stored, cas = datastore.read_with_cas(job.key())
+    with pytest.raises(UndeclaredField) as caught:
+        job.update_attrs(n=1, answer=42)
+    message = str(caught.value)
+    assert "'answer' is not a field" in message and "Params or BASE_SCHEMA" in message
+    assert caught.value.names == ["answer"]
+    assert isinstance(caught.value, TypeError)
+    # nothing applied, nothing saved
+    assert (job.n, hasattr(job, "answer")) == (50, False)
+    assert datastore.read_with_cas(job.key()) == (stored, cas)
+    # names every undeclared field at once
+    with pytest.raises(UndeclaredField, match="'answer', 'datastore' are not fields"):
+        job.update_attrs(datastore=None, answer=1)
+
+
+def test_private_attributes_and_declared_fields_are_unaffected(datastore, queue):
+    job = new_job(datastore, queue)
+    job.scratch = {1, 2}  # a private attribute is never stored, so anything goes
+    job.update_attrs(n=7, label="y", tags=["t"], resultCode=201, queueName="q")
+    job.save()
+    stored = datastore.read(job.key())
+    assert (stored["n"], stored["label"], stored["tags"], stored["resultCode"]) == (
+        7, "y", ["t"], 201
+    )
+    assert "scratch" not in stored
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        (float("nan"), "nan is not a JSON number"),
+        ({"a": [1, float("inf")]}, "inf is not a JSON number"),
+        ({1, 2}, "a set is not a JSON value"),
+        (b"bytes", "a bytes is not a JSON value"),
+        ("nul \x00", "NUL character"),
+        ("half \udc80", "lone surrogate"),
+    ],
+)
+def test_a_change_that_cannot_be_saved_is_not_kept(datastore, queue, value, problem):
+    job = new_job(datastore, queue, cls=ReturnsJob, value="good")
+    job.record_event("before")
+    stored, cas = datastore.read_with_cas(job.key())
+    job.running = True  # an unsaved change goes with it: back to the stored state
+    with pytest.raises(UnstorableValue, match=re.escape(problem)) as caught:
+        job.update_attrs(value=value)
+    assert caught.value.path.startswith("value")
+    assert datastore.read_with_cas(job.key()) == (stored, cas)
+    assert (job.value, job.running, job.cas) == ("good", False, cas)
+    # the next save writes a good document, the error recorded with it
+    job.record_error(INTERNAL_ERROR, str(caught.value))
+    stored = datastore.read(job.key())
+    assert stored["value"] == "good" and stored["errorCount"] == 1
+    assert stored["errors"][0]["msg"].startswith("cannot store field value")
+    assert [e["msg"] for e in stored["events"]] == ["before"]
+
+
+def test_an_unsaved_value_the_stored_document_lacks_is_dropped(datastore, queue):
+    job = new_job(datastore, queue, cls=ReturnsJob)  # no value stored
+    job.value = {1, 2}  # set by plain assignment, saved by the next change
+    job.private = "kept"
+    with pytest.raises(UnstorableValue, match="cannot store field value: a set"):
+        job.record_event("progress")
+    assert not hasattr(job, "value") and job.private == "kept"
+    job.record_event("progress")
+    assert [e["msg"] for e in datastore.read(job.key())["events"]] == ["progress"]
+
+
+def test_save_refuses_an_unstorable_document(datastore, queue):
+    job = ReturnsJob(datastore, queue, value=float("nan"))
+    with pytest.raises(UnstorableValue, match="cannot store field value: nan"):
+        job.save()
+    assert datastore.read(job.key()) is None and job.cas == 0
+    saved = new_job(datastore, queue, cls=ReturnsJob, value=1)
+    saved.completeness = float("inf")
+    with pytest.raises(UnstorableValue, match="field completeness: inf"):
+        saved.save()
+    assert saved.completeness == 0
+
+
+@pytest.mark.parametrize("one_transaction", [True, False])
+def test_enqueue_of_an_unstorable_job_stores_and_queues_nothing(
+    datastore, queue, monkeypatch, one_transaction
+):
+    if not one_transaction:
+        monkeypatch.setattr(queue, "put_with_document", lambda *args, **kwargs: None)
+    job = ReturnsJob(datastore, queue, value={"x": float("nan")})
+    with pytest.raises(UnstorableValue, match=r"field value\.x: nan"):
+        job.enqueue()
+    assert datastore.read(job.key()) is None
+    assert queue.reserve(timeout=0) is None
+    assert (job.cas, job.queueJobId, job.queueKwargs) == (0, 0, {})
+    assert not hasattr(job, "queueName")
+
+
+@pytest.mark.parametrize("delay", [float("nan"), float("inf")])
+def test_enqueue_with_an_unstorable_delay_queues_nothing(datastore, queue, delay):
+    job = new_job(datastore, queue)
+    stored = datastore.read_with_cas(job.key())
+    with pytest.raises(UnstorableValue, match=r"field queueKwargs\.delay"):
+        job.enqueue(delay=delay)
+    assert queue.reserve(timeout=0) is None
+    assert datastore.read_with_cas(job.key()) == stored

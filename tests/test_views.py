@@ -6,6 +6,7 @@ published post-schema and what POST accepts.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -1206,6 +1207,36 @@ def test_a_job_that_raises_inline_is_created_with_its_error(api_client: FlaskCli
     assert "Traceback" not in api_client.get(f"{SVC}/progress/{uuid}").get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    "kind, how, runs, message",
+    [
+        ("set", "update_attrs", 1, "cannot store field payload: a set"),
+        ("nan", "assign", 1, "cannot store field payload: nan"),
+        ("nul", "requeue", 1, "cannot store field payload: a str holding a NUL"),
+        ("deep", "assign", 1, "nested deeper than 100 levels"),
+        ("inf", "return", 3, "run() returned inf: the result code inf is not a number"),
+        ("huge", "return", 3, "run() returned 2.5e+300: the result code"),
+        ("nan_delay", "return", 3, "the delay nan is not a number of seconds"),
+    ],
+)
+def test_an_inline_run_ends_as_a_workers_run_never_500(
+    make_app: MakeApp, kind: str, how: str, runs: int, message: str
+) -> None:
+    from runtime_jobs.jobs import TestRoot
+
+    client = make_app(TestRoot, Path(__file__).resolve().parent / "runtime_jobs").test_client()
+    response = client.post("/rt/stores/job", json={"kind": kind, "how": how})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    uuid = response.get_json()["uuid"]
+    info = client.get(f"/rt/info/{uuid}").get_json()
+    assert (info["result"], info["completeness"]) == (500, 1.0)
+    assert len(info["errors"]) == runs
+    assert all(message in error["msg"] for error in info["errors"])
+    dump = client.get(f"/rt/dump/{uuid}").get_json()
+    assert (dump["runs"], dump["running"]) == (runs, False) and "payload" not in dump
+    assert client.get(f"/rt/data/{uuid}").status_code == 200
+
+
 def test_an_exception_in_a_view_is_500_without_traceback(api_client: FlaskClient) -> None:
     uuid = start(api_client, f"{SVC}/special/bad_data")
     body = assert_error(api_client.get(f"{SVC}/data/{uuid}"), 500)
@@ -1590,7 +1621,10 @@ def test_stored_strings_utf_8_cannot_encode_are_answered_as_escapes(
     document = datastore.read(make_key(uuid))
     document.update(output=["\ud800", "Fizz"])
     document["events"].append({"msg": "bad \udfff", "timeStamp": "2021-11-20T02:55:11"})
-    datastore.set(make_key(uuid), document)
+    # written as such a writer would: our datastores refuse it (UnstorableValue)
+    with contextlib.closing(sqlite3.connect(datastore.path)) as conn, conn:
+        conn.execute("UPDATE documents SET value = ? WHERE key = ?",
+                     (json.dumps(document), make_key(uuid)))
     for kind in BY_UUID:
         response = client.get(f"/examples/{kind}/{uuid}?showLogs=true")
         assert response.status_code == 200, (kind, response.get_data(as_text=True))

@@ -17,14 +17,22 @@ from runtime_jobs.jobs import (
     RequeueJob,
     ReturnsJob,
     SleepJob,
+    StoresJob,
 )
 from runtime_jobs.jobs import TestRoot as RuntimeRoot
 
 from flask_spacewalk import NO_RESULT
 from flask_spacewalk.errors import DatastoreUnavailable
+from flask_spacewalk.runtime.cancel import CancelWatch
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.registry import JobRegistry
-from flask_spacewalk.runtime.worker import LeaseKeeper, Outcome, Worker, interpret_result
+from flask_spacewalk.runtime.worker import (
+    MAX_DELAY,
+    LeaseKeeper,
+    Outcome,
+    Worker,
+    interpret_result,
+)
 
 
 class FastWorker(Worker):
@@ -454,3 +462,239 @@ def test_a_process_the_job_forks_ends_where_it_leaves_run(datastore, queue, how,
     make_worker(JobRegistry([ForkingJob]), datastore, queue).run(burst=True)
     doc = stored(datastore, uuid)
     assert (doc["resultCode"], doc["runs"], doc["errors"]) == (200, code, [])
+
+
+# -- values no document holds, results no worker takes (issue 12) ----------------
+
+
+@pytest.fixture
+def stores_registry(registry):
+    registry.add_classes([StoresJob])
+    return registry
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("inf"), float("-inf"), float("nan"), 2.5e300, 2**31, -(2**31) - 1, 10**400,
+        (NO_RESULT, float("nan")), (NO_RESULT, float("inf")), (NO_RESULT, float("-inf")),
+        (NO_RESULT, 1e300), (NO_RESULT, 10**400), (NO_RESULT, "nan"),
+    ],
+)
+def test_run_results_outside_32_bits_or_bad_delays_are_errors(value):
+    with pytest.raises(ValueError, match="result code|delay"):
+        interpret_result(value, 7.0)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (2**31 - 1, Outcome(2**31 - 1, 7.0)),
+        (-(2**31), Outcome(-(2**31), 7.0)),
+        (True, Outcome(1, 7.0)),
+        (404.9, Outcome(404, 7.0)),
+        ((200, float("nan")), Outcome(200, 7.0)),  # the delay of a result is ignored
+        ((NO_RESULT, MAX_DELAY), Outcome(NO_RESULT, MAX_DELAY)),
+        ((NO_RESULT, "soon"), Outcome(NO_RESULT, 7.0)),
+    ],
+)
+def test_run_results_at_the_edges(value, expected):
+    assert interpret_result(value, 7.0) == expected
+
+
+def _only_job(datastore, uuid):
+    doc = stored(datastore, uuid)
+    assert doc["running"] is False and doc["completeness"] == 1.0
+    assert all("died" not in e["msg"] for e in doc["errors"])
+    return doc
+
+
+@pytest.mark.parametrize("how", ["update_attrs", "assign", "requeue"])
+@pytest.mark.parametrize(
+    "kind, problem",
+    [
+        ("nan", "nan is not a JSON number"),
+        ("inf", "inf is not a JSON number"),
+        ("set", "a set is not a JSON value"),
+        ("bytes", "a bytes is not a JSON value"),
+        ("object", "a object is not a JSON value"),
+        ("deep", "nested deeper than 100 levels"),
+        ("nul", "NUL character"),
+        ("surrogate", "lone surrogate"),
+    ],
+)
+def test_a_value_that_cannot_be_saved_ends_the_job_with_its_error_after_one_run(
+    stores_registry, datastore, queue, kind, problem, how
+):
+    uuid = submit(StoresJob, datastore, queue, kind=kind, how=how)
+    after = submit(NoopJob, datastore, queue)
+    worker = make_worker(stores_registry, datastore, queue)
+    worker.run(burst=True)  # the worker survives and goes on to the next job
+    doc = _only_job(datastore, uuid)
+    assert (doc["runs"], doc["resultCode"], doc["errorCount"]) == (1, 500, 1)
+    assert "payload" not in doc
+    error = doc["errors"][0]
+    assert error["errorCode"] == 500
+    assert "cannot store field payload" in error["msg"] and problem in error["msg"]
+    assert doc["events"][-1]["msg"] == "Error - finished"
+    assert stored(datastore, after)["resultCode"] == 200
+    assert worker.jobs_done == 2
+    assert queue.reserve(timeout=0) is None
+
+
+@pytest.mark.parametrize("kind", ["set", "nan", "nul", "surrogate"])
+def test_an_exception_is_recorded_whatever_the_run_left_unsaved(
+    stores_registry, datastore, queue, kind
+):
+    # run() set a value no document holds, then raised (quoting it, NUL or
+    # lone surrogate included): the real error is recorded, and the
+    # exception is retried as any is.
+    uuid = submit(StoresJob, datastore, queue, kind=kind, how="raise")
+    make_worker(stores_registry, datastore, queue).run(burst=True)
+    doc = _only_job(datastore, uuid)
+    assert (doc["runs"], doc["resultCode"], doc["errorCount"]) == (3, 500, 3)
+    for error in doc["errors"]:
+        assert "RuntimeError: failed with" in error["msg"]
+        assert "the job's unsaved changes were dropped: cannot store field payload" in error["msg"]
+    if kind == "nul":
+        assert "failed with a \\x00 b" in doc["errors"][0]["msg"]
+    if kind == "surrogate":
+        assert "failed with half \\udc80" in doc["errors"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("inf", "run() returned inf: the result code inf is not a number"),
+        ("nan", "run() returned nan: the result code nan is not a number"),
+        ("huge", "run() returned 2.5e+300: the result code 25000"),
+        ("big_code", "run() returned 2147483648: the result code 2147483648 is outside 32 bits"),
+        ("small_code", "the result code -2147483649 is outside 32 bits"),
+        ("nan_delay", "run() returned (-1, nan): the delay nan is not a number of seconds"),
+        ("inf_delay", "the delay inf is not a number of seconds up to 2147483647"),
+        ("huge_delay", "the delay 1e+300 is not a number of seconds"),
+    ],
+)
+def test_a_bad_run_result_is_an_error_and_continue_running_decides(
+    stores_registry, datastore, queue, kind, message
+):
+    uuid = submit(StoresJob, datastore, queue, kind=kind, how="return")
+    make_worker(stores_registry, datastore, queue).run(burst=True)
+    doc = _only_job(datastore, uuid)
+    assert (doc["runs"], doc["resultCode"], doc["errorCount"]) == (3, 500, 3)
+    assert all(message in e["msg"] and e["errorCode"] == 500 for e in doc["errors"])
+    assert [e["msg"] for e in doc["events"]] == ["Error - restarting"] * 2 + ["Error - finished"]
+
+
+def test_a_bad_run_result_retries_after_30_seconds(stores_registry, datastore, queue):
+    uuid = submit(StoresJob, datastore, queue, kind="inf", how="return")
+    make_worker(stores_registry, datastore, queue, cls=Worker).process_entry(queue.reserve(0))
+    doc = stored(datastore, uuid)
+    assert (doc["resultCode"], doc["queueKwargs"]) == (NO_RESULT, {"delay": 30.0})
+
+
+def test_a_bad_value_is_refused_before_a_cancel_is_recorded(
+    stores_registry, datastore, queue, monkeypatch
+):
+    # The cancel read with the result: the run's unsaved value is dropped
+    # and the cancellation recorded, after the error.
+    uuid = submit(StoresJob, datastore, queue, kind="set", how="assign")
+    worker = make_worker(stores_registry, datastore, queue)
+    checks = iter([False, False] + [True] * 10)  # mark running, then cancelled
+    monkeypatch.setattr(CancelWatch, "check", lambda self: next(checks))
+    worker.run(burst=True)
+    doc = _only_job(datastore, uuid)
+    assert doc["resultCode"] == 410
+    assert [e["errorCode"] for e in doc["errors"]] == [500, 410]
+    assert "cannot store field payload: a set" in doc["errors"][0]["msg"]
+
+
+def test_a_bug_outside_run_never_ends_the_worker(registry, datastore, queue, monkeypatch, caplog):
+    def broken(self, resultCode):
+        raise TypeError("a bug in an overridden record_result")
+
+    monkeypatch.setattr(ReturnsJob, "record_result", broken)
+    first = submit(ReturnsJob, datastore, queue, value=200)
+    after = submit(NoopJob, datastore, queue)
+    worker = make_worker(registry, datastore, queue)
+    worker.run(burst=True)
+    assert stored(datastore, after)["resultCode"] == 200
+    assert stored(datastore, first)["resultCode"] == NO_RESULT  # its lease brings it back
+    assert any("processing failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+# -- the worker's log (issue 12) ---------------------------------------------------
+
+
+class SlowRetryWorker(FastWorker):
+    ERROR_RETRY_DELAY = 30.0
+
+
+def _log_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "flask_spacewalk.runtime.worker"]
+
+
+def test_a_failed_run_is_logged_with_what_follows(registry, datastore, queue, caplog):
+    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker")
+    retried = submit(FailJob, datastore, queue, failures=5)
+    make_worker(registry, datastore, queue, cls=SlowRetryWorker).run(burst=True)
+    assert _log_lines(caplog) == [f"job rt_fail {retried}: RuntimeError: boom 1; retry in 30 s"]
+    assert caplog.records[-1].levelname == "WARNING"
+    caplog.clear()
+    failed = submit(FailJob, datastore, queue, failures=5)
+    make_worker(registry, datastore, queue).run(burst=True)
+    lines = _log_lines(caplog)
+    assert lines == [
+        f"job rt_fail {failed}: RuntimeError: boom 1; retry in 0 s",
+        f"job rt_fail {failed}: RuntimeError: boom 2; retry in 0 s",
+        f"job rt_fail {failed}: RuntimeError: boom 3; failed with 500",
+    ]
+    assert caplog.records[-1].levelname == "ERROR"
+
+
+@pytest.mark.parametrize(
+    "kind, line",
+    [
+        ("error_continue", "raise_error_continue: error_continue now; retry in 30 s"),
+        ("warning_continue", "raise_warning_continue: warning_continue now; retry in 30 s"),
+        ("error_finish", "raise_error_finish: error_finish now; failed with 418"),
+        ("warning_finish", "raise_warning_finish: warning_finish now; failed with 418"),
+    ],
+)
+def test_interrupts_are_logged(registry, datastore, queue, caplog, kind, line):
+    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker")
+    uuid = submit(InterruptJob, datastore, queue, kind=kind)
+    make_worker(registry, datastore, queue, cls=SlowRetryWorker).run(burst=True)
+    assert _log_lines(caplog) == [f"job rt_interrupt {uuid}: {line}"]
+
+
+def test_a_killed_run_found_on_load_is_logged(registry, datastore, queue, caplog):
+    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker")
+    restarted = submit(NoopJob, datastore, queue)
+    registry.get_job(restarted, datastore, queue).update_attrs(running=True)
+    make_worker(registry, datastore, queue).run(burst=True)
+    ended = submit(NoopJob, datastore, queue)
+    registry.get_job(ended, datastore, queue).update_attrs(running=True, errorCount=2)
+    make_worker(registry, datastore, queue).run(burst=True)
+    assert _log_lines(caplog) == [
+        f"job rt_noop {restarted}: its last run was killed (worker died); running it again",
+        f"job rt_noop {ended}: its last run was killed (worker died); failed with 500",
+    ]
+
+
+def test_bad_values_and_results_are_logged(stores_registry, datastore, queue, caplog):
+    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker")
+    saved = submit(StoresJob, datastore, queue, kind="set", how="update_attrs")
+    returned = submit(StoresJob, datastore, queue, kind="inf", how="return")
+    assigned = submit(StoresJob, datastore, queue, kind="nan", how="assign")
+    make_worker(stores_registry, datastore, queue, cls=SlowRetryWorker).run(burst=True)
+    assert _log_lines(caplog) == [
+        f"job rt_stores {saved}: UnstorableValue: cannot store field payload: a set is not a"
+        " JSON value (a document holds dicts, lists, str, int, float, bool and None);"
+        " failed with 500",
+        f"job rt_stores {returned}: run() returned inf: the result code inf is not a number;"
+        " retry in 30 s",
+        f"job rt_stores {assigned}: the job's state after its run cannot be saved: cannot"
+        " store field payload: nan is not a JSON number (NaN and Infinity are not standard"
+        " JSON); failed with 500",
+    ]

@@ -42,7 +42,6 @@ connects (``CREATE INDEX`` blocks writes to the table while it runs).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import select
 import threading
@@ -58,7 +57,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .. import errors
 from ..runtime.protocols import Value
-from .base import JOB_KEY_PREFIX, CasDatastore, JobQuery, newest_first
+from .base import JOB_KEY_PREFIX, CasDatastore, JobQuery, encode_value, newest_first
 
 __all__ = ["PostgresDatastore", "check_url"]
 
@@ -464,7 +463,7 @@ class PostgresDatastore(CasDatastore):
         return [found.get(key, (None, 0)) for key in keys]
 
     def create(self, key: str, value: Value) -> bool:
-        row, _ = self._execute("create", (key, _dumps(value)))
+        row, _ = self._execute("create", (key, encode_value(value)))
         if row is None:
             raise self.existsException(f"document {key!r} already exists")
         return True
@@ -491,7 +490,7 @@ class PostgresDatastore(CasDatastore):
     def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``create`` is false."""
-        text = _dumps(value)
+        text = encode_value(value)
         if cas:
             row, _ = self._execute("update_cas", (text, key, cas))
             if row is None:
@@ -537,6 +536,3 @@ def listing_sql(query: JobQuery, table: str) -> tuple[str, list[list[Any]]]:
     ranges = [([value] if index != "all" else []) + head + tail for value in values]
     return sql, ranges
 
-
-def _dumps(value: Value) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)

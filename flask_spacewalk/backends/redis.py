@@ -59,7 +59,15 @@ import redis.retry
 from .. import errors
 from ..runtime.protocols import Value
 from . import _redact
-from .base import CasDatastore, HeldEntry, JobQuery, lease_seconds, newest_first, same_body
+from .base import (
+    CasDatastore,
+    HeldEntry,
+    JobQuery,
+    encode_value,
+    lease_seconds,
+    newest_first,
+    same_body,
+)
 
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
 
@@ -624,7 +632,7 @@ class RedisDatastore(CasDatastore):
     def _script_write(self, key: str, value: Value, cas: int | None, mode: str) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``mode`` is ``update``."""
-        args = [json.dumps(value), str(int(cas)) if cas else "", mode, key, self._jobs]
+        args = [encode_value(value), str(int(cas)) if cas else "", mode, key, self._jobs]
         result = self._server.run("write", [self.prefix + key], args)
         if result == -2:
             raise self.existsException(f"document {key!r} already exists")

@@ -43,6 +43,7 @@ from .base import (
     CasDatastore,
     HeldEntry,
     JobQuery,
+    encode_value,
     job_status,
     lease_seconds,
     newest_first,
@@ -418,7 +419,7 @@ class SqliteDatastore(CasDatastore):
         return json.loads(row[0]), row[1]
 
     def create(self, key: str, value: Value) -> bool:
-        text = json.dumps(value)
+        text = encode_value(value)
         try:
             with self._db.connect(lock=True) as conn:
                 conn.execute(
@@ -456,7 +457,7 @@ class SqliteDatastore(CasDatastore):
     def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``create`` is false."""
-        text = json.dumps(value)
+        text = encode_value(value)
         listing = _listing_columns(key, value)
         if cas:
             # The given cas is the stored one or the write fails, so the new
@@ -667,7 +668,8 @@ class SqliteQueue:
         with self._db.connect(write=True) as conn:
             id = self._insert(conn, data, ttr, delay, priority)
             value = document(id)
-            cas = _write_document(conn, key, json.dumps(value), _listing_columns(key, value), True)
+            text = encode_value(value)
+            cas = _write_document(conn, key, text, _listing_columns(key, value), True)
         self._waker.notify()  # after the commit: a waiter must find the entry
         return id, cas
 

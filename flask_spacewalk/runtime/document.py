@@ -86,6 +86,10 @@ class DocumentDumper:
         extra = [name for name in fields if name not in base_fields]
         self.base_names = tuple(name for name in _ENCODERS if name in base_fields)
         self.extra_schema = type(schema)(only=extra) if self.fast and extra else None
+        #: The job attributes the document is dumped from.
+        self.attributes = frozenset(
+            field.attribute or name for name, field in fields.items()
+        )
 
     def dump(self, job: Any) -> dict[str, Any]:
         """``job``'s document, exactly as ``schema.dump(job)`` gives it."""

@@ -19,7 +19,8 @@ from typing import Any, Callable, ClassVar, Optional, Union
 
 from marshmallow import Schema, fields
 
-from ..errors import JobNotFound, JobUpdateConflict, QueueError
+from ..backends.base import encode_value
+from ..errors import JobNotFound, JobUpdateConflict, QueueError, UndeclaredField, UnstorableValue
 from .document import DocumentDumper, DocumentLoader
 from .protocols import Datastore, Queue
 from .records import (
@@ -225,10 +226,36 @@ class RuntimeJob(ABC):
 
         :raises: the datastore's ``casException`` when another writer saved
             the job since it was loaded.
+        :raises UnstorableValue: the document holds a value no datastore
+            stores (NaN, a set...). Nothing is written, and a stored job
+            goes back to its stored state: a change that cannot be saved
+            does not stay applied, so the next save (the worker's record of
+            the error) writes a good document.
         """
         self.updatedAt = utcnow()
-        _, self.cas = self.datastore.set_with_cas(self.key(), self.dump(), cas=self.cas)
+        try:
+            _, self.cas = self.datastore.set_with_cas(self.key(), self.dump(), cas=self.cas)
+        except UnstorableValue:
+            self._restore()
+            raise
         self._saved_result = self.resultCode
+
+    def _restore(self) -> None:
+        """Drop the changes not saved: back to the stored document (a job
+        never stored, or gone meanwhile, keeps its attributes)."""
+        if not self.cas:
+            return
+        data, cas = self.datastore.read_with_cas(self.key())
+        if not isinstance(data, dict):
+            return
+        data["cas"] = cas
+        fields = self.load_fields(data)
+        # A field the stored document lacks must not keep its unsaved value.
+        for name in self._codecs()[1].attributes:
+            vars(self).pop(name, None)
+        self.__init__(  # type: ignore[misc]
+            self.datastore, self.queue, keepalive=self.keepalive, **fields
+        )
 
     def reload(self) -> None:
         """Load the stored document again, replacing this job's attributes.
@@ -272,7 +299,15 @@ class RuntimeJob(ABC):
         )
 
     def update_attrs(self, **kwargs: Any) -> None:
-        """Set attributes and save them."""
+        """Set attributes and save them.
+
+        :raises UndeclaredField: a name is not a field of the job's document
+            (its ``Params`` or ``BASE_SCHEMA``), so its value would be lost;
+            nothing is set or saved.
+        """
+        undeclared = kwargs.keys() - self._codecs()[1].attributes
+        if undeclared:
+            raise UndeclaredField(type(self).__qualname__, sorted(undeclared))
 
         def apply() -> None:
             for name, value in kwargs.items():
@@ -409,7 +444,12 @@ class RuntimeJob(ABC):
         :raises QueueError: the queue refused the entry; the job is then
             marked with ``queueJobId = -1`` so that nobody waits for it (in
             one transaction, nothing is stored).
+        :raises UnstorableValue: the job, or ``queue_kwargs`` (a NaN delay),
+            holds a value no datastore stores; nothing is queued.
         """
+        # Checked before the put: an entry must not outlive a document
+        # that cannot record it.
+        encode_value({"queueKwargs": queue_kwargs})
         queue_name = getattr(self.queue, "queueName", None)
         if self.cas == 0 and self._put_with_document(queue_kwargs, queue_name):
             return
@@ -442,7 +482,15 @@ class RuntimeJob(ABC):
             self.updatedAt = utcnow()
             return self.dump()
 
-        written = put(self.datastore, self.key(), document, self.uuid, **queue_kwargs)
+        names = ("queueKwargs", "queueJobId", "queueName")
+        before: dict[str, Any] = {name: vars(self)[name] for name in names if name in vars(self)}
+        try:
+            written = put(self.datastore, self.key(), document, self.uuid, **queue_kwargs)
+        except UnstorableValue:
+            # Neither entry nor document was written: the job is as it was.
+            vars(self).pop("queueName", None)
+            vars(self).update(before)
+            raise
         if written is None:
             return False
         self.cas = written[1]

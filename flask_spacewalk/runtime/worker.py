@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
+import reprlib
 import signal
 import sys
 import threading
@@ -31,6 +33,7 @@ from ..errors import (
     QueueError,
     SpacewalkError,
     UnknownJobType,
+    UnstorableValue,
 )
 from .cancel import (
     CANCELLED,
@@ -60,6 +63,11 @@ log = logging.getLogger(__name__)
 
 #: Longest wait for a stuck job's cancellation to be recorded before exiting.
 GIVE_UP_TIMEOUT = 10.0
+#: The result codes a run may return: 32-bit signed ints.
+MIN_CODE, MAX_CODE = -(2**31), 2**31 - 1
+#: The longest requeue delay a run may ask for, in seconds (68 years: the
+#: 32-bit bound that queues count delays within).
+MAX_DELAY = float(2**31 - 1)
 
 
 class WorkerShutdown(BaseException):
@@ -97,8 +105,15 @@ class Outcome:
 def interpret_result(value: Any, default_delay: float) -> Outcome:
     """Read ``run()``'s return value as ZeroG does.
 
-    A code, or a ``(code, delay)`` pair; anything that is not a code counts
-    as 200, a missing or bad delay as ``default_delay``.
+    A code, or a ``(code, delay)`` pair, the code converted with ``int()``
+    (``True`` is 1, ``"404"`` is 404); anything that is not a code counts
+    as 200, a missing delay or one that is not a number as
+    ``default_delay``, a negative one as 0.
+
+    :raise ValueError: what ZeroG's ``int()`` or its queue would fail on: a
+        code that is a float NaN or Infinity, or an int outside 32 bits
+        (:data:`MIN_CODE` .. :data:`MAX_CODE`); with ``NO_RESULT``, a delay
+        that is NaN, Infinity or above :data:`MAX_DELAY`.
     """
     delay: Any = default_delay
     if isinstance(value, (tuple, list)):
@@ -109,13 +124,27 @@ def interpret_result(value: Any, default_delay: float) -> Outcome:
         code = value
     try:
         result = int(code)
+    except OverflowError:
+        raise ValueError(f"the result code {code!r} is not a number") from None
     except (TypeError, ValueError):
+        if isinstance(code, float):  # NaN
+            raise ValueError(f"the result code {code!r} is not a number") from None
         result = 200
+    if not MIN_CODE <= result <= MAX_CODE:
+        raise ValueError(f"the result code {reprlib.repr(result)} is outside 32 bits"
+                         f" ({MIN_CODE}..{MAX_CODE})")
     try:
-        delay = max(0.0, float(delay))
+        seconds = float(delay)
+    except OverflowError:  # an int of more than 308 digits
+        seconds = math.inf
     except (TypeError, ValueError):
-        delay = default_delay
-    return Outcome(result, delay)
+        seconds = default_delay
+    if not (math.isfinite(seconds) and seconds <= MAX_DELAY):
+        if result == NO_RESULT:
+            raise ValueError(f"the delay {reprlib.repr(delay)} is not a number of seconds"
+                             f" up to {MAX_DELAY:.0f}")
+        seconds = default_delay  # ignored: the job is over
+    return Outcome(result, max(0.0, seconds))
 
 
 class LeaseKeeper:
@@ -331,7 +360,13 @@ class Worker:
                 if burst or self._orphaned():
                     return
                 continue
-            self.process_entry(entry)
+            try:
+                self.process_entry(entry)
+            except Exception:
+                # The last resort: a bug in job code the worker calls outside
+                # run() (an overridden record_result, say) must not end the
+                # worker; the entry's lease brings the job back.
+                log.exception("entry %s: processing failed; its lease will return it", entry.id)
             self.jobs_done += 1
             if self._should_recycle() or self._orphaned():
                 return
@@ -379,7 +414,7 @@ class Worker:
             try:
                 outcome = self._run_or_recover(job, watch)
             except WorkerShutdown:
-                self._settle(entry, lambda: job.update_attrs(running=False), release=True)
+                self._settle(entry, lambda: _stop_running(job), release=True)
                 raise
             except SpacewalkError as exc:
                 # The job's document could not be written: leave the entry
@@ -478,8 +513,11 @@ class Worker:
             result = job.continue_running()
             if result != NO_RESULT:
                 job.record_event("Killed - finished")
+                _log_run(job, "its last run was killed (worker died)", Outcome(result))
                 return Outcome(result)
             job.record_event("Killed - restarting")
+            log.warning("job %s %s: its last run was killed (worker died); running it again",
+                        job.jobType, job.uuid)
         return self.run_job(job, watch)
 
     def run_job(self, job: RuntimeJob, watch: CancelWatch | None = None) -> Outcome:
@@ -506,20 +544,53 @@ class Worker:
         except JobCancelled:
             log.info("job %s: cancelled while running", job.uuid)
             return Outcome(CANCELLED, cancelled=True)
-        except (ErrorFinish, WarningFinish):
+        except (ErrorFinish, WarningFinish) as exc:
             job.record_event("Error - finished")
-            return Outcome(job.resultCode, recorded=True)
-        except (ErrorContinue, WarningContinue):
+            outcome = Outcome(job.resultCode, recorded=True)
+            _log_run(job, f"{_interrupt_name(exc)}: {exc}", outcome)
+            return outcome
+        except (ErrorContinue, WarningContinue) as exc:
             job.record_event("Error - restarting")
-            return Outcome(job.continue_running(), self.ERROR_RETRY_DELAY)
+            outcome = Outcome(job.continue_running(), self.ERROR_RETRY_DELAY)
+            _log_run(job, f"{_interrupt_name(exc)}: {exc}", outcome)
+            return outcome
         except (WorkerShutdown, KeyboardInterrupt):
             raise
+        except UnstorableValue as exc:
+            # One of the job's own saves, now undone: run again, the same
+            # code would store the same value, so the job ends here.
+            return self._failed_run(job, traceback.format_exc(), exc, final=INTERNAL_ERROR)
         except (Exception, SystemExit) as exc:
-            job.record_error(INTERNAL_ERROR, traceback.format_exc(), exception=exc)
-            result = job.continue_running()
-            job.record_event("Error - restarting" if result == NO_RESULT else "Error - finished")
-            return Outcome(result, self.ERROR_RETRY_DELAY)
-        return interpret_result(value, self.DEFAULT_REQUEUE_DELAY)
+            return self._failed_run(job, traceback.format_exc(), exc)
+        try:
+            return interpret_result(value, self.DEFAULT_REQUEUE_DELAY)
+        except ValueError as exc:
+            # Where ZeroG's int() or its queue fails: its outer handler.
+            msg = f"run() returned {reprlib.repr(value)}: {exc}"
+            return self._failed_run(job, msg, exc, summary=msg)
+
+    def _failed_run(
+        self,
+        job: RuntimeJob,
+        msg: str,
+        exc: BaseException,
+        final: int | None = None,
+        summary: str | None = None,
+    ) -> Outcome:
+        """Record error 500 for a run that failed with ``exc``, and log it.
+
+        :param msg: the error's message (the traceback).
+        :param final: the result the job ends with; None: ``continue_running()``
+            decides.
+        :param summary: the log's account of the error (default: the
+            exception's last line).
+        """
+        record_error(job, INTERNAL_ERROR, msg, exc)
+        result = job.continue_running() if final is None else final
+        job.record_event("Error - restarting" if result == NO_RESULT else "Error - finished")
+        outcome = Outcome(result, self.ERROR_RETRY_DELAY)
+        _log_run(job, summary or _describe(exc), outcome)
+        return outcome
 
     @staticmethod
     def _mark_running(job: RuntimeJob, watch: CancelWatch) -> Outcome | None:
@@ -553,42 +624,78 @@ class Worker:
     ) -> None:
         cancelled = outcome.cancelled
 
-        def change() -> None:
-            # Read at each application: a conflict may be the API's write
-            # that follows its cancel request.
-            nonlocal cancelled
-            cancelled = cancelled or watch.check()
-            if cancelled:
-                apply_cancelled(job)
-            job.running = False
-
         def record() -> None:
             nonlocal cancelled
-            # Result first, entry second: a crash in between leaves an entry
-            # whose job is finished, which the next worker drops.
-            if outcome.finished and not outcome.recorded and not cancelled:
-                try:
-                    self._record_result(job, outcome.result, watch)
-                    return
-                except _CancelSeen:
-                    cancelled = True
-                except _ResultStored:
-                    log.warning("job %s: another run recorded its result first (this "
-                                "run's lease ran out); not recording it again", job.uuid)
-                    return
-            job.record_change(change)
-            if not cancelled and not outcome.finished and job.resultCode == NO_RESULT:
-                # Enqueue first, delete second: a crash in between runs the
-                # job twice, never zero times.
-                job.enqueue(delay=outcome.delay)
+            cancelled = self.record_outcome(job, outcome, watch)
 
         self._settle(entry, record)
         if cancelled:
             log.info("job %s: cancelled", job.uuid)
             clear_cancel(self.datastore, job.uuid)
 
+    def record_outcome(
+        self,
+        job: RuntimeJob,
+        outcome: Outcome,
+        watch: CancelWatch | None = None,
+        requeue: bool = True,
+    ) -> bool:
+        """Record what a run of ``job`` came to: its result, its
+        cancellation, or (``NO_RESULT``) that it no longer runs, and, with
+        ``requeue``, put it back on its queue.
+
+        A run whose changes cannot be stored (``run()`` set a NaN without
+        saving it) ends the job with error and result 500, recorded on the
+        document as last stored.
+
+        :return: whether the job was cancelled.
+        """
+        try:
+            return self._record_outcome(job, outcome, watch, requeue)
+        except UnstorableValue as exc:
+            # The job is back at its stored state, where anything saves.
+            msg = f"the job's state after its run cannot be saved: {exc}"
+            record_error(job, INTERNAL_ERROR, msg, exc)
+            job.record_event("Error - finished")
+            failed = Outcome(INTERNAL_ERROR)
+            _log_run(job, msg, failed)
+            return self._record_outcome(job, failed, watch, requeue)
+
+    def _record_outcome(
+        self, job: RuntimeJob, outcome: Outcome, watch: CancelWatch | None, requeue: bool
+    ) -> bool:
+        cancelled = outcome.cancelled
+
+        def change() -> None:
+            # Read at each application: a conflict may be the API's write
+            # that follows its cancel request.
+            nonlocal cancelled
+            cancelled = cancelled or (watch is not None and watch.check())
+            if cancelled:
+                apply_cancelled(job)
+            job.running = False
+
+        # Result first, entry second: a crash in between leaves an entry
+        # whose job is finished, which the next worker drops.
+        if outcome.finished and not outcome.recorded and not cancelled:
+            try:
+                self._record_result(job, outcome.result, watch)
+                return False
+            except _CancelSeen:
+                cancelled = True
+            except _ResultStored:
+                log.warning("job %s: another run recorded its result first (this "
+                            "run's lease ran out); not recording it again", job.uuid)
+                return False
+        job.record_change(change)
+        if requeue and not cancelled and not outcome.finished and job.resultCode == NO_RESULT:
+            # Enqueue first, delete second: a crash in between runs the
+            # job twice, never zero times.
+            job.enqueue(delay=outcome.delay)
+        return cancelled
+
     @staticmethod
-    def _record_result(job: RuntimeJob, result: int, watch: CancelWatch) -> None:
+    def _record_result(job: RuntimeJob, result: int, watch: CancelWatch | None) -> None:
         """Call the job's own :meth:`~RuntimeJob.record_result` (jobs may
         override it, as ZeroG's), unless a cancel request is read before it
         saves, at first or after a conflict, or the job as last read shows
@@ -603,7 +710,7 @@ class Worker:
         def guard() -> None:
             if job._saved_result != NO_RESULT:
                 raise _ResultStored
-            if watch.check():
+            if watch is not None and watch.check():
                 raise _CancelSeen
 
         job._before_change = guard
@@ -671,6 +778,72 @@ def end_forked_child(worker_pid: int, exc: BaseException | None) -> None:
         except (OSError, ValueError):
             pass
     os._exit(code)
+
+
+def record_error(job: RuntimeJob, code: int, msg: str, exc: BaseException | None) -> None:
+    """Record the error ``msg`` of a run, whatever the run left in the job.
+
+    A traceback may quote a NUL or a lone surrogate, which no document
+    holds: they are written as escapes. A value ``run()`` set without
+    saving it that cannot be stored makes the first attempt fail and puts
+    the job back at its stored state; the error is then recorded there,
+    saying what was dropped.
+    """
+    msg = _storable_text(msg)
+    try:
+        job.record_error(code, msg, exception=exc)
+    except UnstorableValue as unsaved:
+        job.record_error(code, f"{msg}\n(the job's unsaved changes were dropped: {unsaved})",
+                         exception=exc)
+
+
+def _stop_running(job: RuntimeJob) -> None:
+    """Save ``job`` as no longer running (before its entry is released)."""
+    try:
+        job.update_attrs(running=False)
+    except UnstorableValue as exc:
+        # the job is back at its stored state, which saves
+        log.warning("job %s %s: unsaved changes dropped: %s", job.jobType, job.uuid, exc)
+        job.update_attrs(running=False)
+
+
+def _storable_text(text: str) -> str:
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_INTERRUPTS = {
+    ErrorContinue: "raise_error_continue",
+    ErrorFinish: "raise_error_finish",
+    WarningContinue: "raise_warning_continue",
+    WarningFinish: "raise_warning_finish",
+}
+
+
+def _interrupt_name(exc: BaseException) -> str:
+    for cls, name in _INTERRUPTS.items():
+        if isinstance(exc, cls):
+            return name
+    return type(exc).__name__
+
+
+def _describe(exc: BaseException) -> str:
+    """``RuntimeError: boom``."""
+    text = str(exc)
+    return _storable_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def _log_run(job: RuntimeJob, what: str, outcome: Outcome) -> None:
+    """Log one line for a run that did not simply succeed: the job, what
+    happened, and what follows (a retry, or the job's end)."""
+    if outcome.result == NO_RESULT:
+        log.warning("job %s %s: %s; retry in %s s", job.jobType, job.uuid, what,
+                    f"{outcome.delay:g}")
+    elif 0 <= outcome.result < 400:
+        log.warning("job %s %s: %s; finished with %d", job.jobType, job.uuid, what,
+                    outcome.result)
+    else:
+        log.error("job %s %s: %s; failed with %d", job.jobType, job.uuid, what, outcome.result)
 
 
 def resident_memory() -> int:

@@ -162,3 +162,65 @@ class CancelJob(TestRoot):
         with open(f"{self.trace}.done", "w") as f:
             f.write(repr(time.time()))
         return NO_RESULT if self.mode == "requeue" else 200
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+#: Values no job document holds, and run() results no worker takes.
+BAD_VALUES: dict[str, Any] = {
+    "nan": lambda: float("nan"),
+    "inf": lambda: float("inf"),
+    "set": lambda: {1, 2},
+    "bytes": lambda: b"\x00bytes",
+    "object": object,
+    "deep": lambda: _nested(5000),
+    "nul": lambda: "a \x00 b",
+    "surrogate": lambda: "half \udc80",
+    "huge": lambda: 2.5e300,
+    "big_code": lambda: 2**31,
+    "small_code": lambda: -(2**31) - 1,
+    "nan_delay": lambda: (NO_RESULT, float("nan")),
+    "inf_delay": lambda: (NO_RESULT, float("inf")),
+    "huge_delay": lambda: (NO_RESULT, 1e300),
+}
+
+
+class PayloadSchema(CountingSchema):
+    payload = fields.Raw(allow_none=True)
+
+
+class StoresJob(TestRoot):
+    NAME = "Stores"
+    LEAF_NAME = "stores"
+    DESCRIPTION = "stores or returns a BAD_VALUES `kind` in the way `how` says"
+    BASE_SCHEMA = PayloadSchema
+
+    class Params(Schema):
+        kind = fields.String(required=True)
+        #: update_attrs: saves it; assign: sets it, returns 200; requeue:
+        #: sets it, returns NO_RESULT; raise: sets it, raises an exception
+        #: quoting it; return: returns it from run().
+        how = fields.String(load_default="update_attrs")
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if "payload" in kwargs:
+            self.payload = kwargs["payload"]
+
+    def run(self) -> Any:
+        super().run()
+        value = BAD_VALUES[self.kind]()
+        if self.how == "return":
+            return value
+        if self.how == "update_attrs":
+            self.update_attrs(payload=value)
+            return 200
+        self.payload = value
+        if self.how == "raise":
+            raise RuntimeError(f"failed with {value}")
+        return NO_RESULT if self.how == "requeue" else 200
