@@ -291,3 +291,39 @@ def test_a_redis_refusal_is_a_503_naming_it(
     assert body["message"].startswith("datastore unavailable")
     assert "DB index is out of range" in body["message"]
     assert "Traceback" not in refused.get_data(as_text=True)
+
+
+def test_a_worker_under_a_refusing_redis_waits_and_resumes(
+    tmp_path: Path, redis_server: Server, make_client: Any
+) -> None:
+    import redis
+
+    url = f"redis://127.0.0.1:{redis_server.port}/0?prefix=oom:"
+    client = make_client(tmp_path, url, url)
+    queued = [post(client, "fizz_buzz", {"n": n}).get_json()["uuid"] for n in (3, 4, 5)]
+    raw = redis.Redis(port=redis_server.port)
+    try:
+        raw.config_set("maxmemory", 1)  # below what is used: every growth refused
+        refused = post(client, "fizz_buzz", {"n": 3})
+        assert refused.status_code == 503
+        assert "maxmemory" in refused.get_json()["message"]
+        worker = start_worker(url, url)
+        try:
+            time.sleep(2)
+            assert worker.poll() is None, "the worker must wait, not crash"
+            # reads are still served, and nothing ran
+            for uuid in queued:
+                assert client.get(f"/examples/progress/{uuid}").get_json()["result"] == -1
+            raw.config_set("maxmemory", 0)
+            after = post(client, "fizz_buzz", {"n": 6})
+            assert after.status_code == 201
+            for uuid in queued + [after.get_json()["uuid"]]:
+                assert wait_result(client, uuid)["result"] == 200
+        finally:
+            log = stop_worker(worker)
+    finally:
+        raw.config_set("maxmemory", 0)
+        raw.close()
+    assert worker.returncode == 0, log
+    assert "maxmemory" in log and "retrying in" in log, log
+    assert log.count("retrying in") < 40, log

@@ -29,6 +29,7 @@ class FastWorker(Worker):
     ERROR_RETRY_DELAY = 0.0
     DEFAULT_REQUEUE_DELAY = 0.0
     RESERVE_TIMEOUT = 0.05
+    MAX_BACKOFF = 0.0
 
 
 def make_worker(registry, datastore, queue, cls=FastWorker, **kwargs: Any) -> Worker:
@@ -416,3 +417,24 @@ def test_job_context_wraps_every_run(registry, datastore, queue):
 def test_enqueued_body_matches_zerog(datastore, queue):
     uuid = submit(NoopJob, datastore, queue)
     assert json.loads(queue.reserve(timeout=0).body) == uuid
+
+
+def test_a_datastore_refusing_writes_backs_off_and_gives_the_entry_back(
+    registry, datastore, queue, monkeypatch, caplog
+):
+    uuid = submit(NoopJob, datastore, queue)
+
+    def refused(key: str, value: Any, cas: Any = None) -> Any:
+        raise DatastoreUnavailable("the store refused the write: out of memory")
+
+    worker = make_worker(registry, datastore, queue, cls=Worker)  # ZeroG's delays
+    with monkeypatch.context() as patch:
+        patch.setattr(datastore, "set_with_cas", refused)
+        worker.process_entry(queue.reserve(timeout=0))
+    # not the job's fault: no 30 s error delay, the worker paused instead
+    assert "out of memory; retrying in" in caplog.text
+    entry = queue.reserve(timeout=2)
+    assert entry is not None and entry.stats()["releases"] == 1
+    worker.process_entry(entry)
+    assert stored(datastore, uuid)["resultCode"] == 200
+    assert stored(datastore, uuid)["errors"] == []
