@@ -327,3 +327,41 @@ def test_a_worker_under_a_refusing_redis_waits_and_resumes(
     assert worker.returncode == 0, log
     assert "maxmemory" in log and "retrying in" in log, log
     assert log.count("retrying in") < 40, log
+
+
+def test_a_postgres_refusal_is_a_503_and_workers_wait(
+    tmp_path: Path, make_client: Any
+) -> None:
+    from backend_postgres import admin, postgres_url
+
+    with postgres_url(tmp_path) as base, admin() as conn:
+        schema = base.rpartition("schema=")[2]
+        # a table locked by a migration, say: every statement gives up
+        datastore_url = f"{base}&options=-c%20lock_timeout%3D300ms"
+        queue_url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
+        client = make_client(tmp_path, datastore_url, queue_url)
+        before = post(client, "fizz_buzz", {"n": 3}).get_json()["uuid"]
+        conn.execute("BEGIN")
+        conn.execute(f'LOCK TABLE "{schema}".spacewalk_documents IN ACCESS EXCLUSIVE MODE')
+        refused = post(client, "fizz_buzz", {"n": 3})
+        assert refused.status_code == 503
+        message = refused.get_json()["message"]
+        assert message.startswith("datastore unavailable")
+        assert "lock timeout (SQLSTATE 55P03)" in message
+        assert client.get(f"/examples/progress/{before}").status_code == 503
+        worker = start_worker(datastore_url, queue_url)
+        try:
+            time.sleep(2)
+            assert worker.poll() is None, "the worker must wait, not crash"
+            conn.execute("COMMIT")
+            after = post(client, "fizz_buzz", {"n": 5})
+            assert after.status_code == 201
+            for uuid in (before, after.get_json()["uuid"]):
+                assert wait_result(client, uuid)["result"] == 200
+        finally:
+            log = stop_worker(worker)
+            for state in client.application.extensions["spacewalk"].values():
+                state.close()  # before the schema is dropped
+    assert worker.returncode == 0, log
+    assert "lock timeout" in log and "retrying in" in log, log
+    assert log.count("retrying in") < 40, log
