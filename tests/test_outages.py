@@ -365,3 +365,38 @@ def test_a_postgres_refusal_is_a_503_and_workers_wait(
     assert worker.returncode == 0, log
     assert "lock timeout" in log and "retrying in" in log, log
     assert log.count("retrying in") < 40, log
+
+
+def test_a_draining_beanstalkd_is_a_503_naming_it(
+    tmp_path: Path, beanstalkd: Server, make_client: Any
+) -> None:
+    import json
+    import sqlite3
+
+    database = tmp_path / "jobs.sqlite3"
+    datastore_url = f"sqlite:///{database}"
+    queue_url = f"beanstalkd://127.0.0.1:{beanstalkd.port}"
+    client = make_client(tmp_path, datastore_url, queue_url)
+    waiting = post(client, "fizz_buzz", {"n": 4}).get_json()["uuid"]
+    assert beanstalkd.proc is not None
+    beanstalkd.proc.send_signal(signal.SIGUSR1)  # drain mode: no new entries
+    for _ in range(100):  # until beanstalkd has handled the signal
+        refused = post(client, "fizz_buzz", {"n": 3})
+        if refused.status_code != 201:
+            break
+        time.sleep(0.02)
+    assert refused.status_code == 503
+    assert refused.get_json()["message"].startswith("queue unavailable")
+    assert "DRAINING" in refused.get_json()["message"]
+    with sqlite3.connect(database) as db:
+        documents = {d["uuid"]: d for d in (
+            json.loads(v) for (v,) in db.execute("SELECT value FROM documents"))}
+    assert documents[waiting]["queueJobId"] > 0
+    assert sorted(d["queueJobId"] for d in documents.values())[0] == -1
+    # what was queued before still runs
+    worker = start_worker(datastore_url, queue_url)
+    try:
+        assert wait_result(client, waiting)["result"] == 200
+    finally:
+        log = stop_worker(worker)
+    assert worker.returncode == 0, log

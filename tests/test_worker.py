@@ -438,3 +438,21 @@ def test_a_datastore_refusing_writes_backs_off_and_gives_the_entry_back(
     worker.process_entry(entry)
     assert stored(datastore, uuid)["resultCode"] == 200
     assert stored(datastore, uuid)["errors"] == []
+
+
+def test_a_queue_refusing_the_requeue_backs_the_worker_off(
+    registry, datastore, queue, monkeypatch, caplog
+):
+    from flask_spacewalk.errors import QueueUnavailable
+
+    uuid = submit(RequeueJob, datastore, queue, times=2, delay=0.0)
+    entry = queue.reserve(timeout=0)
+
+    def draining(*args: Any, **kwargs: Any) -> Any:
+        raise QueueUnavailable("beanstalkd refused: it answered DRAINING")
+
+    worker = make_worker(registry, datastore, queue)
+    monkeypatch.setattr(queue, "put", draining)
+    worker.process_entry(entry)
+    assert "DRAINING; retrying in" in caplog.text
+    assert stored(datastore, uuid)["runs"] == 1

@@ -28,6 +28,7 @@ from ..errors import (
     InvalidJobDocument,
     JobNotFound,
     QueueError,
+    QueueUnavailable,
     SpacewalkError,
     UnknownJobType,
 )
@@ -638,6 +639,10 @@ class Worker:
                 action()
         except (SpacewalkError, QueueError) as exc:
             log.error("entry %s: cannot record outcome: %s", entry.id, exc)
+            if isinstance(exc, (DatastoreUnavailable, QueueUnavailable)):
+                # the entry comes back with its lease; the next ones would
+                # fail alike, so wait instead of running them in vain
+                self._pause(f"cannot record outcome: {exc}")
             return
         try:
             if release:
