@@ -37,15 +37,17 @@ class Beanstalkd:
 
     :param binlog: a directory for beanstalkd's binlog, so that entries
         survive a restart; none by default.
+    :param args: more of beanstalkd's options (``-z`` the largest body...).
     """
 
-    def __init__(self, binlog: Path | None = None) -> None:
+    def __init__(self, binlog: Path | None = None, args: tuple[str, ...] = ()) -> None:
         executable = shutil.which("beanstalkd")
         if executable is None:
             requires_ci_or_skip("beanstalkd is not installed")
         assert executable is not None
         self.executable = executable
         self.binlog = binlog
+        self.args = args
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -61,6 +63,7 @@ class Beanstalkd:
             args = [self.executable, "-l", "127.0.0.1", "-p", str(port)]
             if self.binlog is not None:
                 args += ["-b", str(self.binlog)]
+            args += self.args
             self.proc = subprocess.Popen(
                 args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
@@ -94,8 +97,10 @@ class Beanstalkd:
 
 
 @contextlib.contextmanager
-def running_beanstalkd(binlog: Path | None = None) -> Iterator[Beanstalkd]:
-    server = Beanstalkd(binlog)
+def running_beanstalkd(
+    binlog: Path | None = None, args: tuple[str, ...] = ()
+) -> Iterator[Beanstalkd]:
+    server = Beanstalkd(binlog, args)
     server.start()
     try:
         yield server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -184,8 +185,6 @@ def test_put_checks_its_arguments(queue: BeanstalkdQueue) -> None:
         queue.put("x", ttr=0)
     with pytest.raises(ValueError, match="priority"):
         queue.put("x", priority=2**32)
-    with pytest.raises(ValueError, match="max-job-size"):
-        queue.put("x" * 70_000)  # beanstalkd's default limit is 65,535 bytes
     queue.put("still fine")
 
 
@@ -408,3 +407,115 @@ def test_forked_child_opens_its_own_connections(queue: BeanstalkdQueue) -> None:
         entry.delete()
     assert bodies == ["from the child", "from the parent again"]
     assert last > first
+
+
+# -- refusals that are not connection failures (issue 12) ----------------------
+
+
+def test_a_body_over_the_max_job_size_is_unavailable_naming_it() -> None:
+    # a uuid is 38 bytes: only a server started with a tiny -z refuses it
+    with running_beanstalkd(args=("-z", "20")) as server:
+        queue = BeanstalkdQueue(server.url, TUBE)
+        try:
+            with pytest.raises(errors.QueueUnavailable,
+                               match=r"JOB_TOO_BIG.*body of 38 bytes.*max-job-size"):
+                queue.put(UUID)
+            queue.put("fits")  # the connection stays in step
+            entry = queue.reserve(timeout=0)
+            assert entry is not None and entry.body == '"fits"'
+        finally:
+            queue.close()
+
+
+def test_drain_mode_refuses_puts_and_serves_what_is_queued(
+    server: Beanstalkd, queue: BeanstalkdQueue
+) -> None:
+    queue.put(UUID)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGUSR1)  # beanstalkd's drain mode
+    with pytest.raises(errors.QueueUnavailable, match=r"DRAINING.*drain mode"):
+        for _ in range(100):  # until beanstalkd has handled the signal
+            queue.put("new")
+            time.sleep(0.02)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None and json.loads(entry.body) == UUID
+    entry.release()  # releases are no new entries
+    assert queue.reserve(timeout=0) is not None
+
+
+@pytest.mark.parametrize(
+    "error, answer",
+    [(greenstalk.OutOfMemoryError, "OUT_OF_MEMORY"), (greenstalk.InternalError, "INTERNAL_ERROR")],
+)
+def test_server_refusals_are_unavailable_naming_them(
+    queue: BeanstalkdQueue, monkeypatch: pytest.MonkeyPatch, error: type[Exception], answer: str
+) -> None:
+    def refused(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise error([])
+
+    with monkeypatch.context() as patch:
+        patch.setattr(greenstalk.Client, "put", refused)
+        with pytest.raises(errors.QueueUnavailable, match=answer):
+            queue.put(UUID)
+    with monkeypatch.context() as patch:
+        patch.setattr(greenstalk.Client, "reserve", refused)
+        with pytest.raises(errors.QueueUnavailable, match=answer):
+            queue.reserve(timeout=0)
+    queue.put(UUID)
+    assert queue.reserve(timeout=0) is not None
+
+
+def test_an_entry_buried_by_put_is_deleted(
+    queue: BeanstalkdQueue, raw: greenstalk.Client[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """beanstalkd out of memory for its heap buries a new entry: it is
+    deleted, since the caller is told that nothing was queued."""
+    real_put = greenstalk.Client.put
+
+    def buried(self: Any, *args: Any, **kwargs: Any) -> Any:
+        id = real_put(self, *args, **kwargs)
+        raw.bury(raw.reserve(timeout=0))
+        raise greenstalk.BuriedError([str(id).encode()])
+
+    monkeypatch.setattr(greenstalk.Client, "put", buried)
+    with pytest.raises(errors.QueueUnavailable, match="BURIED"):
+        queue.put(UUID)
+    with pytest.raises(greenstalk.NotFoundError):
+        raw.peek_buried()
+
+
+def test_an_entry_buried_by_release_is_kicked(
+    queue: BeanstalkdQueue, raw: greenstalk.Client[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue.put(UUID)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+
+    def buried(self: Any, job: Any, **kwargs: Any) -> None:
+        self.bury(job)
+        raise greenstalk.BuriedError([])
+
+    with monkeypatch.context() as patch:
+        patch.setattr(greenstalk.Client, "release", buried)
+        entry.release(delay=5)
+    assert raw.stats_job(entry.id)["state"] == "ready"
+
+
+def test_an_entry_still_buried_is_unavailable_naming_it(
+    queue: BeanstalkdQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue.put(UUID)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+
+    def buried(self: Any, job: Any, **kwargs: Any) -> None:
+        self.bury(job)
+        raise greenstalk.BuriedError([])
+
+    def not_kicked(self: Any, job: Any) -> None:
+        raise greenstalk.NotFoundError([])
+
+    monkeypatch.setattr(greenstalk.Client, "release", buried)
+    monkeypatch.setattr(greenstalk.Client, "kick_job", not_kicked)
+    with pytest.raises(errors.QueueUnavailable, match="BURIED"):
+        entry.release()

@@ -20,6 +20,7 @@ from flask_spacewalk.backends import check_url, make_datastore
 
 postgres = pytest.importorskip("flask_spacewalk.backends.postgres")
 PostgresDatastore = postgres.PostgresDatastore
+psycopg = postgres.psycopg
 
 
 @pytest.fixture
@@ -557,3 +558,224 @@ def test_waiting_threads_share_one_failed_connect(monkeypatch: pytest.MonkeyPatc
     failures = in_threads(4, store.read, "k")
     assert all(isinstance(exc, errors.DatastoreUnavailable) for exc in failures)
     assert len(attempts) < 4
+
+
+# -- errors that are not connection failures (issue 12) ------------------------
+
+
+@pytest.fixture
+def role(schema: str) -> Iterator[str]:
+    """A login role of the test's own (named as its schema), which may use
+    the schema; dropped afterwards. Roles are the server's, not the
+    database's: a setting on this one changes nothing else."""
+    with admin() as conn:
+        conn.execute(f'CREATE ROLE "{schema}" LOGIN')
+        conn.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{schema}"')
+    try:
+        yield schema
+    finally:
+        with admin() as conn:
+            conn.execute("SET lock_timeout = '10s'")
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            conn.execute(f'DROP OWNED BY "{schema}"')
+            conn.execute(f'DROP ROLE "{schema}"')
+
+
+def role_url(role: str, options: str = "") -> str:
+    return (f"postgresql://{role}@127.0.0.1:5432/test?schema={role}"
+            f"&application_name={role}{options}")
+
+
+def test_a_read_only_server_is_unavailable_then_writable_again(role: str) -> None:
+    store = PostgresDatastore(role_url(role))
+    try:
+        store.set("k", "v")
+        # new connections are read-only from now on, as on a standby
+        with admin() as conn:
+            conn.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+        terminate(role)
+        with pytest.raises(errors.DatastoreUnavailable, match=r"read-only transaction.*25006"):
+            store.set("k", "w")
+        assert store.read("k") == "v"  # reads still served
+        with admin() as conn:
+            conn.execute(f'ALTER ROLE "{role}" RESET default_transaction_read_only')
+        # the read-only pool was dropped: the next write reconnects and works
+        assert store.set_with_cas("k", "w")[0] is True
+        assert store.read("k") == "w"
+    finally:
+        store.close()
+
+
+def test_revoked_privileges_are_unavailable_then_granted_again(role: str) -> None:
+    store = PostgresDatastore(role_url(role))
+    try:
+        store.set("k", "v")
+        with admin() as conn:
+            conn.execute(f'ALTER TABLE "{role}".{postgres.TABLE} OWNER TO CURRENT_USER')
+        with pytest.raises(errors.DatastoreUnavailable, match=r"permission denied.*42501"):
+            store.read("k")
+        with admin() as conn:
+            conn.execute(f'GRANT ALL ON "{role}".{postgres.TABLE} TO "{role}"')
+        assert store.read("k") == "v"
+    finally:
+        store.close()
+
+
+def test_a_dropped_table_is_unavailable_and_never_made_anew_by_this_process(
+    store: Any, schema: str
+) -> None:
+    store.set("k", "v")
+    with admin() as conn:
+        conn.execute(f'DROP TABLE "{schema}".{postgres.TABLE}')
+    for call in (lambda: store.read("k"), lambda: store.set("k", "w"),
+                 lambda: store.read_many(["k"])):
+        with pytest.raises(errors.DatastoreUnavailable, match=r"does not exist.*42P01"):
+            call()
+    with admin() as conn:
+        found = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".{postgres.TABLE}',))
+        assert found.fetchone() == (None,), "no running process makes an empty store"
+    # a process started anew makes it, as at first start; this one takes it up
+    fresh = PostgresDatastore(f"{DATABASE_URL}?schema={schema}")
+    fresh.set("first", "write")
+    fresh.close()
+    assert store.read("k") is None
+    assert store.read("first") == "write"
+
+
+def test_a_dropped_schema_is_unavailable(store: Any, schema: str) -> None:
+    store.set("k", "v")
+    with admin() as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with pytest.raises(errors.DatastoreUnavailable, match="does not exist"):
+        store.read("k")
+
+
+@pytest.mark.parametrize(
+    "option, reason",
+    [("statement_timeout", r"statement timeout.*57014"), ("lock_timeout", r"lock timeout.*55P03")],
+)
+def test_timeouts_are_unavailable_and_keep_the_connection(
+    url: str, schema: str, option: str, reason: str
+) -> None:
+    store = PostgresDatastore(f"{url}&options=-c%20{option}%3D200ms")
+    try:
+        store.set("k", "v")
+        pids = backend_pids(schema)
+        with admin() as conn, conn.transaction():
+            conn.execute(f'LOCK TABLE "{schema}".{postgres.TABLE} IN ACCESS EXCLUSIVE MODE')
+            with pytest.raises(errors.DatastoreUnavailable, match=reason):
+                store.read("k")
+            with pytest.raises(errors.DatastoreUnavailable, match=reason):
+                store.set("k", "w")
+        assert store.read("k") == "v"
+        assert backend_pids(schema) == pids, "the pool kept its connections"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.errors.DiskFull('could not extend file "base/1/2": No space left on device'),
+        psycopg.errors.OutOfMemory("out of memory"),
+        psycopg.errors.TooManyConnections("sorry, too many clients already"),
+        psycopg.errors.IoError('could not read block 0 in file "base/1/2"'),
+        psycopg.errors.InternalError_("could not open relation with OID 16384"),
+        psycopg.errors.DataCorrupted("invalid page in block 0 of relation base/1/2"),
+        psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_server_refusals_are_unavailable_naming_them(
+    store: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    store.set("k", "v")
+    real_execute = psycopg.Connection.execute
+
+    def refused(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        if "spacewalk_documents" in str(query):
+            raise error
+        return real_execute(self, query, params, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(psycopg.Connection, "execute", refused)
+        for call in (lambda: store.read("k"), lambda: store.set("k", "w"),
+                     lambda: store.read_many(["k"])):
+            with pytest.raises(errors.DatastoreUnavailable) as info:
+                call()
+            assert str(error) in str(info.value)
+            assert error.sqlstate in str(info.value)
+    assert store.read("k") == "v"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.errors.UndefinedColumn('column "vlaue" does not exist'),
+        psycopg.errors.SyntaxError('syntax error at or near "SELET"'),
+        psycopg.errors.UndefinedFunction("function jsonb_bild_object() does not exist"),
+        psycopg.errors.InFailedSqlTransaction("current transaction is aborted"),
+        psycopg.errors.UniqueViolation("duplicate key value violates unique constraint"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_our_own_bugs_stay_loud(
+    store: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    store.set("k", "v")
+
+    def buggy(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(psycopg.Connection, "execute", buggy)
+    with pytest.raises(type(error)):
+        store.read("k")
+
+
+def test_a_serialization_failure_is_retried_once(url: str, schema: str) -> None:
+    """Under repeatable read, an update that waited for a row another
+    transaction changed fails (40001); the statement alone was rolled
+    back, so running it again is safe, and sees the new row."""
+    store = PostgresDatastore(
+        f"{url}&options=-c%20default_transaction_isolation%3Drepeatable%5C%20read"
+    )
+    try:
+        store.set("k", {"n": 0})
+        with admin() as conn:
+            conn.execute("BEGIN")
+            conn.execute(f'UPDATE "{schema}".{postgres.TABLE} SET updated_at = now()'
+                         " WHERE key = 'k'")
+            writer = threading.Thread(target=store.set, args=("k", {"n": 1}))
+            writer.start()
+            for _ in range(200):  # until the store's update waits for the row
+                waiting = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                    " AND wait_event_type = 'Lock'", (schema,)).fetchone()
+                if waiting == (1,):
+                    break
+                time.sleep(0.02)
+            conn.execute("COMMIT")
+            writer.join(10)
+        assert store.read("k") == {"n": 1}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("error", [psycopg.errors.SerializationFailure,
+                                   psycopg.errors.DeadlockDetected])
+def test_a_rollback_again_is_unavailable_naming_it(
+    store: Any, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    store.set("k", "v")
+    attempts = []
+
+    def rolled_back(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        attempts.append(query)
+        raise error("could not serialize access due to concurrent update")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(psycopg.Connection, "execute", rolled_back)
+        with pytest.raises(errors.DatastoreUnavailable, match=error.sqlstate or "?"):
+            store.set("k", "w")
+    assert len(attempts) == 2
+    assert store.read("k") == "v"

@@ -291,3 +291,112 @@ def test_a_redis_refusal_is_a_503_naming_it(
     assert body["message"].startswith("datastore unavailable")
     assert "DB index is out of range" in body["message"]
     assert "Traceback" not in refused.get_data(as_text=True)
+
+
+def test_a_worker_under_a_refusing_redis_waits_and_resumes(
+    tmp_path: Path, redis_server: Server, make_client: Any
+) -> None:
+    import redis
+
+    url = f"redis://127.0.0.1:{redis_server.port}/0?prefix=oom:"
+    client = make_client(tmp_path, url, url)
+    queued = [post(client, "fizz_buzz", {"n": n}).get_json()["uuid"] for n in (3, 4, 5)]
+    raw = redis.Redis(port=redis_server.port)
+    try:
+        raw.config_set("maxmemory", 1)  # below what is used: every growth refused
+        refused = post(client, "fizz_buzz", {"n": 3})
+        assert refused.status_code == 503
+        assert "maxmemory" in refused.get_json()["message"]
+        worker = start_worker(url, url)
+        try:
+            time.sleep(2)
+            assert worker.poll() is None, "the worker must wait, not crash"
+            # reads are still served, and nothing ran
+            for uuid in queued:
+                assert client.get(f"/examples/progress/{uuid}").get_json()["result"] == -1
+            raw.config_set("maxmemory", 0)
+            after = post(client, "fizz_buzz", {"n": 6})
+            assert after.status_code == 201
+            for uuid in queued + [after.get_json()["uuid"]]:
+                assert wait_result(client, uuid)["result"] == 200
+        finally:
+            log = stop_worker(worker)
+    finally:
+        raw.config_set("maxmemory", 0)
+        raw.close()
+    assert worker.returncode == 0, log
+    assert "maxmemory" in log and "retrying in" in log, log
+    assert log.count("retrying in") < 40, log
+
+
+def test_a_postgres_refusal_is_a_503_and_workers_wait(
+    tmp_path: Path, make_client: Any
+) -> None:
+    from backend_postgres import admin, postgres_url
+
+    with postgres_url(tmp_path) as base, admin() as conn:
+        schema = base.rpartition("schema=")[2]
+        # a table locked by a migration, say: every statement gives up
+        datastore_url = f"{base}&options=-c%20lock_timeout%3D300ms"
+        queue_url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
+        client = make_client(tmp_path, datastore_url, queue_url)
+        before = post(client, "fizz_buzz", {"n": 3}).get_json()["uuid"]
+        conn.execute("BEGIN")
+        conn.execute(f'LOCK TABLE "{schema}".spacewalk_documents IN ACCESS EXCLUSIVE MODE')
+        refused = post(client, "fizz_buzz", {"n": 3})
+        assert refused.status_code == 503
+        message = refused.get_json()["message"]
+        assert message.startswith("datastore unavailable")
+        assert "lock timeout (SQLSTATE 55P03)" in message
+        assert client.get(f"/examples/progress/{before}").status_code == 503
+        worker = start_worker(datastore_url, queue_url)
+        try:
+            time.sleep(2)
+            assert worker.poll() is None, "the worker must wait, not crash"
+            conn.execute("COMMIT")
+            after = post(client, "fizz_buzz", {"n": 5})
+            assert after.status_code == 201
+            for uuid in (before, after.get_json()["uuid"]):
+                assert wait_result(client, uuid)["result"] == 200
+        finally:
+            log = stop_worker(worker)
+            for state in client.application.extensions["spacewalk"].values():
+                state.close()  # before the schema is dropped
+    assert worker.returncode == 0, log
+    assert "lock timeout" in log and "retrying in" in log, log
+    assert log.count("retrying in") < 40, log
+
+
+def test_a_draining_beanstalkd_is_a_503_naming_it(
+    tmp_path: Path, beanstalkd: Server, make_client: Any
+) -> None:
+    import json
+    import sqlite3
+
+    database = tmp_path / "jobs.sqlite3"
+    datastore_url = f"sqlite:///{database}"
+    queue_url = f"beanstalkd://127.0.0.1:{beanstalkd.port}"
+    client = make_client(tmp_path, datastore_url, queue_url)
+    waiting = post(client, "fizz_buzz", {"n": 4}).get_json()["uuid"]
+    assert beanstalkd.proc is not None
+    beanstalkd.proc.send_signal(signal.SIGUSR1)  # drain mode: no new entries
+    for _ in range(100):  # until beanstalkd has handled the signal
+        refused = post(client, "fizz_buzz", {"n": 3})
+        if refused.status_code != 201:
+            break
+        time.sleep(0.02)
+    assert refused.status_code == 503
+    assert refused.get_json()["message"].startswith("queue unavailable")
+    assert "DRAINING" in refused.get_json()["message"]
+    with sqlite3.connect(database) as db:
+        documents = {d["uuid"]: d for d in (
+            json.loads(v) for (v,) in db.execute("SELECT value FROM documents"))}
+    assert documents[waiting]["queueJobId"] > 0
+    assert sorted(d["queueJobId"] for d in documents.values())[0] == -1
+    # what was queued before still runs
+    worker = start_worker(datastore_url, queue_url)
+    try:
+        assert wait_result(client, waiting)["result"] == 200
+    finally:
+        log = stop_worker(worker)
+    assert worker.returncode == 0, log

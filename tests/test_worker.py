@@ -42,6 +42,7 @@ class FastWorker(Worker):
     ERROR_RETRY_DELAY = 0.0
     DEFAULT_REQUEUE_DELAY = 0.0
     RESERVE_TIMEOUT = 0.05
+    MAX_BACKOFF = 0.0
 
 
 def make_worker(registry, datastore, queue, cls=FastWorker, **kwargs: Any) -> Worker:
@@ -698,3 +699,42 @@ def test_bad_values_and_results_are_logged(stores_registry, datastore, queue, ca
         " store field payload: nan is not a JSON number (NaN and Infinity are not standard"
         " JSON); failed with 500",
     ]
+
+
+def test_a_datastore_refusing_writes_backs_off_and_gives_the_entry_back(
+    registry, datastore, queue, monkeypatch, caplog
+):
+    uuid = submit(NoopJob, datastore, queue)
+
+    def refused(key: str, value: Any, cas: Any = None) -> Any:
+        raise DatastoreUnavailable("the store refused the write: out of memory")
+
+    worker = make_worker(registry, datastore, queue, cls=Worker)  # ZeroG's delays
+    with monkeypatch.context() as patch:
+        patch.setattr(datastore, "set_with_cas", refused)
+        worker.process_entry(queue.reserve(timeout=0))
+    # not the job's fault: no 30 s error delay, the worker paused instead
+    assert "out of memory; retrying in" in caplog.text
+    entry = queue.reserve(timeout=2)
+    assert entry is not None and entry.stats()["releases"] == 1
+    worker.process_entry(entry)
+    assert stored(datastore, uuid)["resultCode"] == 200
+    assert stored(datastore, uuid)["errors"] == []
+
+
+def test_a_queue_refusing_the_requeue_backs_the_worker_off(
+    registry, datastore, queue, monkeypatch, caplog
+):
+    from flask_spacewalk.errors import QueueUnavailable
+
+    uuid = submit(RequeueJob, datastore, queue, times=2, delay=0.0)
+    entry = queue.reserve(timeout=0)
+
+    def draining(*args: Any, **kwargs: Any) -> Any:
+        raise QueueUnavailable("beanstalkd refused: it answered DRAINING")
+
+    worker = make_worker(registry, datastore, queue)
+    monkeypatch.setattr(queue, "put", draining)
+    worker.process_entry(entry)
+    assert "DRAINING; retrying in" in caplog.text
+    assert stored(datastore, uuid)["runs"] == 1

@@ -28,6 +28,7 @@ a lost connection to the queue; their holders' ``touch``, ``release`` and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -63,13 +64,18 @@ _TUBE = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9+/;.$_()-]{0,199}\Z")
 # A reply cut short trips greenstalk's asserts, an unknown one means the
 # stream is out of step: either way the connection cannot be used again.
 _BROKEN = (OSError, EOFError, AssertionError, greenstalk.UnknownResponseError)
-# The server is up but cannot take work (out of memory, draining).
-_REFUSED = (
-    greenstalk.BuriedError,
-    greenstalk.DrainingError,
-    greenstalk.InternalError,
-    greenstalk.OutOfMemoryError,
-)
+# The server is up but cannot take work: unavailable, in beanstalkd's words.
+# JOB_TOO_BIG too: our bodies are uuids (38 bytes), so only a server started
+# with a tiny -z refuses one, which its operator fixes. BAD_FORMAT,
+# EXPECTED_CRLF and UNKNOWN_COMMAND would be bugs of ours and stay loud.
+_REFUSED: dict[type[greenstalk.BeanstalkdError], str] = {
+    greenstalk.BuriedError: "BURIED (out of memory for its queues)",
+    greenstalk.DrainingError: "DRAINING (in drain mode: it takes no new entries)",
+    greenstalk.InternalError: "INTERNAL_ERROR",
+    greenstalk.JobTooBigError: "JOB_TOO_BIG",
+    greenstalk.OutOfMemoryError: "OUT_OF_MEMORY",
+}
+_REFUSALS = tuple(_REFUSED)
 
 T = TypeVar("T")
 
@@ -216,10 +222,8 @@ class _Link:
                     # the reservation went with the connection
                     raise holder._lost(exc) from exc
                 raise self._queue._unavailable(exc) from exc
-            except _REFUSED as exc:
-                raise self._queue._unavailable(
-                    f"it answered {type(exc).__name__}"
-                ) from exc
+            except _REFUSALS as exc:
+                raise self._queue._refused(_REFUSED[type(exc)]) from exc
 
     def close(self) -> None:
         with self._own():
@@ -271,6 +275,9 @@ class BeanstalkdQueue:
     def _unavailable(self, reason: object) -> errors.QueueUnavailable:
         return errors.QueueUnavailable(f"beanstalkd at {self.server} is unavailable: {reason}")
 
+    def _refused(self, answer: str) -> errors.QueueUnavailable:
+        return errors.QueueUnavailable(f"beanstalkd at {self.server} refused: it answered {answer}")
+
     def close(self) -> None:
         """Close this process's connections; beanstalkd returns the entries
         still reserved on them to the queue. The next call connects again."""
@@ -309,16 +316,27 @@ class BeanstalkdQueue:
             raise ValueError(f"priority must be between 0 and {MAX_PRIORITY}")
         body = json.dumps(data)
         whole_ttr, whole_delay = max(1, _seconds(ttr)), _seconds(delay)
+
+        def put(conn: _Connection) -> int:
+            try:
+                return conn.client.put(body, priority=priority, delay=whole_delay, ttr=whole_ttr)
+            except greenstalk.BuriedError as exc:
+                # Stored but buried: no worker would see it, and the caller
+                # hears that nothing was queued (the job is marked so).
+                if exc.id is not None:
+                    with contextlib.suppress(greenstalk.NotFoundError):
+                        conn.client.delete(exc.id)
+                raise
+
         try:
-            return self._producer.run(
-                lambda conn: conn.client.put(
-                    body, priority=priority, delay=whole_delay, ttr=whole_ttr
-                )
-            )
-        except greenstalk.JobTooBigError:
-            raise ValueError(
-                f"a body of {len(body)} bytes is over beanstalkd's max-job-size"
-            ) from None
+            return self._producer.run(put)
+        except errors.QueueUnavailable as exc:
+            if isinstance(exc.__cause__, greenstalk.JobTooBigError):
+                raise self._refused(
+                    f"JOB_TOO_BIG: a body of {len(body)} bytes is over its"
+                    " max-job-size (beanstalkd -z)"
+                ) from exc.__cause__
+            raise
 
     def reserve(self, timeout: float | None = None) -> BeanstalkdQueueEntry | None:
         """Take the next ready entry, waiting up to ``timeout`` seconds
@@ -437,7 +455,15 @@ class BeanstalkdQueueEntry:
 
         def release(client: greenstalk.Client[str]) -> None:
             pri = client.stats_job(self.id)["pri"] if priority is None else priority
-            client.release(job, priority=pri, delay=seconds)
+            try:
+                client.release(job, priority=pri, delay=seconds)
+            except greenstalk.BuriedError:
+                # Out of memory for the delay queue, beanstalkd buried it: no
+                # lease returns it, so make it ready now (without the delay).
+                try:
+                    client.kick_job(job)
+                except greenstalk.NotFoundError:
+                    raise greenstalk.BuriedError([]) from None  # still buried
 
         self._hold(release)
 

@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -66,6 +66,7 @@ TABLE = "spacewalk_documents"
 CONNECT_TIMEOUT = 5
 #: Seconds a call waits for a connection of the pool.
 POOL_TIMEOUT = 10.0
+T = TypeVar("T")
 _OWN_PARAMS = ("schema", "pool_min_size", "pool_max_size")
 # one lock for every spacewalk table of a database: setup is rare
 _SETUP_LOCK = int.from_bytes(
@@ -137,12 +138,25 @@ _SCHEMA = (
 #: The indexes :meth:`PostgresDatastore._setup` makes sure of.
 _INDEXES = ("updated_at", "jobs_created", "jobs_type_created", "jobs_status_created")
 # What a lost or unusable connection raises (PoolTimeout and PoolClosed are
-# OperationalErrors); a read-only server is a primary that failed over.
-_CONNECTION_ERRORS = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg.errors.ReadOnlySqlTransaction,
-)
+# OperationalErrors), and every refusal that is the server's state, not the
+# statement's: resources (SQLSTATE class 53: disk full, out of memory, too
+# many connections), a program limit (54), a lock timeout (55P03), operator
+# intervention (57: statement_timeout, shutdown), system errors (58),
+# rollbacks (40, after one retry).
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+# The other SQLSTATEs the operator, not our code, must fix: a read-only
+# server (a primary that failed over, default_transaction_read_only), the
+# URL's schema or the table dropped under running processes, revoked
+# privileges, the server's internal errors and corruption (class XX). Any
+# other error (a syntax error, an undefined column or function, a broken
+# constraint, an aborted transaction) is a bug of ours and stays loud.
+_REFUSED_STATES = ("25006", "25P03", "3F000", "42P01", "42501", "XX")
+# Serialization failures and deadlocks (class 40) roll back the statement
+# alone (every statement is its own transaction), and a read-only refusal
+# wrote nothing, so these are run once more: on a fresh connection after a
+# read-only one, which may have been opened before the server became
+# writable again.
+_RETRIED_STATES = ("40", "25006")
 
 
 class _Settings(NamedTuple):
@@ -159,7 +173,21 @@ def _quote(name: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The server's message and its SQLSTATE, without the statement."""
+    message = None
+    if isinstance(exc, psycopg.Error):
+        message = exc.diag.message_primary
+    text = " ".join((message or str(exc)).split()) or type(exc).__name__
+    state = getattr(exc, "sqlstate", None)
+    return f"{text} (SQLSTATE {state})" if state else text
+
+
+def _unavailable(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` is the server's state or the operator's doing,
+    rather than a bug of ours."""
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True
+    return (exc.sqlstate or "").startswith(_REFUSED_STATES)
 
 
 def _parse(url: str) -> _Settings:
@@ -355,12 +383,34 @@ class _Connections:
         pool, conn = self._get()
         try:
             yield conn
-        except _CONNECTION_ERRORS as exc:
+        except psycopg.Error as exc:
+            if not _unavailable(exc):
+                raise
+            # a read-only connection stays read-only; after a failover the
+            # pool's new connections reach the new primary
             if conn.broken or isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
                 self._discard(pool)
             raise self.unavailable(_reason(exc)) from exc
         finally:
+            # psycopg_pool rolls back a connection put back inside a failed
+            # transaction, and drops a broken one
             pool.putconn(conn)
+
+    def run(self, statement: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``statement(connection)``, run once more after a serialization
+        failure, a deadlock or a read-only refusal; then unavailable, naming
+        it."""
+        try:
+            with self.connection() as conn:
+                return statement(conn)
+        except errors.DatastoreUnavailable as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, psycopg.Error) or not (
+                cause.sqlstate or ""
+            ).startswith(_RETRIED_STATES):
+                raise
+        with self.connection() as conn:
+            return statement(conn)
 
     def close(self) -> None:
         with self._own():
@@ -434,7 +484,8 @@ class PostgresDatastore(CasDatastore):
     def _execute(self, name: str, args: tuple[Any, ...]) -> tuple[Any, int]:
         """Run statement ``name``; return its first row (or None) and its
         row count."""
-        with self._connections.connection() as conn:
+
+        def statement(conn: psycopg.Connection[Any]) -> tuple[Any, int]:
             try:
                 cursor = conn.execute(self._sql[name], args)
             except psycopg.DataError as exc:  # "\u0000" in a str, say
@@ -445,6 +496,8 @@ class PostgresDatastore(CasDatastore):
                 ) from None
             row = cursor.fetchone() if cursor.description is not None else None
             return row, cursor.rowcount
+
+        return self._connections.run(statement)
 
     def read(self, key: str) -> Value | None:
         return self.read_with_cas(key)[0]
@@ -457,8 +510,9 @@ class PostgresDatastore(CasDatastore):
 
     def read_many(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
         """Each key's value and cas, in the order given, in one statement."""
-        with self._connections.connection() as conn:
-            rows = conn.execute(self._sql["read_many"], (list(keys),)).fetchall()
+        rows = self._connections.run(
+            lambda conn: conn.execute(self._sql["read_many"], (list(keys),)).fetchall()
+        )
         found = {key: (value, int(cas)) for key, value, cas in rows}
         return [found.get(key, (None, 0)) for key in keys]
 
@@ -480,11 +534,14 @@ class PostgresDatastore(CasDatastore):
         all on one connection.
         """
         sql, ranges = listing_sql(query, self.table)
-        found = []
-        with self._connections.connection() as conn:
-            for args in ranges:
-                rows = conn.execute(sql, args).fetchall()
-                found.append([(c, key[len(JOB_KEY_PREFIX):], doc) for c, key, doc in rows])
+
+        def statements(conn: psycopg.Connection[Any]) -> list[list[Any]]:
+            return [conn.execute(sql, args).fetchall() for args in ranges]
+
+        found = [
+            [(c, key[len(JOB_KEY_PREFIX):], doc) for c, key, doc in rows]
+            for rows in self._connections.run(statements)
+        ]
         return newest_first(found, query.limit)
 
     def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:

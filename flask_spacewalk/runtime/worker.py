@@ -31,6 +31,7 @@ from ..errors import (
     InvalidJobDocument,
     JobNotFound,
     QueueError,
+    QueueUnavailable,
     SpacewalkError,
     UnknownJobType,
     UnstorableValue,
@@ -380,6 +381,17 @@ class Worker:
         log.warning("%s; retrying in %.1f s", reason, self._backoff)
         time.sleep(self._backoff)
 
+    def _back_off(self, entry: QueueEntry, reason: str) -> None:
+        """Give ``entry`` back, ready when this pause ends, and pause.
+
+        The job comes back as soon as the backend does, at most
+        :attr:`MAX_BACKOFF` seconds later, and the delays grow as for any
+        outage, so a fleet of workers does not spin through the queue.
+        """
+        delay = min(self.MAX_BACKOFF, max(0.1, self._backoff * 2))
+        self._settle(entry, release=True, delay=delay)
+        self._pause(reason)
+
     def _orphaned(self) -> bool:
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             log.warning("supervisor %d is gone; stopping", self.parent_pid)
@@ -404,7 +416,6 @@ class Worker:
             if loaded is None:
                 return
             job, watch = loaded
-            self._backoff = 0.0
             if job.resultCode != NO_RESULT and not job.running:
                 log.info("job %s already finished; dropping entry %s", job.uuid, entry.id)
                 self._settle(entry)
@@ -416,6 +427,11 @@ class Worker:
             except WorkerShutdown:
                 self._settle(entry, lambda: _stop_running(job), release=True)
                 raise
+            except DatastoreUnavailable as exc:
+                # A store that reads but refuses writes (out of memory, disk
+                # full, read-only): not the job's fault, so no error delay.
+                self._back_off(entry, f"job {job.uuid}: datastore unavailable: {exc}")
+                return
             except SpacewalkError as exc:
                 # The job's document could not be written: leave the entry
                 # to come back, so the job runs again rather than vanishes.
@@ -424,6 +440,7 @@ class Worker:
                 return
             finally:
                 lease.watcher = None
+        self._backoff = 0.0  # the job was marked running: the store takes writes
         self._finish(job, entry, outcome, watch)
 
     def _load(
@@ -449,8 +466,7 @@ class Worker:
             return job, watch
         except DatastoreUnavailable as exc:
             # Not the job's fault: never count this towards deleting it.
-            self._settle(entry, release=True, delay=self.LOAD_RETRY_DELAY)
-            self._pause(f"datastore unavailable: {exc}")
+            self._back_off(entry, f"datastore unavailable: {exc}")
             return None
         except (ValueError, JobNotFound, UnknownJobType, InvalidJobDocument) as exc:
             reason = str(exc)
@@ -737,6 +753,10 @@ class Worker:
                 action()
         except (SpacewalkError, QueueError) as exc:
             log.error("entry %s: cannot record outcome: %s", entry.id, exc)
+            if isinstance(exc, (DatastoreUnavailable, QueueUnavailable)):
+                # the entry comes back with its lease; the next ones would
+                # fail alike, so wait instead of running them in vain
+                self._pause(f"cannot record outcome: {exc}")
             return
         try:
             if release:
