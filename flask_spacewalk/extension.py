@@ -15,8 +15,7 @@ from .discovery import discover
 from .errors import ConfigurationError
 from .runtime.protocols import Datastore, Queue
 from .runtime.registry import JobRegistry
-# DEFAULTS and Settings were defined here: their old home still names them
-from .settings import DEFAULTS as DEFAULTS
+from .settings import DEFAULTS as DEFAULTS  # re-exported: its home until issue 13
 from .settings import Settings, check_options, config_defaults
 from .tree import Leaf, Tree
 from .validation import ParamsValidator
@@ -162,7 +161,8 @@ class Spacewalk:
         Reads these keys from the config, then from ``SPACEWALK_*``
         environment variables for those the config leaves unset, and writes
         each value it used back with ``setdefault`` (the environment's or the
-        default, never a keyword's, which is this tree's alone): ``SPACEWALK_SERVICE_NAME``, ``SPACEWALK_DATASTORE_URL``,
+        default, never a keyword's, which is this tree's alone):
+        ``SPACEWALK_SERVICE_NAME``, ``SPACEWALK_DATASTORE_URL``,
         ``SPACEWALK_QUEUE_URL``, ``SPACEWALK_URL_PREFIX``,
         ``SPACEWALK_MAX_CONTENT_LENGTH``, ``SPACEWALK_CORS_ORIGINS``,
         ``SPACEWALK_EXPOSE_DUMP``, ``SPACEWALK_JOB_TTR``,

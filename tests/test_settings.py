@@ -422,13 +422,15 @@ def test_the_app_and_the_worker_share_the_default_sqlite_file(tmp_path: Path) ->
     assert not (folder / "spacewalk.sqlite3").exists()
 
 
-def test_the_example_apps_instance_folder_is_the_workers_default() -> None:
+def test_the_example_apps_instance_folder_is_the_workers_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # make run's app and the worker run from the repository's root
     from examples.app import app
 
-    assert app.instance_path == str(ROOT / "instance")
+    monkeypatch.chdir(ROOT)
     args = worker.build_parser({}).parse_args(["--jobs", "examples/jobs"])
-    assert args.instance_path == os.path.abspath("instance")
-    assert os.getcwd() != str(ROOT) or args.instance_path == app.instance_path
+    assert args.instance_path == app.instance_path == str(ROOT / "instance")
 
 
 # -- a new, empty store is announced ---------------------------------------------------

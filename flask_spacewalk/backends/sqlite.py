@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from typing import Any, Callable
 from urllib.parse import quote
 
-from .. import errors
+from .. import defaults, errors
 from ..runtime.protocols import Value
 from .base import (
     JOB_KEY_PREFIX,
@@ -603,7 +603,7 @@ class SqliteQueue:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], name: str, default_ttr: float = 30
+        self, path: str | os.PathLike[str], name: str, default_ttr: float = defaults.JOB_TTR
     ) -> None:
         self._db = _Database(os.fspath(path), errors.QueueUnavailable)
         self.path = self._db.path
