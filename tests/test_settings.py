@@ -500,3 +500,23 @@ def test_new_postgresql_tables_are_announced(caplog: pytest.LogCaptureFixture) -
         finally:
             again.close()
         assert NEW_STORE not in caplog.text
+
+
+def test_new_postgresql_tables_on_the_search_path_name_their_schema(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("psycopg")
+    from backend_postgres import DATABASE_URL, admin, dropped_afterwards, new_schema_name
+
+    schema = new_schema_name()
+    with admin() as conn:  # skips when there is no server
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    with dropped_afterwards(schema):
+        # no schema parameter: the table goes where the search path says
+        store = make_datastore(f"{DATABASE_URL}?options=-csearch_path%3D{schema}")
+        try:
+            with caplog.at_level(logging.WARNING, logger="flask_spacewalk"):
+                store.read("k")
+        finally:
+            store.close()
+    assert f'table "{schema}"."spacewalk_documents" in PostgreSQL' in caplog.text

@@ -286,8 +286,13 @@ class _Database:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            created = False
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
+                # under the write lock: of racing processes, one sees no table
+                created = not conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'documents'"
+                ).fetchone()
                 conn.execute(_SCHEMA[0])
                 columns = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
                 if _CREATED not in columns:  # a file of version 1
@@ -298,6 +303,9 @@ class _Database:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
+            if created:
+                # a worker and an app that disagree on the path each make one
+                log.warning("created a new, empty job store at %s", self.path)
             self._identity = self._file()
         except BaseException:
             conn.close()
