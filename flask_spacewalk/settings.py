@@ -284,6 +284,7 @@ class Settings:
 
     @property
     def queue_name(self) -> str:
+        """The service's queue, ``<service>_jobs``."""
         return queue_name_for(self.service_name)
 
     @classmethod
