@@ -4,9 +4,12 @@ Run it with ``make run``, or::
 
     flask --app examples.app spacewalk serve --bind 127.0.0.1:8888
 
-Settings come from the environment as ``FLASK_SPACEWALK_*`` variables
-(Flask's ``from_prefixed_env``), e.g.
-``FLASK_SPACEWALK_DATASTORE_URL=sqlite:////tmp/jobs.sqlite3``.
+Settings come from the environment: ``SPACEWALK_*`` variables, which
+flask-spacewalk reads itself and so does ``python -m flask_spacewalk.worker``
+(e.g. ``SPACEWALK_DATASTORE_URL=sqlite:////tmp/jobs.sqlite3``), or
+``FLASK_SPACEWALK_*`` ones (Flask's ``from_prefixed_env``), which win. Its
+instance folder is ``./instance`` of the repository's root, where the
+standalone worker run from the root looks by default.
 """
 from __future__ import annotations
 

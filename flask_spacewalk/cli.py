@@ -10,6 +10,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from . import defaults
 from .errors import SpacewalkError
 from .runtime.registry import JobRegistry
 from .views import blueprint_name
@@ -81,7 +82,7 @@ def _run_workers(app: Flask, tree: str | None, **options: Any) -> int:
 
 _worker_options = [
     click.option("--processes", "-p", default=1, show_default=True, help="Worker processes."),
-    click.option("--grace", default=30.0, show_default=True,
+    click.option("--grace", default=float(defaults.SHUTDOWN_GRACE), show_default=True,
                  help="Seconds a running job may take to finish on SIGTERM."),
     click.option("--max-jobs", type=int, help="Recycle a worker process after N jobs."),
     click.option("--max-memory", type=int,

@@ -10,68 +10,24 @@ from weakref import WeakKeyDictionary
 
 from flask import Flask, current_app
 
-from .backends import check_url, make_datastore, make_queue
+from .backends import make_datastore, make_queue
 from .discovery import discover
 from .errors import ConfigurationError
 from .runtime.protocols import Datastore, Queue
 from .runtime.registry import JobRegistry
+from .settings import DEFAULTS as DEFAULTS  # re-exported: its home until issue 13
+from .settings import Settings, check_options, config_defaults
 from .tree import Leaf, Tree
 from .validation import ParamsValidator
 
 if TYPE_CHECKING:
     from .jobs import BaseJob
 
-#: Every key the extension reads, with its default.
-DEFAULTS: dict[str, Any] = {
-    "SPACEWALK_SERVICE_NAME": "spacewalk",
-    "SPACEWALK_DATASTORE_URL": "sqlite:///spacewalk.sqlite3",
-    "SPACEWALK_QUEUE_URL": None,
-    "SPACEWALK_URL_PREFIX": "",
-    "SPACEWALK_MAX_CONTENT_LENGTH": 1024 * 1024,
-    "SPACEWALK_CORS_ORIGINS": None,
-    "SPACEWALK_EXPOSE_DUMP": True,
-    "SPACEWALK_JOB_TTR": 30,
-    "SPACEWALK_RUN_INLINE": None,
-    "SPACEWALK_EXPOSE_DOCS": True,
-    "SPACEWALK_CANCEL_GRACE": 10,
-    "SPACEWALK_CONSOLE": True,
-    "SPACEWALK_API_TITLE": None,
-    "SPACEWALK_API_VERSION": "1",
-}
-
 #: A view decorator, as in Flask's ``View.decorators``.
 ViewDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 #: Connections a forked process inherited (see SpacewalkState.connections).
 _INHERITED: list[tuple[Datastore, Queue]] = []
-
-#: Constructor keywords and the keys they override.
-OPTIONS = {key[len("SPACEWALK_"):].lower(): key for key in DEFAULTS}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """One tree's resolved configuration (SPEC section 4)."""
-
-    service_name: str
-    datastore_url: str
-    queue_url: str
-    url_prefix: str
-    max_content_length: int
-    cors_origins: tuple[str, ...]
-    expose_dump: bool
-    job_ttr: float
-    run_inline: bool | None
-    cancel_grace: float
-    expose_docs: bool = True
-    console: bool = True
-    #: ``info.title`` and ``info.version`` of the OpenAPI document.
-    api_title: str = "spacewalk"
-    api_version: str = "1"
-
-    @property
-    def queue_name(self) -> str:
-        return f"{self.service_name}_jobs"
 
 
 @dataclass
@@ -184,7 +140,7 @@ class Spacewalk:
         self.modules_dir = modules_dir
         self.base_job = base_job
         self.decorators = tuple(decorators)
-        self.options = _check_options(options)
+        self.options = check_options(options)
         self._states: WeakKeyDictionary[Flask, SpacewalkState] = WeakKeyDictionary()
         if app is not None:
             self.init_app(app)
@@ -202,8 +158,11 @@ class Spacewalk:
 
         Arguments given here override the constructor's.
 
-        Reads these config keys, writing each default back with
-        ``setdefault``: ``SPACEWALK_SERVICE_NAME``, ``SPACEWALK_DATASTORE_URL``,
+        Reads these keys from the config, then from ``SPACEWALK_*``
+        environment variables for those the config leaves unset, and writes
+        each value it used back with ``setdefault`` (the environment's or the
+        default, never a keyword's, which is this tree's alone):
+        ``SPACEWALK_SERVICE_NAME``, ``SPACEWALK_DATASTORE_URL``,
         ``SPACEWALK_QUEUE_URL``, ``SPACEWALK_URL_PREFIX``,
         ``SPACEWALK_MAX_CONTENT_LENGTH``, ``SPACEWALK_CORS_ORIGINS``,
         ``SPACEWALK_EXPOSE_DUMP``, ``SPACEWALK_JOB_TTR``,
@@ -222,7 +181,14 @@ class Spacewalk:
         if modules_dir is None or base_job is None:
             raise ConfigurationError("Spacewalk needs a modules_dir and a base_job")
 
-        settings = _settings(app, {**self.options, **_check_options(options)})
+        settings = Settings.from_mapping(
+            app.config, {**self.options, **check_options(options)}, os.environ,
+            app_name=app.name,
+        )
+        # Flask-SQLAlchemy's habit, but a key set only in the environment is
+        # written back with the environment's value, not hidden by the default.
+        for key, value in config_defaults(app.config, os.environ).items():
+            app.config.setdefault(key, value)
         tree = discover(modules_dir, base_job, settings.url_prefix, root_path=app.root_path)
         states: dict[str, SpacewalkState] = app.extensions.setdefault("spacewalk", {})
         if tree.root.path in states:
@@ -258,70 +224,6 @@ class Spacewalk:
             return self._states[app]
         except KeyError:
             raise RuntimeError("this Spacewalk is not registered on the app") from None
-
-
-def _check_options(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise TypeError(
-            f"unknown Spacewalk option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(OPTIONS))}"
-        )
-    return options
-
-
-def _settings(app: Flask, options: dict[str, Any]) -> Settings:
-    for key, default in DEFAULTS.items():
-        app.config.setdefault(key, default)
-    values = {name: options.get(name, app.config[key]) for name, key in OPTIONS.items()}
-
-    datastore_url = str(values["datastore_url"])
-    check_url(datastore_url, "datastore")
-    queue_url = values["queue_url"]
-    if not queue_url:
-        if not datastore_url.startswith("sqlite:"):
-            raise ConfigurationError(
-                "SPACEWALK_QUEUE_URL is required when the datastore is not SQLite"
-            )
-        queue_url = datastore_url
-    check_url(str(queue_url), "queue")
-
-    origins = values["cors_origins"] or ()
-    if isinstance(origins, str):
-        origins = tuple(o.strip() for o in origins.split(",") if o.strip())
-    try:
-        max_length = int(values["max_content_length"])
-        ttr = float(values["job_ttr"])
-        cancel_grace = float(values["cancel_grace"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"bad Spacewalk setting: {exc}") from exc
-    if not cancel_grace > 0:  # NaN included
-        raise ConfigurationError("SPACEWALK_CANCEL_GRACE must be > 0")
-    if max_length < 0 or ttr <= 0:
-        raise ConfigurationError(
-            "SPACEWALK_MAX_CONTENT_LENGTH must be >= 0 and SPACEWALK_JOB_TTR > 0"
-        )
-    service = str(values["service_name"])
-    if not service:
-        raise ConfigurationError("SPACEWALK_SERVICE_NAME must not be empty")
-    return Settings(
-        service_name=service,
-        datastore_url=datastore_url,
-        queue_url=str(queue_url),
-        url_prefix=str(values["url_prefix"] or ""),
-        max_content_length=max_length,
-        cors_origins=tuple(origins),
-        expose_dump=bool(values["expose_dump"]),
-        job_ttr=ttr,
-        cancel_grace=cancel_grace,
-        # Only a constructor keyword is fixed here; the config key is read
-        # at each request, so tests can switch it on an existing app.
-        run_inline=options.get("run_inline"),
-        expose_docs=bool(values["expose_docs"]),
-        console=bool(values["console"]),
-        api_title=str(values["api_title"] or app.name),
-        api_version=str(values["api_version"] or DEFAULTS["SPACEWALK_API_VERSION"]),
-    )
 
 
 def _leaf_schemas(leaf: Leaf) -> LeafSchemas:

@@ -5,6 +5,12 @@
     python -m flask_spacewalk.worker --jobs examples/jobs \\
         --datastore sqlite:////tmp/spacewalk.sqlite3 --processes 2
 
+Settings come from ``SPACEWALK_*`` environment variables, read as the
+Flask app reads them (:mod:`flask_spacewalk.settings`), and the options
+above, which win. Run from the app's folder, the defaults find the app's
+default store: ``sqlite:///spacewalk.sqlite3`` relative to ``./instance``,
+Flask's instance folder of an app module there.
+
 ``flask spacewalk worker`` runs the same code with the app's config.
 """
 from __future__ import annotations
@@ -15,11 +21,12 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any, Callable
 
-from .backends import check_url, make_datastore, make_queue
+from . import defaults
+from .backends import make_datastore, make_queue
 from .discovery import find_job_classes, import_modules
 from .errors import ConfigurationError
 from .runtime.registry import JobRegistry
@@ -30,17 +37,11 @@ from .runtime.worker import (
     install_cancel_handler,
     install_shutdown_handler,
 )
+from .settings import DEFAULTS, Settings, environ_values, queue_name_for
+
+__all__ = ["build_parser", "main", "queue_name_for", "run_workers", "worker_settings"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DATASTORE_URL = "sqlite:///spacewalk.sqlite3"
-#: Seconds a cancelled job has to reach a progress call (SPACEWALK_CANCEL_GRACE).
-DEFAULT_CANCEL_GRACE = 10.0
-
-
-def queue_name_for(service: str) -> str:
-    """The queue of a service: ``<service>_jobs``, as ZeroG names it."""
-    return f"{service}_jobs"
 
 
 def run_workers(
@@ -48,15 +49,15 @@ def run_workers(
     *,
     datastore_url: str,
     queue_url: str,
-    service: str = "spacewalk",
+    service: str = defaults.SERVICE_NAME,
     processes: int = 1,
-    ttr: float = 30,
-    grace: float = 30,
+    ttr: float = defaults.JOB_TTR,
+    grace: float = defaults.SHUTDOWN_GRACE,
     max_jobs: int | None = None,
     max_memory: int | None = None,
     instance_path: str | None = None,
     job_context: Callable[[], ContextManager[Any]] | None = None,
-    cancel_grace: float = DEFAULT_CANCEL_GRACE,
+    cancel_grace: float = defaults.CANCEL_GRACE,
 ) -> int:
     """Supervise ``processes`` worker processes until SIGTERM or SIGINT.
 
@@ -97,7 +98,18 @@ def run_workers(
     return Supervisor(child, processes=processes, grace=grace).run()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The command line; each option's default is its ``SPACEWALK_*``
+    variable of ``environ`` (``os.environ`` by default), else the key's default.
+
+    :raise ConfigurationError: a bad ``SPACEWALK_*`` variable.
+    """
+    environ = os.environ if environ is None else environ
+    env = environ_values(environ)
+
+    def default(name: str) -> Any:
+        return env.get(name, DEFAULTS[name])
+
     parser = argparse.ArgumentParser(
         prog="python -m flask_spacewalk.worker",
         description="Run flask-spacewalk worker processes.",
@@ -110,33 +122,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--datastore",
-        default=os.environ.get("SPACEWALK_DATASTORE_URL", DEFAULT_DATASTORE_URL),
+        default=default("SPACEWALK_DATASTORE_URL"),
         help="datastore URL (default: $SPACEWALK_DATASTORE_URL or %(default)s)",
     )
     parser.add_argument(
         "--queue",
-        default=os.environ.get("SPACEWALK_QUEUE_URL"),
+        default=default("SPACEWALK_QUEUE_URL"),
         help="queue URL (default: $SPACEWALK_QUEUE_URL, else the SQLite datastore)",
     )
     parser.add_argument(
         "--service",
-        default=os.environ.get("SPACEWALK_SERVICE_NAME", "spacewalk"),
-        help="service name; the queue is <service>_jobs (default: %(default)s)",
+        default=default("SPACEWALK_SERVICE_NAME"),
+        help="service name; the queue is <service>_jobs "
+        "(default: $SPACEWALK_SERVICE_NAME or %(default)s)",
     )
     parser.add_argument("--processes", type=int, default=1, help="worker processes")
     parser.add_argument(
         "--ttr",
-        type=float,
-        default=float(os.environ.get("SPACEWALK_JOB_TTR", 30)),
-        help="seconds of lease on a reserved job (default: %(default)s)",
+        type=positive_float,
+        default=default("SPACEWALK_JOB_TTR"),
+        help="seconds of lease on a reserved job (default: $SPACEWALK_JOB_TTR or %(default)s)",
     )
     parser.add_argument(
-        "--grace", type=float, default=30, help="seconds a job may finish on SIGTERM"
+        "--grace",
+        type=float,
+        default=defaults.SHUTDOWN_GRACE,
+        help="seconds a job may finish on SIGTERM (default: %(default)s)",
     )
     parser.add_argument(
         "--cancel-grace",
         type=positive_float,
-        default=os.environ.get("SPACEWALK_CANCEL_GRACE", DEFAULT_CANCEL_GRACE),
+        default=default("SPACEWALK_CANCEL_GRACE"),
         help="seconds a cancelled job has to reach a progress call before it is "
         "stopped by force (default: $SPACEWALK_CANCEL_GRACE or %(default)s)",
     )
@@ -146,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--instance-path",
-        default=os.getcwd(),
-        help="base of relative sqlite:/// paths (default: the working directory)",
+        default=os.path.abspath(defaults.INSTANCE_FOLDER),
+        help="base of relative sqlite:/// paths (default: ./instance, where "
+        "app.instance_path is for a Flask app module in the working directory)",
     )
     parser.add_argument("--log-level", default="INFO")
     return parser
@@ -164,48 +181,58 @@ def positive_float(text: str) -> float:
     return value
 
 
-def default_queue_url(datastore_url: str, queue_url: str | None) -> str:
-    """The queue URL, defaulting to the datastore's when that is SQLite."""
-    if queue_url:
-        return queue_url
-    if datastore_url.startswith("sqlite:"):
-        return datastore_url
-    raise ConfigurationError(
-        "a queue URL is required when the datastore is not SQLite "
-        "(SPACEWALK_QUEUE_URL or --queue)"
+def worker_settings(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """The settings of a command line: its options, then the environment.
+
+    :raise ConfigurationError: a bad value, naming its key and source.
+    """
+    return Settings.from_environ(
+        environ,
+        {
+            "datastore_url": args.datastore,
+            "queue_url": args.queue,
+            "service_name": args.service,
+            "job_ttr": args.ttr,
+            "cancel_grace": args.cancel_grace,
+        },
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
     try:
-        queue_url = default_queue_url(args.datastore, args.queue)
+        # Fail now, in the foreground, on a bad URL rather than in every child.
+        settings = worker_settings(args)
         modules = [m for spec in args.jobs for m in import_modules(spec)]
         registry = JobRegistry(find_job_classes(modules))
         if not len(registry):
             raise ConfigurationError(f"no job classes found in {', '.join(args.jobs)}")
-        # Fail now, in the foreground, on a bad URL rather than in every child.
-        check_url(args.datastore, "datastore")
-        check_url(queue_url, "queue")
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return run_workers(
         registry,
-        datastore_url=args.datastore,
-        queue_url=queue_url,
-        service=args.service,
+        datastore_url=settings.datastore_url,
+        queue_url=settings.queue_url,
+        service=settings.service_name,
         processes=args.processes,
-        ttr=args.ttr,
+        ttr=settings.job_ttr,
         grace=args.grace,
         max_jobs=args.max_jobs,
         max_memory=args.max_memory * 2**20 if args.max_memory else None,
         instance_path=args.instance_path,
-        cancel_grace=args.cancel_grace,
+        cancel_grace=settings.cancel_grace,
     )
 
 

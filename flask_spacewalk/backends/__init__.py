@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from .. import defaults
 from ..errors import ConfigurationError
 from ..runtime.protocols import Datastore, Queue
 
@@ -225,7 +226,7 @@ def make_queue(
     name: str,
     *,
     instance_path: str | None = None,
-    default_ttr: float = 30,
+    default_ttr: float = defaults.JOB_TTR,
 ) -> Queue:
     """The queue ``name`` at ``url``. It connects on first use.
 

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 import greenstalk
 
-from .. import errors
+from .. import defaults, errors
 from . import _redact
 from .base import lease_seconds, same_body
 
@@ -249,7 +249,7 @@ class BeanstalkdQueue:
     :param default_ttr: The lease, in seconds, of an entry put without one.
     """
 
-    def __init__(self, url: str, name: str, default_ttr: float = 30) -> None:
+    def __init__(self, url: str, name: str, default_ttr: float = defaults.JOB_TTR) -> None:
         self.host, self.port = _address(url)
         if not isinstance(name, str) or not _TUBE.match(name):
             raise errors.ConfigurationError(

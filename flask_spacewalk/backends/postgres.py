@@ -42,6 +42,7 @@ connects (``CREATE INDEX`` blocks writes to the table while it runs).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import select
 import threading
@@ -60,6 +61,8 @@ from ..runtime.protocols import Value
 from .base import JOB_KEY_PREFIX, CasDatastore, JobQuery, encode_value, newest_first
 
 __all__ = ["PostgresDatastore", "check_url"]
+
+log = logging.getLogger(__name__)
 
 TABLE = "spacewalk_documents"
 #: libpq's ``connect_timeout`` (seconds) when the URL gives none.
@@ -473,6 +476,10 @@ class PostgresDatastore(CasDatastore):
         with conn.transaction():
             # concurrent CREATE ... IF NOT EXISTS can still collide
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+            # under the lock: of racing processes, one sees no table
+            created, current_schema = conn.execute(
+                "SELECT to_regclass(%s) IS NULL, current_schema()", (self.table,)
+            ).fetchone() or (False, None)
             schema = self._schema
             if schema is not None and not conn.execute(
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
@@ -480,6 +487,12 @@ class PostgresDatastore(CasDatastore):
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}")
             for statement in _SCHEMA:
                 conn.execute(statement.format(t=self.table, s=qualified))
+        if created:
+            table = self.table if self._schema else f"{_quote(str(current_schema))}.{self.table}"
+            log.warning(
+                "created a new, empty job store: table %s in PostgreSQL database %s",
+                table, self._connections.settings.where,
+            )
 
     def _execute(self, name: str, args: tuple[Any, ...]) -> tuple[Any, int]:
         """Run statement ``name``; return its first row (or None) and its

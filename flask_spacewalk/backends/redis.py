@@ -56,7 +56,7 @@ import redis.backoff
 import redis.exceptions
 import redis.retry
 
-from .. import errors
+from .. import defaults, errors
 from ..runtime.protocols import Value
 from . import _redact
 from .base import (
@@ -666,7 +666,7 @@ class RedisQueue:
     :param default_ttr: The lease, in seconds, of an entry put without one.
     """
 
-    def __init__(self, url: str, name: str, default_ttr: float = 30) -> None:
+    def __init__(self, url: str, name: str, default_ttr: float = defaults.JOB_TTR) -> None:
         settings = _parse_url(url)
         self._server = _Server(settings, errors.QueueUnavailable)
         self.queueName = name

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from typing import Any, Callable
 from urllib.parse import quote
 
-from .. import errors
+from .. import defaults, errors
 from ..runtime.protocols import Value
 from .base import (
     JOB_KEY_PREFIX,
@@ -287,8 +287,13 @@ class _Database:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            created = False
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
+                # under the write lock: of racing processes, one sees no table
+                created = not conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'documents'"
+                ).fetchone()
                 conn.execute(_SCHEMA[0])
                 columns = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
                 if _CREATED not in columns:  # a file of version 1
@@ -299,6 +304,9 @@ class _Database:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
+            if created:
+                # a worker and an app that disagree on the path each make one
+                log.warning("created a new, empty job store at %s", self.path)
             self._identity = self._file()
         except BaseException:
             conn.close()
@@ -604,7 +612,7 @@ class SqliteQueue:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], name: str, default_ttr: float = 30
+        self, path: str | os.PathLike[str], name: str, default_ttr: float = defaults.JOB_TTR
     ) -> None:
         self._db = _Database(os.fspath(path), errors.QueueUnavailable)
         self.path = self._db.path

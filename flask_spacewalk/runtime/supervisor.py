@@ -14,6 +14,8 @@ import signal
 import time
 from typing import Any, Callable
 
+from .. import defaults
+
 log = logging.getLogger(__name__)
 
 #: Seconds a child must live for its exit not to slow down the restarts.
@@ -34,7 +36,12 @@ class Supervisor:
     :param grace: seconds a child may take to finish its job on shutdown.
     """
 
-    def __init__(self, target: Callable[[], int], processes: int = 1, grace: float = 30.0):
+    def __init__(
+        self,
+        target: Callable[[], int],
+        processes: int = 1,
+        grace: float = defaults.SHUTDOWN_GRACE,
+    ):
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self.target = target

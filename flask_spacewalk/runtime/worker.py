@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .. import defaults
 from ..errors import (
     DatastoreUnavailable,
     EntryNotReserved,
@@ -301,12 +302,12 @@ class Worker:
         make_queue: Callable[[str], Queue],
         queue_name: str,
         *,
-        ttr: float = 30,
+        ttr: float = defaults.JOB_TTR,
         job_context: Callable[[], ContextManager[Any]] | None = None,
         max_jobs: int | None = None,
         max_memory: int | None = None,
         parent_pid: int | None = None,
-        cancel_grace: float = 10.0,
+        cancel_grace: float = defaults.CANCEL_GRACE,
     ):
         if cancel_grace <= 0:
             raise ValueError("cancel_grace must be > 0")
