@@ -292,3 +292,72 @@ def test_run_inline_runs_as_a_worker_would(
     document = stored(datastore, endless.uuid)
     assert (document["runs"], document["resultCode"]) == (Lifecycle.INLINE_MAX_RUNS, NO_RESULT)
     assert queue.reserve(timeout=0) is not None
+
+
+def test_jobs_enqueue_is_the_lifecycles(datastore: Any, queue: Any, monkeypatch: Any) -> None:
+    # ZeroG job code calls job.enqueue(): one implementation, the lifecycle's.
+    calls = []
+    monkeypatch.setattr(Lifecycle, "enqueue", lambda self, job, **kw: calls.append((job, kw)))
+    job = NoopJob(datastore, queue)
+    job.enqueue(delay=3)
+    assert calls == [(job, {"delay": 3})]
+
+
+def test_release_stops_the_run_and_gives_the_entry_back(
+    lifecycle: Lifecycle, datastore: Any, queue: Any
+) -> None:
+    job = NoopJob(datastore, queue)
+    lifecycle.create(job)
+    entry = queue.reserve(timeout=0)
+    assert lifecycle.start(job) is None
+    lifecycle.release(entry, job=job)  # the worker shuts down mid-run
+    assert stored(datastore, job.uuid)["running"] is False
+    again = queue.reserve(timeout=0)
+    assert again is not None and again.id == entry.id
+
+
+def test_skip_drops_the_entry_and_a_leftover_request(
+    lifecycle: Lifecycle, datastore: Any, queue: Any
+) -> None:
+    job = NoopJob(datastore, queue)
+    lifecycle.create(job)
+    job.record_result(200)
+    request_cancel(datastore, job.uuid)
+    lifecycle.skip(job, queue.reserve(timeout=0))
+    assert queue.reserve(timeout=0) is None
+    assert datastore.read(f"spacewalk_cancel_{job.uuid}") is None
+
+
+def test_cancel_stuck_records_the_cancellation(
+    lifecycle: Lifecycle, datastore: Any, queue: Any
+) -> None:
+    job = NoopJob(datastore, queue, running=True)
+    lifecycle.create(job)
+    request_cancel(datastore, job.uuid)
+    lifecycle.cancel_stuck(job.uuid, queue.reserve(timeout=0))
+    document = stored(datastore, job.uuid)
+    assert (document["resultCode"], document["running"]) == (410, False)
+    assert datastore.read(f"spacewalk_cancel_{job.uuid}") is None
+    assert queue.reserve(timeout=0) is None
+    with pytest.raises(TypeError, match="registry"):
+        Lifecycle(datastore, queue).cancel_stuck(job.uuid, queue.reserve(timeout=0))
+
+
+def test_a_failed_finish_leaves_the_entry_to_its_lease(
+    lifecycle: Lifecycle, datastore: Any, queue: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    job = NoopJob(datastore, queue)
+    lifecycle.create(job)
+    entry = queue.reserve(timeout=0)
+    outcome = lifecycle.run(job)
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise QueueUnavailable("down")
+
+    monkeypatch.setattr(job, "record_result", down)
+    lifecycle.finish(job, outcome, entry=entry)  # logged, not raised
+    assert "cannot record outcome" in caplog.text
+    entry.touch()  # still reserved by this worker: its lease brings the job back
+    # Inline, with no entry, the failure is the caller's (a 503).
+    with pytest.raises(QueueUnavailable):
+        lifecycle.finish(job, outcome)
