@@ -39,9 +39,9 @@ from .errors import (
     QueueUnavailable,
     SpacewalkError,
 )
-from .runtime.cancel import CancelAnswer, cancel_job
+from .runtime.cancel import CancelAnswer
 from .runtime.job import NO_RESULT, RuntimeJob, make_key
-from .runtime.worker import Worker
+from .runtime.lifecycle import Lifecycle, cancel_job
 from .tree import Branch, Leaf
 
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: JSON's white space: a body of only these means ``{}``.
 JSON_WHITESPACE = b" \t\r\n"
-#: Runs of an inline job that keep answering ``NO_RESULT``.
-INLINE_MAX_RUNS = 10
 LOG_FIELDS = ("events", "errors", "warnings")
 
 
@@ -161,33 +159,16 @@ class Views:
             params = validator.validate(read_json_body(self.state.settings.max_content_length))
             datastore, queue = self.state.connections()
             job = leaf.cls(datastore, queue, **params)
+            lifecycle = Lifecycle(datastore, queue, self.state.registry)
             if self.state.run_inline(current_app):
-                self._run_inline(job)
+                # a worker's run, in the request: users' tests need no worker
+                lifecycle.run_inline(job)
             else:
-                job.enqueue()
+                lifecycle.create(job)
             location = f"{request.script_root}{self.state.root_path}/progress/{job.uuid}"
             return json_response({"uuid": job.uuid}, 201, {"Location": location})
 
         return view
-
-    def _run_inline(self, job: RuntimeJob) -> None:
-        # The worker's own run_job gives the same semantics as a worker;
-        # only the queue is skipped while the job keeps answering NO_RESULT.
-        worker = Worker(
-            self.state.registry,
-            lambda: job.datastore,
-            lambda name: job.queue,
-            self.state.settings.queue_name,
-        )
-        job.save()
-        for _ in range(INLINE_MAX_RUNS):
-            outcome = worker.run_job(job)
-            # as the worker records it (a run whose changes cannot be
-            # stored ends the job with 500), but not put back on the queue
-            worker.record_outcome(job, outcome, requeue=False)
-            if outcome.finished or job.resultCode != NO_RESULT:
-                return
-        job.enqueue(delay=outcome.delay)
 
     # -- following a job ---------------------------------------------------
 

@@ -24,11 +24,11 @@ from flask_spacewalk.errors import ConfigurationError, DatastoreUnavailable, Que
 from flask_spacewalk.runtime.cancel import (
     CancelAnswer,
     CancelWatch,
-    cancel_job,
     cancel_key,
     request_cancel,
 )
 from flask_spacewalk.runtime.job import make_key
+from flask_spacewalk.runtime.lifecycle import cancel_job
 from flask_spacewalk.runtime.registry import JobRegistry
 from flask_spacewalk.runtime.worker import Outcome, Worker
 
@@ -282,7 +282,7 @@ def test_a_job_cancelled_while_a_worker_marks_it_running_never_runs(datastore, q
     # The API records 410 between the worker's load and its running write.
     assert cancel_job(REGISTRY.get_job(job.uuid, datastore, queue)) is CancelAnswer.CANCELLED
     watch = CancelWatch(datastore, job.uuid, lambda: None, grace=10)
-    outcome = make_worker(datastore, queue).run_job(worker_copy, watch)
+    outcome = make_worker(datastore, queue).lifecycle.run(worker_copy, watch)
     assert outcome == Outcome(410, recorded=True)
     assert not (tmp_path / "t.start").exists()
     assert datastore.read(make_key(job.uuid))["running"] is False
@@ -308,7 +308,7 @@ def test_a_request_made_during_the_final_write_still_wins(datastore, queue):
             return super().check()
 
     watch = LateWatch(datastore, job.uuid, lambda: None, grace=10)
-    make_worker(datastore, queue)._finish(job, entry, Outcome(200), watch)
+    make_worker(datastore, queue).lifecycle.finish(job, Outcome(200), watch, entry)
     doc = datastore.read(make_key(job.uuid))
     assert (doc["resultCode"], doc["running"], LateWatch.reads) == (410, False, 2)
     assert datastore.read(cancel_key(job.uuid)) is None

@@ -16,8 +16,9 @@ from runtime_jobs.contended import WRITERS, ContendedJob
 
 from flask_spacewalk import make_datastore, make_queue
 from flask_spacewalk.errors import JobUpdateConflict
-from flask_spacewalk.runtime.cancel import CANCELLED, CancelAnswer, cancel_job, cancel_requested
+from flask_spacewalk.runtime.cancel import CANCELLED, CancelAnswer, cancel_requested
 from flask_spacewalk.runtime.job import MAX_SAVE_ATTEMPTS
+from flask_spacewalk.runtime.lifecycle import cancel_job
 from flask_spacewalk.runtime.registry import JobRegistry
 
 pytestmark = pytest.mark.reliability

@@ -369,7 +369,7 @@ def test_a_run_whose_lease_ran_out_keeps_the_other_runs_result(
         slow.set_completeness(0.5)
         assert slow.resultCode == 200
     watch = CancelWatch(datastore, uuid, lambda: None, grace=10)
-    make_worker(registry, datastore, queue)._finish(slow, entry, outcome, watch)
+    make_worker(registry, datastore, queue).lifecycle.finish(slow, outcome, watch, entry)
     doc = stored(datastore, uuid)
     assert (doc["resultCode"], doc["running"], recorded) == (200, False, [200])
     assert queue.reserve(timeout=0) is None

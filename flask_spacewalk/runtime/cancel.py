@@ -1,4 +1,9 @@
-"""Cancelling jobs: the request, the API's answer, and the worker's watch.
+"""Cancelling jobs: the request, the API's answers, and the worker's watch.
+
+The writes to the job document on either side are the lifecycle's
+(:meth:`Lifecycle.cancel <flask_spacewalk.runtime.lifecycle.Lifecycle.cancel>`
+for the API, its ``start`` and ``finish`` for the worker); this module
+holds the request and the watch that reads it.
 
 A cancel request is the datastore key ``spacewalk_cancel_<uuid>``, never a
 field of the job document (ZeroG rejects unknown keys). Both sides follow
@@ -28,10 +33,9 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from ..errors import QueueError, SpacewalkError
-from .job import NO_RESULT, RuntimeJob
+from ..errors import SpacewalkError
 from .protocols import Datastore
-from .records import make_error, utcnow
+from .records import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ class JobCancelled(BaseException):
 
 
 class CancelAnswer(str, enum.Enum):
-    """What :func:`cancel_job` did."""
+    """What :meth:`Lifecycle.cancel <flask_spacewalk.runtime.lifecycle.Lifecycle.cancel>` did."""
 
     #: The job had not started: it is cancelled and never runs.
     CANCELLED = "cancelled"
@@ -65,10 +69,6 @@ class CancelAnswer(str, enum.Enum):
     CANCELLING = "cancelling"
     #: The job already has its result: nothing to cancel.
     FINISHED = "finished"
-
-
-class _Unchanged(Exception):
-    """Leaves :meth:`RuntimeJob.record_change` without saving."""
 
 
 def request_cancel(datastore: Datastore, uuid: str) -> None:
@@ -87,67 +87,6 @@ def clear_cancel(datastore: Datastore, uuid: str) -> None:
         datastore.delete(cancel_key(uuid))
     except SpacewalkError as exc:
         log.warning("job %s: cannot delete its cancel request: %s", uuid, exc)
-
-
-def apply_cancelled(job: RuntimeJob) -> None:
-    """Mark ``job`` cancelled (not saved), unless it already has a result.
-
-    A job that recorded its own final result keeps it.
-    """
-    if job.resultCode == NO_RESULT:
-        job.errors.append(make_error(CANCELLED, CANCEL_MESSAGE))
-        job.errorCount += 1
-        job.resultCode = CANCELLED
-        job.completeness = 1.0
-    job.running = False
-
-
-def cancel_job(job: RuntimeJob) -> CancelAnswer:
-    """Ask for ``job``'s cancellation: the API's side of the protocol.
-
-    :raises JobUpdateConflict: the document kept changing under the write.
-    """
-    if job.resultCode != NO_RESULT:
-        return CancelAnswer.FINISHED
-    request_cancel(job.datastore, job.uuid)
-    answer = CancelAnswer.CANCELLED
-
-    def change() -> None:
-        nonlocal answer
-        if job.resultCode != NO_RESULT:
-            answer = CancelAnswer.FINISHED
-            raise _Unchanged
-        if job.running:
-            # Saved unchanged: a worker's concurrent write then conflicts,
-            # applies its change again and reads the request.
-            answer = CancelAnswer.CANCELLING
-        else:
-            answer = CancelAnswer.CANCELLED
-            apply_cancelled(job)
-
-    with contextlib.suppress(_Unchanged):
-        job.record_change(change)
-    if answer != CancelAnswer.CANCELLING:
-        # Settled here: no worker needs the request (one that is about to
-        # mark the job running conflicts and finds the result).
-        clear_cancel(job.datastore, job.uuid)
-    if answer == CancelAnswer.CANCELLED:
-        _drop_entry(job)
-    return answer
-
-
-def _drop_entry(job: RuntimeJob) -> None:
-    """Delete a cancelled job's queue entry, unless a worker holds it.
-
-    Our workers drop an entry whose job has its result anyway; a ZeroG
-    worker would run the job, so the entry goes now. Best effort: a worker
-    that holds it already drops it.
-    """
-    if job.queueJobId > 0:
-        try:
-            job.queue.delete(job.queueJobId)
-        except QueueError as exc:
-            log.warning("job %s: cannot delete its queue entry: %s", job.uuid, exc)
 
 
 #: The watch of the job running in the main thread, for the signal handler.

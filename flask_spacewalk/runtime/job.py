@@ -15,13 +15,22 @@ import random
 import time
 import uuid as uuid_module
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Optional, Union
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar
 
 from marshmallow import Schema, fields
 
-from ..backends.base import encode_value
-from ..errors import JobNotFound, JobUpdateConflict, QueueError, UndeclaredField, UnstorableValue
+from ..errors import JobNotFound, JobUpdateConflict, UndeclaredField, UnstorableValue
 from .document import DocumentDumper, DocumentLoader
+from .lifecycle import INTERNAL_ERROR as INTERNAL_ERROR
+from .lifecycle import NO_RESULT as NO_RESULT
+from .lifecycle import ChangeRefused, Lifecycle
+from .lifecycle import ErrorContinue as ErrorContinue
+from .lifecycle import ErrorFinish as ErrorFinish
+from .lifecycle import RunResult as RunResult
+from .lifecycle import WarningContinue as WarningContinue
+from .lifecycle import WarningFinish as WarningFinish
 from .protocols import Datastore, Queue
 from .records import (
     ErrorRecord,
@@ -38,39 +47,15 @@ from .records import (
 
 log = logging.getLogger(__name__)
 
-#: ``run()`` returns this to be queued again after a delay.
-NO_RESULT = -1
-#: The result and error code of a job that failed unexpectedly.
-INTERNAL_ERROR = 500
-
 DOCUMENT_TYPE = "zerog_job"
 
 #: How often a change is re-applied after compare-and-swap conflicts.
 MAX_SAVE_ATTEMPTS = 10
 
-#: A ``run()`` result: a code, or ``(code, delay)``.
-RunResult = Union[int, tuple[int, Optional[float]], None]
-
 
 def make_key(uuid: str) -> str:
     """The datastore key of the job ``uuid``: ``zerog_job_<uuid>``."""
     return f"{DOCUMENT_TYPE}_{uuid}"
-
-
-class ErrorContinue(Exception):
-    """Raised by :meth:`RuntimeJob.raise_error_continue`: retry later."""
-
-
-class ErrorFinish(Exception):
-    """Raised by :meth:`RuntimeJob.raise_error_finish`: the job is over."""
-
-
-class WarningContinue(Exception):
-    """Raised by :meth:`RuntimeJob.raise_warning_continue`: retry later."""
-
-
-class WarningFinish(Exception):
-    """Raised by :meth:`RuntimeJob.raise_warning_finish`: the job is over."""
 
 
 class BaseJobSchema(Schema):
@@ -131,10 +116,8 @@ class RuntimeJob(ABC):
     #: schema costs more than dumping a document with it.
     _schema_cache: ClassVar[dict[type, tuple[Schema, DocumentDumper, DocumentLoader]]] = {}
 
-    #: Called before each application of a change in :meth:`record_change`;
-    #: the worker sets it while :meth:`record_result` runs, so that a cancel
-    #: request stored meanwhile is read again after every conflict.
-    _before_change: Callable[[], None] | None = None
+    #: Set by :meth:`guarded`: asked before each application of a change.
+    _guard: Callable[[], str | None] | None = None
 
     def __init__(
         self,
@@ -174,9 +157,8 @@ class RuntimeJob(ABC):
         self.tickcount: float = kwargs.get("tickcount", 0.0)
         self.tickval: float = kwargs.get("tickval", 0.001)
         self.resultCode: int = kwargs.get("resultCode", NO_RESULT)
-        # the result as last loaded or saved (run() may set resultCode
-        # without saving it); the worker's check for another run's result
-        self._saved_result = self.resultCode
+        # run() may set resultCode without saving it: see stored_result
+        self._saved_result: int = self.resultCode
 
     # -- the document ------------------------------------------------------
 
@@ -220,6 +202,27 @@ class RuntimeJob(ABC):
         return self.dumps(indent=4)
 
     # -- saving --------------------------------------------------------------
+
+    @property
+    def stored_result(self) -> int:
+        """The ``resultCode`` as last loaded or saved, whatever ``run()``
+        set since without saving it."""
+        return self._saved_result
+
+    @contextmanager
+    def guarded(self, guard: Callable[[], str | None]) -> Iterator[None]:
+        """While the block runs, every change :meth:`record_change` applies,
+        at first and after each conflict, is first put to ``guard``, which
+        answers None to let it be saved or why not: then nothing is saved
+        and :class:`~flask_spacewalk.runtime.lifecycle.ChangeRefused` is
+        raised with the answer. The lifecycle guards the writes it makes
+        through the job's overridable API (``record_result``) this way.
+        """
+        outer, self._guard = self._guard, guard
+        try:
+            yield
+        finally:
+            self._guard = outer
 
     def save(self) -> None:
         """Write the document with compare-and-swap on :attr:`cas`, once.
@@ -280,12 +283,15 @@ class RuntimeJob(ABC):
 
         :raises JobUpdateConflict: every attempt met a conflict; the change is
             not saved, and the caller must know it.
+        :raises ChangeRefused: the guard set with :meth:`guarded` refused it.
         """
         conflicts = (self.datastore.casException, self.datastore.lockedException)
         for attempt in range(MAX_SAVE_ATTEMPTS):
             try:
-                if self._before_change is not None:
-                    self._before_change()
+                if self._guard is not None:
+                    reason = self._guard()
+                    if reason is not None:
+                        raise ChangeRefused(reason)
                 func(*args, **kwargs)
                 self.save()
                 return True
@@ -437,64 +443,11 @@ class RuntimeJob(ABC):
         """Save the job if it is new, then put it on its queue.
 
         ``queue_kwargs`` (``ttr``, ``delay``, ``priority``) go to
-        ``queue.put`` and are kept in ``queueKwargs``. A new job whose queue
-        can write its datastore (one SQLite file) is stored and queued in one
-        transaction instead: both or neither.
-
-        :raises QueueError: the queue refused the entry; the job is then
-            marked with ``queueJobId = -1`` so that nobody waits for it (in
-            one transaction, nothing is stored).
-        :raises UnstorableValue: the job, or ``queue_kwargs`` (a NaN delay),
-            holds a value no datastore stores; nothing is queued.
+        ``queue.put`` and are kept in ``queueKwargs``: see
+        :meth:`Lifecycle.enqueue <flask_spacewalk.runtime.lifecycle.Lifecycle.enqueue>`,
+        which does it.
         """
-        # Checked before the put: an entry must not outlive a document
-        # that cannot record it.
-        encode_value({"queueKwargs": queue_kwargs})
-        queue_name = getattr(self.queue, "queueName", None)
-        if self.cas == 0 and self._put_with_document(queue_kwargs, queue_name):
-            return
-        if self.cas == 0:
-            self.save()
-        try:
-            queue_job_id = self.queue.put(self.uuid, **queue_kwargs)
-        except QueueError:
-            self.update_attrs(queueKwargs=queue_kwargs, queueJobId=-1)
-            raise
-        if not queue_job_id:
-            log.warning("%s: enqueue failed", self.logId)
-            queue_job_id = -1
-        changes: dict[str, Any] = {"queueKwargs": queue_kwargs, "queueJobId": queue_job_id}
-        if queue_name:
-            changes["queueName"] = queue_name
-        self.update_attrs(**changes)
-
-    def _put_with_document(self, queue_kwargs: dict[str, Any], queue_name: str | None) -> bool:
-        """Store and queue a new job in one write, where the queue can do
-        that with this datastore (the embedded SQLite file); False if not."""
-        put = getattr(self.queue, "put_with_document", None)
-        if put is None:
-            return False
-
-        def document(queue_job_id: int) -> dict[str, Any]:
-            self.queueKwargs, self.queueJobId = queue_kwargs, queue_job_id
-            if queue_name:
-                self.queueName = queue_name
-            self.updatedAt = utcnow()
-            return self.dump()
-
-        names = ("queueKwargs", "queueJobId", "queueName")
-        before: dict[str, Any] = {name: vars(self)[name] for name in names if name in vars(self)}
-        try:
-            written = put(self.datastore, self.key(), document, self.uuid, **queue_kwargs)
-        except UnstorableValue:
-            # Neither entry nor document was written: the job is as it was.
-            vars(self).pop("queueName", None)
-            vars(self).update(before)
-            raise
-        if written is None:
-            return False
-        self.cas = written[1]
-        return True
+        Lifecycle(self.datastore, self.queue).enqueue(self, **queue_kwargs)
 
     # -- answers -------------------------------------------------------------
 

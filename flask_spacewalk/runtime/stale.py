@@ -4,7 +4,9 @@ A queue that loses entries (beanstalkd restarted without a binlog, a Redis
 without persistence, an entry deleted by hand) leaves their documents saying
 ``queued`` for ever: no worker will see them. :func:`requeue_stale` finds
 them through the listing index (status ``queued``, oldest ``createdAt``
-first excluded by the cutoff, in batches) and enqueues each again.
+first excluded by the cutoff, in batches) and has
+:meth:`Lifecycle.requeue_stale <flask_spacewalk.runtime.lifecycle.Lifecycle.requeue_stale>`
+enqueue each again.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 from ..backends.base import JobQuery, job_status
 from .job import make_key
+from .lifecycle import Lifecycle
 from .protocols import Datastore, Queue
 from .records import utcnow
 from .registry import JobRegistry
@@ -78,6 +81,7 @@ def requeue_stale(
             " has_entry to find stale jobs"
         )
     now = now or utcnow()
+    lifecycle = Lifecycle(datastore, queue, registry)
     cutoff = (now - datetime.timedelta(seconds=older_than)).isoformat()
     types = frozenset(job_class.JOB_TYPE for job_class in registry.get_registered_classes())
     # The listing's cursor is exclusive: (cutoff, "") reads only the jobs
@@ -88,7 +92,7 @@ def requeue_stale(
         for row in rows:
             if row["updatedAt"] is not None and row["updatedAt"] >= cutoff:
                 continue
-            stale = _check(datastore, queue, registry, row["uuid"], cutoff, now, dry_run)
+            stale = _check(lifecycle, registry, row["uuid"], cutoff, now, dry_run)
             if stale is not None:
                 yield stale
         if len(rows) < batch:
@@ -97,14 +101,14 @@ def requeue_stale(
 
 
 def _check(
-    datastore: Datastore,
-    queue: Queue,
+    lifecycle: Lifecycle,
     registry: JobRegistry,
     uuid: str,
     cutoff: str,
     now: datetime.datetime,
     dry_run: bool,
 ) -> StaleJob | None:
+    datastore, queue = lifecycle.datastore, lifecycle.queue
     data, cas = datastore.read_with_cas(make_key(uuid))
     if not isinstance(data, dict) or job_status(data) != "queued":
         return None  # ended or started since it was listed
@@ -118,13 +122,8 @@ def _check(
     if dry_run:
         return stale
     kwargs = _queue_kwargs(data.get("queueKwargs"), updated_at, now)
-    try:
-        job = registry.stored_job(uuid, data, cas, datastore, queue)
-        # One compare-and-swap write first: of two requeues (or a requeue
-        # and a worker) racing for this job, only one goes on to enqueue it.
-        job.save()
-        job.enqueue(**kwargs)
-    except datastore.casException:
+    job = registry.stored_job(uuid, data, cas, datastore, queue)
+    if not lifecycle.requeue_stale(job, **kwargs):
         stale.skipped = "it changed while being requeued"
         return stale
     stale.new_id = job.queueJobId

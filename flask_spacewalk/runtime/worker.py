@@ -6,23 +6,23 @@ lease of the entry is renewed in the background while a job runs, so a long
 job is never handed to a second worker, and a job that already has its final
 result is never run again (a worker that died between recording a result and
 deleting the entry leaves such an entry behind).
+
+The worker keeps the loop, the leases, the signals and the cancel watch;
+every transition of a job (start, run, finish, recovery, the settling of
+its entry) is :class:`~flask_spacewalk.runtime.lifecycle.Lifecycle`'s.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import math
 import os
-import reprlib
 import signal
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import AbstractContextManager as ContextManager
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import defaults
@@ -32,31 +32,23 @@ from ..errors import (
     InvalidJobDocument,
     JobNotFound,
     QueueError,
-    QueueUnavailable,
     SpacewalkError,
     UnknownJobType,
-    UnstorableValue,
 )
 from .cancel import (
-    CANCELLED,
     CancelWatch,
-    JobCancelled,
-    apply_cancelled,
     cancel_key,
-    clear_cancel,
     main_thread_interrupter,
     on_interrupt_signal,
 )
-from .job import (
-    INTERNAL_ERROR,
-    NO_RESULT,
-    ErrorContinue,
-    ErrorFinish,
-    RuntimeJob,
-    WarningContinue,
-    WarningFinish,
-    make_key,
-)
+from .job import RuntimeJob, make_key
+from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, NO_RESULT, Lifecycle
+from .lifecycle import MAX_CODE as MAX_CODE
+from .lifecycle import MAX_DELAY as MAX_DELAY
+from .lifecycle import MIN_CODE as MIN_CODE
+from .lifecycle import Outcome as Outcome
+from .lifecycle import end_forked_child as end_forked_child
+from .lifecycle import interpret_result as interpret_result
 from .protocols import Datastore, Queue, QueueEntry
 from .registry import JobRegistry
 
@@ -65,88 +57,8 @@ log = logging.getLogger(__name__)
 
 #: Longest wait for a stuck job's cancellation to be recorded before exiting.
 GIVE_UP_TIMEOUT = 10.0
-#: The result codes a run may return: 32-bit signed ints.
-MIN_CODE, MAX_CODE = -(2**31), 2**31 - 1
-#: The longest requeue delay a run may ask for, in seconds (68 years: the
-#: 32-bit bound that queues count delays within).
-MAX_DELAY = float(2**31 - 1)
-
-
 class WorkerShutdown(BaseException):
     """Raised inside a running job when the shutdown grace period is over."""
-
-
-class _CancelSeen(Exception):
-    """A cancel request was read while a job's result was being recorded."""
-
-
-class _ResultStored(Exception):
-    """Another run's result was found while a job's result was being recorded."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one run of a job.
-
-    ``result`` is the final code, or :data:`NO_RESULT` to run again after
-    ``delay`` seconds. ``recorded`` is true when the job recorded its result
-    itself (the ``*_finish`` interrupts). ``cancelled`` means the job is to
-    be recorded cancelled.
-    """
-
-    result: int
-    delay: float = 0.0
-    recorded: bool = False
-    cancelled: bool = False
-
-    @property
-    def finished(self) -> bool:
-        return self.result != NO_RESULT
-
-
-def interpret_result(value: Any, default_delay: float) -> Outcome:
-    """Read ``run()``'s return value as ZeroG does.
-
-    A code, or a ``(code, delay)`` pair, the code converted with ``int()``
-    (``True`` is 1, ``"404"`` is 404); anything that is not a code counts
-    as 200, a missing delay or one that is not a number as
-    ``default_delay``, a negative one as 0.
-
-    :raise ValueError: what ZeroG's ``int()`` or its queue would fail on: a
-        code that is a float NaN or Infinity, or an int outside 32 bits
-        (:data:`MIN_CODE` .. :data:`MAX_CODE`); with ``NO_RESULT``, a delay
-        that is NaN, Infinity or above :data:`MAX_DELAY`.
-    """
-    delay: Any = default_delay
-    if isinstance(value, (tuple, list)):
-        code: Any = value[0] if value else None
-        if len(value) > 1 and value[1] is not None:
-            delay = value[1]
-    else:
-        code = value
-    try:
-        result = int(code)
-    except OverflowError:
-        raise ValueError(f"the result code {code!r} is not a number") from None
-    except (TypeError, ValueError):
-        if isinstance(code, float):  # NaN
-            raise ValueError(f"the result code {code!r} is not a number") from None
-        result = 200
-    if not MIN_CODE <= result <= MAX_CODE:
-        raise ValueError(f"the result code {reprlib.repr(result)} is outside 32 bits"
-                         f" ({MIN_CODE}..{MAX_CODE})")
-    try:
-        seconds = float(delay)
-    except OverflowError:  # an int of more than 308 digits
-        seconds = math.inf
-    except (TypeError, ValueError):
-        seconds = default_delay
-    if not (math.isfinite(seconds) and seconds <= MAX_DELAY):
-        if result == NO_RESULT:
-            raise ValueError(f"the delay {reprlib.repr(delay)} is not a number of seconds"
-                             f" up to {MAX_DELAY:.0f}")
-        seconds = default_delay  # ignored: the job is over
-    return Outcome(result, max(0.0, seconds))
 
 
 class LeaseKeeper:
@@ -277,9 +189,9 @@ class Worker:
     #: Seconds before an unloadable entry is tried again.
     LOAD_RETRY_DELAY = 30.0
     #: Seconds before a job that raised is run again.
-    ERROR_RETRY_DELAY = 30.0
+    ERROR_RETRY_DELAY = ERROR_RETRY_DELAY
     #: Seconds before a ``NO_RESULT`` job runs again when it gave no delay.
-    DEFAULT_REQUEUE_DELAY = 10.0
+    DEFAULT_REQUEUE_DELAY = DEFAULT_REQUEUE_DELAY
     #: How long one reserve call waits before the loop checks its flags.
     RESERVE_TIMEOUT = 1.0
     #: Longest pause after the datastore or queue fails.
@@ -327,6 +239,7 @@ class Worker:
         self.stopping = False
         self._datastore: Datastore | None = None
         self._queue: Queue | None = None
+        self._lifecycle: Lifecycle | None = None
         self._backoff = 0.0
         self._lease = LeaseKeeper(ttr, self.CANCEL_POLL_INTERVAL)
 
@@ -341,6 +254,21 @@ class Worker:
         if self._queue is None:
             self._queue = self.make_queue(self.queue_name)
         return self._queue
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The owner of every transition of this worker's jobs (made at
+        first use, with the retry delays as then set on the worker)."""
+        if self._lifecycle is None:
+            self._lifecycle = Lifecycle(
+                self.datastore,
+                self.queue,
+                self.registry,
+                error_retry_delay=self.ERROR_RETRY_DELAY,
+                default_requeue_delay=self.DEFAULT_REQUEUE_DELAY,
+                job_context=self.job_context,
+            )
+        return self._lifecycle
 
     # -- the loop ------------------------------------------------------------
 
@@ -390,7 +318,7 @@ class Worker:
         outage, so a fleet of workers does not spin through the queue.
         """
         delay = min(self.MAX_BACKOFF, max(0.1, self._backoff * 2))
-        self._settle(entry, release=True, delay=delay)
+        self.lifecycle.release(entry, delay)
         self._pause(reason)
 
     def _orphaned(self) -> bool:
@@ -412,6 +340,7 @@ class Worker:
 
     def process_entry(self, entry: QueueEntry) -> None:
         """Load, run and settle the job behind one reserved entry."""
+        lifecycle = self.lifecycle
         with self._lease.holding(entry) as lease:
             loaded = self._load(entry, lease)
             if loaded is None:
@@ -419,14 +348,16 @@ class Worker:
             job, watch = loaded
             if job.resultCode != NO_RESULT and not job.running:
                 log.info("job %s already finished; dropping entry %s", job.uuid, entry.id)
-                self._settle(entry)
-                clear_cancel(self.datastore, job.uuid)  # left by a cancel that raced
+                lifecycle.skip(job, entry)
                 return
             lease.watcher = watch.poll
             try:
-                outcome = self._run_or_recover(job, watch)
+                # Only a worker that died mid-run leaves the flag set.
+                outcome = lifecycle.recover(job, watch) if job.running else None
+                if outcome is None:
+                    outcome = lifecycle.run(job, watch)
             except WorkerShutdown:
-                self._settle(entry, lambda: _stop_running(job), release=True)
+                lifecycle.release(entry, job=job)
                 raise
             except DatastoreUnavailable as exc:
                 # A store that reads but refuses writes (out of memory, disk
@@ -437,12 +368,16 @@ class Worker:
                 # The job's document could not be written: leave the entry
                 # to come back, so the job runs again rather than vanishes.
                 log.error("job %s: bookkeeping failed: %s", job.uuid, exc)
-                self._settle(entry, release=True, delay=self.ERROR_RETRY_DELAY)
+                lifecycle.release(entry, self.ERROR_RETRY_DELAY)
                 return
             finally:
                 lease.watcher = None
         self._backoff = 0.0  # the job was marked running: the store takes writes
-        self._finish(job, entry, outcome, watch)
+        outage = lifecycle.finish(job, outcome, watch, entry)
+        if outage is not None:
+            # the entry comes back with its lease; the next ones would fail
+            # alike, so wait instead of running them in vain
+            self._pause(f"cannot record outcome: {outage}")
 
     def _load(
         self, entry: QueueEntry, lease: LeaseKeeper
@@ -480,10 +415,10 @@ class Worker:
             return None
         if stats["reserves"] > self.MAX_RESERVES or stats["timeouts"] > self.MAX_TIMEOUTS:
             log.error("entry %s: %s; deleting it after %s", entry.id, reason, stats)
-            self._settle(entry)
+            self.lifecycle.drop(entry)
         else:
             log.warning("entry %s: %s; retrying in %s s", entry.id, reason, self.LOAD_RETRY_DELAY)
-            self._settle(entry, release=True, delay=self.LOAD_RETRY_DELAY)
+            self.lifecycle.release(entry, self.LOAD_RETRY_DELAY)
         return None
 
     def _watch(self, uuid: str, entry: QueueEntry, lease: LeaseKeeper) -> CancelWatch:
@@ -510,361 +445,12 @@ class Worker:
                   "cancellation and exiting", uuid, min(self.cancel_grace, self.CANCEL_EXIT_DELAY))
 
         def settle() -> None:
-            datastore = self.make_datastore()
-            job = self.registry.get_job(uuid, datastore, self.queue)
-            job.record_change(apply_cancelled, job)
-            clear_cancel(datastore, uuid)
-            entry.delete()
+            Lifecycle(self.make_datastore(), self.queue, self.registry).cancel_stuck(uuid, entry)
 
         thread = threading.Thread(target=settle, name="spacewalk-give-up", daemon=True)
         thread.start()
         thread.join(GIVE_UP_TIMEOUT)
         os._exit(self.EXIT_STUCK_JOB)
-
-    def _run_or_recover(self, job: RuntimeJob, watch: CancelWatch) -> Outcome:
-        if job.running:
-            # Only a worker that died mid-run leaves this flag set.
-            if watch.check():
-                return Outcome(CANCELLED, cancelled=True)
-            job.record_error(INTERNAL_ERROR, "worker died while running the job (killed?)")
-            result = job.continue_running()
-            if result != NO_RESULT:
-                job.record_event("Killed - finished")
-                _log_run(job, "its last run was killed (worker died)", Outcome(result))
-                return Outcome(result)
-            job.record_event("Killed - restarting")
-            log.warning("job %s %s: its last run was killed (worker died); running it again",
-                        job.jobType, job.uuid)
-        return self.run_job(job, watch)
-
-    def run_job(self, job: RuntimeJob, watch: CancelWatch | None = None) -> Outcome:
-        """Run ``job`` once and record what its run means (not the result).
-
-        With a ``watch``, the job is marked running only if it has no result
-        and no cancel request yet, and its cancellation stops it.
-        """
-        if watch is None:
-            job.update_attrs(running=True)
-        else:
-            skipped = self._mark_running(job, watch)
-            if skipped is not None:
-                return skipped
-        worker_pid = os.getpid()
-        try:
-            with self.job_context(), watch.running() if watch else contextlib.nullcontext():
-                try:
-                    value = job.run()
-                except BaseException as exc:
-                    end_forked_child(worker_pid, exc)
-                    raise
-                end_forked_child(worker_pid, None)
-        except JobCancelled:
-            log.info("job %s: cancelled while running", job.uuid)
-            return Outcome(CANCELLED, cancelled=True)
-        except (ErrorFinish, WarningFinish) as exc:
-            job.record_event("Error - finished")
-            outcome = Outcome(job.resultCode, recorded=True)
-            _log_run(job, f"{_interrupt_name(exc)}: {exc}", outcome)
-            return outcome
-        except (ErrorContinue, WarningContinue) as exc:
-            job.record_event("Error - restarting")
-            outcome = Outcome(job.continue_running(), self.ERROR_RETRY_DELAY)
-            _log_run(job, f"{_interrupt_name(exc)}: {exc}", outcome)
-            return outcome
-        except (WorkerShutdown, KeyboardInterrupt):
-            raise
-        except UnstorableValue as exc:
-            # One of the job's own saves, now undone: run again, the same
-            # code would store the same value, so the job ends here.
-            return self._failed_run(job, traceback.format_exc(), exc, final=INTERNAL_ERROR)
-        except (Exception, SystemExit) as exc:
-            return self._failed_run(job, traceback.format_exc(), exc)
-        try:
-            return interpret_result(value, self.DEFAULT_REQUEUE_DELAY)
-        except ValueError as exc:
-            # Where ZeroG's int() or its queue fails: its outer handler.
-            msg = f"run() returned {reprlib.repr(value)}: {exc}"
-            return self._failed_run(job, msg, exc, summary=msg)
-
-    def _failed_run(
-        self,
-        job: RuntimeJob,
-        msg: str,
-        exc: BaseException,
-        final: int | None = None,
-        summary: str | None = None,
-    ) -> Outcome:
-        """Record error 500 for a run that failed with ``exc``, and log it.
-
-        :param msg: the error's message (the traceback).
-        :param final: the result the job ends with; None: ``continue_running()``
-            decides.
-        :param summary: the log's account of the error (default: the
-            exception's last line).
-        """
-        record_error(job, INTERNAL_ERROR, msg, exc)
-        result = job.continue_running() if final is None else final
-        job.record_event("Error - restarting" if result == NO_RESULT else "Error - finished")
-        outcome = Outcome(result, self.ERROR_RETRY_DELAY)
-        _log_run(job, summary or _describe(exc), outcome)
-        return outcome
-
-    @staticmethod
-    def _mark_running(job: RuntimeJob, watch: CancelWatch) -> Outcome | None:
-        """Mark ``job`` running; an :class:`Outcome` instead when it must not run.
-
-        The checks are part of the compare-and-swap change, so a result or
-        cancel request stored meanwhile is seen when the write conflicts.
-        """
-        skipped: Outcome | None = None
-
-        class NotStarted(Exception):
-            pass
-
-        def change() -> None:
-            nonlocal skipped
-            if job.resultCode != NO_RESULT:  # cancelled by the API meanwhile
-                skipped = Outcome(job.resultCode, recorded=True)
-            elif watch.check():
-                skipped = Outcome(CANCELLED, cancelled=True)
-            else:
-                job.running = True
-                return
-            raise NotStarted
-
-        with contextlib.suppress(NotStarted):
-            job.record_change(change)
-        return skipped
-
-    def _finish(
-        self, job: RuntimeJob, entry: QueueEntry, outcome: Outcome, watch: CancelWatch
-    ) -> None:
-        cancelled = outcome.cancelled
-
-        def record() -> None:
-            nonlocal cancelled
-            cancelled = self.record_outcome(job, outcome, watch)
-
-        self._settle(entry, record)
-        if cancelled:
-            log.info("job %s: cancelled", job.uuid)
-            clear_cancel(self.datastore, job.uuid)
-
-    def record_outcome(
-        self,
-        job: RuntimeJob,
-        outcome: Outcome,
-        watch: CancelWatch | None = None,
-        requeue: bool = True,
-    ) -> bool:
-        """Record what a run of ``job`` came to: its result, its
-        cancellation, or (``NO_RESULT``) that it no longer runs, and, with
-        ``requeue``, put it back on its queue.
-
-        A run whose changes cannot be stored (``run()`` set a NaN without
-        saving it) ends the job with error and result 500, recorded on the
-        document as last stored.
-
-        :return: whether the job was cancelled.
-        """
-        try:
-            return self._record_outcome(job, outcome, watch, requeue)
-        except UnstorableValue as exc:
-            # The job is back at its stored state, where anything saves.
-            msg = f"the job's state after its run cannot be saved: {exc}"
-            record_error(job, INTERNAL_ERROR, msg, exc)
-            job.record_event("Error - finished")
-            failed = Outcome(INTERNAL_ERROR)
-            _log_run(job, msg, failed)
-            return self._record_outcome(job, failed, watch, requeue)
-
-    def _record_outcome(
-        self, job: RuntimeJob, outcome: Outcome, watch: CancelWatch | None, requeue: bool
-    ) -> bool:
-        cancelled = outcome.cancelled
-
-        def change() -> None:
-            # Read at each application: a conflict may be the API's write
-            # that follows its cancel request.
-            nonlocal cancelled
-            cancelled = cancelled or (watch is not None and watch.check())
-            if cancelled:
-                apply_cancelled(job)
-            job.running = False
-
-        # Result first, entry second: a crash in between leaves an entry
-        # whose job is finished, which the next worker drops.
-        if outcome.finished and not outcome.recorded and not cancelled:
-            try:
-                self._record_result(job, outcome.result, watch)
-                return False
-            except _CancelSeen:
-                cancelled = True
-            except _ResultStored:
-                log.warning("job %s: another run recorded its result first (this "
-                            "run's lease ran out); not recording it again", job.uuid)
-                return False
-        job.record_change(change)
-        if requeue and not cancelled and not outcome.finished and job.resultCode == NO_RESULT:
-            # Enqueue first, delete second: a crash in between runs the
-            # job twice, never zero times.
-            job.enqueue(delay=outcome.delay)
-        return cancelled
-
-    @staticmethod
-    def _record_result(job: RuntimeJob, result: int, watch: CancelWatch | None) -> None:
-        """Call the job's own :meth:`~RuntimeJob.record_result` (jobs may
-        override it, as ZeroG's), unless a cancel request is read before it
-        saves, at first or after a conflict, or the job as last read shows
-        that another run recorded a result meanwhile: a job runs at least
-        once, but its final result is recorded once.
-
-        :raises _CancelSeen: the request was read; nothing was saved.
-        :raises _ResultStored: another run's result is stored; nothing was
-            saved.
-        """
-
-        def guard() -> None:
-            if job._saved_result != NO_RESULT:
-                raise _ResultStored
-            if watch is not None and watch.check():
-                raise _CancelSeen
-
-        job._before_change = guard
-        try:
-            job.record_result(result)
-        finally:
-            job._before_change = None
-
-    def _settle(
-        self,
-        entry: QueueEntry,
-        action: Callable[[], None] | None = None,
-        *,
-        release: bool = False,
-        delay: float = 0,
-    ) -> None:
-        """Run ``action`` (on the job), then delete or release the entry.
-
-        When ``action`` fails the entry is left reserved: its lease runs out
-        and the job comes back, so nothing is lost.
-        """
-        try:
-            if action is not None:
-                action()
-        except (SpacewalkError, QueueError) as exc:
-            log.error("entry %s: cannot record outcome: %s", entry.id, exc)
-            if isinstance(exc, (DatastoreUnavailable, QueueUnavailable)):
-                # the entry comes back with its lease; the next ones would
-                # fail alike, so wait instead of running them in vain
-                self._pause(f"cannot record outcome: {exc}")
-            return
-        try:
-            if release:
-                entry.release(delay=delay)
-            else:
-                entry.delete()
-        except EntryNotReserved:
-            log.warning("entry %s was taken over by another worker", entry.id)
-        except QueueError as exc:
-            log.error("entry %s: %s; its lease will return it", entry.id, exc)
-
-
-def end_forked_child(worker_pid: int, exc: BaseException | None) -> None:
-    """End a process the job forked as it leaves ``run()``.
-
-    Such a child holds a copy of the worker: unwinding into it would record
-    on the parent's job and run a second worker loop on the parent's
-    connections. It exits as Python would have: the code of its
-    :exc:`SystemExit`, 1 after printing any other exception, else 0.
-
-    :param worker_pid: the process that called ``run()``; nothing is done
-        in that one.
-    """
-    if os.getpid() == worker_pid:
-        return
-    code: int = 0
-    if isinstance(exc, SystemExit):
-        if isinstance(exc.code, int):
-            code = exc.code
-        elif exc.code is not None:
-            print(exc.code, file=sys.stderr)
-            code = 1
-    elif exc is not None:
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
-        code = 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
-
-
-def record_error(job: RuntimeJob, code: int, msg: str, exc: BaseException | None) -> None:
-    """Record the error ``msg`` of a run, whatever the run left in the job.
-
-    A traceback may quote a NUL or a lone surrogate, which no document
-    holds: they are written as escapes. A value ``run()`` set without
-    saving it that cannot be stored makes the first attempt fail and puts
-    the job back at its stored state; the error is then recorded there,
-    saying what was dropped.
-    """
-    msg = _storable_text(msg)
-    try:
-        job.record_error(code, msg, exception=exc)
-    except UnstorableValue as unsaved:
-        job.record_error(code, f"{msg}\n(the job's unsaved changes were dropped: {unsaved})",
-                         exception=exc)
-
-
-def _stop_running(job: RuntimeJob) -> None:
-    """Save ``job`` as no longer running (before its entry is released)."""
-    try:
-        job.update_attrs(running=False)
-    except UnstorableValue as exc:
-        # the job is back at its stored state, which saves
-        log.warning("job %s %s: unsaved changes dropped: %s", job.jobType, job.uuid, exc)
-        job.update_attrs(running=False)
-
-
-def _storable_text(text: str) -> str:
-    text = text.replace("\x00", "\\x00")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-_INTERRUPTS = {
-    ErrorContinue: "raise_error_continue",
-    ErrorFinish: "raise_error_finish",
-    WarningContinue: "raise_warning_continue",
-    WarningFinish: "raise_warning_finish",
-}
-
-
-def _interrupt_name(exc: BaseException) -> str:
-    for cls, name in _INTERRUPTS.items():
-        if isinstance(exc, cls):
-            return name
-    return type(exc).__name__
-
-
-def _describe(exc: BaseException) -> str:
-    """``RuntimeError: boom``."""
-    text = str(exc)
-    return _storable_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
-
-
-def _log_run(job: RuntimeJob, what: str, outcome: Outcome) -> None:
-    """Log one line for a run that did not simply succeed: the job, what
-    happened, and what follows (a retry, or the job's end)."""
-    if outcome.result == NO_RESULT:
-        log.warning("job %s %s: %s; retry in %s s", job.jobType, job.uuid, what,
-                    f"{outcome.delay:g}")
-    elif 0 <= outcome.result < 400:
-        log.warning("job %s %s: %s; finished with %d", job.jobType, job.uuid, what,
-                    outcome.result)
-    else:
-        log.error("job %s %s: %s; failed with %d", job.jobType, job.uuid, what, outcome.result)
 
 
 def resident_memory() -> int:

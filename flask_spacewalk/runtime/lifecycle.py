@@ -1,0 +1,800 @@
+"""The lifecycle of a job, and its one owner.
+
+A job is *created* (stored and put on its queue), *started* (marked
+running), *run*, and *finished*: its result, its cancellation or its
+requeue is recorded and its queue entry settled. A job found running when
+it is loaded was killed mid-run and is *recovered*; a queued job whose entry
+was lost is *requeued* by hand; the API *cancels* jobs; a test app *runs
+them inline*. :class:`Lifecycle` does each of these in one method, and no
+other module of the package writes ``running``, ``resultCode``,
+``queueJobId`` or a job's queue entry (tests/test_lifecycle.py checks the
+source), so a new transition (a retry, a timeout) is written here once.
+
+This module also holds the words of a run's end that the job API speaks:
+the result codes, the four interrupts and :class:`Outcome`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import reprlib
+import sys
+import traceback
+from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from ..backends.base import encode_value
+from ..errors import (
+    DatastoreUnavailable,
+    EntryNotReserved,
+    QueueError,
+    QueueUnavailable,
+    SpacewalkError,
+    UnstorableValue,
+)
+from .cancel import (
+    CANCEL_MESSAGE,
+    CANCELLED,
+    CancelAnswer,
+    CancelWatch,
+    JobCancelled,
+    clear_cancel,
+    request_cancel,
+)
+from .protocols import Datastore, Queue, QueueEntry
+from .records import make_error, utcnow
+
+if TYPE_CHECKING:
+    from .job import RuntimeJob
+    from .registry import JobRegistry
+
+log = logging.getLogger(__name__)
+#: The run log: one line per failed run, interrupt and killed run, under
+#: the name it always had (docs/runtime.rst), so logging set-ups keep it.
+run_log = logging.getLogger("flask_spacewalk.runtime.worker")
+
+#: ``run()`` returns this to be queued again after a delay.
+NO_RESULT = -1
+#: The result and error code of a job that failed unexpectedly.
+INTERNAL_ERROR = 500
+
+#: A ``run()`` result: a code, or ``(code, delay)``.
+RunResult = Union[int, tuple[int, Optional[float]], None]
+
+#: The result codes a run may return: 32-bit signed ints.
+MIN_CODE, MAX_CODE = -(2**31), 2**31 - 1
+#: The longest requeue delay a run may ask for, in seconds (68 years: the
+#: 32-bit bound that queues count delays within).
+MAX_DELAY = float(2**31 - 1)
+#: Seconds before a job that raised is run again (ZeroG's).
+ERROR_RETRY_DELAY = 30.0
+#: Seconds before a ``NO_RESULT`` job runs again when it gave no delay.
+DEFAULT_REQUEUE_DELAY = 10.0
+#: Runs of an inline job that keep answering ``NO_RESULT`` (SPEC section 4).
+INLINE_MAX_RUNS = 10
+
+#: Why :meth:`Lifecycle.finish` did not record a run's result.
+_RESULT_STORED = "another run's result is stored"
+_CANCEL_SEEN = "the job's cancellation is requested"
+
+
+class ErrorContinue(Exception):
+    """Raised by :meth:`RuntimeJob.raise_error_continue`: retry later."""
+
+
+class ErrorFinish(Exception):
+    """Raised by :meth:`RuntimeJob.raise_error_finish`: the job is over."""
+
+
+class WarningContinue(Exception):
+    """Raised by :meth:`RuntimeJob.raise_warning_continue`: retry later."""
+
+
+class WarningFinish(Exception):
+    """Raised by :meth:`RuntimeJob.raise_warning_finish`: the job is over."""
+
+
+class ChangeRefused(Exception):
+    """The guard of :meth:`RuntimeJob.guarded` refused a change; nothing
+    was saved.
+
+    :param reason: what the guard answered.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one run of a job.
+
+    ``result`` is the final code, or :data:`NO_RESULT` to run again after
+    ``delay`` seconds. ``recorded`` is true when the job recorded its result
+    itself (the ``*_finish`` interrupts). ``cancelled`` means the job is to
+    be recorded cancelled.
+    """
+
+    result: int
+    delay: float = 0.0
+    recorded: bool = False
+    cancelled: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.result != NO_RESULT
+
+
+def interpret_result(value: Any, default_delay: float) -> Outcome:
+    """Read ``run()``'s return value as ZeroG does.
+
+    A code, or a ``(code, delay)`` pair, the code converted with ``int()``
+    (``True`` is 1, ``"404"`` is 404); anything that is not a code counts
+    as 200, a missing delay or one that is not a number as
+    ``default_delay``, a negative one as 0.
+
+    :raise ValueError: what ZeroG's ``int()`` or its queue would fail on: a
+        code that is a float NaN or Infinity, or an int outside 32 bits
+        (:data:`MIN_CODE` .. :data:`MAX_CODE`); with ``NO_RESULT``, a delay
+        that is NaN, Infinity or above :data:`MAX_DELAY`.
+    """
+    delay: Any = default_delay
+    if isinstance(value, (tuple, list)):
+        code: Any = value[0] if value else None
+        if len(value) > 1 and value[1] is not None:
+            delay = value[1]
+    else:
+        code = value
+    try:
+        result = int(code)
+    except OverflowError:
+        raise ValueError(f"the result code {code!r} is not a number") from None
+    except (TypeError, ValueError):
+        if isinstance(code, float):  # NaN
+            raise ValueError(f"the result code {code!r} is not a number") from None
+        result = 200
+    if not MIN_CODE <= result <= MAX_CODE:
+        raise ValueError(f"the result code {reprlib.repr(result)} is outside 32 bits"
+                         f" ({MIN_CODE}..{MAX_CODE})")
+    try:
+        seconds = float(delay)
+    except OverflowError:  # an int of more than 308 digits
+        seconds = math.inf
+    except (TypeError, ValueError):
+        seconds = default_delay
+    if not (math.isfinite(seconds) and seconds <= MAX_DELAY):
+        if result == NO_RESULT:
+            raise ValueError(f"the delay {reprlib.repr(delay)} is not a number of seconds"
+                             f" up to {MAX_DELAY:.0f}")
+        seconds = default_delay  # ignored: the job is over
+    return Outcome(result, max(0.0, seconds))
+
+
+class Lifecycle:
+    """Every transition of a job, one method each.
+
+    Bound to the datastore and queue the jobs live in (a job's own saves
+    go through its own connections, which are the same ones); the worker,
+    the views, the CLI and :meth:`RuntimeJob.enqueue` all call it.
+
+    :param registry: the job classes, for the transitions that load a job
+        by its uuid (:meth:`cancel_stuck`).
+    :param error_retry_delay: seconds before a job that raised runs again.
+    :param default_requeue_delay: seconds before a ``NO_RESULT`` job without
+        a delay of its own runs again.
+    :param job_context: a context manager factory every ``run()`` call runs
+        in (a Flask app context, for instance).
+    """
+
+    #: Runs of an inline job that keep answering ``NO_RESULT``.
+    INLINE_MAX_RUNS = INLINE_MAX_RUNS
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        queue: Queue,
+        registry: JobRegistry | None = None,
+        *,
+        error_retry_delay: float = ERROR_RETRY_DELAY,
+        default_requeue_delay: float = DEFAULT_REQUEUE_DELAY,
+        job_context: Callable[[], ContextManager[Any]] | None = None,
+    ):
+        self.datastore = datastore
+        self.queue = queue
+        self.registry = registry
+        self.error_retry_delay = error_retry_delay
+        self.default_requeue_delay = default_requeue_delay
+        self.job_context = job_context or contextlib.nullcontext
+
+    # -- onto the queue --------------------------------------------------------
+
+    def create(self, job: RuntimeJob, **queue_kwargs: Any) -> None:
+        """Store a new job and put it on the queue: a POST's transition.
+
+        :raises ValueError: the job is stored already (see :meth:`enqueue`).
+        :raises QueueError: as :meth:`enqueue`.
+        """
+        if job.cas:
+            raise ValueError(f"job {job.uuid} is already stored; enqueue it instead")
+        self.enqueue(job, **queue_kwargs)
+
+    def enqueue(self, job: RuntimeJob, **queue_kwargs: Any) -> None:
+        """Save ``job`` if it is new, then put it on the queue
+        (:meth:`RuntimeJob.enqueue`, ZeroG's).
+
+        ``queue_kwargs`` (``ttr``, ``delay``, ``priority``) go to
+        ``queue.put`` and are kept in ``queueKwargs``. A new job whose queue
+        can write its datastore (one SQLite file) is stored and queued in one
+        transaction instead: both or neither.
+
+        :raises QueueError: the queue refused the entry; the job is then
+            marked with ``queueJobId = -1`` so that nobody waits for it (in
+            one transaction, nothing is stored).
+        :raises UnstorableValue: the job, or ``queue_kwargs`` (a NaN delay),
+            holds a value no datastore stores; nothing is queued.
+        """
+        # Checked before the put: an entry must not outlive a document
+        # that cannot record it.
+        encode_value({"queueKwargs": queue_kwargs})
+        queue_name = getattr(self.queue, "queueName", None)
+        if job.cas == 0 and self._put_with_document(job, queue_kwargs, queue_name):
+            return
+        if job.cas == 0:
+            job.save()
+        try:
+            queue_job_id = self.queue.put(job.uuid, **queue_kwargs)
+        except QueueError:
+            job.update_attrs(queueKwargs=queue_kwargs, queueJobId=-1)
+            raise
+        if not queue_job_id:
+            log.warning("%s: enqueue failed", job.logId)
+            queue_job_id = -1
+        changes: dict[str, Any] = {"queueKwargs": queue_kwargs, "queueJobId": queue_job_id}
+        if queue_name:
+            changes["queueName"] = queue_name
+        job.update_attrs(**changes)
+
+    def _put_with_document(
+        self, job: RuntimeJob, queue_kwargs: dict[str, Any], queue_name: str | None
+    ) -> bool:
+        """Store and queue a new job in one write, where the queue can do
+        that with this datastore (the embedded SQLite file); False if not."""
+        put = getattr(self.queue, "put_with_document", None)
+        if put is None:
+            return False
+
+        def document(queue_job_id: int) -> dict[str, Any]:
+            job.queueKwargs, job.queueJobId = queue_kwargs, queue_job_id
+            if queue_name:
+                job.queueName = queue_name
+            job.updatedAt = utcnow()
+            return job.dump()
+
+        names = ("queueKwargs", "queueJobId", "queueName")
+        before: dict[str, Any] = {name: vars(job)[name] for name in names if name in vars(job)}
+        try:
+            written = put(job.datastore, job.key(), document, job.uuid, **queue_kwargs)
+        except UnstorableValue:
+            # Neither entry nor document was written: the job is as it was.
+            vars(job).pop("queueName", None)
+            vars(job).update(before)
+            raise
+        if written is None:
+            return False
+        job.cas = written[1]
+        return True
+
+    def requeue(self, job: RuntimeJob, delay: float) -> None:
+        """Put a stored job on the queue again, to run after ``delay`` s."""
+        self.enqueue(job, delay=delay)
+
+    def requeue_stale(self, job: RuntimeJob, **queue_kwargs: Any) -> bool:
+        """Put a queued job whose entry was lost on the queue again, as read.
+
+        One compare-and-swap write first claims it: of two requeues (or a
+        requeue and a worker) racing for the job, only one goes on to
+        enqueue it.
+
+        :return: False when the job changed since it was read (nothing done).
+        """
+        try:
+            job.save()
+        except job.datastore.casException:
+            return False
+        self.enqueue(job, **queue_kwargs)
+        return True
+
+    # -- a run ---------------------------------------------------------------
+
+    def start(self, job: RuntimeJob, watch: CancelWatch | None = None) -> Outcome | None:
+        """Mark ``job`` running; an :class:`Outcome` instead when it must
+        not run: it has its result, or (with a ``watch``) its cancellation
+        is requested.
+
+        The checks are part of the compare-and-swap change, so a result or
+        cancel request stored meanwhile is seen when the write conflicts.
+        """
+
+        def refuse() -> str | None:
+            if job.resultCode != NO_RESULT:  # cancelled by the API meanwhile
+                return _RESULT_STORED
+            if watch is not None and watch.check():
+                return _CANCEL_SEEN
+            return None
+
+        def mark() -> None:
+            job.running = True
+
+        try:
+            with job.guarded(refuse):
+                job.record_change(mark)
+        except ChangeRefused as refused:
+            if refused.reason == _CANCEL_SEEN:
+                return Outcome(CANCELLED, cancelled=True)
+            return Outcome(job.resultCode, recorded=True)
+        return None
+
+    def recover(self, job: RuntimeJob, watch: CancelWatch | None = None) -> Outcome | None:
+        """Record the end of a run that was killed: ``job`` was found
+        ``running`` on load, which only a worker that died mid-run leaves.
+
+        Error 500 is recorded and ``continue_running()`` decides.
+
+        :return: how the job ends (a pending cancel request wins), or None
+            when it runs again.
+        """
+        if watch is not None and watch.check():
+            return Outcome(CANCELLED, cancelled=True)
+        job.record_error(INTERNAL_ERROR, "worker died while running the job (killed?)")
+        result = job.continue_running()
+        if result != NO_RESULT:
+            job.record_event("Killed - finished")
+            _log_run(job, "its last run was killed (worker died)", Outcome(result))
+            return Outcome(result)
+        job.record_event("Killed - restarting")
+        run_log.warning("job %s %s: its last run was killed (worker died); running it again",
+                        job.jobType, job.uuid)
+        return None
+
+    def run(self, job: RuntimeJob, watch: CancelWatch | None = None) -> Outcome:
+        """Start ``job``, call its ``run()`` once and say what the run
+        means, recording its errors and events (not its result: see
+        :meth:`finish`).
+
+        With a ``watch``, a job whose cancellation is requested does not
+        start, and a cancellation stops the run. An exception that is no
+        :class:`Exception` (the worker's shutdown, ``KeyboardInterrupt``)
+        propagates.
+        """
+        skipped = self.start(job, watch)
+        if skipped is not None:
+            return skipped
+        worker_pid = os.getpid()
+        try:
+            with self.job_context(), watch.running() if watch else contextlib.nullcontext():
+                try:
+                    value = job.run()
+                except BaseException as exc:
+                    end_forked_child(worker_pid, exc)
+                    raise
+                end_forked_child(worker_pid, None)
+        except JobCancelled:
+            run_log.info("job %s: cancelled while running", job.uuid)
+            return Outcome(CANCELLED, cancelled=True)
+        except (ErrorFinish, WarningFinish) as exc:
+            job.record_event("Error - finished")
+            outcome = Outcome(job.resultCode, recorded=True)
+            _log_run(job, f"{_interrupt_name(exc)}: {exc}", outcome)
+            return outcome
+        except (ErrorContinue, WarningContinue) as exc:
+            job.record_event("Error - restarting")
+            outcome = Outcome(job.continue_running(), self.error_retry_delay)
+            _log_run(job, f"{_interrupt_name(exc)}: {exc}", outcome)
+            return outcome
+        except UnstorableValue as exc:
+            # One of the job's own saves, now undone: run again, the same
+            # code would store the same value, so the job ends here.
+            return self._failed_run(job, traceback.format_exc(), exc, final=INTERNAL_ERROR)
+        except (Exception, SystemExit) as exc:
+            return self._failed_run(job, traceback.format_exc(), exc)
+        try:
+            return interpret_result(value, self.default_requeue_delay)
+        except ValueError as exc:
+            # Where ZeroG's int() or its queue fails: its outer handler.
+            msg = f"run() returned {reprlib.repr(value)}: {exc}"
+            return self._failed_run(job, msg, exc, summary=msg)
+
+    def _failed_run(
+        self,
+        job: RuntimeJob,
+        msg: str,
+        exc: BaseException,
+        final: int | None = None,
+        summary: str | None = None,
+    ) -> Outcome:
+        """Record error 500 for a run that failed with ``exc``, and log it.
+
+        :param msg: the error's message (the traceback).
+        :param final: the result the job ends with; None: ``continue_running()``
+            decides.
+        :param summary: the log's account of the error (default: the
+            exception's last line).
+        """
+        record_error(job, INTERNAL_ERROR, msg, exc)
+        result = job.continue_running() if final is None else final
+        job.record_event("Error - restarting" if result == NO_RESULT else "Error - finished")
+        outcome = Outcome(result, self.error_retry_delay)
+        _log_run(job, summary or _describe(exc), outcome)
+        return outcome
+
+    def finish(
+        self,
+        job: RuntimeJob,
+        outcome: Outcome,
+        watch: CancelWatch | None = None,
+        entry: QueueEntry | None = None,
+        *,
+        requeue: bool = True,
+    ) -> SpacewalkError | QueueError | None:
+        """Record what a run of ``job`` came to: its result, its
+        cancellation, or (``NO_RESULT``) that it no longer runs, and, with
+        ``requeue``, put it back on the queue; then delete ``entry``.
+
+        The result goes through the job's own :meth:`RuntimeJob.record_result`
+        (ZeroG jobs may override it), unless a cancel request is read before
+        it saves (at first or after a conflict), or the job as last read
+        shows that another run recorded a result meanwhile (this run's lease
+        ran out): a job runs at least once, but its final result is recorded
+        once. A run whose changes cannot be stored (``run()`` set a NaN
+        without saving it) ends the job with error and result 500, recorded
+        on the document as last stored.
+
+        With an ``entry``, a failure to write leaves it reserved (its lease
+        brings the job back, nothing is lost) and is logged; without one
+        (an inline run) it propagates.
+
+        :return: the datastore or queue outage that kept the outcome from
+            being recorded, if any: the caller may wait before the next job.
+        """
+        cancelled = outcome.cancelled
+
+        def record() -> None:
+            nonlocal cancelled
+            cancelled = self._record_outcome(job, outcome, watch, requeue)
+
+        outage = None
+        if entry is None:
+            record()
+        else:
+            outage = self._settle(entry, record)
+        if cancelled:
+            run_log.info("job %s: cancelled", job.uuid)
+            clear_cancel(self.datastore, job.uuid)
+        return outage
+
+    def _record_outcome(
+        self, job: RuntimeJob, outcome: Outcome, watch: CancelWatch | None, requeue: bool
+    ) -> bool:
+        """:return: whether the job was cancelled."""
+        try:
+            return self._record(job, outcome, watch, requeue)
+        except UnstorableValue as exc:
+            # The job is back at its stored state, where anything saves.
+            msg = f"the job's state after its run cannot be saved: {exc}"
+            record_error(job, INTERNAL_ERROR, msg, exc)
+            job.record_event("Error - finished")
+            failed = Outcome(INTERNAL_ERROR)
+            _log_run(job, msg, failed)
+            return self._record(job, failed, watch, requeue)
+
+    def _record(
+        self, job: RuntimeJob, outcome: Outcome, watch: CancelWatch | None, requeue: bool
+    ) -> bool:
+        cancelled = outcome.cancelled
+
+        def change() -> None:
+            # Read at each application: a conflict may be the API's write
+            # that follows its cancel request.
+            nonlocal cancelled
+            cancelled = cancelled or (watch is not None and watch.check())
+            if cancelled:
+                _apply_cancelled(job)
+            job.running = False
+
+        # Result first, entry second: a crash in between leaves an entry
+        # whose job is finished, which the next worker drops.
+        if outcome.finished and not outcome.recorded and not cancelled:
+            refused = self._record_result(job, outcome.result, watch)
+            if refused is None:
+                return False
+            if refused == _RESULT_STORED:
+                run_log.warning("job %s: another run recorded its result first (this "
+                                "run's lease ran out); not recording it again", job.uuid)
+                return False
+            cancelled = True
+        job.record_change(change)
+        if requeue and not cancelled and not outcome.finished and job.resultCode == NO_RESULT:
+            # Enqueue first, delete second: a crash in between runs the
+            # job twice, never zero times.
+            self.requeue(job, outcome.delay)
+        return cancelled
+
+    @staticmethod
+    def _record_result(job: RuntimeJob, result: int, watch: CancelWatch | None) -> str | None:
+        """Tell the job its result, guarded; the guard's reason if refused."""
+
+        def refuse() -> str | None:
+            if job.stored_result != NO_RESULT:
+                return _RESULT_STORED
+            if watch is not None and watch.check():
+                return _CANCEL_SEEN
+            return None
+
+        try:
+            with job.guarded(refuse):
+                job.record_result(result)
+        except ChangeRefused as refused:
+            return refused.reason
+        return None
+
+    # -- queue entries -----------------------------------------------------------
+
+    def skip(self, job: RuntimeJob, entry: QueueEntry) -> None:
+        """Drop the entry of a job that already has its result (a worker
+        died between recording it and deleting the entry), with any cancel
+        request left by a cancel that raced."""
+        self._settle(entry)
+        clear_cancel(self.datastore, job.uuid)
+
+    def drop(self, entry: QueueEntry) -> None:
+        """Delete an entry whose job cannot be loaded, for good."""
+        self._settle(entry)
+
+    def release(
+        self, entry: QueueEntry, delay: float = 0.0, job: RuntimeJob | None = None
+    ) -> None:
+        """Give ``entry`` back to the queue, to be taken after ``delay`` s.
+
+        :param job: a job interrupted mid-run (the worker shuts down): first
+            saved as no longer running, so its next run is no "killed" one.
+        """
+        self._settle(entry, None if job is None else lambda: _stop_running(job),
+                     release=True, delay=delay)
+
+    def _settle(
+        self,
+        entry: QueueEntry,
+        action: Callable[[], None] | None = None,
+        *,
+        release: bool = False,
+        delay: float = 0,
+    ) -> SpacewalkError | QueueError | None:
+        """Run ``action`` (on the job), then delete or release the entry.
+
+        When ``action`` fails the entry is left reserved: its lease runs out
+        and the job comes back, so nothing is lost.
+
+        :return: the outage (datastore or queue unavailable) that made
+            ``action`` fail, if that was the cause.
+        """
+        try:
+            if action is not None:
+                action()
+        except (SpacewalkError, QueueError) as exc:
+            run_log.error("entry %s: cannot record outcome: %s", entry.id, exc)
+            return exc if isinstance(exc, (DatastoreUnavailable, QueueUnavailable)) else None
+        try:
+            if release:
+                entry.release(delay=delay)
+            else:
+                entry.delete()
+        except EntryNotReserved:
+            run_log.warning("entry %s was taken over by another worker", entry.id)
+        except QueueError as exc:
+            run_log.error("entry %s: %s; its lease will return it", entry.id, exc)
+        return None
+
+    # -- cancelling ------------------------------------------------------------
+
+    def cancel(self, job: RuntimeJob) -> CancelAnswer:
+        """Ask for ``job``'s cancellation: the API's side of the protocol
+        (:mod:`~flask_spacewalk.runtime.cancel`).
+
+        :raises JobUpdateConflict: the document kept changing under the write.
+        """
+        if job.resultCode != NO_RESULT:
+            return CancelAnswer.FINISHED
+        request_cancel(self.datastore, job.uuid)
+        answer = CancelAnswer.CANCELLED
+
+        def refuse() -> str | None:
+            return _RESULT_STORED if job.resultCode != NO_RESULT else None
+
+        def change() -> None:
+            nonlocal answer
+            if job.running:
+                # Saved unchanged: a worker's concurrent write then conflicts,
+                # applies its change again and reads the request.
+                answer = CancelAnswer.CANCELLING
+            else:
+                answer = CancelAnswer.CANCELLED
+                _apply_cancelled(job)
+
+        try:
+            with job.guarded(refuse):
+                job.record_change(change)
+        except ChangeRefused:
+            answer = CancelAnswer.FINISHED
+        if answer != CancelAnswer.CANCELLING:
+            # Settled here: no worker needs the request (one that is about to
+            # mark the job running conflicts and finds the result).
+            clear_cancel(self.datastore, job.uuid)
+        if answer == CancelAnswer.CANCELLED:
+            self._drop_entry(job)
+        return answer
+
+    def _drop_entry(self, job: RuntimeJob) -> None:
+        """Delete a cancelled job's queue entry, unless a worker holds it.
+
+        Our workers drop an entry whose job has its result anyway; a ZeroG
+        worker would run the job, so the entry goes now. Best effort: a worker
+        that holds it already drops it.
+        """
+        if job.queueJobId > 0:
+            try:
+                self.queue.delete(job.queueJobId)
+            except QueueError as exc:
+                log.warning("job %s: cannot delete its queue entry: %s", job.uuid, exc)
+
+    def cancel_stuck(self, uuid: str, entry: QueueEntry) -> None:
+        """Record the cancellation of a job that does not stop, delete its
+        request and its entry (the worker exits next).
+
+        :raises TypeError: the lifecycle has no registry to load the job.
+        """
+        if self.registry is None:
+            raise TypeError("cancel_stuck needs a Lifecycle with a registry")
+        job = self.registry.get_job(uuid, self.datastore, self.queue)
+        job.record_change(_apply_cancelled, job)
+        clear_cancel(self.datastore, uuid)
+        entry.delete()
+
+    # -- inline ------------------------------------------------------------------
+
+    def run_inline(self, job: RuntimeJob) -> None:
+        """Store a new job and run it to completion here, as a worker would
+        (SPEC section 4, ``SPACEWALK_RUN_INLINE``), without the queue: a
+        ``NO_RESULT`` runs again at once, up to :attr:`INLINE_MAX_RUNS`
+        times, after which the job is queued with its last delay.
+
+        :raises SpacewalkError: the job's document could not be written.
+        """
+        job.save()
+        for _ in range(self.INLINE_MAX_RUNS):
+            outcome = self.run(job)
+            # as a worker records it (a run whose changes cannot be stored
+            # ends the job with 500), but not put back on the queue
+            self.finish(job, outcome, requeue=False)
+            if outcome.finished or job.resultCode != NO_RESULT:
+                return
+        self.requeue(job, outcome.delay)
+
+
+def cancel_job(job: RuntimeJob) -> CancelAnswer:
+    """:meth:`Lifecycle.cancel` on ``job``'s own connections."""
+    return Lifecycle(job.datastore, job.queue).cancel(job)
+
+
+def _apply_cancelled(job: RuntimeJob) -> None:
+    """Mark ``job`` cancelled (not saved), unless it already has a result.
+
+    A job that recorded its own final result keeps it.
+    """
+    if job.resultCode == NO_RESULT:
+        job.errors.append(make_error(CANCELLED, CANCEL_MESSAGE))
+        job.errorCount += 1
+        job.resultCode = CANCELLED
+        job.completeness = 1.0
+    job.running = False
+
+
+def _stop_running(job: RuntimeJob) -> None:
+    """Save ``job`` as no longer running (before its entry is released)."""
+    try:
+        job.update_attrs(running=False)
+    except UnstorableValue as exc:
+        # the job is back at its stored state, which saves
+        run_log.warning("job %s %s: unsaved changes dropped: %s", job.jobType, job.uuid, exc)
+        job.update_attrs(running=False)
+
+
+def end_forked_child(worker_pid: int, exc: BaseException | None) -> None:
+    """End a process the job forked as it leaves ``run()``.
+
+    Such a child holds a copy of the worker: unwinding into it would record
+    on the parent's job and run a second worker loop on the parent's
+    connections. It exits as Python would have: the code of its
+    :exc:`SystemExit`, 1 after printing any other exception, else 0.
+
+    :param worker_pid: the process that called ``run()``; nothing is done
+        in that one.
+    """
+    if os.getpid() == worker_pid:
+        return
+    code: int = 0
+    if isinstance(exc, SystemExit):
+        if isinstance(exc.code, int):
+            code = exc.code
+        elif exc.code is not None:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    elif exc is not None:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def record_error(job: RuntimeJob, code: int, msg: str, exc: BaseException | None) -> None:
+    """Record the error ``msg`` of a run, whatever the run left in the job.
+
+    A traceback may quote a NUL or a lone surrogate, which no document
+    holds: they are written as escapes. A value ``run()`` set without
+    saving it that cannot be stored makes the first attempt fail and puts
+    the job back at its stored state; the error is then recorded there,
+    saying what was dropped.
+    """
+    msg = _storable_text(msg)
+    try:
+        job.record_error(code, msg, exception=exc)
+    except UnstorableValue as unsaved:
+        job.record_error(code, f"{msg}\n(the job's unsaved changes were dropped: {unsaved})",
+                         exception=exc)
+
+
+def _storable_text(text: str) -> str:
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_INTERRUPTS = {
+    ErrorContinue: "raise_error_continue",
+    ErrorFinish: "raise_error_finish",
+    WarningContinue: "raise_warning_continue",
+    WarningFinish: "raise_warning_finish",
+}
+
+
+def _interrupt_name(exc: BaseException) -> str:
+    for cls, name in _INTERRUPTS.items():
+        if isinstance(exc, cls):
+            return name
+    return type(exc).__name__
+
+
+def _describe(exc: BaseException) -> str:
+    """``RuntimeError: boom``."""
+    text = str(exc)
+    return _storable_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def _log_run(job: RuntimeJob, what: str, outcome: Outcome) -> None:
+    """Log one line for a run that did not simply succeed: the job, what
+    happened, and what follows (a retry, or the job's end)."""
+    if outcome.result == NO_RESULT:
+        run_log.warning("job %s %s: %s; retry in %s s", job.jobType, job.uuid, what,
+                        f"{outcome.delay:g}")
+    elif 0 <= outcome.result < 400:
+        run_log.warning("job %s %s: %s; finished with %d", job.jobType, job.uuid, what,
+                        outcome.result)
+    else:
+        run_log.error("job %s %s: %s; failed with %d", job.jobType, job.uuid, what,
+                      outcome.result)
