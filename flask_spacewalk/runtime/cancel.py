@@ -32,11 +32,12 @@ from ..errors import QueueError, SpacewalkError
 from .job import NO_RESULT, RuntimeJob
 from .protocols import Datastore
 from .records import make_error, utcnow
+from .status import CANCELLED_CODE
 
 log = logging.getLogger(__name__)
 
-#: The error and result code of a cancelled job ("Gone").
-CANCELLED = 410
+#: The error and result code of a cancelled job ("Gone"), by its old name.
+CANCELLED = CANCELLED_CODE
 #: The message of its error.
 CANCEL_MESSAGE = "cancelled"
 #: Datastore keys of cancel requests: ``spacewalk_cancel_<uuid>``.

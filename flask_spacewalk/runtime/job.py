@@ -35,6 +35,7 @@ from .records import (
     make_warning,
     utcnow,
 )
+from .status import JOB_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ RunResult = Union[int, tuple[int, Optional[float]], None]
 
 def make_key(uuid: str) -> str:
     """The datastore key of the job ``uuid``: ``zerog_job_<uuid>``."""
-    return f"{DOCUMENT_TYPE}_{uuid}"
+    return JOB_KEY_PREFIX + uuid
 
 
 class ErrorContinue(Exception):
