@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Callable
 from flask import Response, request, send_from_directory
 from werkzeug.exceptions import NotFound
 
+from .runtime.status import STATUSES
+
 if TYPE_CHECKING:
     from .extension import SpacewalkState
 
@@ -46,7 +48,7 @@ _PAGE = """<!DOCTYPE html>
 <script type="module" src="{assets}/console.js"></script>
 </head>
 <body data-script-root="{script_root}" data-root="{root}" data-title="{title}"
-      data-description="{description}" data-dump="{dump}">
+      data-description="{description}" data-dump="{dump}" data-statuses="{statuses}">
 <a class="skip" href="#main">Skip to content</a>
 <header class="top">
 <h1><a href="#/">{title}</a> <span class="sub">job console</span></h1>
@@ -82,6 +84,7 @@ def console_routes(state: SpacewalkState) -> list[tuple[str, str, Callable[..., 
             description=html.escape(state.tree.root.description),
             docs_link=docs_link,
             dump="true" if settings.expose_dump else "false",
+            statuses=" ".join(STATUSES),
         )
         response = Response(text, mimetype="text/html")
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

@@ -1,7 +1,7 @@
 """``GET R/jobs``: the tree's stored jobs, newest first, a page at a time.
 
 The query string is checked here and becomes a
-:class:`~flask_spacewalk.backends.base.JobQuery`; the datastore's
+:class:`~flask_spacewalk.runtime.query.JobQuery`; the datastore's
 ``list_jobs`` reads its indexes (see ``docs/api.rst``). The cursor is the
 last job of a page, ``(createdAt, uuid)``, as URL-safe base64 of a small
 JSON object: opaque to clients, and it stays valid whatever is stored or
@@ -21,7 +21,8 @@ from flask import Response, request
 from werkzeug import exceptions
 from werkzeug.exceptions import BadRequest
 
-from .backends.base import STATUSES, JobQuery
+from .runtime.query import JobQuery
+from .runtime.status import STATUSES
 
 if TYPE_CHECKING:
     from .extension import SpacewalkState

@@ -17,8 +17,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
-from .backends.base import STATUSES
 from .listing import DEFAULT_LIMIT, MAX_LIMIT
+from .runtime.status import STATUSES
 from .tree import Branch, Leaf
 from .views import UUID_PATTERN, Route, routes
 

@@ -233,8 +233,14 @@ def test_recent_jobs_filter_and_cancel(page: Page, server: str, shots: Path) -> 
     row.get_by_role("button", name=f"Cancel Waste Time Job {uuid}").click()
     expect(page.locator(".list-note")).to_contain_text(uuid)
     expect(row).to_be_hidden()  # no longer running
+    # the API's five words, and a cancelled job is cancelled, not failed
+    expect(page.get_by_label("Status").locator("option")).to_have_text(
+        ["any", "queued", "running", "finished", "cancelled", "failed"]
+    )
     page.get_by_label("Status").select_option("failed")
-    expect(row.locator(".badge")).to_have_text("failed")
+    expect(row).to_be_hidden()
+    page.get_by_label("Status").select_option("cancelled")
+    expect(row.locator(".badge")).to_have_text("cancelled")
     row.get_by_role("link").click()
     wait_finished(page)
     expect(page.locator(".job-status")).to_have_text("cancelled")

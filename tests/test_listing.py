@@ -3,6 +3,7 @@ the indexes that keep a page from scanning the store."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sys
 import uuid as uuid_module
@@ -19,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_spacewalk import Spacewalk, make_datastore
-from flask_spacewalk.backends.base import MAX_TYPE_PROBES, JobQuery, job_status
+from flask_spacewalk.backends.base import MAX_TYPE_PROBES, JobQuery
 from flask_spacewalk.listing import decode_cursor, encode_cursor
 from flask_spacewalk.runtime.job import make_key
+from flask_spacewalk.runtime.status import job_index
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -55,31 +57,6 @@ def at(second: int, fraction: int = 0) -> str:
 
 def ids(jobs: list[dict[str, Any]]) -> list[str]:
     return [j["uuid"] for j in jobs]
-
-
-# -- job_status ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("document", "status"),
-    [
-        ({"resultCode": -1}, "queued"),
-        ({"resultCode": -1, "running": False}, "queued"),
-        ({"resultCode": -1, "running": True}, "running"),
-        ({"resultCode": 0}, "finished"),
-        ({"resultCode": 200, "running": True}, "finished"),
-        ({"resultCode": 399}, "finished"),
-        ({"resultCode": 400}, "failed"),
-        ({"resultCode": 410}, "failed"),
-        ({"resultCode": -2}, "failed"),
-        ({"resultCode": "200"}, "failed"),
-        ({"resultCode": True}, "failed"),
-        ({}, "failed"),
-        ("a str", "failed"),
-    ],
-)
-def test_job_status(document: Any, status: str) -> None:
-    assert job_status(document) == status
 
 
 # -- list_jobs on every datastore ----------------------------------------------
@@ -134,7 +111,7 @@ def test_newest_first_and_only_jobs(store: Any, stored: dict[str, str]) -> None:
     }  # fmt: skip
     assert isinstance(jobs[0]["completeness"], float)
     assert [j["status"] for j in jobs] == [
-        "finished", "failed", "failed", "finished", "running", "queued"
+        "finished", "cancelled", "failed", "finished", "running", "queued"
     ]
 
 
@@ -144,7 +121,9 @@ def test_filters(store: Any, stored: dict[str, str]) -> None:
     assert listed(store, job_types={"c"}) == []
     assert listed(store, statuses={"queued"}) == [uid(1)]
     assert listed(store, statuses={"running"}) == [uid(2)]
-    assert listed(store, statuses={"failed"}) == [uid(5), uid(4)]
+    assert listed(store, statuses={"failed"}) == [uid(4)]
+    assert listed(store, statuses={"cancelled"}) == [uid(5)]
+    assert listed(store, statuses={"failed", "cancelled"}) == [uid(5), uid(4)]
     assert listed(store, statuses={"finished", "queued"}) == [uid(6), uid(3), uid(1)]
     assert listed(store, since=at(4)) == [uid(6), uid(5), uid(4)]
     assert listed(store, since=at(3)) == [uid(6), uid(5), uid(4), uid(3)]
@@ -153,14 +132,16 @@ def test_filters(store: Any, stored: dict[str, str]) -> None:
 
 
 def test_combined_filters(store: Any, stored: dict[str, str]) -> None:
-    assert listed(store, job_types={"a"}, statuses={"failed"}) == [uid(5)]
+    assert listed(store, job_types={"a"}, statuses={"failed"}) == []
+    assert listed(store, job_types={"a"}, statuses={"cancelled"}) == [uid(5)]
     assert listed(store, job_types={"b"}, statuses={"failed", "running"}) == [uid(4), uid(2)]
     assert listed(store, job_types={"a"}, statuses={"running"}) == []
     assert listed(store, job_types={"b"}, since=at(2)) == [uid(6), uid(4), uid(2)]
     assert listed(store, statuses={"finished"}, since=at(4), job_types={"b"}) == [uid(6)]
     many = {"a"} | {f"x{i}" for i in range(MAX_TYPE_PROBES)}  # the createdAt index
     assert listed(store, job_types=many) == [uid(5), uid(3), uid(1)]
-    assert listed(store, job_types=many, statuses={"queued", "failed"}) == [uid(5), uid(1)]
+    assert listed(store, job_types=many, statuses={"queued", "failed"}) == [uid(1)]
+    assert listed(store, job_types=many, statuses={"queued", "cancelled"}) == [uid(5), uid(1)]
 
 
 def pages(store: Any, size: int, **kwargs: Any) -> list[list[str]]:
@@ -198,6 +179,10 @@ def test_status_moves_with_the_document(store: Any) -> None:
     assert listed(store, statuses={"running"}) == [uid(1)]
     store.update(key, job("a", at(1), result=410, n=1))
     assert listed(store, statuses={"running"}) == []
+    assert listed(store, statuses={"failed"}, job_types={"a"}) == []
+    assert listed(store, statuses={"cancelled"}, job_types={"a"}) == [uid(1)]
+    store.update(key, job("a", at(1), result=500, n=1))
+    assert listed(store, statuses={"cancelled"}) == []
     assert listed(store, statuses={"failed"}, job_types={"a"}) == [uid(1)]
     # a new jobType and createdAt move it too
     store.set(key, job("b", at(7), result=200, n=1))
@@ -218,7 +203,8 @@ def test_deleted_jobs_vanish(store: Any, stored: dict[str, str]) -> None:
     assert listed(store, statuses={"finished"}) == [uid(6)]
     assert listed(store, job_types={"a"}) == [uid(5), uid(1)]
     put(store, 3, "a", at(3), result=500)  # created again
-    assert listed(store, statuses={"failed"}, job_types={"a"}) == [uid(5), uid(3)]
+    assert listed(store, statuses={"failed"}, job_types={"a"}) == [uid(3)]
+    assert listed(store, statuses={"failed", "cancelled"}, job_types={"a"}) == [uid(5), uid(3)]
 
 
 def test_created_jobs_are_listed(store: Any) -> None:
@@ -289,7 +275,9 @@ def test_api_filters_and_tree_scope(client: FlaskClient, app_store: Any) -> None
     assert listed_by("") == [uid(3), uid(2), uid(1)]
     assert listed_by("?status=queued") == [uid(1)]
     assert listed_by("?jobType=examples_fizz_buzz") == [uid(3), uid(1)]
-    assert listed_by(f"?jobType={FB},{WT}&status=failed") == [uid(3)]
+    assert listed_by(f"?jobType={FB},{WT}&status=failed") == []
+    assert listed_by(f"?jobType={FB},{WT}&status=cancelled") == [uid(3)]
+    assert listed_by("?status=cancelled,failed") == [uid(3)]
     assert listed_by("?status=running&status=queued") == [uid(2), uid(1)]
     assert listed_by("?status=running,queued") == [uid(2), uid(1)]
     assert listed_by(f"?since={at(2)}") == [uid(3), uid(2)]
@@ -347,7 +335,8 @@ def test_api_limit_is_capped(client: FlaskClient, app_store: Any) -> None:
         ("jobType=nope", "'nope' is not a job type"),
         ("jobType=examples_fizz_buzz,", "'' is not a job type"),
         ("jobType=", "'' is not a job type"),
-        ("status=done", "'done' is not one of queued, running, finished, failed"),
+        ("status=done", "'done' is not one of queued, running, finished, cancelled, failed"),
+        ("status=unfinished", "'unfinished' is not one of"),
         ("status=queued&status=Failed", "'Failed'"),
         ("limit=0", "limit must be a whole number"),
         ("limit=-5", "limit must be a whole number"),
@@ -532,13 +521,13 @@ ROWS = 5000
 
 def bulk_documents() -> Iterator[tuple[Any, ...]]:
     """Rows of SQLite's table: key, value and the listing's columns."""
-    from flask_spacewalk.backends.sqlite import _listing_columns
-
     for n in range(ROWS):
         document = job(f"t{n % 3}", at(n // 5), result=[-1, -1, 200, 500][n % 4],
                        running=n % 4 == 1, n=n)  # fmt: skip
         key = make_key(uid(n))
-        yield key, json.dumps(document), *_listing_columns(key, document)
+        index = job_index(key, document)
+        assert index is not None
+        yield key, json.dumps(document), index.created_at, index.job_type, index.status.value
     for n in range(200):
         yield f"spacewalk_cancel_{uid(n)}", "{}", None, None, None
 
@@ -597,7 +586,8 @@ def test_sqlite_store_of_an_older_version_gains_the_indexes(tmp_path: Path) -> N
         assert listed(store, statuses={"queued"}) == [uid(1)]
         assert listed(store, statuses={"running"}) == [uid(2)]
         assert listed(store, statuses={"finished"}) == [uid(3)]
-        assert listed(store, statuses={"failed"}) == [uid(5), uid(4)]
+        assert listed(store, statuses={"failed"}) == [uid(5)]
+        assert listed(store, statuses={"cancelled"}) == [uid(4)]
         assert listed(store, job_types={"b"}) == [uid(4), uid(2)]
         store.update(make_key(uid(2)), job("b", at(2), result=200, n=2))
         assert listed(store, statuses={"finished"}) == [uid(3), uid(2)]
@@ -619,15 +609,20 @@ def pg_table() -> Iterator[tuple[Any, Any]]:
     with admin() as conn, dropped_afterwards(schema):
         store = PostgresDatastore(f"postgresql://127.0.0.1:5432/test?schema={schema}")
         store.read("x")  # creates the table
+        # with the listing's columns, as the datastore's writes set them
         conn.execute(
             f"""INSERT INTO {store.table}
-            SELECT 'zerog_job_' || lpad(n::text, 12, '0'), jsonb_build_object(
+            SELECT key, value, 1, now(), value->>'createdAt', value->>'jobType', CASE
+                WHEN value->>'resultCode' = '200' THEN 'finished'
+                WHEN value->>'resultCode' = '500' THEN 'failed'
+                WHEN value->>'running' = 'true' THEN 'running' ELSE 'queued' END
+            FROM (SELECT 'zerog_job_' || lpad(n::text, 12, '0'), jsonb_build_object(
                 'jobType', 't' || mod(n, 3), 'uuid', lpad(n::text, 12, '0'),
                 'createdAt', to_char(timestamp '2024-05-01 12:00' + n / 5 * interval '1 s',
                                      'YYYY-MM-DD"T"HH24:MI:SS'),
                 'updatedAt', '', 'completeness', 0, 'running', mod(n, 4) = 1,
-                'resultCode', (ARRAY[-1, -1, 200, 500])[mod(n, 4) + 1]), 1, now()
-            FROM generate_series(0, %s) AS n""",
+                'resultCode', (ARRAY[-1, -1, 200, 500])[mod(n, 4) + 1])
+            FROM generate_series(0, %s) AS n) AS d (key, value)""",
             (ROWS * 4 - 1,),
         )
         conn.execute(f"INSERT INTO {store.table} SELECT 'spacewalk_cancel_' || n, '{{}}',"
@@ -672,3 +667,195 @@ def test_postgres_store_of_an_older_version_gains_the_indexes(
         "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema.strip('"'),))}
     assert "spacewalk_documents_jobs_status_created" in names
     assert "spacewalk_documents_job_type_created_at" not in names
+
+
+# -- one status vocabulary: what the backends are given, and older stores -------
+
+
+def test_backends_index_the_status_they_are_given(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend stores the JobIndex of the write and never derives its own."""
+    import flask_spacewalk.backends.base as base
+    from flask_spacewalk.runtime.status import JobIndex, JobStatus
+
+    monkeypatch.setattr(base, "job_index", lambda key, value: JobIndex(
+        "given", at(1), JobStatus.FINISHED) if key.startswith("zerog_job_") else None)
+    put(store, 1, "a", at(2))  # queued, by the document
+    store.create(make_key(uid(2)), "a str")
+    assert listed(store, statuses={"finished"}) == [uid(2), uid(1)]
+    assert listed(store, job_types={"given"}, since=at(1)) == [uid(2), uid(1)]
+    assert listed(store, statuses={"queued"}) == listed(store, job_types={"a"}) == []
+
+
+def test_zerog_writes_are_indexed(store: Any) -> None:
+    """ZeroG's workers save with set_with_cas / update_with_cas."""
+    key = make_key(uid(1))
+    ok, cas = store.set_with_cas(key, job("a", at(1), n=1))
+    assert ok and listed(store, statuses={"queued"}) == [uid(1)]
+    store.set_with_cas(key, job("a", at(1), result=410, n=1), cas)
+    assert listed(store, statuses={"cancelled"}) == [uid(1)]
+    assert listed(store, statuses={"failed"}) == []
+
+
+def test_api_lists_a_cancelled_job_as_cancelled(tmp_path: Path, db_url: str) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(SPACEWALK_DATASTORE_URL=db_url, SPACEWALK_RUN_INLINE=False)
+    Spacewalk(app, ROOT / "examples" / "jobs", BaseExampleJob)
+    client = app.test_client()
+    try:
+        uuid = client.post("/examples/fizz_buzz/job", json={"n": 3}).get_json()["uuid"]
+        queued = client.get("/examples/jobs?status=queued").get_json()["jobs"]
+        assert [(j["uuid"], j["status"]) for j in queued] == [(uuid, "queued")]
+        assert client.post(f"/examples/cancel/{uuid}").status_code == 200
+        (item,) = client.get("/examples/jobs?status=cancelled").get_json()["jobs"]
+        assert (item["uuid"], item["status"], item["result"]) == (uuid, "cancelled", 410)
+        assert client.get("/examples/jobs?status=failed").get_json()["jobs"] == []
+        assert client.get("/examples/jobs?status=queued").get_json()["jobs"] == []
+    finally:
+        app.extensions["spacewalk"]["/examples"].close()
+
+
+#: What an older store holds: jobs 1..7 cancelled (result 410, indexed
+#: failed), 8 failed, 9 finished, 10 queued.
+OLD_JOBS = [(n, job("a" if n % 2 else "b", at(n), result=410, n=n)) for n in range(1, 8)] + [
+    (8, job("a", at(8), result=500, n=8)),
+    (9, job("b", at(9), result=200, n=9)),
+    (10, job("a", at(10), n=10)),
+]
+
+
+def old_sqlite(tmp_path: Path, version: int) -> str:
+    """A file of schema ``version`` (2 or 3) as that version left it."""
+    import sqlite3
+
+    from flask_spacewalk.backends.sqlite import SqliteDatastore
+
+    path = tmp_path / "old.db"
+    store = SqliteDatastore(path)
+    for n, document in OLD_JOBS:
+        store.set(make_key(uid(n)), document)
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE documents SET job_status = 'failed' WHERE job_status = 'cancelled'")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+    return f"sqlite:///{path}"
+
+
+@contextlib.contextmanager
+def old_postgres(tmp_path: Path) -> Iterator[str]:
+    """A table as version 1 made it: no listing columns, indexes over the
+    JSON (the status one listing 410 as failed), no version comment."""
+    from backend_postgres import admin, dropped_afterwards, new_schema_name
+
+    schema = new_schema_name()
+    table = f'"{schema}".spacewalk_documents'
+    with admin() as conn, dropped_afterwards(schema):
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f"""CREATE TABLE {table} (key text COLLATE "C" PRIMARY KEY,
+            value jsonb NOT NULL, cas bigint NOT NULL, updated_at timestamptz NOT NULL)""")
+        conn.execute(f"CREATE INDEX spacewalk_documents_updated_at ON {table} (updated_at)")
+        for name, first in [("jobs_created", ""), ("jobs_type_created", "(value->>'jobType'), "),
+                            ("jobs_status_created", "(value->>'resultCode'), ")]:
+            conn.execute(
+                f"CREATE INDEX spacewalk_documents_{name} ON {table} ({first}"
+                """((value->>'createdAt') COLLATE "C"), key)"""
+                " WHERE substr(key, 1, 10) = 'zerog_job_'"
+            )
+        for n, document in OLD_JOBS:
+            conn.execute(f"INSERT INTO {table} VALUES (%s, %s, 1, now())",
+                         (make_key(uid(n)), json.dumps(document)))  # fmt: skip
+        yield f"postgresql://127.0.0.1:5432/test?schema={schema}"
+
+
+@contextlib.contextmanager
+def old_redis(tmp_path: Path) -> Iterator[str]:
+    """Indexes as version 1 left them: 410 under status:failed, no version."""
+    import redis
+    from backend_redis import redis_url
+
+    with redis_url(tmp_path) as url:
+        store = make_datastore(url)
+        for n, document in OLD_JOBS:
+            store.set(make_key(uid(n)), document)
+        _close(store)
+        prefix = url.partition("prefix=")[2]
+        raw = redis.Redis(host="127.0.0.1", port=6379, db=0, decode_responses=True)
+        try:
+            for n, document in OLD_JOBS[:7]:
+                member = f"{document['createdAt']} {uid(n)}"
+                raw.zrem(f"{prefix}jobs:status:cancelled", member)
+                raw.zadd(f"{prefix}jobs:status:failed", {member: 0})
+                raw.hset(f"{prefix}doc:{make_key(uid(n))}", "ix_status", "failed")
+            raw.delete(f"{prefix}jobs:version")
+        finally:
+            raw.close()
+        yield url
+
+
+@pytest.mark.parametrize("kind", ["sqlite 2", "sqlite 3", "postgresql", "redis"])
+def test_an_older_store_lists_cancelled_jobs_as_cancelled(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_spacewalk.backends import postgres, redis, sqlite
+
+    for module in (sqlite, postgres, redis):
+        monkeypatch.setattr(module, "MIGRATION_BATCH", 2)  # several batches
+    with contextlib.ExitStack() as stack:
+        if kind.startswith("sqlite"):
+            url = old_sqlite(tmp_path, int(kind[-1]))
+        else:
+            url = stack.enter_context({"postgresql": old_postgres, "redis": old_redis}[kind](
+                tmp_path))
+        if kind != "postgresql":  # the old indexes list 410 as failed
+            assert listed_in(url, statuses={"failed"}) == [uid(n) for n in range(8, 0, -1)]
+        store = make_datastore(url)
+        try:
+            assert listed(store, statuses={"cancelled"}) == [uid(n) for n in range(7, 0, -1)]
+            assert listed(store, statuses={"failed"}) == [uid(8)]
+            assert listed(store, statuses={"finished"}) == [uid(9)]
+            assert listed(store, statuses={"queued"}) == [uid(10)]
+            assert listed(store, job_types={"b"}, statuses={"cancelled"}) == [uid(6), uid(4),
+                                                                               uid(2)]
+            assert listed(store) == [uid(n) for n in range(10, 0, -1)]
+            # and writes go on moving them
+            store.update(make_key(uid(1)), job("a", at(1), result=200, n=1))
+            assert listed(store, statuses={"finished"}) == [uid(9), uid(1)]
+        finally:
+            _close(store)
+        again = make_datastore(url)  # migrated once: nothing left to do
+        try:
+            assert listed(again, statuses={"cancelled"}) == [uid(n) for n in range(7, 1, -1)]
+        finally:
+            _close(again)
+
+
+def listed_in(url: str, **kwargs: Any) -> list[str]:
+    """What the store at ``url`` lists, read without opening it as a
+    datastore would (which migrates it)."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        (status,) = kwargs["statuses"]
+        conn = sqlite3.connect(url[len("sqlite:///"):])
+        try:
+            rows = conn.execute(
+                "SELECT key FROM documents WHERE job_status = ?"
+                " ORDER BY job_created DESC, key DESC",
+                (status,),
+            ).fetchall()
+        finally:
+            conn.close()
+        return [key[len("zerog_job_"):] for (key,) in rows]
+    import redis
+
+    raw = redis.Redis(host="127.0.0.1", port=6379, db=0, decode_responses=True)
+    try:
+        (status,) = kwargs["statuses"]
+        prefix = url.partition("prefix=")[2]
+        members = raw.zrevrange(f"{prefix}jobs:status:{status}", 0, -1)
+    finally:
+        raw.close()
+    return [member.rpartition(" ")[2] for member in members]

@@ -189,7 +189,7 @@ def test_listing_and_cancel_are_documented(make_app: MakeApp) -> None:
     params = {p["name"]: p for p in listing["parameters"]}
     assert set(params) == {"jobType", "status", "since", "limit", "cursor"}
     assert params["status"]["schema"]["items"]["enum"] == [
-        "queued", "running", "finished", "failed"
+        "queued", "running", "finished", "cancelled", "failed"
     ]
     assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "default": 50}
     for path, method in (("/examples/cancel/{uuid}", "post"), ("/examples/job/{uuid}", "delete")):

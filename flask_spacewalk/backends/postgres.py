@@ -21,22 +21,27 @@ unless given), ``application_name``, ``options=-c%20statement_timeout%3D5s``
 Everything lives in one table, ``spacewalk_documents``, created with its
 indexes on first use::
 
-    key         text COLLATE "C" PRIMARY KEY   -- zerog_job_<uuid>
-    value       jsonb NOT NULL                 -- the dict, or the str
-    cas         bigint NOT NULL                -- the compare-and-swap version
-    updated_at  timestamptz NOT NULL
+    key          text COLLATE "C" PRIMARY KEY  -- zerog_job_<uuid>
+    value        jsonb NOT NULL                -- the dict, or the str
+    cas          bigint NOT NULL               -- the compare-and-swap version
+    updated_at   timestamptz NOT NULL
+    job_created  text COLLATE "C"              -- the job listing's columns,
+    job_type     text                          -- written from the JobIndex
+    job_status   text                          -- of each write; NULL: no job
 
-The indexes serve these queries at any number of jobs (the job listing
-spells the expressions as :data:`CREATED`, :data:`JOB_TYPE`, :data:`STATUS`
-and :data:`IS_JOB` do)::
+The indexes serve these queries at any number of jobs::
 
     SELECT key FROM spacewalk_documents
-    WHERE substr(key, 1, 10) = 'zerog_job_' AND value->>'jobType' = %s
-    ORDER BY (value->>'createdAt') COLLATE "C" DESC, key DESC LIMIT 50;
+    WHERE job_created IS NOT NULL AND job_type = %s
+    ORDER BY job_created DESC, key DESC LIMIT 50;
     SELECT key FROM spacewalk_documents ORDER BY updated_at DESC LIMIT 50;
 
-Indexes missing from an existing table are created when a process first
-connects (``CREATE INDEX`` blocks writes to the table while it runs).
+The table's comment holds its schema version (:data:`SCHEMA_VERSION`).
+When a process first connects, a table of an older version is migrated:
+missing columns and indexes are added (``CREATE INDEX`` blocks writes to
+the table while it runs) and the listing's columns of the rows that may be
+wrong are recomputed in batches of :data:`MIGRATION_BATCH`, each its own
+transaction.
 """
 
 from __future__ import annotations
@@ -58,13 +63,22 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .. import errors
 from ..runtime.protocols import Value
-from .base import JOB_KEY_PREFIX, CasDatastore, JobQuery, encode_value, newest_first
+from ..runtime.query import JobQuery, newest_first
+from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
+from .base import CasDatastore, encode_value
 
 __all__ = ["PostgresDatastore", "check_url"]
 
 log = logging.getLogger(__name__)
 
 TABLE = "spacewalk_documents"
+#: 1: the table as first made (no comment); the listing read indexes over
+#: the JSON. 2: plain listing columns written with each document, and
+#: result 410 listed as ``cancelled``.
+SCHEMA_VERSION = 2
+#: Rows recomputed per transaction by a migration.
+MIGRATION_BATCH = 500
+_VERSION_COMMENT = "flask_spacewalk schema "
 #: libpq's ``connect_timeout`` (seconds) when the URL gives none.
 CONNECT_TIMEOUT = 5
 #: Seconds a call waits for a connection of the pool.
@@ -80,64 +94,71 @@ _SETUP_LOCK = int.from_bytes(
 # of a key keeps growing across a delete and re-create whoever writes.
 _NOW_NS = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000"
 _NEXT_CAS = f"greatest({_NOW_NS}, d.cas + 1)"
+# The listing's columns, given as parameters (the JobIndex of the write).
+_COLUMNS = "job_created, job_type, job_status"
+_SET_COLUMNS = "job_created = %s, job_type = %s, job_status = %s"
 _SQL = {
     "read": "SELECT value, cas FROM {t} WHERE key = %s",
     "read_many": "SELECT key, value, cas FROM {t} WHERE key = ANY(%s)",
     "create": (
-        "INSERT INTO {t} (key, value, cas, updated_at)"
-        f" VALUES (%s, %s::jsonb, {_NOW_NS}, now())"
+        f"INSERT INTO {{t}} (key, value, cas, updated_at, {_COLUMNS})"
+        f" VALUES (%s, %s::jsonb, {_NOW_NS}, now(), %s, %s, %s)"
         " ON CONFLICT (key) DO NOTHING RETURNING cas"
     ),
     "update": (
         f"UPDATE {{t}} AS d SET value = %s::jsonb, cas = {_NEXT_CAS},"
-        " updated_at = now() WHERE key = %s RETURNING cas"
+        f" updated_at = now(), {_SET_COLUMNS} WHERE key = %s RETURNING cas"
     ),
     # the compare-and-swap: the row lock and the check are one statement
     "update_cas": (
         f"UPDATE {{t}} AS d SET value = %s::jsonb, cas = {_NEXT_CAS},"
-        " updated_at = now() WHERE key = %s AND d.cas = %s RETURNING cas"
+        f" updated_at = now(), {_SET_COLUMNS} WHERE key = %s AND d.cas = %s RETURNING cas"
     ),
     "set": (
-        "INSERT INTO {t} AS d (key, value, cas, updated_at)"
-        f" VALUES (%s, %s::jsonb, {_NOW_NS}, now())"
+        f"INSERT INTO {{t}} AS d (key, value, cas, updated_at, {_COLUMNS})"
+        f" VALUES (%s, %s::jsonb, {_NOW_NS}, now(), %s, %s, %s)"
         f" ON CONFLICT (key) DO UPDATE SET value = excluded.value, cas = {_NEXT_CAS},"
-        " updated_at = excluded.updated_at RETURNING cas"
+        " updated_at = excluded.updated_at, job_created = excluded.job_created,"
+        " job_type = excluded.job_type, job_status = excluded.job_status RETURNING cas"
     ),
     "delete": "DELETE FROM {t} WHERE key = %s",
 }
-# The job listing's expressions. "C": createdAt strings compare byte by
-# byte, as in SQLite, Redis and Python, and their string order is time order.
-IS_JOB = "substr(key, 1, 10) = 'zerog_job_'"
-CREATED = """((value->>'createdAt') COLLATE "C")"""
-JOB_TYPE = "(value->>'jobType')"
-# job_status() of backends/base.py; jsonb orders strings before numbers and
-# booleans after them, so only numbers fall in [0, 400)
-STATUS = """(CASE
-    WHEN value->'resultCode' = '-1'::jsonb THEN
-        CASE WHEN value->'running' = 'true'::jsonb THEN 'running' ELSE 'queued' END
-    WHEN value->'resultCode' >= '0'::jsonb AND value->'resultCode' < '400'::jsonb
-        THEN 'finished'
-    ELSE 'failed' END)"""
+# The job listing's columns; job_created is "C": createdAt strings compare
+# byte by byte, as in SQLite, Redis and Python, and their string order is
+# time order.
+IS_JOB = "job_created IS NOT NULL"
+CREATED = "job_created"
+JOB_TYPE = "job_type"
+STATUS = "job_status"
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS {t} (
         key text COLLATE "C" PRIMARY KEY,
         value jsonb NOT NULL,
         cas bigint NOT NULL,
-        updated_at timestamptz NOT NULL
+        updated_at timestamptz NOT NULL,
+        job_created text COLLATE "C",
+        job_type text,
+        job_status text
     )""",
+    # a table of version 1 gains them here
+    """ALTER TABLE {t} ADD COLUMN IF NOT EXISTS job_created text COLLATE "C",
+        ADD COLUMN IF NOT EXISTS job_type text, ADD COLUMN IF NOT EXISTS job_status text""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_updated_at ON {{t}} (updated_at)",
-    # the job listing: one index per way of reading it, only job keys; the
-    # key orders equal createdAt values as the uuid does
+    # the job listing: one index per way of reading it, only jobs; the key
+    # orders equal createdAt values as the uuid does
     f"""CREATE INDEX IF NOT EXISTS {TABLE}_jobs_created
         ON {{t}} ({CREATED}, key) WHERE {IS_JOB}""",
     f"""CREATE INDEX IF NOT EXISTS {TABLE}_jobs_type_created
-        ON {{t}} ({JOB_TYPE}, {CREATED}, key) WHERE {IS_JOB}""",
+        ON {{t}} ({JOB_TYPE}, {CREATED}, key) WHERE {JOB_TYPE} IS NOT NULL""",
     f"""CREATE INDEX IF NOT EXISTS {TABLE}_jobs_status_created
-        ON {{t}} ({STATUS}, {CREATED}, key) WHERE {IS_JOB}""",
+        ON {{t}} ({STATUS}, {CREATED}, key) WHERE {STATUS} IS NOT NULL""",
     # earlier versions made (jobType, createdAt), without the key and in the database's
     # collation; jobs_type_created serves its queries
     f"DROP INDEX IF EXISTS {{s}}{TABLE}_job_type_created_at",
 )
+#: Version 1's listing indexes, over the JSON: their names are taken again
+#: by the indexes on the columns.
+_OLD_INDEXES = ("jobs_created", "jobs_type_created", "jobs_status_created")
 #: The indexes :meth:`PostgresDatastore._setup` makes sure of.
 _INDEXES = ("updated_at", "jobs_created", "jobs_type_created", "jobs_status_created")
 # What a lost or unusable connection raises (PoolTimeout and PoolClosed are
@@ -464,35 +485,92 @@ class PostgresDatastore(CasDatastore):
         self._connections.close()
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
-        """Create the schema, table and indexes unless the table exists."""
+        """Create the schema, table and indexes, or migrate an older table,
+        unless the table is of :data:`SCHEMA_VERSION` with every index."""
         qualified = "" if self._schema is None else _quote(self._schema) + "."
         names = [self.table] + [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
         row = conn.execute(
-            "SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest(%s::text[]) AS n",
-            (names,),
+            "SELECT bool_and(to_regclass(n) IS NOT NULL),"
+            " obj_description(to_regclass(%s), 'pg_class')"
+            " FROM unnest(%s::text[]) AS n",
+            (self.table, names),
         ).fetchone()
-        if row is not None and row[0]:
+        if row is not None and row[0] and row[1] == f"{_VERSION_COMMENT}{SCHEMA_VERSION}":
             return  # no DDL, so no CREATE privilege needed
-        with conn.transaction():
-            # concurrent CREATE ... IF NOT EXISTS can still collide
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
-            # under the lock: of racing processes, one sees no table
-            created, current_schema = conn.execute(
-                "SELECT to_regclass(%s) IS NULL, current_schema()", (self.table,)
-            ).fetchone() or (False, None)
-            schema = self._schema
-            if schema is not None and not conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
-            ).fetchone():
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}")
-            for statement in _SCHEMA:
-                conn.execute(statement.format(t=self.table, s=qualified))
-        if created:
-            table = self.table if self._schema else f"{_quote(str(current_schema))}.{self.table}"
-            log.warning(
-                "created a new, empty job store: table %s in PostgreSQL database %s",
-                table, self._connections.settings.where,
-            )
+        # A session lock, not a transaction's: the backfill commits a batch
+        # at a time while other processes wait here.
+        conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
+        try:
+            version = self._version(conn)
+            with conn.transaction():
+                schema = self._schema
+                if schema is not None and not conn.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
+                ).fetchone():
+                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}")
+                if version == 1:
+                    for name in _OLD_INDEXES:
+                        conn.execute(f"DROP INDEX IF EXISTS {qualified}{_quote(f'{TABLE}_{name}')}")
+                for statement in _SCHEMA:
+                    conn.execute(statement.format(t=self.table, s=qualified))
+            if version == 1:
+                self._reindex(conn, None)  # no row has its columns yet
+            elif version < SCHEMA_VERSION and version != 0:
+                self._reindex(conn, JobStatus.FAILED.value)
+            if version != SCHEMA_VERSION:
+                conn.execute(
+                    f"COMMENT ON TABLE {self.table} IS"
+                    f" '{_VERSION_COMMENT}{SCHEMA_VERSION}'"
+                )
+            if version == 0:  # under the lock: of racing processes, one saw no table
+                table = self.table
+                if self._schema is None:
+                    row = conn.execute("SELECT current_schema()").fetchone()
+                    table = f"{_quote(str(row[0] if row else None))}.{self.table}"
+                log.warning(
+                    "created a new, empty job store: table %s in PostgreSQL database %s",
+                    table, self._connections.settings.where,
+                )
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        """The table's schema version: 0 when there is no table, 1 for a
+        table without a version comment."""
+        row = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, obj_description(to_regclass(%s), 'pg_class')",
+            (self.table, self.table),
+        ).fetchone()
+        if row is None or not row[0]:
+            return 0
+        comment = row[1] or ""
+        if comment.startswith(_VERSION_COMMENT) and comment[len(_VERSION_COMMENT):].isdigit():
+            return int(comment[len(_VERSION_COMMENT):])
+        return 1
+
+    def _reindex(self, conn: psycopg.Connection[Any], status: str | None) -> None:
+        """Recompute the listing's columns of the job rows (only those
+        indexed with ``status`` unless None) with :func:`job_index`, in key
+        order, one transaction per batch; a row whose cas moved meanwhile
+        was written with its columns and is left alone."""
+        where = "" if status is None else " AND job_status = %s"
+        end = JOB_KEY_PREFIX[:-1] + chr(ord(JOB_KEY_PREFIX[-1]) + 1)
+        after = JOB_KEY_PREFIX
+        while True:
+            rows = conn.execute(
+                f"SELECT key, value, cas FROM {self.table} WHERE key > %s AND key < %s{where}"
+                " ORDER BY key LIMIT %s",
+                (after, end, *([] if status is None else [status]), MIGRATION_BATCH),
+            ).fetchall()
+            if not rows:
+                return
+            with conn.transaction():
+                for key, value, cas in rows:
+                    conn.execute(
+                        f"UPDATE {self.table} SET {_SET_COLUMNS} WHERE key = %s AND cas = %s",
+                        (*_columns(job_index(key, value)), key, cas),
+                    )
+            after = rows[-1][0]
 
     def _execute(self, name: str, args: tuple[Any, ...]) -> tuple[Any, int]:
         """Run statement ``name``; return its first row (or None) and its
@@ -529,18 +607,17 @@ class PostgresDatastore(CasDatastore):
         found = {key: (value, int(cas)) for key, value, cas in rows}
         return [found.get(key, (None, 0)) for key in keys]
 
-    def create(self, key: str, value: Value) -> bool:
-        row, _ = self._execute("create", (key, encode_value(value)))
+    def _create(self, key: str, value: Value, index: JobIndex | None) -> None:
+        row, _ = self._execute("create", (key, encode_value(value), *_columns(index)))
         if row is None:
             raise self.existsException(f"document {key!r} already exists")
-        return True
 
     def delete(self, key: str) -> bool:
         return self._execute("delete", (key,))[1] > 0
 
     def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
         """The jobs ``query`` selects, newest first (see
-        :class:`~flask_spacewalk.backends.base.JobQuery`).
+        :class:`~flask_spacewalk.runtime.query.JobQuery`).
 
         Each range of :meth:`JobQuery.plan` is one indexed statement
         reading at most ``limit`` entries that pass the residual conditions,
@@ -557,23 +634,34 @@ class PostgresDatastore(CasDatastore):
         ]
         return newest_first(found, query.limit)
 
-    def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
+    def _write(
+        self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None
+    ) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``create`` is false."""
         text = encode_value(value)
+        columns = _columns(index)
         if cas:
-            row, _ = self._execute("update_cas", (text, key, cas))
+            row, _ = self._execute("update_cas", (text, *columns, key, cas))
             if row is None:
                 raise self.casException(
                     f"document {key!r} changed or was deleted since cas {cas}"
                 )
         elif create:
-            row, _ = self._execute("set", (key, text))
+            row, _ = self._execute("set", (key, text, *columns))
         else:
-            row, _ = self._execute("update", (text, key))
+            row, _ = self._execute("update", (text, *columns, key))
             if row is None:
                 return 0
         return int(row[0])
+
+
+def _columns(index: JobIndex | None) -> tuple[str | None, str | None, str | None]:
+    """The listing's columns of a write: createdAt, jobType and status, or
+    NULLs (not listed)."""
+    if index is None:
+        return None, None, None
+    return index.created_at, index.job_type, index.status.value
 
 
 _SUMMARY = ("jobType", "createdAt", "updatedAt", "completeness", "resultCode", "running")
@@ -583,11 +671,17 @@ def listing_sql(query: JobQuery, table: str) -> tuple[str, list[list[Any]]]:
     """One range's statement for ``query`` on ``table``, and each range's
     arguments (for the tests' ``EXPLAIN`` too)."""
     index, values = query.plan()
-    # createdAt >= '' also leaves out documents without a createdAt
-    where = [IS_JOB, f"{CREATED} >= %s"]
     head: list[Any] = [query.since or ""]
-    if index != "all":
-        where.insert(1, f"{STATUS if index == 'status' else JOB_TYPE} = %s")
+    if index == "all":
+        where = [IS_JOB, f"{CREATED} >= %s"]
+    else:
+        # Only the index of the plan may serve it: no condition here implies
+        # jobs_created's predicate (job_created IS NOT NULL), as a plain
+        # "job_created >= %s" would; the planner then took jobs_created and
+        # filtered it, which scans far when the wanted jobs are old. The row
+        # comparison means job_created >= since.
+        column = STATUS if index == "status" else JOB_TYPE
+        where = [f"{column} = %s", f"({CREATED}, key) >= (%s, '')"]
     if query.after is not None:
         where.append(f"({CREATED}, key) < (%s, %s)")
         head += [query.after[0], JOB_KEY_PREFIX + query.after[1]]

@@ -16,8 +16,13 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
     have a ``createdAt`` string. Members of one score sort byte by byte, and
     a space sorts before any character of a timestamp, so a set's order is
     the listing's. The scripts that write and delete documents keep them up
-    to date, and remember a document's entry in its hash (``ix_member``,
-    ``ix_type``, ``ix_status``) to move it when its status changes.
+    to date with the entry each write is given (computed in Python by
+    :func:`~flask_spacewalk.runtime.status.job_index`), and remember a
+    document's entry in its hash (``ix_member``, ``ix_type``,
+    ``ix_status``) to move it when its status changes.
+``P jobs:version``
+    The version of those indexes (:data:`INDEX_VERSION`); a datastore
+    migrates older ones when a process first uses it.
 ``P queue:last-id``
     The counter of entry ids, shared by all queue names, as in beanstalkd.
 ``P queue:entry:<id>``
@@ -46,9 +51,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
@@ -58,16 +63,10 @@ import redis.retry
 
 from .. import defaults, errors
 from ..runtime.protocols import Value
+from ..runtime.query import JobQuery, newest_first
+from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
 from . import _redact
-from .base import (
-    CasDatastore,
-    HeldEntry,
-    JobQuery,
-    encode_value,
-    lease_seconds,
-    newest_first,
-    same_body,
-)
+from .base import CasDatastore, HeldEntry, encode_value, lease_seconds, same_body
 
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
 
@@ -78,6 +77,11 @@ WAKE_FALLBACK = 1.0
 #: Most wake-up tokens kept for a queue name nobody waits on.
 WAKE_TOKENS = 100
 DEFAULT_PREFIX = "spacewalk:"
+#: The version of the job listing's indexes, kept under ``P jobs:version``:
+#: 2 lists result 410 as ``cancelled`` (it was ``failed``).
+INDEX_VERSION = 2
+#: Index members a migration reads at a time.
+MIGRATION_BATCH = 500
 
 _QUERY_KEYS = ("prefix", "socket_timeout", "socket_connect_timeout")
 # Errors that mean the server cannot be used now; the next call reconnects.
@@ -197,23 +201,6 @@ local function promote(ready, delayed, leases, base, now)
     redis.call('ZREM', leases, m)
   end
 end
--- The listing's entry of a document: member, jobType ('' for none) and
--- status (job_status() of backends/base.py), or nil when it is not listed.
-local function job_entry(key, text)
-  if string.sub(key, 1, 10) ~= 'zerog_job_' then return nil end
-  local ok, doc = pcall(cjson.decode, text)
-  if not ok or type(doc) ~= 'table' or type(doc.createdAt) ~= 'string' then return nil end
-  local rc, status = doc.resultCode, 'failed'
-  if type(rc) == 'number' then
-    if rc == -1 then
-      status = doc.running == true and 'running' or 'queued'
-    elseif rc >= 0 and rc < 400 then
-      status = 'finished'
-    end
-  end
-  local job_type = type(doc.jobType) == 'string' and doc.jobType or ''
-  return doc.createdAt .. ' ' .. string.sub(key, 11), job_type, status
-end
 -- Move document doc's listing entry to (member, job_type, status); a nil
 -- member takes it out of the listing.
 local function reindex(doc, base, member, job_type, status)
@@ -236,9 +223,10 @@ end
 """.replace("WAKE_TOKENS", str(WAKE_TOKENS))
 
 # KEYS: doc. ARGV: json, cas ('' for none), mode (create, update or set),
-# the datastore's key, the listing's index base. Returns the new cas as
-# text (it may not fit a Lua number), or -2 when create finds the key, -1
-# for a stale cas, 0 when update finds no key.
+# the listing's index base, and the document's listing entry as the caller
+# computed it: member ('' when it is not listed), jobType ('' for none) and
+# status. Returns the new cas as text (it may not fit a Lua number), or -2
+# when create finds the key, -1 for a stale cas, 0 when update finds no key.
 _WRITE = """
 local old = redis.call('HGET', KEYS[1], 'cas')
 if ARGV[3] == 'create' then
@@ -248,8 +236,7 @@ elseif ARGV[2] ~= '' then
 elseif not old and ARGV[3] == 'update' then
   return 0
 end
-local member, job_type, status = job_entry(ARGV[4], ARGV[1])
-reindex(KEYS[1], ARGV[5], member, job_type, status)
+reindex(KEYS[1], ARGV[4], ARGV[5] ~= '' and ARGV[5] or nil, ARGV[6], ARGV[7])
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
 if not old or #now > #old or (#now == #old and now > old) then
@@ -268,7 +255,17 @@ reindex(KEYS[1], ARGV[1], nil)
 return redis.call('DEL', KEYS[1])
 """
 
-# KEYS: the sets to read, newest first. ARGV: document prefix, max and min
+# KEYS: doc. ARGV: the listing's index base, the cas the entry was computed
+# for, member, jobType and status (as _WRITE's). Returns 1 when moved, 0
+# when the document changed meanwhile (its write indexed it).
+_REINDEX = """
+if redis.call('HGET', KEYS[1], 'cas') ~= ARGV[2] then return 0 end
+reindex(KEYS[1], ARGV[1], ARGV[3] ~= '' and ARGV[3] or nil, ARGV[4], ARGV[5])
+return 1
+"""
+
+# KEYS: the sets to read, newest first. ARGV: job documents' key prefix
+# (the datastore's and the job key's), max and min
 # (ZREVRANGEBYLEX's), limit, wanted jobTypes and statuses ('' for any, else
 # each followed by a newline). Returns, for each set, a list of up to limit
 # members and document texts, alternating, that pass the wanted sets.
@@ -287,7 +284,7 @@ for _, key in ipairs(KEYS) do
   while count < limit do
     local batch = redis.call('ZREVRANGEBYLEX', key, max, ARGV[3], 'LIMIT', 0, limit)
     for _, m in ipairs(batch) do
-      local doc = ARGV[1] .. 'zerog_job_' .. string.match(m, ' ([^ ]*)$')
+      local doc = ARGV[1] .. string.match(m, ' ([^ ]*)$')
       local f = redis.call('HMGET', doc, 'value', 'ix_type', 'ix_status')
       if f[1] and (not types or types[f[2]]) and (not statuses or statuses[f[3]]) then
         table.insert(found, m)
@@ -462,7 +459,7 @@ _SCRIPTS = {
     for name, body in [
         ("write", _WRITE), ("put", _PUT), ("reserve", _RESERVE), ("entry", _ENTRY),
         ("stats", _STATS), ("delete", _DELETE), ("stats_tube", _STATS_TUBE),
-        ("delete_doc", _DELETE_DOC), ("list", _LIST),
+        ("delete_doc", _DELETE_DOC), ("list", _LIST), ("reindex", _REINDEX),
     ]
 }  # fmt: skip
 
@@ -478,12 +475,20 @@ class _Server:
     raises the unavailable error, and the pool reconnects on the next call.
     """
 
-    def __init__(self, settings: _Settings, error: type[Exception]) -> None:
+    def __init__(
+        self,
+        settings: _Settings,
+        error: type[Exception],
+        setup: Callable[[redis.Redis], None] | None = None,
+    ) -> None:
         self.settings = settings
         self._error = error
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._clients: dict[bool, redis.Redis] = {}
+        #: run once per process with the first client, before any call
+        self._setup = setup
+        self._set_up_in: int | None = None
 
     def _client(self, blocking: bool) -> redis.Redis:
         if self._pid != os.getpid():
@@ -513,7 +518,11 @@ class _Server:
     def connect(self, blocking: bool = False) -> Iterator[redis.Redis]:
         """A client; connection failures become the unavailable error."""
         try:
-            yield self._client(blocking)
+            client = self._client(blocking)
+            if self._setup is not None and self._set_up_in != os.getpid():
+                self._setup(self._client(False))
+                self._set_up_in = os.getpid()
+            yield client
         except _UNAVAILABLE as exc:
             raise self._error(
                 f"Redis server {self.settings.server} is unavailable: {exc}"
@@ -554,7 +563,7 @@ class RedisDatastore(CasDatastore):
 
     def __init__(self, url: str) -> None:
         settings = _parse_url(url)
-        self._server = _Server(settings, errors.DatastoreUnavailable)
+        self._server = _Server(settings, errors.DatastoreUnavailable, self._migrate)
         self.prefix = settings.prefix + "doc:"
         self._jobs = settings.prefix + "jobs:"
 
@@ -587,16 +596,15 @@ class RedisDatastore(CasDatastore):
             for text, cas in replies
         ]
 
-    def create(self, key: str, value: Value) -> bool:
-        self._script_write(key, value, None, "create")
-        return True
+    def _create(self, key: str, value: Value, index: JobIndex | None) -> None:
+        self._script_write(key, value, None, "create", index)
 
     def delete(self, key: str) -> bool:
         return bool(self._server.run("delete_doc", [self.prefix + key], [self._jobs]))
 
     def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
         """The jobs ``query`` selects, newest first (see
-        :class:`~flask_spacewalk.backends.base.JobQuery`).
+        :class:`~flask_spacewalk.runtime.query.JobQuery`).
 
         One script reads each range of :meth:`JobQuery.plan` from its sorted
         set: O(log n + limit) when the residual conditions pass, more when
@@ -615,7 +623,7 @@ class RedisDatastore(CasDatastore):
                 return ""
             return "".join(value + "\n" for value in values)
 
-        args = [self.prefix, high, low, query.limit,
+        args = [self.prefix + JOB_KEY_PREFIX, high, low, query.limit,
                 wanted(query.job_types, "type"), wanted(query.statuses, "status")]  # fmt: skip
         found = []
         for flat in self._server.run("list", keys, args):
@@ -626,19 +634,69 @@ class RedisDatastore(CasDatastore):
             found.append(rows)
         return newest_first(found, query.limit)
 
-    def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
-        return self._script_write(key, value, cas, "set" if create else "update")
+    def _write(
+        self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None
+    ) -> int:
+        return self._script_write(key, value, cas, "set" if create else "update", index)
 
-    def _script_write(self, key: str, value: Value, cas: int | None, mode: str) -> int:
+    def _script_write(
+        self, key: str, value: Value, cas: int | None, mode: str, index: JobIndex | None
+    ) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``mode`` is ``update``."""
-        args = [encode_value(value), str(int(cas)) if cas else "", mode, key, self._jobs]
+        args = [encode_value(value), str(int(cas)) if cas else "", mode, self._jobs,
+                *_entry(key, index)]  # fmt: skip
         result = self._server.run("write", [self.prefix + key], args)
         if result == -2:
             raise self.existsException(f"document {key!r} already exists")
         if result == -1:
             raise self.casException(f"document {key!r} changed or was deleted since cas {cas}")
         return int(result)
+
+    def _migrate(self, client: redis.Redis) -> None:
+        """Bring the listing's indexes to :data:`INDEX_VERSION` (once per
+        process, at its first call: one ``GET`` when they are).
+
+        Version 2 lists result 410 as ``cancelled``: the members of the
+        ``failed`` set are read a batch at a time, and each whose document
+        is of another status now is moved, unless its document changed
+        meanwhile (its write moved it).
+        """
+        version_key = self._jobs + "version"
+        version = client.get(version_key)
+        if version is not None and int(version) >= INDEX_VERSION:
+            return
+        failed = f"{self._jobs}status:{JobStatus.FAILED.value}"
+        low = "-"
+        while True:
+            # decode_responses: str, whatever redis-py's types say
+            members = cast(
+                "list[str]", client.zrangebylex(failed, low, "+", start=0, num=MIGRATION_BATCH)
+            )
+            if not members:
+                break
+            keys = [JOB_KEY_PREFIX + member.rpartition(" ")[2] for member in members]
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(self.prefix + key, ["value", "cas"])
+            for key, (text, cas) in zip(keys, pipe.execute()):
+                if text is None:
+                    continue
+                index = job_index(key, json.loads(text))
+                if index is None or index.status is not JobStatus.FAILED:
+                    _SCRIPTS["reindex"](client, [self.prefix + key],
+                                        [self._jobs, cas, *_entry(key, index)])  # fmt: skip
+            low = "(" + members[-1]
+        client.set(version_key, INDEX_VERSION)
+
+
+def _entry(key: str, index: JobIndex | None) -> tuple[str, str, str]:
+    """A document's listing entry as the scripts take it: the member
+    ``<createdAt> <uuid>``, jobType and status; ``''`` for none."""
+    if index is None:
+        return "", "", ""
+    member = f"{index.created_at} {key[len(JOB_KEY_PREFIX):]}"
+    return member, index.job_type or "", index.status.value
 
 
 # -- queue -----------------------------------------------------------------------

@@ -38,17 +38,9 @@ from urllib.parse import quote
 
 from .. import defaults, errors
 from ..runtime.protocols import Value
-from .base import (
-    JOB_KEY_PREFIX,
-    CasDatastore,
-    HeldEntry,
-    JobQuery,
-    encode_value,
-    job_status,
-    lease_seconds,
-    newest_first,
-    same_body,
-)
+from ..runtime.query import JobQuery, newest_first
+from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
+from .base import CasDatastore, HeldEntry, encode_value, lease_seconds, same_body
 from .wakeup import Waker
 
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
@@ -61,31 +53,21 @@ BUSY_TIMEOUT = 5.0
 WAKE_FALLBACK = 0.5
 #: 2 added the job listing's columns and indexes: opening an older file adds
 #: them. 3 dropped the index on ``updated_at``, which nothing read and every
-#: write of a document paid for.
-SCHEMA_VERSION = 3
+#: write of a document paid for. 4 lists a job of result 410 as ``cancelled``
+#: (it was ``failed``), recomputing the status of the rows that may be wrong.
+SCHEMA_VERSION = 4
+#: Rows recomputed per transaction by a migration, so that it never holds
+#: the write lock for long.
+MIGRATION_BATCH = 500
 
 # The job listing reads three columns that every write of a job document
-# sets from the dict it writes (see _listing_columns): indexes over the JSON
-# itself made each write parse the document a dozen times, doubling its cost.
+# sets from the JobIndex it is given: indexes over the JSON itself made each
+# write parse the document a dozen times, doubling its cost.
 _IS_JOB = "job_created IS NOT NULL"
 _CREATED = "job_created"
 _TYPE = "job_type"
 _STATUS = "job_status"
 _LISTING_COLUMNS = (_CREATED, _TYPE, _STATUS)
-# Fills them in a file of version 1; the status is job_status() of
-# backends/base.py, json_type keeping true and "5" from counting as numbers.
-_BACKFILL = """UPDATE documents SET
-    job_created = json_extract(value, '$.createdAt'),
-    job_type = CASE json_type(value, '$.jobType')
-        WHEN 'text' THEN json_extract(value, '$.jobType') END,
-    job_status = CASE
-        WHEN json_type(value, '$.resultCode') NOT IN ('integer', 'real') THEN 'failed'
-        WHEN json_extract(value, '$.resultCode') = -1 THEN
-            CASE WHEN json_type(value, '$.running') = 'true' THEN 'running' ELSE 'queued' END
-        WHEN json_extract(value, '$.resultCode') >= 0
-            AND json_extract(value, '$.resultCode') < 400 THEN 'finished'
-        ELSE 'failed' END
-    WHERE substr(key, 1, 10) = 'zerog_job_' AND json_type(value, '$.createdAt') = 'text'"""
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS documents (
@@ -287,24 +269,8 @@ class _Database:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            created = False
-            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                # under the write lock: of racing processes, one sees no table
-                created = not conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE name = 'documents'"
-                ).fetchone()
-                conn.execute(_SCHEMA[0])
-                columns = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
-                if _CREATED not in columns:  # a file of version 1
-                    for column in _LISTING_COLUMNS:
-                        conn.execute(f"ALTER TABLE documents ADD COLUMN {column} TEXT")
-                    conn.execute(_BACKFILL)
-                for statement in _SCHEMA[1:]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            if created:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION and _migrate(conn, version):
                 # a worker and an app that disagree on the path each make one
                 log.warning("created a new, empty job store at %s", self.path)
             self._identity = self._file()
@@ -426,18 +392,17 @@ class SqliteDatastore(CasDatastore):
             return None, 0
         return json.loads(row[0]), row[1]
 
-    def create(self, key: str, value: Value) -> bool:
+    def _create(self, key: str, value: Value, index: JobIndex | None) -> None:
         text = encode_value(value)
         try:
             with self._db.connect(lock=True) as conn:
                 conn.execute(
                     "INSERT INTO documents (key, value, cas, updated_at,"
                     " job_created, job_type, job_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (key, text, time.time_ns(), time.time(), *_listing_columns(key, value)),
+                    (key, text, time.time_ns(), time.time(), *_columns(index)),
                 )
         except sqlite3.IntegrityError:
             raise self.existsException(f"document {key!r} already exists") from None
-        return True
 
     def delete(self, key: str) -> bool:
         with self._db.connect(lock=True) as conn:
@@ -446,7 +411,7 @@ class SqliteDatastore(CasDatastore):
 
     def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
         """The jobs ``query`` selects, newest first (see
-        :class:`~flask_spacewalk.backends.base.JobQuery`).
+        :class:`~flask_spacewalk.runtime.query.JobQuery`).
 
         Each range of :meth:`JobQuery.plan` is one indexed statement
         reading at most ``limit`` entries that pass the residual conditions.
@@ -462,11 +427,13 @@ class SqliteDatastore(CasDatastore):
                 ])  # fmt: skip
         return newest_first(found, query.limit)
 
-    def _write(self, key: str, value: Value, cas: int | None, create: bool) -> int:
+    def _write(
+        self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None
+    ) -> int:
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``create`` is false."""
         text = encode_value(value)
-        listing = _listing_columns(key, value)
+        listing = _columns(index)
         if cas:
             # The given cas is the stored one or the write fails, so the new
             # cas is known up front: one statement, no transaction.
@@ -521,15 +488,77 @@ def _write_document(
 _SET_LISTING = ", ".join(f"{column} = ?" for column in _LISTING_COLUMNS)
 
 
-def _listing_columns(key: str, value: Value) -> tuple[str | None, str | None, str | None]:
-    """The listing's columns of a document: createdAt, jobType and status of
-    a job with a createdAt string, else NULLs (not listed)."""
-    if not (key.startswith(JOB_KEY_PREFIX) and isinstance(value, dict)):
+def _columns(index: JobIndex | None) -> tuple[str | None, str | None, str | None]:
+    """The listing's columns of a document: createdAt, jobType and status,
+    or NULLs (not listed)."""
+    if index is None:
         return None, None, None
-    created, job_type = value.get("createdAt"), value.get("jobType")
-    if not isinstance(created, str):
-        return None, None, None
-    return created, job_type if isinstance(job_type, str) else None, job_status(value)
+    return index.created_at, index.job_type, index.status.value
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> bool:
+    """Bring a file of schema ``version`` (0 for a new one) to
+    :data:`SCHEMA_VERSION`; True when it had no table yet (a new store).
+
+    The schema changes in one transaction; the listing's columns are then
+    recomputed with :func:`job_index` in transactions of
+    :data:`MIGRATION_BATCH` rows, so writers wait for a batch at most. A
+    process killed meanwhile leaves the version as it was, and the next one
+    to open the file does it again.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # under the write lock: of racing processes, one sees no table
+        created = not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'documents'"
+        ).fetchone()
+        conn.execute(_SCHEMA[0])
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
+        if _CREATED not in columns:  # a file of version 1
+            for column in _LISTING_COLUMNS:
+                conn.execute(f"ALTER TABLE documents ADD COLUMN {column} TEXT")
+        for statement in _SCHEMA[1:]:
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    if version == 1:
+        _reindex(conn, "1")  # every job row: none has its columns
+    elif 0 < version < 4:
+        # result 410 was listed as failed: only those rows may be wrong
+        _reindex(conn, f"{_STATUS} = ?", JobStatus.FAILED.value)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return created
+
+
+def _reindex(conn: sqlite3.Connection, where: str, *args: Any) -> None:
+    """Recompute the listing's columns of the job rows that match ``where``,
+    a batch of keys at a time, in key order."""
+    after = JOB_KEY_PREFIX
+    while True:
+        rows = conn.execute(
+            f"SELECT key, value FROM documents WHERE key > ? AND substr(key, 1, ?) = ?"
+            f" AND {where} ORDER BY key LIMIT ?",
+            (after, len(JOB_KEY_PREFIX), JOB_KEY_PREFIX, *args, MIGRATION_BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # each row as it is now: a writer may have changed it since
+            for key, _ in rows:
+                row = conn.execute("SELECT value FROM documents WHERE key = ?", (key,)).fetchone()
+                if row is not None:
+                    columns = _columns(job_index(key, json.loads(row[0])))
+                    conn.execute(
+                        f"UPDATE documents SET {_SET_LISTING} WHERE key = ?", (*columns, key)
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        after = rows[-1][0]
 
 
 # the document fields a summary needs, read in one json_extract
@@ -677,7 +706,8 @@ class SqliteQueue:
             id = self._insert(conn, data, ttr, delay, priority)
             value = document(id)
             text = encode_value(value)
-            cas = _write_document(conn, key, text, _listing_columns(key, value), True)
+            listing = _columns(job_index(key, value))
+            cas = _write_document(conn, key, text, listing, True)
         self._waker.notify()  # after the commit: a waiter must find the entry
         return id, cas
 

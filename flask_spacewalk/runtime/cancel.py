@@ -36,11 +36,12 @@ from typing import Any, Callable
 from ..errors import SpacewalkError
 from .protocols import Datastore
 from .records import utcnow
+from .status import CANCELLED_CODE
 
 log = logging.getLogger(__name__)
 
-#: The error and result code of a cancelled job ("Gone").
-CANCELLED = 410
+#: The error and result code of a cancelled job ("Gone"), by its old name.
+CANCELLED = CANCELLED_CODE
 #: The message of its error.
 CANCEL_MESSAGE = "cancelled"
 #: Datastore keys of cancel requests: ``spacewalk_cancel_<uuid>``.

@@ -44,6 +44,7 @@ from .records import (
     make_warning,
     utcnow,
 )
+from .status import JOB_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ MAX_SAVE_ATTEMPTS = 10
 
 def make_key(uuid: str) -> str:
     """The datastore key of the job ``uuid``: ``zerog_job_<uuid>``."""
-    return f"{DOCUMENT_TYPE}_{uuid}"
+    return JOB_KEY_PREFIX + uuid
 
 
 class BaseJobSchema(Schema):

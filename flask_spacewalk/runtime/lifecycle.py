@@ -46,6 +46,7 @@ from .cancel import (
 )
 from .protocols import Datastore, Queue, QueueEntry
 from .records import make_error, utcnow
+from .status import JobStatus
 
 if TYPE_CHECKING:
     from .job import RuntimeJob
@@ -792,9 +793,8 @@ def _log_run(job: RuntimeJob, what: str, outcome: Outcome) -> None:
     if outcome.result == NO_RESULT:
         run_log.warning("job %s %s: %s; retry in %s s", job.jobType, job.uuid, what,
                         f"{outcome.delay:g}")
-    elif 0 <= outcome.result < 400:
-        run_log.warning("job %s %s: %s; finished with %d", job.jobType, job.uuid, what,
-                        outcome.result)
-    else:
-        run_log.error("job %s %s: %s; failed with %d", job.jobType, job.uuid, what,
-                      outcome.result)
+        return
+    status = JobStatus.of({"resultCode": outcome.result})
+    level = logging.WARNING if status is JobStatus.FINISHED else logging.ERROR
+    run_log.log(level, "job %s %s: %s; %s with %d", job.jobType, job.uuid, what,
+                status.value, outcome.result)

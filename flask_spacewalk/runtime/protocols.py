@@ -6,10 +6,9 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import Any, Protocol, Union
 
-if TYPE_CHECKING:
-    from ..backends.base import JobQuery
+from .query import JobQuery
 
 #: What a datastore holds under a key.
 Value = Union[dict[str, Any], str]

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.base import JobQuery, job_status
 from .job import make_key
 from .lifecycle import Lifecycle
 from .protocols import Datastore, Queue
+from .query import JobQuery
 from .records import utcnow
 from .registry import JobRegistry
+from .status import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def requeue_stale(
     # created before the cutoff, newest of them first.
     after = (cutoff, "")
     while True:
-        rows = list_jobs(JobQuery(types, frozenset({"queued"}), None, after, batch))
+        rows = list_jobs(JobQuery(types, frozenset({JobStatus.QUEUED.value}), None, after, batch))
         for row in rows:
             if row["updatedAt"] is not None and row["updatedAt"] >= cutoff:
                 continue
@@ -110,7 +111,7 @@ def _check(
 ) -> StaleJob | None:
     datastore, queue = lifecycle.datastore, lifecycle.queue
     data, cas = datastore.read_with_cas(make_key(uuid))
-    if not isinstance(data, dict) or job_status(data) != "queued":
+    if not isinstance(data, dict) or JobStatus.of(data) is not JobStatus.QUEUED:
         return None  # ended or started since it was listed
     updated_at = str(data.get("updatedAt"))
     if updated_at >= cutoff:

@@ -18,7 +18,8 @@ const SLOW_POLL_MS = 2000;
 /** How often the recent-jobs list is read again while it is shown. */
 const LIST_MS = 2000;
 const LIST_LIMIT = 20;
-const STATUSES = ["queued", "running", "finished", "failed"];
+/** The API's statuses (runtime/status.py), the only words the console shows. */
+const STATUSES = (page.statuses || "").split(" ").filter(Boolean);
 
 const main = document.getElementById("main");
 const treeNav = document.getElementById("tree");
@@ -63,14 +64,18 @@ function percent(completeness) {
 }
 
 /**
- * A job's status as the API names it (docs/api.rst): queued and running
- * both have result -1 and differ by the stored `running`, which progress
- * does not answer; `running` is null when it is unknown (no dump route).
+ * A job's status, in the API's words, from what progress and dump answer
+ * (the listing's rule, docs/api.rst "Statuses"): queued and running both
+ * have result -1 and differ by the stored `running`, which progress does
+ * not answer. Null when the answers do not tell: `running` is null when it
+ * is unknown (no dump route). Never a word of its own.
  */
 function jobStatus(result, running) {
-  if (result === -1) return running === null ? "queued or running" : running ? "running" : "queued";
-  if (result === 410) return "cancelled";
-  return result >= 0 && result < 400 ? "finished" : "failed";
+  let status = null;
+  if (result === -1) status = running === null ? null : running ? "running" : "queued";
+  else if (result === 410) status = "cancelled";
+  else status = result >= 0 && result < 400 ? "finished" : "failed";
+  return STATUSES.includes(status) ? status : null;
 }
 
 // -- the tree ----------------------------------------------------------------
@@ -338,8 +343,9 @@ function showJob(uuid) {
     const code = progress.result;
     result.textContent = code === -1 ? "—" : String(code);
     const status = jobStatus(code, running);
-    statusText.textContent = status;
-    main.dataset.jobStatus = status;
+    statusText.textContent = status || "—";
+    if (status) main.dataset.jobStatus = status;
+    else delete main.dataset.jobStatus;
     if (code === -1) {
       // spoken when the status changes and at every tenth, not at every poll
       const key = `${status} ${Math.floor(completeness * 10)}`;
@@ -348,10 +354,10 @@ function showJob(uuid) {
         const done = `${percent(completeness)} done`;
         if (status === "queued") state.textContent = `Queued: waiting for a worker (${done}).`;
         else if (status === "running") state.textContent = `Running: ${done}.`;
-        else state.textContent = `Not finished: ${done}.`;
+        else state.textContent = `Waiting for its result: ${done}.`;
       }
     } else {
-      state.textContent = `${status[0].toUpperCase()}${status.slice(1)}: result ${code}.`;
+      state.textContent = status ? `${status[0].toUpperCase()}${status.slice(1)}: result ${code}.` : `Result ${code}.`;
       cancel.hidden = true;
       // "Cancelling" is over: say how it ended
       if (cancelNote.textContent) cancelNote.textContent = code === 410 ? "Cancelled." : "";
