@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -59,6 +58,7 @@ import redis.retry
 from .. import defaults, errors
 from ..runtime.protocols import Value
 from . import _redact
+from ._fork import abandon, track
 from .base import (
     CasDatastore,
     HeldEntry,
@@ -481,16 +481,17 @@ class _Server:
     def __init__(self, settings: _Settings, error: type[Exception]) -> None:
         self.settings = settings
         self._error = error
-        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._clients: dict[bool, redis.Redis] = {}
+        track(self)
+
+    def _after_fork(self) -> None:
+        # a child must not talk on its parent's sockets, nor shut them down
+        abandon(*self._clients.values())
+        self._clients = {}
+        self._lock = threading.Lock()  # another thread may have held it
 
     def _client(self, blocking: bool) -> redis.Redis:
-        if self._pid != os.getpid():
-            # a child must not talk on its parent's sockets
-            self._clients = {}
-            self._lock = threading.Lock()
-            self._pid = os.getpid()
         with self._lock:
             client = self._clients.get(blocking)
             if client is None:
@@ -531,9 +532,8 @@ class _Server:
     def close(self) -> None:
         with self._lock:
             clients, self._clients = self._clients, {}
-        if self._pid == os.getpid():
-            for client in clients.values():
-                client.connection_pool.disconnect()
+        for client in clients.values():
+            client.connection_pool.disconnect()
 
 
 # -- datastore -------------------------------------------------------------------
