@@ -10,12 +10,12 @@ import json
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import errors
-from ..runtime.protocols import Value
+from ..runtime.protocols import Datastore, Value
 
 #: The deepest nesting of objects and lists a stored value may have, the
 #: value itself being level 1: well below what the stores' JSON parsers and
@@ -177,6 +177,25 @@ class CasDatastore(ABC):
     def set_with_cas(self, key: str, value: Value, cas: int | None = None) -> tuple[bool, int]:
         """Create or replace ``key`` if ``cas`` is current (or 0/None)."""
         return True, self._write(key, value, cas, create=True)
+
+
+class BaseQueue:
+    """What the queues of this package have where their store offers
+    nothing better."""
+
+    def put_with_document(
+        self,
+        datastore: Datastore,
+        key: str,
+        document: Callable[[int], dict[str, Any]],
+        data: Any,
+        ttr: float | None = None,
+        delay: float = 0,
+        priority: int = 2**31,
+    ) -> tuple[int, int] | None:
+        """None: this queue cannot write a datastore; the job is stored, then
+        queued."""
+        return None
 
 
 def same_body(body: str, data: Any) -> bool:

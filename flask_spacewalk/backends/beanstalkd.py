@@ -45,7 +45,7 @@ import greenstalk
 from .. import defaults, errors
 from . import _redact
 from ._fork import track
-from .base import lease_seconds, same_body
+from .base import BaseQueue, lease_seconds, same_body
 
 __all__ = ["BeanstalkdQueue", "BeanstalkdQueueEntry", "check_url"]
 
@@ -229,7 +229,7 @@ class _Link:
                 conn.close()
 
 
-class BeanstalkdQueue:
+class BeanstalkdQueue(BaseQueue):
     """The queue protocol on a beanstalkd tube.
 
     Entries are taken by priority (lower is more urgent), then in the order

@@ -60,6 +60,7 @@ from ..runtime.protocols import Value
 from . import _redact
 from ._fork import abandon, track
 from .base import (
+    BaseQueue,
     CasDatastore,
     HeldEntry,
     JobQuery,
@@ -644,7 +645,7 @@ class RedisDatastore(CasDatastore):
 # -- queue -----------------------------------------------------------------------
 
 
-class RedisQueue:
+class RedisQueue(BaseQueue):
     """The queue protocol on Redis, with beanstalkd's meanings.
 
     Entries are taken by priority (lower is more urgent), then in the order

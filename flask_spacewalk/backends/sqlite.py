@@ -41,6 +41,7 @@ from ..runtime.protocols import Value
 from ._fork import abandon, track
 from .base import (
     JOB_KEY_PREFIX,
+    BaseQueue,
     CasDatastore,
     HeldEntry,
     JobQuery,
@@ -593,7 +594,7 @@ _STATS = (
 )
 
 
-class SqliteQueue:
+class SqliteQueue(BaseQueue):
     """The queue protocol on SQLite, with beanstalkd's meanings.
 
     Entries are taken by priority (lower is more urgent), then in the order

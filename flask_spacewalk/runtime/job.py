@@ -21,6 +21,7 @@ from marshmallow import Schema, fields
 
 from ..backends.base import encode_value
 from ..errors import JobNotFound, JobUpdateConflict, QueueError, UndeclaredField, UnstorableValue
+from .adapters import as_datastore, as_queue
 from .document import DocumentDumper, DocumentLoader
 from .protocols import Datastore, Queue
 from .records import (
@@ -143,8 +144,9 @@ class RuntimeJob(ABC):
         keepalive: Callable[[], Any] | None = None,
         **kwargs: Any,
     ):
-        self.datastore = datastore
-        self.queue = queue
+        # ZeroG builds jobs with its own objects: given every ability here
+        self.datastore = as_datastore(datastore)
+        self.queue = as_queue(queue)
         self.keepalive = keepalive
 
         now = utcnow()

@@ -37,6 +37,7 @@ from ..errors import (
     UnknownJobType,
     UnstorableValue,
 )
+from .adapters import as_datastore, as_queue
 from .cancel import (
     CANCELLED,
     CancelWatch,
@@ -57,7 +58,7 @@ from .job import (
     WarningFinish,
     make_key,
 )
-from .protocols import Datastore, Queue, QueueEntry
+from .protocols import Datastore, Queue, QueueEntry, SpacewalkDatastore, SpacewalkQueue
 from .registry import JobRegistry
 
 log = logging.getLogger(__name__)
@@ -325,21 +326,21 @@ class Worker:
         self.force_cancel = False
         self.jobs_done = 0
         self.stopping = False
-        self._datastore: Datastore | None = None
-        self._queue: Queue | None = None
+        self._datastore: SpacewalkDatastore | None = None
+        self._queue: SpacewalkQueue | None = None
         self._backoff = 0.0
         self._lease = LeaseKeeper(ttr, self.CANCEL_POLL_INTERVAL)
 
     @property
-    def datastore(self) -> Datastore:
+    def datastore(self) -> SpacewalkDatastore:
         if self._datastore is None:
-            self._datastore = self.make_datastore()
+            self._datastore = as_datastore(self.make_datastore())
         return self._datastore
 
     @property
-    def queue(self) -> Queue:
+    def queue(self) -> SpacewalkQueue:
         if self._queue is None:
-            self._queue = self.make_queue(self.queue_name)
+            self._queue = as_queue(self.make_queue(self.queue_name))
         return self._queue
 
     # -- the loop ------------------------------------------------------------
