@@ -15,6 +15,12 @@ class ConfigurationError(SpacewalkError):
     """A bad setting, URL or job tree, found at start-up."""
 
 
+class NotSupported(SpacewalkError, NotImplementedError):
+    """A datastore or queue of your own (ZeroG's, say) lacks an ability
+    beyond ZeroG's protocol that was asked of it (``list_jobs``,
+    ``has_entry``); ``GET R/jobs`` answers it with 501."""
+
+
 # -- datastore ---------------------------------------------------------------
 
 

@@ -13,7 +13,8 @@ from flask import Flask, current_app
 from .backends import make_datastore, make_queue
 from .discovery import discover
 from .errors import ConfigurationError
-from .runtime.protocols import Datastore, Queue
+from .runtime.adapters import as_datastore, as_queue
+from .runtime.protocols import SpacewalkDatastore, SpacewalkQueue
 from .runtime.registry import JobRegistry
 from .settings import DEFAULTS as DEFAULTS  # re-exported: its home until issue 13
 from .settings import Settings, check_options, config_defaults
@@ -25,9 +26,6 @@ if TYPE_CHECKING:
 
 #: A view decorator, as in Flask's ``View.decorators``.
 ViewDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-#: Connections a forked process inherited (see SpacewalkState.connections).
-_INHERITED: list[tuple[Datastore, Queue]] = []
 
 
 @dataclass
@@ -48,7 +46,7 @@ class SpacewalkState:
     instance_path: str
     schemas: dict[str, LeafSchemas] = field(default_factory=dict)
     decorators: tuple[ViewDecorator, ...] = ()
-    _connections: dict[int, tuple[Datastore, Queue]] = field(default_factory=dict)
+    _connections: tuple[SpacewalkDatastore, SpacewalkQueue] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -56,40 +54,32 @@ class SpacewalkState:
         """The tree's root URL path, prefix included."""
         return self.tree.root.path
 
-    def connections(self) -> tuple[Datastore, Queue]:
-        """This process's datastore and queue, opened on first use.
-
-        Keyed by process id, so an app loaded before gunicorn forks never
-        shares a connection with its children.
+    def connections(self) -> tuple[SpacewalkDatastore, SpacewalkQueue]:
+        """The datastore and queue, made on first use; each connects on
+        first use, in each process (an app loaded before gunicorn forks
+        shares no connection with its children: the backends see to it).
         """
-        pid = os.getpid()
-        pair = self._connections.get(pid)
+        pair = self._connections
         if pair is None:
             with self._lock:
-                pair = self._connections.get(pid)
+                pair = self._connections
                 if pair is None:
-                    # The parent's objects stay referenced, never used: an
-                    # SQLite connection must not even be closed in a child.
-                    _INHERITED.extend(self._connections.values())
-                    self._connections.clear()
-                    pair = (self.make_datastore(), self.make_queue())
-                    self._connections[pid] = pair
+                    pair = (as_datastore(self.make_datastore()), as_queue(self.make_queue()))
+                    self._connections = pair
         return pair
 
     def close(self) -> None:
         """Close this process's connections; the next request opens new ones."""
         with self._lock:
-            pair = self._connections.pop(os.getpid(), None)
+            pair, self._connections = self._connections, None
         if pair is not None:
             for backend in pair:
-                close = getattr(backend, "close", None)
-                if close is not None:
-                    close()
+                backend.close()
 
-    def make_datastore(self) -> Datastore:
+    def make_datastore(self) -> SpacewalkDatastore:
         return make_datastore(self.settings.datastore_url, instance_path=self.instance_path)
 
-    def make_queue(self, name: str | None = None) -> Queue:
+    def make_queue(self, name: str | None = None) -> SpacewalkQueue:
         return make_queue(
             self.settings.queue_url,
             name or self.settings.queue_name,

@@ -21,6 +21,7 @@ from flask import Response, request
 from werkzeug import exceptions
 from werkzeug.exceptions import BadRequest
 
+from .errors import NotSupported
 from .runtime.query import JobQuery
 from .runtime.status import STATUSES
 
@@ -56,16 +57,13 @@ def jobs_view(state: SpacewalkState) -> Callable[[], Response]:
         cursor = _single("cursor")
         after = None if cursor is None else decode_cursor(cursor)
         datastore, _ = state.connections()
-        list_jobs = getattr(datastore, "list_jobs", None)
-        if list_jobs is None:
-            raise exceptions.NotImplemented(
-                f"this datastore ({type(datastore).__name__}) cannot list jobs:"
-                " it has no list_jobs method"
-            )
         # Only this tree's jobs: its job types are the filter when the
         # request names none.
         query = JobQuery(job_types or tree_types, statuses, since, after, limit + 1)
-        jobs = list_jobs(query)
+        try:
+            jobs = datastore.list_jobs(query)
+        except NotSupported as exc:
+            raise exceptions.NotImplemented(str(exc)) from exc
         headers = {}
         next_cursor = None
         if len(jobs) > limit:

@@ -1,9 +1,8 @@
 """The beanstalkd queue beyond the protocol: ZeroG's wire format, whole
-seconds, outages and reconnection, forks."""
+seconds, outages and reconnection (forks: test_conformance.py)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -378,35 +377,6 @@ def test_detach_gives_entries_back(queue: BeanstalkdQueue, raw: greenstalk.Clien
         entry.touch()
     queue.attach()
     assert raw.stats_tube(TUBE)["current-watching"] == 2
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_forked_child_opens_its_own_connections(queue: BeanstalkdQueue) -> None:
-    if threading.active_count() > 1:
-        pytest.skip("forking a process with threads is unsafe")
-    first = queue.put("from the parent")
-    queue.attach()  # the child inherits both connections
-    pid = os.fork()
-    if pid == 0:  # the child: report through the exit code only
-        code = 1
-        try:
-            entry = queue.reserve(timeout=0)
-            if entry is not None and entry.id == first:
-                queue.put("from the child")
-                entry.delete()
-                code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    # the parent's connections carried none of the child's commands
-    last = queue.put("from the parent again")
-    bodies = []
-    while (entry := queue.reserve(timeout=0)) is not None:
-        bodies.append(json.loads(entry.body))
-        entry.delete()
-    assert bodies == ["from the child", "from the parent again"]
-    assert last > first
 
 
 # -- refusals that are not connection failures (issue 12) ----------------------

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -398,35 +396,6 @@ def test_pool_size_from_the_url(url: str) -> None:
         assert store._connections._pool.max_size == 1
     finally:
         store.close()
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_opens_its_own_pool(store: Any, schema: str) -> None:
-    """A gunicorn worker forked after the app used the store."""
-    store.set("k", {"count": 0})
-    pool = store._connections._pool
-    parent_pids = backend_pids(schema)
-    with warnings.catch_warnings():
-        # Python 3.12+ warns when forking with threads (the pool's), as
-        # gunicorn does; that the store copes is what this test is about
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            _increment(store, "k", 5)
-            assert store._connections._pool not in (None, pool)
-            store.close()
-            del pool
-            gc.collect()  # finalizing the parent's pool must not touch it
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert store.read("k") == {"count": 5}
-    assert store._connections._pool is pool  # its connections still work
-    assert parent_pids <= backend_pids(schema)
 
 
 # -- outages -------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The Redis backend beyond the protocols: URLs, key layout, outages, forks."""
+"""The Redis backend beyond the protocols: URLs, key layout, outages (its fork
+safety: test_conformance.py)."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,13 @@ import socket
 import subprocess
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from backend_redis import redis_url, requires_ci_or_skip
-from backend_support import _close, _increment
+from backend_support import _close
 
 from flask_spacewalk import errors
 from flask_spacewalk.backends import check_url, make_datastore, make_queue
@@ -199,42 +199,6 @@ def test_blocking_reserve_outlives_the_read_timeout(url: str) -> None:
         entry = queue.reserve(timeout=5)
         assert entry is not None and json.loads(entry.body) == "x"
     finally:
-        _close(queue)
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_objects_survive_a_fork(url: str) -> None:
-    """A gunicorn worker forked after the app touched the store."""
-    store, queue = make_datastore(url), make_queue(url, "jobs")
-    try:
-        store.set("k", {"count": 0})
-        queue.put("for the child")
-        with warnings.catch_warnings():
-            # Python 3.12+ warns when forking with threads, as gunicorn does
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # the child must not use the parent's connections
-            code = 1
-            try:
-                _increment(store, "k", 5)
-                entry = queue.reserve(timeout=1)
-                assert entry is not None
-                assert json.loads(entry.body) == "for the child"
-                entry.delete()
-                queue.put("from the child")
-                _close(store)
-                _close(queue)
-                code = 0
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert store.read("k") == {"count": 5}
-        entry = queue.reserve(timeout=1)
-        assert entry is not None and json.loads(entry.body) == "from the child"
-        entry.delete()
-    finally:
-        _close(store)
         _close(queue)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_support import SPAWN, _close, _increment, _reporting, _run_processes
+from backend_support import SPAWN, _close, _reporting, _run_processes
 
 from flask_spacewalk import errors
 from flask_spacewalk.backends import (
@@ -82,46 +82,6 @@ def test_locked_too_long_is_unavailable(
     finally:
         locker.close()
         store.close()
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_objects_survive_a_fork(tmp_path: Path) -> None:
-    """A gunicorn worker forked after the app touched the store."""
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    store, queue = make_datastore(url), make_queue(url, "jobs")
-    try:
-        store.set("k", {"count": 0})
-        queue.put("before")
-        assert queue.reserve(timeout=0.01) is not None  # binds a wake socket
-        queue.put("for the child")
-        with warnings.catch_warnings():
-            # Python 3.12+ warns when forking with threads, as gunicorn does;
-            # that the objects cope is what this test is about
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # the child must not use the parent's connection
-            code = 1
-            try:
-                _increment(store, "k", 5)
-                entry = queue.reserve(timeout=1)
-                assert entry is not None
-                assert json.loads(entry.body) == "for the child"
-                entry.delete()
-                queue.put("from the child")
-                _close(store)
-                _close(queue)
-                code = 0
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert store.read("k") == {"count": 5}
-        entry = queue.reserve(timeout=1)
-        assert entry is not None and json.loads(entry.body) == "from the child"
-        entry.delete()
-    finally:
-        _close(store)
-        _close(queue)
 
 
 def test_stats_tube(tmp_path: Path) -> None:

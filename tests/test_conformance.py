@@ -5,11 +5,14 @@ Every test here runs for every backend in ``backend_support.DATASTORES`` or
 """
 from __future__ import annotations
 
+import gc
 import json
+import os
 import statistics
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -670,3 +673,117 @@ def test_concurrent_reserves_never_share_an_entry(
     assert sorted(every) == put
     print(f"entries per process: {[len(ids) for ids in taken]}")
 
+
+
+# -- fork safety -------------------------------------------------------------
+
+#: One test per datastore and per queue.
+FORKED = [("datastore", name) for name in sorted(DATASTORES)] + [
+    ("queue", name) for name in sorted(QUEUES)
+]
+
+
+@pytest.fixture(params=FORKED, ids=[f"{kind}-{name}" for kind, name in FORKED])
+def forked_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    kind, name = request.param
+    factory = DATASTORES[name] if kind == "datastore" else QUEUES[name]
+    with factory(tmp_path) as url:
+        backend = make_datastore(url) if kind == "datastore" else make_queue(url, "jobs")
+        try:
+            yield backend
+        finally:
+            _close(backend)
+
+
+def use(backend: Any, who: str) -> None:
+    """A round trip or two on ``backend``'s connections."""
+    if hasattr(backend, "read_with_cas"):
+        backend.set(f"k-{who}", {"who": who})
+        assert backend.read(f"k-{who}") == {"who": who}
+        return
+    id = backend.put(who)
+    entry = backend.reserve(timeout=1)
+    assert entry is not None and entry.id == id and json.loads(entry.body) == who
+    entry.delete()
+
+
+def connections(backend: Any) -> set[Any]:
+    """What names ``backend``'s connections: the server's ids of them where
+    the server has them, else this process's objects of them."""
+    name = type(backend).__name__
+    if name == "PostgresDatastore":  # the idle pool's (it may grow meanwhile)
+        return {conn.info.backend_pid for conn in backend._connections._pool._pool}
+    if name.startswith("Redis"):
+        with backend._server.connect() as client:
+            return {client.client_id()}
+    if name == "BeanstalkdQueue":
+        links = (backend._producer, backend._consumer)
+        return {(id(link._conn), link._conn.sock.getsockname()) for link in links}
+    return {id(backend._db._conn)}  # SQLite: no server, one connection object
+
+
+def in_child(body: Callable[[], None]) -> None:
+    """Run ``body`` in a forked child; fail here with its traceback."""
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns when forking with threads (a pool's), as
+        # gunicorn does; that the backends cope is what is tested
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            try:
+                body()
+                code = 0
+            except BaseException:
+                os.write(write_end, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_uses_its_own_connection(forked_backend: Any) -> None:
+    """A gunicorn worker forked after the app used its backends."""
+    use(forked_backend, "parent")
+    before = connections(forked_backend)
+
+    def child() -> None:
+        use(forked_backend, "child")
+        assert connections(forked_backend).isdisjoint(before)
+        _close(forked_backend)
+
+    in_child(child)
+    assert before <= connections(forked_backend)
+    use(forked_backend, "parent again")
+    assert before <= connections(forked_backend)
+    if hasattr(forked_backend, "read"):
+        assert forked_backend.read("k-child") == {"who": "child"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("how", ["close", "collect"])
+def test_a_forked_child_that_never_uses_it_leaves_the_parents_connection(
+    forked_backend: Any, how: str
+) -> None:
+    """A child that closes, or drops, what it inherited without using it
+    (a worker recycled before its first request)."""
+    use(forked_backend, "parent")
+    before = connections(forked_backend)
+    holder = [forked_backend]
+
+    def child() -> None:
+        if how == "close":
+            _close(holder[0])
+        holder.clear()
+        gc.collect()
+
+    in_child(child)
+    use(forked_backend, "parent again")
+    assert before <= connections(forked_backend)

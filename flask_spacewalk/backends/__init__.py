@@ -24,12 +24,25 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .. import defaults
 from ..errors import ConfigurationError
-from ..runtime.protocols import Datastore, Queue
+from ..runtime.protocols import SpacewalkDatastore as Datastore
+from ..runtime.protocols import SpacewalkQueue as Queue
+
+if TYPE_CHECKING:
+    # mypy checks here that every backend has every ability.
+    from .beanstalkd import BeanstalkdQueue
+    from .postgres import PostgresDatastore
+    from .redis import RedisDatastore, RedisQueue
+    from .sqlite import SqliteDatastore, SqliteQueue
+
+    _DATASTORE_CLASSES: tuple[type[Datastore], ...] = (
+        SqliteDatastore, PostgresDatastore, RedisDatastore,
+    )
+    _QUEUE_CLASSES: tuple[type[Queue], ...] = (SqliteQueue, RedisQueue, BeanstalkdQueue)
 
 __all__ = ["check_url", "make_datastore", "make_queue", "resolve_sqlite_path"]
 

@@ -13,11 +13,11 @@ import json
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .. import errors
-from ..runtime.protocols import Value
+from ..runtime.protocols import Datastore, Value
 
 # the listing's names lived here once: re-exported for code that imported them
 from ..runtime.query import MAX_TYPE_PROBES as MAX_TYPE_PROBES
@@ -208,6 +208,25 @@ class CasDatastore(ABC):
     def set_with_cas(self, key: str, value: Value, cas: int | None = None) -> tuple[bool, int]:
         """Create or replace ``key`` if ``cas`` is current (or 0/None)."""
         return True, self._write(key, value, cas, True, job_index(key, value))
+
+
+class BaseQueue:
+    """What the queues of this package have where their store offers
+    nothing better."""
+
+    def put_with_document(
+        self,
+        datastore: Datastore,
+        key: str,
+        document: Callable[[int], dict[str, Any]],
+        data: Any,
+        ttr: float | None = None,
+        delay: float = 0,
+        priority: int = 2**31,
+    ) -> tuple[int, int] | None:
+        """None: this queue cannot write a datastore; the job is stored, then
+        queued."""
+        return None
 
 
 def same_body(body: str, data: Any) -> bool:

@@ -32,7 +32,6 @@ import contextlib
 import functools
 import json
 import math
-import os
 import re
 import socket
 import threading
@@ -45,7 +44,8 @@ import greenstalk
 
 from .. import defaults, errors
 from . import _redact
-from .base import lease_seconds, same_body
+from ._fork import track
+from .base import BaseQueue, lease_seconds, same_body
 
 __all__ = ["BeanstalkdQueue", "BeanstalkdQueueEntry", "check_url"]
 
@@ -152,19 +152,16 @@ class _Link:
         self._consumer = consumer
         self._conn: _Connection | None = None
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        track(self)
 
-    def _own(self) -> threading.Lock:
-        """The lock, after dropping a connection inherited through a fork."""
-        if self._pid != os.getpid():
-            # Closing our copy of the socket leaves the parent's connection
-            # open; using it would mix both processes' replies.
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
-            self._lock = threading.Lock()  # another thread may have held it
-            self._pid = os.getpid()
-        return self._lock
+    def _after_fork(self) -> None:
+        # Closing the child's copy of the socket leaves the parent's
+        # connection open (no shutdown); using it would mix both processes'
+        # replies.
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        self._lock = threading.Lock()  # another thread may have held it
 
     def _connect(self) -> _Connection:
         queue = self._queue
@@ -206,7 +203,7 @@ class _Link:
         :raise QueueUnavailable: the connection failed.
         :raise EntryNotReserved: ``holder``'s connection is gone.
         """
-        with self._own():
+        with self._lock:
             if holder is not None and holder._conn is not self._conn:
                 raise holder._lost()
             conn = self._conn
@@ -226,13 +223,13 @@ class _Link:
                 raise self._queue._refused(_REFUSED[type(exc)]) from exc
 
     def close(self) -> None:
-        with self._own():
+        with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
 
 
-class BeanstalkdQueue:
+class BeanstalkdQueue(BaseQueue):
     """The queue protocol on a beanstalkd tube.
 
     Entries are taken by priority (lower is more urgent), then in the order

@@ -65,6 +65,7 @@ from .. import errors
 from ..runtime.protocols import Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
+from ._fork import abandon, track
 from .base import CasDatastore, encode_value
 
 __all__ = ["PostgresDatastore", "check_url"]
@@ -322,31 +323,29 @@ class _Connections:
         self._setup = setup
         self._ready = False
         self._pool: _ProcessPool | None = None
-        self._pid = os.getpid()
         self._lock = threading.Lock()
         # the last failed connection, shared with the threads that waited
         # for it instead of each waiting for its own connect_timeout
         self._failed_at = float("-inf")
         self._failure = ""
+        track(self)
 
     def unavailable(self, reason: str) -> errors.DatastoreUnavailable:
         return errors.DatastoreUnavailable(
             f"PostgreSQL at {self.settings.where} is unavailable: {reason}"
         )
 
-    def _own(self) -> threading.Lock:
-        if self._pid != os.getpid():
-            self._pool = None  # the parent's: never used, never closed here
-            self._lock = threading.Lock()  # another thread may have held it
-            self._pid = os.getpid()
-        return self._lock
+    def _after_fork(self) -> None:
+        abandon(self._pool)  # the parent's: never used, never closed here
+        self._pool = None
+        self._lock = threading.Lock()  # another thread may have held it
 
     def _current(self) -> _ProcessPool:
         pool = self._pool
-        if pool is not None and self._pid == os.getpid():
+        if pool is not None:
             return pool
         asked = time.monotonic()
-        with self._own():
+        with self._lock:
             if self._pool is not None:
                 return self._pool
             if self._failed_at >= asked:
@@ -373,9 +372,9 @@ class _Connections:
             return self._pool
 
     def _discard(self, pool: _ProcessPool) -> None:
-        with self._own():
+        with self._lock:
             if self._pool is not pool:
-                return  # another thread did it, or this is a forked child
+                return  # another thread did it
             self._pool = None
         pool.close(timeout=1.0)  # connections in use close when put back
 
@@ -437,7 +436,7 @@ class _Connections:
             return statement(conn)
 
     def close(self) -> None:
-        with self._own():
+        with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()

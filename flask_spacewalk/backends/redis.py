@@ -48,7 +48,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -66,7 +65,15 @@ from ..runtime.protocols import Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
 from . import _redact
-from .base import CasDatastore, HeldEntry, encode_value, lease_seconds, same_body
+from ._fork import abandon, track
+from .base import (
+    BaseQueue,
+    CasDatastore,
+    HeldEntry,
+    encode_value,
+    lease_seconds,
+    same_body,
+)
 
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
 
@@ -483,19 +490,21 @@ class _Server:
     ) -> None:
         self.settings = settings
         self._error = error
-        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._clients: dict[bool, redis.Redis] = {}
         #: run once per process with the first client, before any call
         self._setup = setup
-        self._set_up_in: int | None = None
+        self._set_up = False
+        track(self)
+
+    def _after_fork(self) -> None:
+        # a child must not talk on its parent's sockets, nor shut them down
+        abandon(*self._clients.values())
+        self._clients = {}
+        self._lock = threading.Lock()  # another thread may have held it
+        self._set_up = False
 
     def _client(self, blocking: bool) -> redis.Redis:
-        if self._pid != os.getpid():
-            # a child must not talk on its parent's sockets
-            self._clients = {}
-            self._lock = threading.Lock()
-            self._pid = os.getpid()
         with self._lock:
             client = self._clients.get(blocking)
             if client is None:
@@ -519,9 +528,9 @@ class _Server:
         """A client; connection failures become the unavailable error."""
         try:
             client = self._client(blocking)
-            if self._setup is not None and self._set_up_in != os.getpid():
+            if self._setup is not None and not self._set_up:
                 self._setup(self._client(False))
-                self._set_up_in = os.getpid()
+                self._set_up = True
             yield client
         except _UNAVAILABLE as exc:
             raise self._error(
@@ -540,9 +549,8 @@ class _Server:
     def close(self) -> None:
         with self._lock:
             clients, self._clients = self._clients, {}
-        if self._pid == os.getpid():
-            for client in clients.values():
-                client.connection_pool.disconnect()
+        for client in clients.values():
+            client.connection_pool.disconnect()
 
 
 # -- datastore -------------------------------------------------------------------
@@ -702,7 +710,7 @@ def _entry(key: str, index: JobIndex | None) -> tuple[str, str, str]:
 # -- queue -----------------------------------------------------------------------
 
 
-class RedisQueue:
+class RedisQueue(BaseQueue):
     """The queue protocol on Redis, with beanstalkd's meanings.
 
     Entries are taken by priority (lower is more urgent), then in the order

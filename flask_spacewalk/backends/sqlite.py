@@ -40,7 +40,15 @@ from .. import defaults, errors
 from ..runtime.protocols import Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
-from .base import CasDatastore, HeldEntry, encode_value, lease_seconds, same_body
+from ._fork import abandon, track
+from .base import (
+    BaseQueue,
+    CasDatastore,
+    HeldEntry,
+    encode_value,
+    lease_seconds,
+    same_body,
+)
 from .wakeup import Waker
 
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
@@ -126,20 +134,25 @@ class _WriterLock:
         self.path = path
         self._error = error
         self._fd: int | None = None
-        self._pid = os.getpid()
+        track(self)
+
+    def _after_fork(self) -> None:
+        # A child must not share its parent's open file description: flock
+        # would treat both as one owner. Closing the child's copy leaves
+        # the parent's lock, if it holds one, in place.
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        if self._fd is None or self._pid != os.getpid():
-            # A child must not share its parent's open file description:
-            # flock would treat both as one owner.
+        if self._fd is None:
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
             except OSError as exc:
                 raise self._error(
                     f"SQLite database {self.path[:-5]!r} is unavailable: {exc}"
                 ) from exc
-            self._pid = os.getpid()
         fd = self._fd
         self._acquire(fd)
         try:
@@ -165,17 +178,13 @@ class _WriterLock:
                 pause = min(pause * 2, 0.001)
 
     def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None:
             os.close(self._fd)
         self._fd = None
 
 
 # Every _Database of this process, by path (see _Database._still_there).
 _SIBLINGS: dict[str, weakref.WeakSet[_Database]] = {}
-
-# Connections a forked child inherited: SQLite must not touch them in the
-# child, not even to close them, so they are kept alive and never used.
-_ABANDONED: list[sqlite3.Connection] = []
 
 
 class _Database:
@@ -185,7 +194,6 @@ class _Database:
         self.path = os.path.abspath(os.fspath(path))
         self._error = error
         self._conn: sqlite3.Connection | None = None
-        self._pid = os.getpid()
         self._lock = threading.RLock()
         self._writers = _WriterLock(self.path + "-lock", error)
         _SIBLINGS.setdefault(self.path, weakref.WeakSet()).add(self)
@@ -193,6 +201,14 @@ class _Database:
         self._identity: tuple[int, int] | None = None
         #: why this process lost its file ("deleted"...), until it reconnects
         self._lost: str | None = None
+        track(self)
+
+    def _after_fork(self) -> None:
+        # SQLite must not touch a connection in a forked child, not even to
+        # close it.
+        abandon(self._conn)
+        self._conn = None
+        self._lock = threading.RLock()  # another thread may have held it
 
     def _unavailable(self, reason: str) -> Exception:
         return self._error(f"SQLite database {self.path!r} is unavailable: {reason}")
@@ -224,7 +240,7 @@ class _Database:
         for other in list(_SIBLINGS.get(self.path, ())):
             if other is not self and other._lock.acquire(blocking=False):
                 try:
-                    if other._conn is not None and other._pid == os.getpid():
+                    if other._conn is not None:
                         other._lose(identity)
                 finally:
                     other._lock.release()
@@ -296,12 +312,6 @@ class _Database:
         unavailable error, and the connection is dropped so the next call
         opens a new one.
         """
-        if self._pid != os.getpid():
-            if self._conn is not None:
-                _ABANDONED.append(self._conn)
-            self._conn = None
-            self._lock = threading.RLock()  # another thread may have held it
-            self._pid = os.getpid()
         with self._lock:
             try:
                 if self._conn is not None and not self._still_there():
@@ -347,9 +357,6 @@ class _Database:
             self._writers.close()
             conn, self._conn = self._conn, None
             if conn is None:
-                return
-            if self._pid != os.getpid():
-                _ABANDONED.append(conn)
                 return
             try:
                 conn.close()
@@ -622,7 +629,7 @@ _STATS = (
 )
 
 
-class SqliteQueue:
+class SqliteQueue(BaseQueue):
     """The queue protocol on SQLite, with beanstalkd's meanings.
 
     Entries are taken by priority (lower is more urgent), then in the order

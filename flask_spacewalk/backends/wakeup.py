@@ -22,6 +22,8 @@ import time
 import weakref
 from typing import Any
 
+from ._fork import track
+
 __all__ = ["Waker", "wake_dirs"]
 
 
@@ -46,28 +48,25 @@ class Waker:
     def __init__(self, db_path: str, tube: str) -> None:
         self._dirs = wake_dirs(db_path)
         self._prefix = hashlib.sha1(tube.encode()).hexdigest()[:8] + "."
-        self._pid = 0
         self._lock = threading.Lock()
         self._sender: socket.socket | None = None
         self._listener: socket.socket | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        track(self)
 
-    def _own(self) -> threading.Lock:
-        """The lock, after dropping the sockets a fork inherited."""
-        if self._pid != os.getpid():
-            if self._finalizer is not None:
-                self._finalizer.detach()  # the parent's socket stays bound
-            for sock in (self._listener, self._sender):
-                if sock is not None:
-                    sock.close()
-            self._listener = self._sender = self._finalizer = None
-            self._lock = threading.Lock()
-            self._pid = os.getpid()
-        return self._lock
+    def _after_fork(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()  # the parent's socket file stays bound
+        # Closing the child's copies leaves the parent's sockets open.
+        for sock in (self._listener, self._sender):
+            if sock is not None:
+                sock.close()
+        self._listener = self._sender = self._finalizer = None
+        self._lock = threading.Lock()
 
     def notify(self) -> None:
         """Send one byte to every waiter of this queue name."""
-        with self._own():
+        with self._lock:
             if self._sender is None:
                 self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._sender.setblocking(False)
@@ -95,7 +94,7 @@ class Waker:
         A waiter binds before it first looks at the table, so a put that
         commits in between is not missed.
         """
-        with self._own():
+        with self._lock:
             if self._listener is not None:
                 return self._listener
             name = f"{self._prefix}{os.getpid()}.{secrets.token_hex(4)}"
@@ -110,9 +109,7 @@ class Waker:
                     sock.close()
                     continue
                 self._listener = sock
-                self._finalizer = weakref.finalize(
-                    self, _close_listener, sock, path, os.getpid()
-                )
+                self._finalizer = weakref.finalize(self, _close_listener, sock, path)
                 return sock
             return None
 
@@ -136,7 +133,7 @@ class Waker:
 
     def close(self) -> None:
         """Close the sockets and remove this process's socket file."""
-        with self._own():
+        with self._lock:
             if self._finalizer is not None:
                 self._finalizer()
             if self._sender is not None:
@@ -151,11 +148,10 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _close_listener(sock: socket.socket, path: str, pid: int) -> None:
+def _close_listener(sock: socket.socket, path: str) -> None:
     sock.close()
-    if os.getpid() == pid:  # a forked child must not remove the parent's
-        _unlink(path)
-        try:
-            os.rmdir(os.path.dirname(path))  # the last waiter tidies up
-        except OSError:
-            pass
+    _unlink(path)
+    try:
+        os.rmdir(os.path.dirname(path))  # the last waiter tidies up
+    except OSError:
+        pass

@@ -22,6 +22,7 @@ from typing import Any, Callable, ClassVar
 from marshmallow import Schema, fields
 
 from ..errors import JobNotFound, JobUpdateConflict, UndeclaredField, UnstorableValue
+from .adapters import as_datastore, as_queue
 from .document import DocumentDumper, DocumentLoader
 from .lifecycle import INTERNAL_ERROR as INTERNAL_ERROR
 from .lifecycle import NO_RESULT as NO_RESULT
@@ -127,8 +128,9 @@ class RuntimeJob(ABC):
         keepalive: Callable[[], Any] | None = None,
         **kwargs: Any,
     ):
-        self.datastore = datastore
-        self.queue = queue
+        # ZeroG builds jobs with its own objects: given every ability here
+        self.datastore = as_datastore(datastore)
+        self.queue = as_queue(queue)
         self.keepalive = keepalive
 
         now = utcnow()

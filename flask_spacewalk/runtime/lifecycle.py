@@ -35,6 +35,7 @@ from ..errors import (
     SpacewalkError,
     UnstorableValue,
 )
+from .adapters import as_datastore, as_queue
 from .cancel import (
     CANCEL_MESSAGE,
     CANCELLED,
@@ -204,8 +205,8 @@ class Lifecycle:
         default_requeue_delay: float = DEFAULT_REQUEUE_DELAY,
         job_context: Callable[[], ContextManager[Any]] | None = None,
     ):
-        self.datastore = datastore
-        self.queue = queue
+        self.datastore = as_datastore(datastore)
+        self.queue = as_queue(queue)
         self.registry = registry
         self.error_retry_delay = error_retry_delay
         self.default_requeue_delay = default_requeue_delay
@@ -241,7 +242,7 @@ class Lifecycle:
         # Checked before the put: an entry must not outlive a document
         # that cannot record it.
         encode_value({"queueKwargs": queue_kwargs})
-        queue_name = getattr(self.queue, "queueName", None)
+        queue_name = self.queue.queueName
         if job.cas == 0 and self._put_with_document(job, queue_kwargs, queue_name):
             return
         if job.cas == 0:
@@ -264,10 +265,6 @@ class Lifecycle:
     ) -> bool:
         """Store and queue a new job in one write, where the queue can do
         that with this datastore (the embedded SQLite file); False if not."""
-        put = getattr(self.queue, "put_with_document", None)
-        if put is None:
-            return False
-
         def document(queue_job_id: int) -> dict[str, Any]:
             job.queueKwargs, job.queueJobId = queue_kwargs, queue_job_id
             if queue_name:
@@ -278,7 +275,9 @@ class Lifecycle:
         names = ("queueKwargs", "queueJobId", "queueName")
         before: dict[str, Any] = {name: vars(job)[name] for name in names if name in vars(job)}
         try:
-            written = put(job.datastore, job.key(), document, job.uuid, **queue_kwargs)
+            written = self.queue.put_with_document(
+                job.datastore, job.key(), document, job.uuid, **queue_kwargs
+            )
         except UnstorableValue:
             # Neither entry nor document was written: the job is as it was.
             vars(job).pop("queueName", None)

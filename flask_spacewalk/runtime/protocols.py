@@ -1,12 +1,23 @@
-"""The datastore and queue protocols, with ZeroG's method names.
+"""The datastore and queue protocols, with ZeroG's method names, and the
+abilities beyond them.
 
 A backend need not inherit from these classes; they document the contract and
 let mypy check callers. Values are JSON-able dicts or strings and come back
 as stored. See SPEC section 5 and ``docs/runtime.rst``.
+
+:class:`Datastore` and :class:`Queue` are what ZeroG's objects have. Each
+ability beyond them is a protocol of its own (:class:`ManyReader`,
+:class:`JobLister`, :class:`Closable`, :class:`DocumentQueue`,
+:class:`EntryChecker`), and :class:`SpacewalkDatastore` and
+:class:`SpacewalkQueue` have them all: every backend of this package is one,
+and :func:`~flask_spacewalk.runtime.adapters.as_datastore` and
+:func:`~flask_spacewalk.runtime.adapters.as_queue` make one of any other
+object where it enters, so that callers call the abilities directly.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, Union, runtime_checkable
 
 from .query import JobQuery
 
@@ -54,11 +65,31 @@ class Datastore(Protocol):
         """Remove ``key``; ``False`` when it was absent."""
 
 
-class JobLister(Protocol):
-    """A datastore that can list its jobs (optional: ``GET R/jobs`` needs it).
+@runtime_checkable
+class Closable(Protocol):
+    """A datastore or queue that holds connections of its own."""
 
-    Every backend of this package has it; a datastore of your own without
-    it makes ``GET R/jobs`` answer 501.
+    def close(self) -> None:
+        """Close this process's connections; the next call opens new ones."""
+
+
+@runtime_checkable
+class ManyReader(Protocol):
+    """A datastore that reads several keys in one round trip."""
+
+    def read_many(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
+        """Each key's value and cas, as ``read_with_cas`` gives them, in the
+        order given."""
+
+
+@runtime_checkable
+class JobLister(Protocol):
+    """A datastore that can list its jobs (``GET R/jobs`` needs it).
+
+    Every backend of this package has it; for a datastore of your own
+    without it, ``list_jobs`` raises
+    :exc:`~flask_spacewalk.errors.NotSupported` and ``GET R/jobs`` answers
+    501.
     """
 
     def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
@@ -67,10 +98,12 @@ class JobLister(Protocol):
         ``completeness`` (float) and ``result`` (int)."""
 
 
+@runtime_checkable
 class EntryChecker(Protocol):
-    """A queue that can tell whether an entry is still there (optional:
-    ``flask spacewalk requeue --stale`` needs it; every queue of this
-    package has it, ZeroG's have not)."""
+    """A queue that can tell whether an entry is still there (``flask
+    spacewalk requeue --stale`` needs it; every queue of this package has
+    it; for ZeroG's, ``has_entry`` raises
+    :exc:`~flask_spacewalk.errors.NotSupported`)."""
 
     def has_entry(self, id: int, data: Any) -> bool:
         """Whether entry ``id`` is in the queue (ready, delayed or reserved)
@@ -121,3 +154,43 @@ class Queue(Protocol):
 
     def detach(self) -> None:
         """Stop using and watching ``queueName``."""
+
+
+@runtime_checkable
+class DocumentQueue(Protocol):
+    """A queue that may store a new job's document with its entry."""
+
+    def put_with_document(
+        self,
+        datastore: Datastore,
+        key: str,
+        document: Callable[[int], dict[str, Any]],
+        data: Any,
+        ttr: float | None = None,
+        delay: float = 0,
+        priority: int = 2**31,
+    ) -> tuple[int, int] | None:
+        """Put ``data`` and store ``document(entry_id)`` under ``key`` in one
+        transaction, where this queue can write ``datastore`` (the SQLite
+        file of both); None, with nothing done, where it cannot.
+
+        :return: the entry's id and the document's cas.
+        """
+
+
+@runtime_checkable
+class DatastoreAbilities(ManyReader, JobLister, Closable, Protocol):
+    """Every ability a datastore of this package has beyond ZeroG's."""
+
+
+@runtime_checkable
+class QueueAbilities(DocumentQueue, EntryChecker, Closable, Protocol):
+    """Every ability a queue of this package has beyond ZeroG's."""
+
+
+class SpacewalkDatastore(Datastore, DatastoreAbilities, Protocol):
+    """A datastore with every ability: what the runtime and the web layer use."""
+
+
+class SpacewalkQueue(Queue, QueueAbilities, Protocol):
+    """A queue with every ability: what the runtime and the web layer use."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from .job import make_key
 from .lifecycle import Lifecycle
-from .protocols import Datastore, Queue
+from .protocols import SpacewalkDatastore, SpacewalkQueue
 from .query import JobQuery
 from .records import utcnow
 from .registry import JobRegistry
@@ -49,8 +49,8 @@ class StaleJob:
 
 
 def requeue_stale(
-    datastore: Datastore,
-    queue: Queue,
+    datastore: SpacewalkDatastore,
+    queue: SpacewalkQueue,
     registry: JobRegistry,
     older_than: float,
     *,
@@ -71,16 +71,10 @@ def requeue_stale(
     :return: the stale jobs, as they are found (and requeued).
     :raises SpacewalkError: the datastore or queue failed (a job being
         requeued then stays stale, found again by the next call).
-    :raises TypeError: the datastore cannot list jobs or the queue cannot
-        tell whether an entry exists.
+    :raises NotSupported: the datastore cannot list jobs, or the queue
+        cannot tell whether an entry exists (ZeroG's: see
+        :mod:`~flask_spacewalk.runtime.adapters`).
     """
-    list_jobs = getattr(datastore, "list_jobs", None)
-    has_entry = getattr(queue, "has_entry", None)
-    if list_jobs is None or has_entry is None:
-        raise TypeError(
-            f"{type(datastore).__name__} must have list_jobs and {type(queue).__name__}"
-            " has_entry to find stale jobs"
-        )
     now = now or utcnow()
     lifecycle = Lifecycle(datastore, queue, registry)
     cutoff = (now - datetime.timedelta(seconds=older_than)).isoformat()
@@ -89,7 +83,9 @@ def requeue_stale(
     # created before the cutoff, newest of them first.
     after = (cutoff, "")
     while True:
-        rows = list_jobs(JobQuery(types, frozenset({JobStatus.QUEUED.value}), None, after, batch))
+        rows = datastore.list_jobs(
+            JobQuery(types, frozenset({JobStatus.QUEUED.value}), None, after, batch)
+        )
         for row in rows:
             if row["updatedAt"] is not None and row["updatedAt"] >= cutoff:
                 continue
@@ -117,7 +113,7 @@ def _check(
     if updated_at >= cutoff:
         return None
     queue_job_id = data.get("queueJobId")
-    if isinstance(queue_job_id, int) and queue.has_entry(queue_job_id, uuid):  # type: ignore[attr-defined]
+    if isinstance(queue_job_id, int) and queue.has_entry(queue_job_id, uuid):
         return None
     stale = StaleJob(uuid, str(data.get("jobType")), updated_at, queue_job_id)
     if dry_run:

@@ -35,6 +35,7 @@ from ..errors import (
     SpacewalkError,
     UnknownJobType,
 )
+from .adapters import as_datastore, as_queue
 from .cancel import (
     CancelWatch,
     cancel_key,
@@ -49,7 +50,7 @@ from .lifecycle import MIN_CODE as MIN_CODE
 from .lifecycle import Outcome as Outcome
 from .lifecycle import end_forked_child as end_forked_child
 from .lifecycle import interpret_result as interpret_result
-from .protocols import Datastore, Queue, QueueEntry
+from .protocols import Datastore, Queue, QueueEntry, SpacewalkDatastore, SpacewalkQueue
 from .registry import JobRegistry
 
 log = logging.getLogger(__name__)
@@ -237,22 +238,22 @@ class Worker:
         self.force_cancel = False
         self.jobs_done = 0
         self.stopping = False
-        self._datastore: Datastore | None = None
-        self._queue: Queue | None = None
+        self._datastore: SpacewalkDatastore | None = None
+        self._queue: SpacewalkQueue | None = None
         self._lifecycle: Lifecycle | None = None
         self._backoff = 0.0
         self._lease = LeaseKeeper(ttr, self.CANCEL_POLL_INTERVAL)
 
     @property
-    def datastore(self) -> Datastore:
+    def datastore(self) -> SpacewalkDatastore:
         if self._datastore is None:
-            self._datastore = self.make_datastore()
+            self._datastore = as_datastore(self.make_datastore())
         return self._datastore
 
     @property
-    def queue(self) -> Queue:
+    def queue(self) -> SpacewalkQueue:
         if self._queue is None:
-            self._queue = self.make_queue(self.queue_name)
+            self._queue = as_queue(self.make_queue(self.queue_name))
         return self._queue
 
     @property
@@ -387,14 +388,12 @@ class Worker:
             if not isinstance(uuid, str):
                 raise InvalidJobDocument(f"queue body {entry.body!r} is not a uuid")
             watch = self._watch(uuid, entry, lease)
-            read_many = getattr(self.datastore, "read_many", None)
-            if read_many is None:  # a ZeroG datastore
-                return self.registry.get_job(
-                    uuid, self.datastore, self.queue, watch.keepalive
-                ), watch
-            # The job and its cancel request in one round trip: the check
-            # before marking the job running then needs no read of its own.
-            (data, cas), (request, _) = read_many([make_key(uuid), cancel_key(uuid)])
+            # The job and its cancel request in one round trip (two reads on
+            # a ZeroG datastore): the check before marking the job running
+            # then needs no read of its own.
+            (data, cas), (request, _) = self.datastore.read_many(
+                [make_key(uuid), cancel_key(uuid)]
+            )
             job = self.registry.stored_job(
                 uuid, data, cas, self.datastore, self.queue, watch.keepalive
             )

@@ -1,0 +1,215 @@
+"""ZeroG's datastores and queues, given the abilities of this package's.
+
+A datastore or queue enters the runtime in a few places (a worker's
+factories, a job's constructor, the web layer's connections); each passes it
+through :func:`as_datastore` or :func:`as_queue`. A backend of this package,
+or any object with every ability, comes back as it is; any other object
+(ZeroG's, one of your own) comes back wrapped, with its own abilities where
+it has them and a default for the others:
+
+- ``read_many``: one ``read_with_cas`` per key;
+- ``close``: nothing to do;
+- ``list_jobs``, ``has_entry``: raise :exc:`~flask_spacewalk.errors.NotSupported`;
+- ``put_with_document``: None (the job is stored, then queued).
+
+So callers call the abilities directly, and mypy checks each call.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from ..errors import NotSupported
+from .protocols import (
+    Closable,
+    Datastore,
+    DatastoreAbilities,
+    DocumentQueue,
+    EntryChecker,
+    JobLister,
+    ManyReader,
+    Queue,
+    QueueAbilities,
+    QueueEntry,
+    SpacewalkDatastore,
+    SpacewalkQueue,
+    Value,
+)
+
+__all__ = ["ZeroGDatastore", "ZeroGQueue", "as_datastore", "as_queue"]
+
+
+def as_datastore(datastore: Datastore) -> SpacewalkDatastore:
+    """``datastore`` with every ability: itself when its class has them all."""
+    # By class: abc caches issubclass, where isinstance on a protocol looks
+    # at every member each time (a fifth of a job's construction).
+    if issubclass(type(datastore), DatastoreAbilities):
+        return cast(SpacewalkDatastore, datastore)
+    return ZeroGDatastore(datastore)
+
+
+def as_queue(queue: Queue) -> SpacewalkQueue:
+    """``queue`` with every ability: itself when its class has them all."""
+    if issubclass(type(queue), QueueAbilities):
+        return cast(SpacewalkQueue, queue)
+    return ZeroGQueue(queue)
+
+
+class _Adapter:
+    """Forwards what it does not define to the wrapped object, so that job
+    code calling a method of its own datastore keeps working."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet: being copied or unpickled
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.inner!r}>"
+
+    def close(self) -> None:
+        """Close the wrapped object if it can be closed."""
+        if isinstance(self.inner, Closable):
+            self.inner.close()
+
+
+class ZeroGDatastore(_Adapter):
+    """A datastore with only ZeroG's methods, given the other abilities."""
+
+    def __init__(self, inner: Datastore) -> None:
+        super().__init__(inner)
+        self._read_many = inner.read_many if isinstance(inner, ManyReader) else None
+        self._list_jobs = inner.list_jobs if isinstance(inner, JobLister) else None
+
+    @property
+    def casException(self) -> type[Exception]:  # noqa: N802 - ZeroG's name
+        return self.inner.casException  # type: ignore[no-any-return]
+
+    @casException.setter
+    def casException(self, value: type[Exception]) -> None:  # noqa: N802
+        self.inner.casException = value
+
+    @property
+    def lockedException(self) -> type[Exception]:  # noqa: N802
+        return self.inner.lockedException  # type: ignore[no-any-return]
+
+    @lockedException.setter
+    def lockedException(self, value: type[Exception]) -> None:  # noqa: N802
+        self.inner.lockedException = value
+
+    @property
+    def existsException(self) -> type[Exception]:  # noqa: N802
+        return self.inner.existsException  # type: ignore[no-any-return]
+
+    @existsException.setter
+    def existsException(self, value: type[Exception]) -> None:  # noqa: N802
+        self.inner.existsException = value
+
+    def read(self, key: str) -> Value | None:
+        return self.inner.read(key)  # type: ignore[no-any-return]
+
+    def read_with_cas(self, key: str) -> tuple[Value | None, int]:
+        return self.inner.read_with_cas(key)  # type: ignore[no-any-return]
+
+    def create(self, key: str, value: Value) -> bool:
+        return self.inner.create(key, value)  # type: ignore[no-any-return]
+
+    def update(self, key: str, value: Value) -> bool:
+        return self.inner.update(key, value)  # type: ignore[no-any-return]
+
+    def update_with_cas(self, key: str, value: Value, cas: int | None = None) -> tuple[bool, int]:
+        return self.inner.update_with_cas(key, value, cas)  # type: ignore[no-any-return]
+
+    def set(self, key: str, value: Value) -> bool:
+        return self.inner.set(key, value)  # type: ignore[no-any-return]
+
+    def set_with_cas(self, key: str, value: Value, cas: int | None = None) -> tuple[bool, int]:
+        return self.inner.set_with_cas(key, value, cas)  # type: ignore[no-any-return]
+
+    def delete(self, key: str) -> bool:
+        return self.inner.delete(key)  # type: ignore[no-any-return]
+
+    def read_many(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
+        """The wrapped object's ``read_many``, or one ``read_with_cas`` per key."""
+        if self._read_many is not None:
+            return self._read_many(keys)
+        return [self.inner.read_with_cas(key) for key in keys]
+
+    def list_jobs(self, query: Any) -> list[dict[str, Any]]:
+        """The wrapped object's ``list_jobs``.
+
+        :raises NotSupported: it has none.
+        """
+        if self._list_jobs is None:
+            raise NotSupported(
+                f"this datastore ({type(self.inner).__name__}) cannot list jobs:"
+                " it has no list_jobs method"
+            )
+        return self._list_jobs(query)
+
+
+class ZeroGQueue(_Adapter):
+    """A queue with only ZeroG's methods, given the other abilities."""
+
+    def __init__(self, inner: Queue) -> None:
+        super().__init__(inner)
+        self._has_entry = inner.has_entry if isinstance(inner, EntryChecker) else None
+        self._put_with_document = (
+            inner.put_with_document if isinstance(inner, DocumentQueue) else None
+        )
+
+    @property
+    def queueName(self) -> str:  # noqa: N802 - ZeroG's name
+        return self.inner.queueName  # type: ignore[no-any-return]
+
+    @queueName.setter
+    def queueName(self, value: str) -> None:  # noqa: N802
+        self.inner.queueName = value
+
+    def put(
+        self, data: Any, ttr: float | None = None, delay: float = 0, priority: int = 2**31
+    ) -> int:
+        return self.inner.put(data, ttr=ttr, delay=delay, priority=priority)  # type: ignore[no-any-return]
+
+    def reserve(self, timeout: float | None = None) -> QueueEntry | None:
+        return self.inner.reserve(timeout=timeout)  # type: ignore[no-any-return]
+
+    def delete(self, id: int) -> bool:
+        return self.inner.delete(id)  # type: ignore[no-any-return]
+
+    def attach(self) -> None:
+        self.inner.attach()
+
+    def detach(self) -> None:
+        self.inner.detach()
+
+    def has_entry(self, id: int, data: Any) -> bool:
+        """The wrapped object's ``has_entry``.
+
+        :raises NotSupported: it has none.
+        """
+        if self._has_entry is None:
+            raise NotSupported(
+                f"this queue ({type(self.inner).__name__}) cannot tell whether an entry"
+                " is still there: it has no has_entry method"
+            )
+        return self._has_entry(id, data)
+
+    def put_with_document(
+        self,
+        datastore: Datastore,
+        key: str,
+        document: Callable[[int], dict[str, Any]],
+        data: Any,
+        ttr: float | None = None,
+        delay: float = 0,
+        priority: int = 2**31,
+    ) -> tuple[int, int] | None:
+        """The wrapped object's ``put_with_document``, or None: the job is
+        then stored and queued as ZeroG does."""
+        if self._put_with_document is None:
+            return None
+        return self._put_with_document(datastore, key, document, data, ttr, delay, priority)

@@ -1,0 +1,126 @@
+"""Datastores and queues with only ZeroG's methods, given the other abilities
+where they enter (runtime/adapters.py)."""
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from runtime_jobs.jobs import ReturnsJob
+
+from flask_spacewalk import errors
+from flask_spacewalk.backends.base import JobQuery
+from flask_spacewalk.runtime.adapters import ZeroGDatastore, ZeroGQueue, as_datastore, as_queue
+from flask_spacewalk.runtime.job import make_key
+from flask_spacewalk.runtime.records import utcnow
+from flask_spacewalk.runtime.registry import JobRegistry
+from flask_spacewalk.runtime.stale import requeue_stale
+from flask_spacewalk.runtime.worker import Worker
+
+DATASTORE_METHODS = ("read", "read_with_cas", "create", "update", "update_with_cas", "set",
+                     "set_with_cas", "delete")  # fmt: skip
+QUEUE_METHODS = ("put", "reserve", "delete", "attach", "detach")
+
+
+class ZeroGOnly:
+    """One of our backends seen through ZeroG's methods only, as a ZeroG
+    datastore or queue object is; ``extra`` names more methods to show."""
+
+    def __init__(self, inner: Any, names: tuple[str, ...], *extra: str) -> None:
+        self._inner = inner
+        for name in (*names, *extra):
+            setattr(self, name, getattr(inner, name))
+        for name in ("casException", "lockedException", "existsException", "queueName"):
+            if hasattr(inner, name):
+                setattr(self, name, getattr(inner, name))
+
+    def zerog_extra(self) -> str:
+        return "own method"
+
+
+def test_our_backends_are_used_as_they_are(datastore: Any, queue: Any) -> None:
+    assert as_datastore(datastore) is datastore
+    assert as_queue(queue) is queue
+
+
+def test_a_zerog_datastore_gets_the_defaults(datastore: Any) -> None:
+    zerog = ZeroGOnly(datastore, DATASTORE_METHODS)
+    store = as_datastore(zerog)
+    assert isinstance(store, ZeroGDatastore) and store.inner is zerog
+    assert as_datastore(store) is store  # wrapped once
+    store.set("a", {"x": 1})
+    store.set("b", "text")
+    assert store.read_many(["b", "missing", "a"]) == [
+        datastore.read_with_cas("b"), (None, 0), datastore.read_with_cas("a"),
+    ]
+    with pytest.raises(errors.NotSupported) as caught:
+        store.list_jobs(JobQuery())
+    assert str(caught.value) == (
+        "this datastore (ZeroGOnly) cannot list jobs: it has no list_jobs method"
+    )
+    assert isinstance(caught.value, errors.SpacewalkError)
+    store.close()  # nothing to close: nothing happens
+    assert store.casException is datastore.casException
+    assert store.existsException is datastore.existsException
+    assert store.zerog_extra() == "own method"  # job code may call its own methods
+
+
+def test_a_datastore_keeps_the_abilities_it_has(datastore: Any) -> None:
+    calls: list[str] = []
+    zerog = ZeroGOnly(datastore, DATASTORE_METHODS, "list_jobs")
+    zerog.close = lambda: calls.append("close")  # type: ignore[attr-defined]
+    store = as_datastore(zerog)
+    assert isinstance(store, ZeroGDatastore)
+    assert store.list_jobs(JobQuery()) == []
+    store.close()
+    assert calls == ["close"]
+
+
+def test_a_zerog_queue_gets_the_defaults(datastore: Any, queue: Any) -> None:
+    zerog = ZeroGOnly(queue, QUEUE_METHODS)
+    wrapped = as_queue(zerog)
+    assert isinstance(wrapped, ZeroGQueue) and wrapped.queueName == queue.queueName
+    id = wrapped.put("job")
+    assert wrapped.put_with_document(datastore, "k", lambda id: {}, "job") is None
+    assert datastore.read("k") is None and queue.has_entry(id, "job")
+    with pytest.raises(errors.NotSupported, match=r"this queue \(ZeroGOnly\) cannot tell"):
+        wrapped.has_entry(id, "job")
+    wrapped.close()
+    entry = wrapped.reserve(timeout=0)
+    assert entry is not None and entry.id == id
+
+
+def test_a_queue_keeps_the_abilities_it_has(datastore: Any, queue: Any) -> None:
+    wrapped = as_queue(ZeroGOnly(queue, QUEUE_METHODS, "has_entry", "put_with_document"))
+    assert isinstance(wrapped, ZeroGQueue)
+    id = wrapped.put("job")
+    assert wrapped.has_entry(id, "job") is True
+    written = wrapped.put_with_document(datastore, "k", lambda id: {"id": id}, "other")
+    assert written is not None and datastore.read("k") == {"id": written[0]}
+
+
+def test_zerog_objects_run_jobs_here(datastore: Any, queue: Any) -> None:
+    """A job built and enqueued with ZeroG's objects, run by our worker
+    from ZeroG's objects: the slow paths, each ability's default."""
+    zerog_store = ZeroGOnly(datastore, DATASTORE_METHODS)
+    zerog_queue = ZeroGOnly(queue, QUEUE_METHODS)
+    job = ReturnsJob(zerog_store, zerog_queue, value=[201, None])
+    assert isinstance(job.datastore, ZeroGDatastore) and isinstance(job.queue, ZeroGQueue)
+    job.enqueue()
+    stored = datastore.read(make_key(job.uuid))
+    assert stored["queueJobId"] > 0 and stored["queueName"] == queue.queueName
+    worker = Worker(JobRegistry([ReturnsJob]), lambda: zerog_store, lambda n: zerog_queue,
+                    queue.queueName)  # fmt: skip
+    worker.run(burst=True)
+    assert datastore.read(make_key(job.uuid))["resultCode"] == 201
+
+
+def test_requeue_stale_needs_has_entry(datastore: Any, queue: Any) -> None:
+    job = ReturnsJob(datastore, queue, value=[200, None])
+    job.enqueue()
+    later = utcnow() + datetime.timedelta(hours=1)
+    registry = JobRegistry([ReturnsJob])
+    stale = requeue_stale(datastore, as_queue(ZeroGOnly(queue, QUEUE_METHODS)), registry, 60,
+                          now=later)  # fmt: skip
+    with pytest.raises(errors.NotSupported, match="has no has_entry method"):
+        next(stale)
