@@ -21,10 +21,11 @@ from flask import Response, request
 from werkzeug import exceptions
 from werkzeug.exceptions import BadRequest
 
-from .backends.base import STATUSES, JobQuery
+from ..backends.base import STATUSES, JobQuery
+from .http import json_response
 
 if TYPE_CHECKING:
-    from .extension import SpacewalkState
+    from .state import SpacewalkState
 
 DEFAULT_LIMIT = 50
 #: Larger ``limit`` values are lowered to this.
@@ -39,8 +40,6 @@ _CURSOR_MAX = 200
 
 def jobs_view(state: SpacewalkState) -> Callable[[], Response]:
     """The view of ``GET R/jobs`` for ``state``'s tree."""
-    from .views import json_response  # here: views imports this module
-
     tree_types = frozenset(cls.JOB_TYPE for cls in state.registry.get_registered_classes())
     progress = f"{state.tree.root.path}/progress/"
 

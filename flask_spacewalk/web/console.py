@@ -19,7 +19,7 @@ from flask import Response, request, send_from_directory
 from werkzeug.exceptions import NotFound
 
 if TYPE_CHECKING:
-    from .extension import SpacewalkState
+    from .state import SpacewalkState
 
 __all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "STATIC", "console_routes"]
 
