@@ -19,7 +19,7 @@ from .validation import ParamsValidator
 from .web.state import LeafSchemas, SpacewalkState, ViewDecorator
 
 if TYPE_CHECKING:
-    from .jobs import BaseJob
+    from .base_job import BaseJob
 
 class Spacewalk:
     """Serve a tree of job classes as a REST API.

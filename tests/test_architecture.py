@@ -194,6 +194,18 @@ def name_clashes(root: Path) -> dict[str, list[str]]:
     return {name: paths for name, paths in seen.items() if len(paths) > 1}
 
 
+def class_clashes(root: Path) -> dict[str, list[str]]:
+    """Public module-level class names defined in more than one module below
+    ``root`` (nested classes, such as marshmallow's ``Meta``, are local)."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                seen.setdefault(node.name, []).append(str(path.relative_to(root)))
+    return {name: paths for name, paths in seen.items() if len(set(paths)) > 1}
+
+
 # -- the package ------------------------------------------------------------------
 
 
@@ -219,6 +231,12 @@ def test_runtime_and_backends_never_reach_the_web(graph: dict[str, set[str]]) ->
 def test_no_two_modules_share_a_name() -> None:
     clashes = name_clashes(SOURCE)
     assert set(clashes) <= EXPECTED_NAME_CLASHES, clashes
+
+
+def test_no_two_public_classes_share_a_name() -> None:
+    # one meaning per word: the HTTP error body and a job's error record
+    # were both ErrorSchema
+    assert class_clashes(SOURCE) == {}
 
 
 def test_the_web_layer_is_a_folder_of_its_own(graph: dict[str, set[str]]) -> None:
@@ -330,3 +348,14 @@ def test_names_used_twice_are_found(tmp_path: Path) -> None:
         "worker": ["runtime/worker.py", "worker.py"],
         "runtime": ["runtime/", "web/runtime.py"],
     }
+
+
+def test_classes_named_alike_are_found(tmp_path: Path) -> None:
+    source = write_package(tmp_path, {
+        "__init__.py": "",
+        "openapi.py": "class ErrorSchema:\n    class Meta: pass\nclass _Private: pass\n",
+        "runtime/__init__.py": "",
+        "runtime/records.py": "class ErrorSchema: pass\nclass _Private: pass\n",
+        "runtime/job.py": "class Meta: pass\nclass Job:\n    class Meta: pass\n",
+    })
+    assert class_clashes(source) == {"ErrorSchema": ["openapi.py", "runtime/records.py"]}

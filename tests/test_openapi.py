@@ -27,7 +27,7 @@ from openapi_spec_validator import validate as validate_spec
 from schemathesis import GenerationMode, checks
 
 from examples.jobs.examples import BaseExampleJob
-from flask_spacewalk.schemas import post_schema
+from flask_spacewalk.post_schema import post_schema
 from flask_spacewalk.web.console import CONTENT_SECURITY_POLICY as CONSOLE_POLICY
 from flask_spacewalk.web.docs import ASSETS
 from flask_spacewalk.web.openapi import openapi_document, params_components

@@ -46,7 +46,10 @@ _REF_ANNOTATIONS = ("title", "description", "default", "examples", "$comment")
 # -- response bodies ------------------------------------------------------------
 
 
-class ErrorSchema(Schema):
+class ErrorBodySchema(Schema):
+    """The one error body of every answer (a job's error records are
+    :class:`ErrorRecordSchema`)."""
+
     code = fields.Integer(required=True, metadata={"description": "The HTTP status code."})
     status = fields.String(required=True, metadata={"description": "Its reason phrase."})
     message = fields.String(required=True, metadata={"description": "What was wrong."})
@@ -57,7 +60,7 @@ class ErrorSchema(Schema):
     )
 
 
-class ValidationErrorSchema(ErrorSchema):
+class ValidationErrorBodySchema(ErrorBodySchema):
     errors = fields.Dict(
         keys=fields.String(),
         values=fields.List(fields.String()),
@@ -138,8 +141,8 @@ class CancelAnswerSchema(Schema):
 
 #: Component name -> marshmallow schema, nested ones first.
 RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
-    "Error": ErrorSchema,
-    "ValidationError": ValidationErrorSchema,
+    "Error": ErrorBodySchema,
+    "ValidationError": ValidationErrorBodySchema,
     "BranchItem": BranchItemSchema,
     "LeafItem": LeafItemSchema,
     "PostSchema": PostSchemaSchema,
