@@ -606,6 +606,7 @@ def test_every_route_kind_is_served_through_the_views_table(app: Flask) -> None:
     assert {route.kind for route in table} == set(RouteKind)
     served = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
     views = Views(state)
+    assert set(views.makers) == set(RouteKind)
     for route in table:
         assert callable(views.view(route))
         assert served[route.path] == f"{blueprint_name(state.root_path)}.{route.endpoint}"

@@ -66,6 +66,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 def json_bytes_response(
     body: bytes, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
+    """``body``, JSON already encoded, as a response."""
     return Response(body, status=status, headers=headers, mimetype="application/json")
 
 
@@ -126,6 +127,7 @@ def not_modified(headers: dict[str, str]) -> bool:
 
 
 def not_modified_response(headers: dict[str, str]) -> Response:
+    """304 with ``headers`` and no body."""
     response = Response(status=304, headers=headers)
     del response.headers["Content-Type"]  # no body, so no type
     return response
@@ -263,6 +265,7 @@ def _json_type(value: Any) -> str:
 
 
 def http_error(exc: HTTPException) -> Response:
+    """The JSON answer of an HTTP error, routing's 404 and 405 included."""
     code = exc.code or 500
     headers = {}
     if _own_description(exc):
@@ -284,10 +287,12 @@ def _own_description(exc: HTTPException) -> bool:
 
 
 def params_invalid(exc: ParamsInvalid) -> Response:
+    """422, with the messages of each field."""
     return error_response(422, "the job parameters are not valid", exc.errors)
 
 
 def spacewalk_error(exc: SpacewalkError) -> Response:
+    """503 for what a retry may get through, 500 for an unreadable job."""
     if isinstance(exc, DatastoreUnavailable):
         log.warning("datastore unavailable: %s", exc)
         return error_response(503, f"datastore unavailable: {exc}")
@@ -307,6 +312,7 @@ def spacewalk_error(exc: SpacewalkError) -> Response:
 
 
 def unexpected_error(exc: Exception) -> Response:
+    """500, logged with its traceback, which the answer never shows."""
     if isinstance(exc, HTTPException):  # pragma: no cover - handled above
         return http_error(exc)
     log.exception("unhandled error in a Spacewalk view", exc_info=exc)
@@ -322,6 +328,9 @@ def _allowed_origin(origins: tuple[str, ...]) -> str | None:
 
 
 def preflight_answer(origins: tuple[str, ...], methods: str) -> Callable[[], Response | None]:
+    """A ``before_request`` function answering the CORS preflights of
+    ``origins`` with ``methods``."""
+
     def answer() -> Response | None:
         # A browser sends a preflight without credentials, so it is answered
         # before the decorators (the app's auth); the same at every path, so
@@ -339,6 +348,7 @@ def preflight_answer(origins: tuple[str, ...], methods: str) -> Callable[[], Res
 
 
 def cors_headers(origins: tuple[str, ...]) -> Callable[[Response], Response]:
+    """An ``after_request`` function adding the CORS headers for ``origins``."""
     allow_any = "*" in origins
 
     def add_headers(response: Response) -> Response:

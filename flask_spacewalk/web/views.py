@@ -68,6 +68,28 @@ class Views:
         }
         #: ``GET R/jobs``.
         self.jobs = listing.jobs_view(state)
+        kind = RouteKind
+        #: How each kind of route gets its view, from the route.
+        self.makers: dict[RouteKind, Callable[[Route], Callable[..., Response]]] = {
+            kind.BRANCHES: lambda route: self.fixed(
+                encode([_branch_item(b) for b in _branch(route).branches])
+            ),
+            kind.LEAVES: lambda route: self.fixed(
+                encode([_leaf_item(leaf) for leaf in _branch(route).leaves])
+            ),
+            kind.BRANCH_POST_SCHEMA: lambda route: self.branch_not_job(_branch(route)),
+            kind.BRANCH_JOB: lambda route: self.branch_not_job(_branch(route)),
+            kind.POST_SCHEMA: lambda route: self.fixed(
+                encode({"postSchema": state.schemas[_leaf(route).path].post_schema})
+            ),
+            kind.JOB: lambda route: self.create_job(_leaf(route)),
+            kind.PROGRESS: lambda route: self.progress,
+            kind.INFO: lambda route: self.info,
+            kind.DATA: lambda route: self.data,
+            kind.DUMP: lambda route: self.dump,
+            kind.JOBS: lambda route: self.jobs,
+            kind.CANCEL: lambda route: self.cancel,
+        }
 
     # -- discovery ---------------------------------------------------------
 
@@ -85,33 +107,7 @@ class Views:
 
     def view(self, route: Route) -> Callable[..., Response]:
         """The view function of one entry of :func:`.routes.routes`."""
-        make = self._views[RouteKind(route.kind)]
-        return make(route)
-
-    @property
-    def _views(self) -> dict[RouteKind, Callable[[Route], Callable[..., Response]]]:
-        """How each kind of route gets its view, from the route."""
-        kind = RouteKind
-        return {
-            kind.BRANCHES: lambda route: self.fixed(
-                encode([_branch_item(b) for b in _branch(route).branches])
-            ),
-            kind.LEAVES: lambda route: self.fixed(
-                encode([_leaf_item(leaf) for leaf in _branch(route).leaves])
-            ),
-            kind.BRANCH_POST_SCHEMA: lambda route: self.branch_not_job(_branch(route)),
-            kind.BRANCH_JOB: lambda route: self.branch_not_job(_branch(route)),
-            kind.POST_SCHEMA: lambda route: self.fixed(
-                encode({"postSchema": self.state.schemas[_leaf(route).path].post_schema})
-            ),
-            kind.JOB: lambda route: self.create_job(_leaf(route)),
-            kind.PROGRESS: lambda route: self.progress,
-            kind.INFO: lambda route: self.info,
-            kind.DATA: lambda route: self.data,
-            kind.DUMP: lambda route: self.dump,
-            kind.JOBS: lambda route: self.jobs,
-            kind.CANCEL: lambda route: self.cancel,
-        }
+        return self.makers[RouteKind(route.kind)](route)
 
     # -- starting a job ----------------------------------------------------
 
