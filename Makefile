@@ -32,7 +32,7 @@ test: $(STAMP)
 	$(MAKE) test-mm3
 
 # marshmallow shapes the schemas, the documents and the API, not the backends
-MM3_TESTS := tests/test_schemas.py tests/test_runtime_job.py tests/test_views.py \
+MM3_TESTS := tests/test_post_schema.py tests/test_runtime_job.py tests/test_views.py \
 	tests/test_extension.py tests/test_worker.py tests/test_zerog_compat.py tests/test_discovery.py \
 	tests/test_openapi.py
 test-mm3: $(STAMP)

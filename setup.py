@@ -16,7 +16,10 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["flask_spacewalk", "flask_spacewalk.*"]),
     # the console's own JavaScript and CSS, served by the app (no build step)
-    package_data={"flask_spacewalk": ["py.typed", "static/console/*", "static/docs/*"]},
+    package_data={
+        "flask_spacewalk": ["py.typed"],
+        "flask_spacewalk.web": ["static/console/*", "static/docs/*"],
+    },
     install_requires=[
         # the web layer: blueprint, config, CLI (click comes with it)
         "flask>=2.3",

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from .backends import make_datastore, make_queue
+from .base_job import BaseJob, BaseJobSchema
 from .extension import Spacewalk
-from .jobs import BaseJob, BaseJobSchema
 from .runtime.job import (
     INTERNAL_ERROR,
     NO_RESULT,

@@ -13,11 +13,11 @@ from flask.cli import AppGroup
 from . import defaults
 from .errors import SpacewalkError
 from .runtime.registry import JobRegistry
-from .views import blueprint_name
+from .web.routes import blueprint_name
 from .worker import run_workers
 
 if TYPE_CHECKING:
-    from .extension import SpacewalkState
+    from .web.state import SpacewalkState
 
 spacewalk_cli = AppGroup("spacewalk", help="Serve and run flask-spacewalk jobs.")
 
@@ -139,7 +139,7 @@ def openapi_command(prefix: str | None, indent: int, output: Any) -> None:
     Every tree at the prefix is included, whatever SPACEWALK_EXPOSE_DOCS
     says: a service that does not serve its document can still publish it.
     """
-    from .openapi import openapi_document
+    from .web.openapi import openapi_document
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     states = _states(app, None)

@@ -18,8 +18,8 @@ import sys
 import types
 from collections.abc import Iterable, Iterator
 
+from .base_job import BaseJob
 from .errors import JobModuleImportError
-from .jobs import BaseJob
 from .runtime.job import RuntimeJob
 from .tree import Tree, build_tree, check_root
 

@@ -2,7 +2,7 @@
 
 Everything raised on purpose derives from :class:`SpacewalkError`. The
 runtime and backend errors carry no Flask; the HTTP layer maps them to the
-one JSON error shape (see :mod:`flask_spacewalk.views`).
+one JSON error shape (see :mod:`flask_spacewalk.web.http`).
 """
 from __future__ import annotations
 

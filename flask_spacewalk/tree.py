@@ -10,14 +10,14 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .errors import ConfigurationError, JobTreeError
-from .jobs import (
+from .base_job import (
     BaseJob,
     attribute_clashes,
     document_field_clashes,
     own_name,
     parent_branch,
 )
+from .errors import ConfigurationError, JobTreeError
 
 __all__ = [
     "RESERVED_NAMES",

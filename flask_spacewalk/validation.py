@@ -1,7 +1,7 @@
 """The check of POST bodies against a leaf's Params.
 
 :class:`ParamsValidator` checks a POST body against the leaf's post-schema
-(:func:`~flask_spacewalk.schemas.post_schema`; strict JSON types, formats
+(:func:`~flask_spacewalk.post_schema.post_schema`; strict JSON types, formats
 asserted by :data:`FORMAT_CHECKER`) and then loads it with marshmallow,
 unknown fields rejected. So a body that POST accepts always validates against
 the schema, and one that validates is accepted unless a check the schema
@@ -20,15 +20,15 @@ from jsonschema import Draft7Validator, FormatChecker
 from marshmallow import RAISE, Schema, ValidationError, fields
 
 from .errors import ParamsInvalid
-from .schemas import (
-    _DATE_PATTERN,
-    _DATE_TIME_PATTERN,
-    _FLOAT_MAX,
-    _NAIVE_DATE_TIME_PATTERN,
-    _TIME_PATTERN,
-    _UUID_PATTERN,
-    _instance,
+from .post_schema import (
+    DATE_PATTERN,
+    DATE_TIME_PATTERN,
+    FLOAT_MAX,
+    NAIVE_DATE_TIME_PATTERN,
+    TIME_PATTERN,
+    UUID_FIELD_PATTERN,
     post_schema,
+    schema_instance,
 )
 
 __all__ = ["FORMAT_CHECKER", "MAX_MESSAGES", "ParamsValidator"]
@@ -53,7 +53,7 @@ class ParamsValidator:
     """
 
     def __init__(self, params_schema: type[Schema] | Schema) -> None:
-        self.schema = _instance(params_schema)
+        self.schema = schema_instance(params_schema)
         #: The published post-schema, as :func:`post_schema` gives it.
         self.json_schema = post_schema(self.schema)
         self._validator = Draft7Validator(self.json_schema, format_checker=FORMAT_CHECKER)
@@ -158,11 +158,11 @@ _FORMAT_MESSAGES = {
     "ipv6": "Not a valid IPv6 address.",
 }
 _PATTERN_MESSAGES = {
-    _DATE_PATTERN: "Not a valid date.",
-    _DATE_TIME_PATTERN: "Not a valid datetime.",
-    _NAIVE_DATE_TIME_PATTERN: "Not a valid datetime.",
-    _TIME_PATTERN: "Not a valid time.",
-    _UUID_PATTERN: "Not a valid UUID.",
+    DATE_PATTERN: "Not a valid date.",
+    DATE_TIME_PATTERN: "Not a valid datetime.",
+    NAIVE_DATE_TIME_PATTERN: "Not a valid datetime.",
+    TIME_PATTERN: "Not a valid time.",
+    UUID_FIELD_PATTERN: "Not a valid UUID.",
 }
 _SIZES = ("Length", "Items", "Properties")
 _LOWER = {"minimum": "greater than or equal to", "exclusiveMinimum": "greater than"}
@@ -219,7 +219,7 @@ def _schema_messages(error: t.Any) -> t.Iterator[tuple[tuple[t.Any, ...], str]]:
             schema.get("format"), "String does not match expected pattern."
         )
         yield path, _PATTERN_MESSAGES.get(value, default)
-    elif keyword in ("minimum", "maximum") and abs(value) == _FLOAT_MAX:
+    elif keyword in ("minimum", "maximum") and abs(value) == FLOAT_MAX:
         yield path, "Number too large."
     elif keyword in _LOWER or keyword in _UPPER or keyword in _LENGTHS:
         yield path, _bound_message(keyword, schema)

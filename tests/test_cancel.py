@@ -120,8 +120,8 @@ def test_cancelling_twice_or_a_finished_job_is_409(app, client):
 def test_a_cancel_that_keeps_meeting_conflicts_is_503_with_retry_after(
     app, client, monkeypatch
 ):
-    from flask_spacewalk import views
     from flask_spacewalk.errors import JobUpdateConflict
+    from flask_spacewalk.web import views
 
     def always_conflicting(job: Any) -> Any:
         raise JobUpdateConflict("gave up after 10 conflicting writes")

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from flask import Flask, abort, request
 
 from examples.jobs.examples import BaseExampleJob
-from flask_spacewalk.console import ASSETS, CONTENT_SECURITY_POLICY, STATIC
+from flask_spacewalk.web.console import ASSETS, CONTENT_SECURITY_POLICY, STATIC
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

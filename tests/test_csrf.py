@@ -1,4 +1,4 @@
-"""Cross-site request forgery (flask_spacewalk/csrf.py): what a page of
+"""Cross-site request forgery (flask_spacewalk/web/csrf.py): what a page of
 another site can make a logged-in browser send is refused, and what curl,
 servers and the app's own pages send still works."""
 from __future__ import annotations

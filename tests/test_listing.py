@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from flask_spacewalk import Spacewalk, make_datastore
 from flask_spacewalk.backends.base import MAX_TYPE_PROBES, JobQuery
-from flask_spacewalk.listing import decode_cursor, encode_cursor
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.status import job_index
+from flask_spacewalk.web.listing import decode_cursor, encode_cursor
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -27,11 +27,11 @@ from openapi_spec_validator import validate as validate_spec
 from schemathesis import GenerationMode, checks
 
 from examples.jobs.examples import BaseExampleJob
-from flask_spacewalk.console import CONTENT_SECURITY_POLICY as CONSOLE_POLICY
-from flask_spacewalk.docs import ASSETS
-from flask_spacewalk.openapi import openapi_document, params_components
-from flask_spacewalk.schemas import post_schema
-from flask_spacewalk.views import UUID_PATTERN, Route, blueprint_name, routes
+from flask_spacewalk.post_schema import post_schema
+from flask_spacewalk.web.console import CONTENT_SECURITY_POLICY as CONSOLE_POLICY
+from flask_spacewalk.web.docs import ASSETS
+from flask_spacewalk.web.openapi import openapi_document, params_components
+from flask_spacewalk.web.routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -206,6 +206,15 @@ def test_an_undocumented_route_kind_fails_loudly(make_app: MakeApp) -> None:
     state = make_app().extensions["spacewalk"]["/examples"]
     with pytest.raises(LookupError, match="route kind 'mystery'"):
         openapi_document([state], table=lambda s: [Route("/examples/x", "GET", "x", "mystery")])
+
+
+def test_every_route_kind_is_documented_or_left_out_on_purpose(make_app: MakeApp) -> None:
+    from flask_spacewalk.web import openapi
+
+    state = make_app().extensions["spacewalk"]["/examples"]
+    makers = openapi._Operations(state, {}, {}).makers
+    assert set(makers) | openapi._NOT_OPERATIONS == set(RouteKind)
+    assert not set(makers) & openapi._NOT_OPERATIONS
 
 
 # -- request bodies: the post-schema's Params ---------------------------------
@@ -402,7 +411,7 @@ def test_script_root_reaches_servers_and_links(make_app: MakeApp) -> None:
 def test_the_document_is_built_once_per_script_root(
     make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flask_spacewalk import docs
+    from flask_spacewalk.web import docs
 
     built: list[str] = []
 

@@ -15,6 +15,11 @@ from runtime_jobs.jobs import NoopJob, RequeueJob, ReturnsJob
 
 from flask_spacewalk import INTERNAL_ERROR, NO_RESULT, BaseJob, BaseJobSchema
 from flask_spacewalk.backends import sqlite as sqlite_backend
+from flask_spacewalk.base_job import (
+    INSTANCE_ATTRIBUTES,
+    attribute_clashes,
+    document_field_clashes,
+)
 from flask_spacewalk.errors import (
     CasMismatch,
     DuplicateJobType,
@@ -25,11 +30,6 @@ from flask_spacewalk.errors import (
     UndeclaredField,
     UnknownJobType,
     UnstorableValue,
-)
-from flask_spacewalk.jobs import (
-    INSTANCE_ATTRIBUTES,
-    attribute_clashes,
-    document_field_clashes,
 )
 from flask_spacewalk.runtime.job import DOCUMENT_FIELDS, ErrorFinish, make_key
 from flask_spacewalk.runtime.registry import JobRegistry

@@ -34,7 +34,9 @@ from flask_spacewalk.backends import sqlite as sqlite_backend
 from flask_spacewalk.errors import DatastoreUnavailable, QueueUnavailable
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.worker import Worker
-from flask_spacewalk.views import MAX_DEPTH, encode
+from flask_spacewalk.web.http import MAX_DEPTH, encode
+from flask_spacewalk.web.routes import Route, RouteKind, blueprint_name, routes
+from flask_spacewalk.web.views import Views
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) leaves it out
@@ -592,6 +594,41 @@ def test_deep_tree_unknown_paths(api_client: FlaskClient) -> None:
         response = api_client.get(path)
         assert response.status_code == 404
         assert response.mimetype == "text/html"
+
+
+# -- the route table: one kind, one view -----------------------------------------
+
+
+def test_every_route_kind_is_served_through_the_views_table(app: Flask) -> None:
+    state = state_of(app)
+    table = routes(state)
+    # the example tree (dump exposed) has a route of every kind
+    assert {route.kind for route in table} == set(RouteKind)
+    served = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
+    views = Views(state)
+    assert set(views.makers) == set(RouteKind)
+    for route in table:
+        assert callable(views.view(route))
+        assert served[route.path] == f"{blueprint_name(state.root_path)}.{route.endpoint}"
+
+
+def test_a_route_kind_the_views_do_not_know_fails_at_start_up(app: Flask) -> None:
+    views = Views(state_of(app))
+    with pytest.raises(ValueError, match="'mystery' is not a valid RouteKind"):
+        views.view(Route("/examples/x", "GET", "x", "mystery"))  # type: ignore[arg-type]
+
+
+def test_a_route_on_the_wrong_kind_of_node_fails_at_start_up(app: Flask) -> None:
+    state = state_of(app)
+    leaf = next(iter(state.tree.leaves()))
+    branch = state.tree.root
+    views = Views(state)
+    with pytest.raises(TypeError, match="a branches route needs a branch"):
+        views.view(Route("/x", "GET", "x", RouteKind.BRANCHES, leaf))
+    with pytest.raises(TypeError, match="a job route needs a leaf"):
+        views.view(Route("/x", "POST", "x", RouteKind.JOB, branch))
+    with pytest.raises(TypeError, match="a post_schema route needs a leaf"):
+        views.view(Route("/x", "GET", "x", RouteKind.POST_SCHEMA, None))
 
 
 # -- 3. bad input ---------------------------------------------------------------

@@ -26,7 +26,6 @@ from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from ..backends.base import encode_value
 from ..errors import (
     DatastoreUnavailable,
     EntryNotReserved,
@@ -45,6 +44,7 @@ from .cancel import (
     clear_cancel,
     request_cancel,
 )
+from .encoding import encode_value
 from .protocols import Datastore, Queue, QueueEntry
 from .records import make_error, utcnow
 from .status import JobStatus

@@ -21,12 +21,13 @@ from flask import Response, request
 from werkzeug import exceptions
 from werkzeug.exceptions import BadRequest
 
-from .errors import NotSupported
-from .runtime.query import JobQuery
-from .runtime.status import STATUSES
+from ..errors import NotSupported
+from ..runtime.query import JobQuery
+from ..runtime.status import STATUSES
+from .http import json_response
 
 if TYPE_CHECKING:
-    from .extension import SpacewalkState
+    from .state import SpacewalkState
 
 DEFAULT_LIMIT = 50
 #: Larger ``limit`` values are lowered to this.
@@ -41,8 +42,6 @@ _CURSOR_MAX = 200
 
 def jobs_view(state: SpacewalkState) -> Callable[[], Response]:
     """The view of ``GET R/jobs`` for ``state``'s tree."""
-    from .views import json_response  # here: views imports this module
-
     tree_types = frozenset(cls.JOB_TYPE for cls in state.registry.get_registered_classes())
     progress = f"{state.tree.root.path}/progress/"
 

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the trees mounted at one URL prefix.
 
-Built with apispec from :func:`~flask_spacewalk.views.routes`, the same list
+Built with apispec from :func:`~flask_spacewalk.web.routes.routes`, the same list
 the blueprints serve, so the document cannot drift from the routes. Each
 leaf's request body is its published post-schema's ``Params`` definition,
 moved under ``components`` (see :func:`params_components`). Nothing here
@@ -17,13 +17,13 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
+from ..runtime.status import STATUSES
+from ..tree import Branch, Leaf
 from .listing import DEFAULT_LIMIT, MAX_LIMIT
-from .runtime.status import STATUSES
-from .tree import Branch, Leaf
-from .views import UUID_PATTERN, Route, routes
+from .routes import UUID_PATTERN, Route, RouteKind, routes
 
 if TYPE_CHECKING:
-    from .extension import SpacewalkState
+    from .state import SpacewalkState
 
 __all__ = ["OPENAPI_VERSION", "openapi_document", "params_components"]
 
@@ -39,14 +39,17 @@ _SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
 #: What draft 7 reads beside ``$ref`` (annotations; the rest it ignores).
 #: Routes left out of the document: a branch's post-schema and job answer
 #: only 400 "is a branch, not a job", which SPEC requires and no client calls.
-_NOT_OPERATIONS = frozenset({"branch_post_schema", "branch_job"})
+_NOT_OPERATIONS = frozenset({RouteKind.BRANCH_POST_SCHEMA, RouteKind.BRANCH_JOB})
 _REF_ANNOTATIONS = ("title", "description", "default", "examples", "$comment")
 
 
 # -- response bodies ------------------------------------------------------------
 
 
-class ErrorSchema(Schema):
+class ErrorBodySchema(Schema):
+    """The one error body of every answer (a job's error records are
+    :class:`ErrorRecordSchema`)."""
+
     code = fields.Integer(required=True, metadata={"description": "The HTTP status code."})
     status = fields.String(required=True, metadata={"description": "Its reason phrase."})
     message = fields.String(required=True, metadata={"description": "What was wrong."})
@@ -57,7 +60,7 @@ class ErrorSchema(Schema):
     )
 
 
-class ValidationErrorSchema(ErrorSchema):
+class ValidationErrorBodySchema(ErrorBodySchema):
     errors = fields.Dict(
         keys=fields.String(),
         values=fields.List(fields.String()),
@@ -138,8 +141,8 @@ class CancelAnswerSchema(Schema):
 
 #: Component name -> marshmallow schema, nested ones first.
 RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
-    "Error": ErrorSchema,
-    "ValidationError": ValidationErrorSchema,
+    "Error": ErrorBodySchema,
+    "ValidationError": ValidationErrorBodySchema,
     "BranchItem": BranchItemSchema,
     "LeafItem": LeafItemSchema,
     "PostSchema": PostSchemaSchema,
@@ -286,11 +289,27 @@ class _Operations:
         self.tags = tags
         self.bodies = bodies
         self.parents = {leaf.path: b for b in state.tree.branches() for leaf in b.leaves}
+        kind = RouteKind
+        #: The operation of each kind of route but those of _NOT_OPERATIONS.
+        self.makers: dict[RouteKind, Callable[[Route], dict[str, Any]]] = {
+            kind.BRANCHES: self._branches,
+            kind.LEAVES: self._leaves,
+            kind.POST_SCHEMA: self._post_schema,
+            kind.JOB: self._job,
+            kind.PROGRESS: self._progress,
+            kind.INFO: self._info,
+            kind.DATA: self._data,
+            kind.DUMP: self._dump,
+            kind.JOBS: self._jobs,
+            kind.CANCEL: self._cancel,
+        }
 
     def operation(self, route: Route) -> dict[str, Any]:
-        make: Callable[[Route], dict[str, Any]] | None = getattr(self, f"_{route.kind}", None)
+        make = self.makers.get(route.kind)
         if make is None:
-            raise LookupError(f"the OpenAPI document does not know route kind {route.kind!r}")
+            raise LookupError(
+                f"the OpenAPI document does not know route kind {str(route.kind)!r}"
+            )
         operation = make(route)
         node = route.node
         if isinstance(node, Leaf):
@@ -476,7 +495,7 @@ def openapi_document(
 
     :param states: the trees, in the order their paths are listed.
     :param server_url: the ``servers`` URL: the app's script root, or ``/``.
-    :param table: the routes of one tree (:func:`~flask_spacewalk.views.routes`).
+    :param table: the routes of one tree (:func:`~flask_spacewalk.web.routes.routes`).
     """
     # Several trees at one prefix: each one's title and version once.
     titles = dict.fromkeys(state.settings.api_title for state in states)

@@ -1,4 +1,4 @@
-// Starts Swagger UI on the docs page (flask_spacewalk/docs.py). A file, not
+// Starts Swagger UI on the docs page (flask_spacewalk/web/docs.py). A file, not
 // an inline script, so that the page's Content-Security-Policy can refuse
 // every inline script.
 //

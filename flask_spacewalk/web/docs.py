@@ -21,11 +21,11 @@ from flask import Blueprint, Flask, Response, current_app, request, send_from_di
 from werkzeug.exceptions import HTTPException, NotFound
 
 from .console import CONTENT_SECURITY_POLICY as CONSOLE_POLICY
+from .http import encode, http_error, json_bytes_response
 from .openapi import openapi_document
-from .views import _http_error, encode, json_bytes_response
 
 if TYPE_CHECKING:
-    from .extension import SpacewalkState, ViewDecorator
+    from .state import SpacewalkState, ViewDecorator
 
 __all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "INIT_SCRIPT", "docs_states", "register_docs"]
 
@@ -180,7 +180,7 @@ def _make_blueprint(name: str, prefix: str, decorators: Sequence[ViewDecorator])
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
-    bp.register_error_handler(HTTPException, _http_error)
+    bp.register_error_handler(HTTPException, http_error)
     return bp
 
 

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft7Validator, FormatChecker
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate
 
-from flask_spacewalk import schemas
+from flask_spacewalk import post_schema as post_schema_module
 from flask_spacewalk.errors import ParamsInvalid, SpacewalkError
-from flask_spacewalk.schemas import post_schema
+from flask_spacewalk.post_schema import post_schema
 from flask_spacewalk.validation import FORMAT_CHECKER, MAX_MESSAGES, ParamsValidator
 
 MARSHMALLOW_3 = importlib.metadata.version("marshmallow").startswith("3.")
@@ -195,11 +195,11 @@ def test_fizz_buzz_load_fills_defaults() -> None:
         (fields.Boolean(), {"type": "boolean"}),
         (
             fields.Date(),
-            {"type": "string", "format": "date", "pattern": schemas._DATE_PATTERN},
+            {"type": "string", "format": "date", "pattern": post_schema_module.DATE_PATTERN},
         ),
         (
             fields.UUID(),
-            {"type": "string", "format": "uuid", "pattern": schemas._UUID_PATTERN},
+            {"type": "string", "format": "uuid", "pattern": post_schema_module.UUID_FIELD_PATTERN},
         ),
         (fields.Email(), {"type": "string", "format": "email"}),
         (fields.Url(), {"type": "string", "format": "uri"}),

@@ -1,4 +1,10 @@
-"""A leaf's Params as the published post-schema.
+"""A leaf's Params as the published post-schema (its JSON Schema).
+
+Three things are called a schema here, each by its own name: a leaf's
+``Params`` (the marshmallow schema of its POST parameters), its
+*post-schema* (the draft-07 JSON Schema made from ``Params``, which
+``GET <leaf>/post-schema`` shows), and the job's *document schema*
+(``BaseJobSchema`` and ``BASE_SCHEMA``: what is stored, in ``runtime/``).
 
 :func:`post_schema` turns a marshmallow Params schema into the draft-07 JSON
 Schema that ``GET <leaf>/post-schema`` shows; POST bodies are checked against
@@ -22,7 +28,16 @@ from marshmallow import Schema, fields, missing, validate
 from marshmallow_jsonschema import JSONSchema
 from marshmallow_jsonschema.exceptions import UnsupportedValueError
 
-__all__ = ["post_schema"]
+__all__ = [
+    "DATE_PATTERN",
+    "DATE_TIME_PATTERN",
+    "FLOAT_MAX",
+    "NAIVE_DATE_TIME_PATTERN",
+    "TIME_PATTERN",
+    "UUID_FIELD_PATTERN",
+    "post_schema",
+    "schema_instance",
+]
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 
@@ -33,7 +48,8 @@ DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 # RFC 3339 (which adds lowercase "t"/"z", leap seconds, long fractions), with
 # the calendar spelled out: a validator that asserts no format still checks
 # them. ``$(?!\n)`` is a true end in Python's ``re`` (where ``$`` also
-# matches before a final newline) and in ECMA 262.
+# matches before a final newline) and in ECMA 262. The public patterns are
+# also how validation.py words a field's error, so they are named.
 _LEAP_YEAR = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
 _DATE = (
     "(?:(?!0000)[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
@@ -42,15 +58,15 @@ _DATE = (
 _TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9]"
 _SECONDS = r":[0-5][0-9](?:\.[0-9]{1,6})?"
 _END = r"$(?!\n)"
-_DATE_PATTERN = f"^{_DATE}{_END}"
-_DATE_TIME_PATTERN = f"^{_DATE}T{_TIME}{_SECONDS}(?:Z|[+-]{_TIME}){_END}"
-_NAIVE_DATE_TIME_PATTERN = f"^{_DATE}T{_TIME}{_SECONDS}{_END}"
-_TIME_PATTERN = f"^{_TIME}(?:{_SECONDS})?{_END}"
+DATE_PATTERN = f"^{_DATE}{_END}"
+DATE_TIME_PATTERN = f"^{_DATE}T{_TIME}{_SECONDS}(?:Z|[+-]{_TIME}){_END}"
+NAIVE_DATE_TIME_PATTERN = f"^{_DATE}T{_TIME}{_SECONDS}{_END}"
+TIME_PATTERN = f"^{_TIME}(?:{_SECONDS})?{_END}"
 # The canonical spelling only: uuid.UUID also reads braces, "urn:uuid:" and
 # bare hex, which no draft-07 check describes.
-_UUID_PATTERN = f"^[0-9a-fA-F]{{8}}(?:-[0-9a-fA-F]{{4}}){{3}}-[0-9a-fA-F]{{12}}{_END}"
+UUID_FIELD_PATTERN = f"^[0-9a-fA-F]{{8}}(?:-[0-9a-fA-F]{{4}}){{3}}-[0-9a-fA-F]{{12}}{_END}"
 # marshmallow refuses numbers a float cannot hold ("Number too large.").
-_FLOAT_MAX = sys.float_info.max
+FLOAT_MAX = sys.float_info.max
 
 _ISO = (None, "iso", "iso8601")
 _NOT_NULL = ["array", "boolean", "number", "object", "string"]
@@ -73,7 +89,7 @@ def post_schema(params_schema: type[Schema] | Schema) -> dict[str, t.Any]:
 
     :param params_schema: the Params schema, a class or an instance.
     """
-    builder = _Builder(_instance(params_schema))
+    builder = _Builder(schema_instance(params_schema))
     return {
         "$schema": DRAFT_07,
         "definitions": builder.definitions,
@@ -81,7 +97,8 @@ def post_schema(params_schema: type[Schema] | Schema) -> dict[str, t.Any]:
     }
 
 
-def _instance(schema: type[Schema] | Schema) -> Schema:
+def schema_instance(schema: type[Schema] | Schema) -> Schema:
+    """``schema`` itself, or an instance of it when it is a class."""
     return schema() if isinstance(schema, type) else schema
 
 
@@ -217,9 +234,9 @@ class _Builder:
                     _merge(schema, keyword, value)
         if getattr(field, "num_type", None) is float:
             if not {"minimum", "exclusiveMinimum"} & schema.keys():
-                schema["minimum"] = -_FLOAT_MAX
+                schema["minimum"] = -FLOAT_MAX
             if not {"maximum", "exclusiveMaximum"} & schema.keys():
-                schema["maximum"] = _FLOAT_MAX
+                schema["maximum"] = FLOAT_MAX
         return schema
 
 
@@ -235,17 +252,17 @@ def _scalar(field: fields.Field[t.Any], converted: dict[str, t.Any]) -> dict[str
             return {}
         # Date and Time are DateTime subclasses in marshmallow 3.
         if isinstance(field, fields.Date):
-            return {"type": "string", "format": "date", "pattern": _DATE_PATTERN}
+            return {"type": "string", "format": "date", "pattern": DATE_PATTERN}
         if isinstance(field, fields.Time):
             # The draft-07 "time" format requires an offset; neither
             # marshmallow reads one the same way.
-            return {"type": "string", "pattern": _TIME_PATTERN}
+            return {"type": "string", "pattern": TIME_PATTERN}
         if isinstance(field, fields.NaiveDateTime) and field.timezone is None:
             # RFC 3339 date-times all have an offset: no format fits.
-            return {"type": "string", "pattern": _NAIVE_DATE_TIME_PATTERN}
-        return {"type": "string", "format": "date-time", "pattern": _DATE_TIME_PATTERN}
+            return {"type": "string", "pattern": NAIVE_DATE_TIME_PATTERN}
+        return {"type": "string", "format": "date-time", "pattern": DATE_TIME_PATTERN}
     if isinstance(field, fields.UUID):
-        schema["pattern"] = _UUID_PATTERN
+        schema["pattern"] = UUID_FIELD_PATTERN
     elif isinstance(field, fields.Email):
         schema["format"] = "email"
     elif isinstance(field, fields.Url):
@@ -255,7 +272,7 @@ def _scalar(field: fields.Field[t.Any], converted: dict[str, t.Any]) -> dict[str
     elif isinstance(field, fields.IPv6):
         schema["format"] = "ipv6"
     elif isinstance(field, fields.TimeDelta):  # a number of units, not text
-        schema = {"type": "number", "minimum": -_FLOAT_MAX, "maximum": _FLOAT_MAX}
+        schema = {"type": "number", "minimum": -FLOAT_MAX, "maximum": FLOAT_MAX}
     return schema
 
 

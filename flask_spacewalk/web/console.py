@@ -21,7 +21,7 @@ from werkzeug.exceptions import NotFound
 from .runtime.status import STATUSES
 
 if TYPE_CHECKING:
-    from .extension import SpacewalkState
+    from .state import SpacewalkState
 
 __all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "STATIC", "console_routes"]
 
