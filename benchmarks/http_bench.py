@@ -294,7 +294,7 @@ def finished_job(datastore_url: str, port: int) -> str:
 def _burst(url: str) -> int:
     from flask_spacewalk import make_datastore, make_queue
     from flask_spacewalk.runtime.registry import JobRegistry
-    from flask_spacewalk.runtime.worker import Worker
+    from flask_spacewalk.runtime.worker_loop import Worker
 
     from .bench_jobs import NoopJob
 

@@ -128,7 +128,7 @@ def _enqueue(datastore_url: str, queue_url: str, count: int) -> float:
 def _burst_worker(datastore_url: str, queue_url: str) -> tuple[int, float, float, int | None]:
     from flask_spacewalk import make_datastore, make_queue
     from flask_spacewalk.runtime.registry import JobRegistry
-    from flask_spacewalk.runtime.worker import Worker
+    from flask_spacewalk.runtime.worker_loop import Worker
 
     from .bench_jobs import NoopJob
 

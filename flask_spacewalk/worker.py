@@ -31,7 +31,7 @@ from .discovery import find_job_classes, import_modules
 from .errors import ConfigurationError
 from .runtime.registry import JobRegistry
 from .runtime.supervisor import Supervisor
-from .runtime.worker import (
+from .runtime.worker_loop import (
     Worker,
     WorkerShutdown,
     install_cancel_handler,

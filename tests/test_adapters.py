@@ -15,7 +15,7 @@ from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.records import utcnow
 from flask_spacewalk.runtime.registry import JobRegistry
 from flask_spacewalk.runtime.stale import requeue_stale
-from flask_spacewalk.runtime.worker import Worker
+from flask_spacewalk.runtime.worker_loop import Worker
 
 DATASTORE_METHODS = ("read", "read_with_cas", "create", "update", "update_with_cas", "set",
                      "set_with_cas", "delete")  # fmt: skip

@@ -28,10 +28,8 @@ LOWER_LAYERS = ("runtime", "backends")
 
 #: Edges between folders left out of the folder-cycle check: none.
 EXPECTED_FOLDER_EDGES: frozenset[tuple[str, str]] = frozenset()
-#: Module names used twice until the runtime's modules are renamed (issue
-#: 13): ``python -m flask_spacewalk.worker`` is public, so the runtime's
-#: ``worker.py`` is the one to rename. LEAD: remove once it is.
-EXPECTED_NAME_CLASHES = frozenset({"worker"})
+#: Module names allowed in two folders: none.
+EXPECTED_NAME_CLASHES: frozenset[str] = frozenset()
 
 
 # -- reading the graph ------------------------------------------------------------

@@ -101,7 +101,7 @@ def test_the_shared_defaults_are_the_signatures_defaults() -> None:
     from flask_spacewalk import backends, cli
     from flask_spacewalk.backends.sqlite import SqliteQueue
     from flask_spacewalk.runtime.supervisor import Supervisor
-    from flask_spacewalk.runtime.worker import Worker
+    from flask_spacewalk.runtime.worker_loop import Worker
 
     def default(func: Any, name: str) -> Any:
         return inspect.signature(func).parameters[name].default

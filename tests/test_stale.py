@@ -9,7 +9,7 @@ from seed import backdate_job
 
 from flask_spacewalk import make_queue
 from flask_spacewalk.runtime.stale import requeue_stale
-from flask_spacewalk.runtime.worker import Worker
+from flask_spacewalk.runtime.worker_loop import Worker
 
 
 def post(app: Any, count: int) -> list[str]:

@@ -33,7 +33,7 @@ from flask_spacewalk import Spacewalk
 from flask_spacewalk.backends import sqlite as sqlite_backend
 from flask_spacewalk.errors import DatastoreUnavailable, QueueUnavailable
 from flask_spacewalk.runtime.job import make_key
-from flask_spacewalk.runtime.worker import Worker
+from flask_spacewalk.runtime.worker_loop import Worker
 from flask_spacewalk.web.http import MAX_DEPTH, encode
 from flask_spacewalk.web.routes import Route, RouteKind, blueprint_name, routes
 from flask_spacewalk.web.views import Views

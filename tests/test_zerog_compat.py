@@ -22,7 +22,7 @@ from runtime_jobs.jobs import FailJob, ReturnsJob
 from flask_spacewalk import BaseJobSchema, make_datastore, make_queue
 from flask_spacewalk.runtime.job import RuntimeJob, make_key
 from flask_spacewalk.runtime.registry import JobRegistry
-from flask_spacewalk.runtime.worker import Worker
+from flask_spacewalk.runtime.worker_loop import Worker
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?$")
 SERVICE_QUEUE = "zerog_jobs"

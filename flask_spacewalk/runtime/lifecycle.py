@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: The run log: one line per failed run, interrupt and killed run, under
 #: the name it always had (docs/runtime.rst), so logging set-ups keep it.
-run_log = logging.getLogger("flask_spacewalk.runtime.worker")
+run_log = logging.getLogger("flask_spacewalk.runtime.worker_loop")
 
 #: ``run()`` returns this to be queued again after a delay.
 NO_RESULT = -1

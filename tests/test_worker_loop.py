@@ -26,7 +26,7 @@ from flask_spacewalk.errors import DatastoreUnavailable
 from flask_spacewalk.runtime.cancel import CancelWatch
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.registry import JobRegistry
-from flask_spacewalk.runtime.worker import (
+from flask_spacewalk.runtime.worker_loop import (
     MAX_DELAY,
     LeaseKeeper,
     Outcome,
@@ -632,11 +632,12 @@ class SlowRetryWorker(FastWorker):
 
 
 def _log_lines(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "flask_spacewalk.runtime.worker"]
+    name = "flask_spacewalk.runtime.worker_loop"
+    return [r.getMessage() for r in caplog.records if r.name == name]
 
 
 def test_a_failed_run_is_logged_with_what_follows(registry, datastore, queue, caplog):
-    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker")
+    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker_loop")
     retried = submit(FailJob, datastore, queue, failures=5)
     make_worker(registry, datastore, queue, cls=SlowRetryWorker).run(burst=True)
     assert _log_lines(caplog) == [f"job rt_fail {retried}: RuntimeError: boom 1; retry in 30 s"]
@@ -663,14 +664,14 @@ def test_a_failed_run_is_logged_with_what_follows(registry, datastore, queue, ca
     ],
 )
 def test_interrupts_are_logged(registry, datastore, queue, caplog, kind, line):
-    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker")
+    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker_loop")
     uuid = submit(InterruptJob, datastore, queue, kind=kind)
     make_worker(registry, datastore, queue, cls=SlowRetryWorker).run(burst=True)
     assert _log_lines(caplog) == [f"job rt_interrupt {uuid}: {line}"]
 
 
 def test_a_killed_run_found_on_load_is_logged(registry, datastore, queue, caplog):
-    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker")
+    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker_loop")
     restarted = submit(NoopJob, datastore, queue)
     registry.get_job(restarted, datastore, queue).update_attrs(running=True)
     make_worker(registry, datastore, queue).run(burst=True)
@@ -684,7 +685,7 @@ def test_a_killed_run_found_on_load_is_logged(registry, datastore, queue, caplog
 
 
 def test_bad_values_and_results_are_logged(stores_registry, datastore, queue, caplog):
-    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker")
+    caplog.set_level("INFO", logger="flask_spacewalk.runtime.worker_loop")
     saved = submit(StoresJob, datastore, queue, kind="set", how="update_attrs")
     returned = submit(StoresJob, datastore, queue, kind="inf", how="return")
     assigned = submit(StoresJob, datastore, queue, kind="nan", how="assign")
