@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from flask import Response, request, send_from_directory
 from werkzeug.exceptions import NotFound
 
-from .runtime.status import STATUSES
+from ..runtime.status import STATUSES
 
 if TYPE_CHECKING:
     from .state import SpacewalkState
