@@ -9,6 +9,7 @@ of SPEC section 3, while the web workers' memory stays bounded.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -163,7 +164,15 @@ def _flood_404(port: int, count: int, threads: int = 8) -> list[int]:
 
 
 def _stored_jobs(service: WebService) -> int:
-    with sqlite3.connect(service.db_path) as db:
+    # Read-only: the store is made by the first process to use it (a job
+    # worker may still be starting), never by this count.
+    if not service.db_path.exists():
+        return 0
+    with contextlib.closing(
+        sqlite3.connect(f"file:{service.db_path}?mode=ro", uri=True)
+    ) as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'documents'").fetchone():
+            return 0
         return int(db.execute("SELECT count(*) FROM documents").fetchone()[0])
 
 
