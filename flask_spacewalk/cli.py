@@ -63,7 +63,17 @@ def _configure_logging() -> None:
         )
 
 
-def _run_workers(app: Flask, tree: str | None, **options: Any) -> int:
+def _run_workers(
+    app: Flask,
+    tree: str | None,
+    *,
+    processes: int,
+    grace: float,
+    max_jobs: int | None,
+    max_memory: int | None,
+) -> int:
+    """Supervise job workers for the app; ``max_memory`` in MiB, as the
+    ``--max-memory`` option gives it."""
     state, registry = _worker_group(app, tree)
     _configure_logging()
     settings = state.settings
@@ -76,7 +86,10 @@ def _run_workers(app: Flask, tree: str | None, **options: Any) -> int:
         instance_path=state.instance_path,
         job_context=app.app_context,
         cancel_grace=settings.cancel_grace,
-        **options,
+        processes=processes,
+        grace=grace,
+        max_jobs=max_jobs,
+        max_memory=max_memory * 2**20 if max_memory else None,
     )
 
 
@@ -106,12 +119,7 @@ def worker_command(
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     sys.exit(
         _run_workers(
-            app,
-            tree,
-            processes=processes,
-            grace=grace,
-            max_jobs=max_jobs,
-            max_memory=max_memory * 2**20 if max_memory else None,
+            app, tree, processes=processes, grace=grace, max_jobs=max_jobs, max_memory=max_memory
         )
     )
 
@@ -274,12 +282,7 @@ def serve_command(
 
     def run_jobs() -> int:
         return _run_workers(
-            app,
-            tree,
-            processes=processes,
-            grace=grace,
-            max_jobs=max_jobs,
-            max_memory=max_memory * 2**20 if max_memory else None,
+            app, tree, processes=processes, grace=grace, max_jobs=max_jobs, max_memory=max_memory
         )
 
     sys.exit(Serve(run_web, run_jobs).run())

@@ -29,8 +29,9 @@ from flask_spacewalk.runtime.cancel import (
 )
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.lifecycle import cancel_job
+from flask_spacewalk.runtime.outcome import Outcome
 from flask_spacewalk.runtime.registry import JobRegistry
-from flask_spacewalk.runtime.worker_loop import Outcome, Worker
+from flask_spacewalk.runtime.worker_loop import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -15,7 +15,8 @@ from flask_spacewalk.errors import QueueUnavailable
 from flask_spacewalk.runtime import lifecycle as lifecycle_module
 from flask_spacewalk.runtime.cancel import CancelAnswer, CancelWatch, request_cancel
 from flask_spacewalk.runtime.job import make_key
-from flask_spacewalk.runtime.lifecycle import ChangeRefused, Lifecycle, Outcome
+from flask_spacewalk.runtime.lifecycle import Lifecycle
+from flask_spacewalk.runtime.outcome import ChangeRefused, Outcome
 
 PACKAGE = Path(lifecycle_module.__file__).resolve().parent.parent
 

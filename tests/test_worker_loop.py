@@ -25,14 +25,9 @@ from flask_spacewalk import NO_RESULT
 from flask_spacewalk.errors import DatastoreUnavailable
 from flask_spacewalk.runtime.cancel import CancelWatch
 from flask_spacewalk.runtime.job import make_key
+from flask_spacewalk.runtime.outcome import MAX_DELAY, Outcome, interpret_result
 from flask_spacewalk.runtime.registry import JobRegistry
-from flask_spacewalk.runtime.worker_loop import (
-    MAX_DELAY,
-    LeaseKeeper,
-    Outcome,
-    Worker,
-    interpret_result,
-)
+from flask_spacewalk.runtime.worker_loop import LeaseKeeper, Worker
 
 
 class FastWorker(Worker):

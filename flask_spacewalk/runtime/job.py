@@ -24,14 +24,15 @@ from marshmallow import Schema, fields
 from ..errors import JobNotFound, JobUpdateConflict, UndeclaredField, UnstorableValue
 from .adapters import as_datastore, as_queue
 from .document import DocumentDumper, DocumentLoader
-from .lifecycle import INTERNAL_ERROR as INTERNAL_ERROR
-from .lifecycle import NO_RESULT as NO_RESULT
-from .lifecycle import ChangeRefused, Lifecycle
-from .lifecycle import ErrorContinue as ErrorContinue
-from .lifecycle import ErrorFinish as ErrorFinish
-from .lifecycle import RunResult as RunResult
-from .lifecycle import WarningContinue as WarningContinue
-from .lifecycle import WarningFinish as WarningFinish
+from .lifecycle import Lifecycle
+from .outcome import INTERNAL_ERROR as INTERNAL_ERROR
+from .outcome import NO_RESULT as NO_RESULT
+from .outcome import ChangeRefused
+from .outcome import ErrorContinue as ErrorContinue
+from .outcome import ErrorFinish as ErrorFinish
+from .outcome import RunResult as RunResult
+from .outcome import WarningContinue as WarningContinue
+from .outcome import WarningFinish as WarningFinish
 from .protocols import Datastore, Queue
 from .records import (
     ErrorRecord,
@@ -217,7 +218,7 @@ class RuntimeJob(ABC):
         """While the block runs, every change :meth:`record_change` applies,
         at first and after each conflict, is first put to ``guard``, which
         answers None to let it be saved or why not: then nothing is saved
-        and :class:`~flask_spacewalk.runtime.lifecycle.ChangeRefused` is
+        and :class:`~flask_spacewalk.runtime.outcome.ChangeRefused` is
         raised with the answer. The lifecycle guards the writes it makes
         through the job's overridable API (``record_result``) this way.
         """

@@ -10,21 +10,19 @@ other module of the package writes ``running``, ``resultCode``,
 ``queueJobId`` or a job's queue entry (tests/test_lifecycle.py checks the
 source), so a new transition (a retry, a timeout) is written here once.
 
-This module also holds the words of a run's end that the job API speaks:
-the result codes, the four interrupts and :class:`Outcome`.
+The words of a run's end (result codes, interrupts, :class:`Outcome`) are
+:mod:`~flask_spacewalk.runtime.outcome`'s.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import reprlib
 import sys
 import traceback
 from contextlib import AbstractContextManager as ContextManager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import (
     DatastoreUnavailable,
@@ -45,6 +43,17 @@ from .cancel import (
     request_cancel,
 )
 from .encoding import encode_value
+from .outcome import (
+    INTERNAL_ERROR,
+    NO_RESULT,
+    ChangeRefused,
+    ErrorContinue,
+    ErrorFinish,
+    Outcome,
+    WarningContinue,
+    WarningFinish,
+    interpret_result,
+)
 from .protocols import Datastore, Queue, QueueEntry
 from .records import make_error, utcnow
 from .status import JobStatus
@@ -58,19 +67,6 @@ log = logging.getLogger(__name__)
 #: the name it always had (docs/runtime.rst), so logging set-ups keep it.
 run_log = logging.getLogger("flask_spacewalk.runtime.worker_loop")
 
-#: ``run()`` returns this to be queued again after a delay.
-NO_RESULT = -1
-#: The result and error code of a job that failed unexpectedly.
-INTERNAL_ERROR = 500
-
-#: A ``run()`` result: a code, or ``(code, delay)``.
-RunResult = Union[int, tuple[int, Optional[float]], None]
-
-#: The result codes a run may return: 32-bit signed ints.
-MIN_CODE, MAX_CODE = -(2**31), 2**31 - 1
-#: The longest requeue delay a run may ask for, in seconds (68 years: the
-#: 32-bit bound that queues count delays within).
-MAX_DELAY = float(2**31 - 1)
 #: Seconds before a job that raised is run again (ZeroG's).
 ERROR_RETRY_DELAY = 30.0
 #: Seconds before a ``NO_RESULT`` job runs again when it gave no delay.
@@ -81,99 +77,6 @@ INLINE_MAX_RUNS = 10
 #: Why :meth:`Lifecycle.finish` did not record a run's result.
 _RESULT_STORED = "another run's result is stored"
 _CANCEL_SEEN = "the job's cancellation is requested"
-
-
-class ErrorContinue(Exception):
-    """Raised by :meth:`RuntimeJob.raise_error_continue`: retry later."""
-
-
-class ErrorFinish(Exception):
-    """Raised by :meth:`RuntimeJob.raise_error_finish`: the job is over."""
-
-
-class WarningContinue(Exception):
-    """Raised by :meth:`RuntimeJob.raise_warning_continue`: retry later."""
-
-
-class WarningFinish(Exception):
-    """Raised by :meth:`RuntimeJob.raise_warning_finish`: the job is over."""
-
-
-class ChangeRefused(Exception):
-    """The guard of :meth:`RuntimeJob.guarded` refused a change; nothing
-    was saved.
-
-    :param reason: what the guard answered.
-    """
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one run of a job.
-
-    ``result`` is the final code, or :data:`NO_RESULT` to run again after
-    ``delay`` seconds. ``recorded`` is true when the job recorded its result
-    itself (the ``*_finish`` interrupts). ``cancelled`` means the job is to
-    be recorded cancelled.
-    """
-
-    result: int
-    delay: float = 0.0
-    recorded: bool = False
-    cancelled: bool = False
-
-    @property
-    def finished(self) -> bool:
-        return self.result != NO_RESULT
-
-
-def interpret_result(value: Any, default_delay: float) -> Outcome:
-    """Read ``run()``'s return value as ZeroG does.
-
-    A code, or a ``(code, delay)`` pair, the code converted with ``int()``
-    (``True`` is 1, ``"404"`` is 404); anything that is not a code counts
-    as 200, a missing delay or one that is not a number as
-    ``default_delay``, a negative one as 0.
-
-    :raise ValueError: what ZeroG's ``int()`` or its queue would fail on: a
-        code that is a float NaN or Infinity, or an int outside 32 bits
-        (:data:`MIN_CODE` .. :data:`MAX_CODE`); with ``NO_RESULT``, a delay
-        that is NaN, Infinity or above :data:`MAX_DELAY`.
-    """
-    delay: Any = default_delay
-    if isinstance(value, (tuple, list)):
-        code: Any = value[0] if value else None
-        if len(value) > 1 and value[1] is not None:
-            delay = value[1]
-    else:
-        code = value
-    try:
-        result = int(code)
-    except OverflowError:
-        raise ValueError(f"the result code {code!r} is not a number") from None
-    except (TypeError, ValueError):
-        if isinstance(code, float):  # NaN
-            raise ValueError(f"the result code {code!r} is not a number") from None
-        result = 200
-    if not MIN_CODE <= result <= MAX_CODE:
-        raise ValueError(f"the result code {reprlib.repr(result)} is outside 32 bits"
-                         f" ({MIN_CODE}..{MAX_CODE})")
-    try:
-        seconds = float(delay)
-    except OverflowError:  # an int of more than 308 digits
-        seconds = math.inf
-    except (TypeError, ValueError):
-        seconds = default_delay
-    if not (math.isfinite(seconds) and seconds <= MAX_DELAY):
-        if result == NO_RESULT:
-            raise ValueError(f"the delay {reprlib.repr(delay)} is not a number of seconds"
-                             f" up to {MAX_DELAY:.0f}")
-        seconds = default_delay  # ignored: the job is over
-    return Outcome(result, max(0.0, seconds))
 
 
 class Lifecycle:

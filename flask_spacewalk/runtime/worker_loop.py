@@ -43,13 +43,8 @@ from .cancel import (
     on_interrupt_signal,
 )
 from .job import RuntimeJob, make_key
-from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, NO_RESULT, Lifecycle
-from .lifecycle import MAX_CODE as MAX_CODE
-from .lifecycle import MAX_DELAY as MAX_DELAY
-from .lifecycle import MIN_CODE as MIN_CODE
-from .lifecycle import Outcome as Outcome
-from .lifecycle import end_forked_child as end_forked_child
-from .lifecycle import interpret_result as interpret_result
+from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, Lifecycle
+from .outcome import NO_RESULT
 from .protocols import Datastore, Queue, QueueEntry, SpacewalkDatastore, SpacewalkQueue
 from .registry import JobRegistry
 
