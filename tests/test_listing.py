@@ -861,3 +861,38 @@ def listed_in(url: str, **kwargs: Any) -> list[str]:
     finally:
         raw.close()
     return [member.rpartition(" ")[2] for member in members]
+
+
+def test_api_pages_on_past_jobs_of_zerog_and_hand_made_stores(
+    store_client: FlaskClient, store_url: str
+) -> None:
+    """A page that ends on a job whose id is no uuid, or whose createdAt is
+    no ISO date-time, still gets a cursor that leads on."""
+    datastore = make_datastore(store_url)
+    odd = [("job-17", "2024-05-01 12:00:03"), ("A_B.c~9", "yesterday"), (uid(5), at(1))]
+    for key_id, created in odd:
+        datastore.set(make_key(key_id), dict(job(FB, created), uuid=key_id))
+    seen = []
+    query = "/examples/jobs?limit=1"
+    for _ in range(5):
+        page = store_client.get(query)
+        assert page.status_code == 200, page.get_data(as_text=True)
+        body = page.get_json()
+        seen += [item["uuid"] for item in body["jobs"]]
+        if body["next"] is None:
+            break
+        query = f"/examples/jobs?limit=1&cursor={body['next']}"
+    # newest first, by createdAt as text: "y" > "2024-05-01T" > "2024-05-01 "
+    assert seen == ["A_B.c~9", uid(5), "job-17"]
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(created=st.text(max_size=40), job_id=st.text(max_size=40))
+def test_api_cursors_of_any_position_never_answer_500(
+    client: FlaskClient, created: str, job_id: str
+) -> None:
+    # even with a valid checksum, a position the stores cannot hold is 400
+    cursor = encode_cursor(created, job_id)
+    answer = client.get("/examples/jobs", query_string={"cursor": cursor})
+    assert answer.status_code in (200, 400), answer.get_data(as_text=True)

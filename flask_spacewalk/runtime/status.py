@@ -20,7 +20,9 @@ CANCELLED_CODE = 410
 # What follows the prefix in a job key: a uuid as issued, or any printable
 # word (ZeroG and hand-made stores use other ids); never a space, which
 # separates createdAt from the uuid in Redis's index members.
-_JOB_ID = re.compile(r"[!-~]{1,200}")
+#: The id of a listed job (the part of its key after the prefix): uuids,
+#: and the other printable ids ZeroG and hand-made stores use.
+JOB_ID_PATTERN = re.compile(r"[!-~]{1,200}")
 
 
 class JobStatus(str, enum.Enum):
@@ -94,7 +96,7 @@ def job_index(key: str, value: Any) -> JobIndex | None:
     or None when it is not listed: the key is not ``zerog_job_<uuid>``, the
     value not a dict, or its ``createdAt`` not a str.
     """
-    if not key.startswith(JOB_KEY_PREFIX) or not _JOB_ID.fullmatch(key, len(JOB_KEY_PREFIX)):
+    if not key.startswith(JOB_KEY_PREFIX) or not JOB_ID_PATTERN.fullmatch(key, len(JOB_KEY_PREFIX)):
         return None
     if not isinstance(value, dict):
         return None

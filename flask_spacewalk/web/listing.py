@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import re
 from datetime import datetime, timezone
@@ -23,7 +25,7 @@ from werkzeug.exceptions import BadRequest
 
 from ..errors import NotSupported
 from ..runtime.query import JobQuery
-from ..runtime.status import STATUSES
+from ..runtime.status import JOB_ID_PATTERN, STATUSES
 from .http import json_response
 
 if TYPE_CHECKING:
@@ -33,11 +35,11 @@ DEFAULT_LIMIT = 50
 #: Larger ``limit`` values are lowered to this.
 MAX_LIMIT = 500
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-#: A stored ``createdAt``: naive ISO-8601, with or without a fraction (ZeroG).
-_CREATED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?")
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-#: Longer than any cursor :func:`encode_cursor` writes (about 100 characters).
-_CURSOR_MAX = 200
+#: The key of the checksum a cursor carries: it tells the cursors this API
+#: gave from any other text, and is no secret (a cursor grants nothing).
+_CURSOR_CHECK = b"flask-spacewalk listing cursor"
+#: Longer than any cursor :func:`encode_cursor` writes for a stored job.
+_CURSOR_MAX = 8192
 
 
 def jobs_view(state: SpacewalkState) -> Callable[[], Response]:
@@ -135,25 +137,33 @@ def _since(text: str | None) -> str | None:
 
 
 def encode_cursor(created_at: str, uuid: str) -> str:
-    """The cursor of the page after the job ``(created_at, uuid)``."""
+    """The cursor of the page after the job ``(created_at, uuid)``: the
+    position as URL-safe base64 of a small JSON object, a dot, and a
+    checksum of it."""
     text = json.dumps({"c": created_at, "u": uuid}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    position = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    return f"{position}.{_checksum(position)}"
 
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
     """``(createdAt, uuid)`` of a cursor :func:`encode_cursor` made.
 
-    A cursor is only a position, never a permission, so it is checked, not
-    signed: it must decode to exactly ``{"c": createdAt, "u": uuid}`` with a
-    naive ISO-8601 date-time and a lower-case uuid, as stored jobs have.
+    A cursor is only a position, never a permission: its checksum tells a
+    cursor of this API from a mistyped, truncated or hand-made one, and its
+    position must be one the listing can hold (a job id as keys have it, a
+    ``createdAt`` the stores can compare).
 
     :raise BadRequest: it is not such a cursor.
     """
+    position, _, checksum = cursor.rpartition(".")
     data: Any = None
-    if len(cursor) <= _CURSOR_MAX and cursor.isascii():
+    if (
+        len(cursor) <= _CURSOR_MAX
+        and cursor.isascii()
+        and hmac.compare_digest(checksum, _checksum(position))
+    ):
         try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            data = json.loads(raw)
+            data = json.loads(base64.urlsafe_b64decode(position + "=" * (-len(position) % 4)))
         except (binascii.Error, ValueError):
             pass
     if (
@@ -161,17 +171,22 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         and set(data) == {"c", "u"}
         and isinstance(data["c"], str)
         and isinstance(data["u"], str)
-        and _CREATED_AT.fullmatch(data["c"])
-        and _UUID.fullmatch(data["u"])
-        and _is_date_time(data["c"])
+        and JOB_ID_PATTERN.fullmatch(data["u"])
+        and _comparable(data["c"])
     ):
         return data["c"], data["u"]
     raise BadRequest("cursor is not one this API gave; use the next of a previous page")
 
 
-def _is_date_time(text: str) -> bool:
+def _checksum(position: str) -> str:
+    return hmac.new(_CURSOR_CHECK, position.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _comparable(text: str) -> bool:
+    """Whether every store can compare ``text``: no NUL (PostgreSQL), no
+    lone surrogate (not UTF-8)."""
     try:
-        datetime.fromisoformat(text)
-    except ValueError:
+        text.encode()
+    except UnicodeEncodeError:
         return False
-    return True
+    return "\x00" not in text
