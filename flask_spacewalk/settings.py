@@ -196,6 +196,14 @@ DEFAULTS: dict[str, Any] = {key.name: key.default for key in KEYS}
 #: Constructor keywords and the keys they override.
 OPTIONS: dict[str, str] = {key.option: key.name for key in KEYS}
 
+def run_inline_from(config: Mapping[str, Any]) -> bool | None:
+    """``SPACEWALK_RUN_INLINE`` as ``config`` holds it now, parsed as at
+    start-up (``"false"`` is false): tests may switch it on a live app."""
+    return _BY_NAME["SPACEWALK_RUN_INLINE"].read(  # type: ignore[no-any-return]
+        config.get("SPACEWALK_RUN_INLINE"), _CONFIG
+    )
+
+
 #: Where a value came from, for messages; ``{option}`` is the key's keyword.
 _KEYWORD = "the keyword {option}"
 _CONFIG = "app.config"

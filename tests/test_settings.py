@@ -520,3 +520,19 @@ def test_new_postgresql_tables_on_the_search_path_name_their_schema(
         finally:
             store.close()
     assert f'table "{schema}"."spacewalk_documents" in PostgreSQL' in caplog.text
+
+
+@pytest.mark.parametrize(("value", "inline"), [("false", False), ("0", False), ("yes", True)])
+def test_run_inline_switched_on_a_live_app_is_read_as_its_type(
+    tmp_path: Path, value: str, inline: bool
+) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.testing = True  # inline, unless the key says otherwise
+    Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob)
+    app.config["SPACEWALK_RUN_INLINE"] = value  # after init_app, as a test may
+    try:
+        uuid = app.test_client().post("/examples/fizz_buzz/job", json={"n": 3}).get_json()["uuid"]
+        progress = app.test_client().get(f"/examples/progress/{uuid}").get_json()
+        assert progress["result"] == (200 if inline else -1)
+    finally:
+        app.extensions["spacewalk"]["/examples"].close()

@@ -15,7 +15,7 @@ from ..backends import make_datastore, make_queue
 from ..runtime.adapters import as_datastore, as_queue
 from ..runtime.protocols import SpacewalkDatastore, SpacewalkQueue
 from ..runtime.registry import JobRegistry
-from ..settings import Settings
+from ..settings import Settings, run_inline_from
 from ..tree import Tree
 
 if TYPE_CHECKING:
@@ -91,5 +91,5 @@ class SpacewalkState:
         """Whether a POSTed job runs inside the request (read per request)."""
         value = self.settings.run_inline
         if value is None:
-            value = app.config.get("SPACEWALK_RUN_INLINE")
-        return app.testing if value is None else bool(value)
+            value = run_inline_from(app.config)
+        return app.testing if value is None else value
