@@ -124,3 +124,35 @@ def test_requeue_stale_needs_has_entry(datastore: Any, queue: Any) -> None:
                           now=later)  # fmt: skip
     with pytest.raises(errors.NotSupported, match="has no has_entry method"):
         next(stale)
+
+
+def test_a_zerog_queue_keeps_its_own_put_defaults() -> None:
+    """Only what the caller gave reaches a ZeroG queue's put: its own
+    defaults (ZeroG's ttr of 30 days) stay its own, and None is never sent."""
+    calls: list[dict[str, Any]] = []
+
+    class Queue:
+        queueName = "zerog_jobs"
+
+        def put(self, data: Any, ttr: float = 30 * 86400, delay: float = 0,
+                priority: int = 2**31) -> int:
+            calls.append({"ttr": ttr, "delay": delay, "priority": priority})
+            return len(calls)
+
+        def reserve(self, timeout: Any = None) -> None:
+            return None
+
+        def delete(self, id: int) -> bool:
+            return True
+
+        def attach(self) -> None: ...
+
+        def detach(self) -> None: ...
+
+    wrapped = as_queue(Queue())
+    wrapped.put("a")
+    wrapped.put("b", ttr=60, delay=5, priority=1)
+    assert calls == [
+        {"ttr": 30 * 86400, "delay": 0, "priority": 2**31},
+        {"ttr": 60, "delay": 5, "priority": 1},
+    ]

@@ -172,7 +172,16 @@ class ZeroGQueue(_Adapter):
     def put(
         self, data: Any, ttr: float | None = None, delay: float = 0, priority: int = 2**31
     ) -> int:
-        return self.inner.put(data, ttr=ttr, delay=delay, priority=priority)  # type: ignore[no-any-return]
+        # Only what differs from the protocol's defaults: the queue's own
+        # defaults stay its own (ZeroG's ttr is 30 days, and None is no ttr).
+        kwargs: dict[str, Any] = {}
+        if ttr is not None:
+            kwargs["ttr"] = ttr
+        if delay:
+            kwargs["delay"] = delay
+        if priority != 2**31:
+            kwargs["priority"] = priority
+        return self.inner.put(data, **kwargs)  # type: ignore[no-any-return]
 
     def reserve(self, timeout: float | None = None) -> QueueEntry | None:
         return self.inner.reserve(timeout=timeout)  # type: ignore[no-any-return]
