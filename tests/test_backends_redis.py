@@ -415,3 +415,27 @@ def test_a_wrong_type_key_is_unavailable(url: str, client: Any) -> None:
             store.set("k", "v")
     finally:
         _close(store)
+
+
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [
+        ("OutOfMemoryError:command not allowed when used memory > 'maxmemory'", True),
+        ("ResponseError:WRONGTYPE Operation against a key holding the wrong kind of value", True),
+        ("ResponseError:DB index is out of range", True),
+        ("ResponseError:MISCONF Redis is configured to save RDB snapshots", True),
+        ("ResponseError:Error running script (call to f_0): OOM command not allowed", True),
+        ("BusyLoadingError:Redis is loading the dataset in memory", True),
+        # our own bugs stay loud, as PostgreSQL's do
+        ("ResponseError:Error running script: user_script:3: attempt to compare nil", False),
+        ("ResponseError:unknown command 'NOSUCH'", False),
+        ("DataError:Invalid input of type: 'dict'", False),
+    ],
+)
+def test_refusals_are_told_from_our_own_bugs(error: str, refused: bool) -> None:
+    import redis.exceptions
+
+    from flask_spacewalk.backends.redis import _refused
+
+    name, message = error.split(":", 1)
+    assert _refused(getattr(redis.exceptions, name)(message)) is refused

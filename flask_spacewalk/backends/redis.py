@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -100,8 +101,31 @@ _UNAVAILABLE = (
 # The server's refusals that are no connection failure: OOM past maxmemory,
 # MISCONF (a failed snapshot), BUSY (a long script), WRONGTYPE (a foreign
 # key under our prefix), a bad DB index in the URL... Unavailable too, with
-# the server's reason: the operator fixes the server, not the request.
-_REFUSED = redis.exceptions.RedisError
+# the server's reason: the operator fixes the server, not the request. Any
+# other error (a bug in our scripts, a value redis-py cannot send) stays
+# loud, as PostgreSQL's do.
+# (redis-py strips the word from the message of the errors it has a class
+# for; the classes a redis-py release lacks are left out)
+_REFUSED_CLASSES: tuple[type[Exception], ...] = tuple(
+    cls
+    for name in ("OutOfMemoryError", "BusyLoadingError", "MasterDownError",
+                 "AuthenticationError", "AuthorizationError", "NoPermissionError",
+                 "TryAgainError")  # fmt: skip
+    if isinstance(cls := getattr(redis.exceptions, name, None), type)
+)
+#: The words a refusal starts with, also inside a script's error message.
+_REFUSED_WORDS = re.compile(
+    r"\b(OOM|MISCONF|BUSY|READONLY|WRONGTYPE|NOREPLICAS|MASTERDOWN|LOADING|NOAUTH"
+    r"|WRONGPASS|NOPERM)\b|DB index is out of range|invalid DB index"
+)
+
+
+def _refused(exc: redis.exceptions.RedisError) -> bool:
+    """Whether ``exc`` is the server refusing for a state of its own."""
+    return isinstance(exc, _REFUSED_CLASSES) or (
+        isinstance(exc, redis.exceptions.ResponseError)
+        and _REFUSED_WORDS.search(str(exc)) is not None
+    )
 
 
 class _Settings(NamedTuple):
@@ -536,7 +560,9 @@ class _Server:
             raise self._error(
                 f"Redis server {self.settings.server} is unavailable: {exc}"
             ) from exc
-        except _REFUSED as exc:
+        except redis.exceptions.RedisError as exc:
+            if not _refused(exc):
+                raise
             raise self._error(
                 f"Redis server {self.settings.server} refused the command:"
                 f" {type(exc).__name__}: {exc}"
