@@ -362,3 +362,29 @@ def test_a_failed_finish_leaves_the_entry_to_its_lease(
     # Inline, with no entry, the failure is the caller's (a 503).
     with pytest.raises(QueueUnavailable):
         lifecycle.finish(job, outcome)
+
+
+def test_a_cancellation_that_was_not_stored_keeps_its_request(
+    lifecycle: Lifecycle, datastore: Any, queue: Any, monkeypatch: Any
+) -> None:
+    """The request must outlive a failed write: the entry's lease brings the
+    job back, and that run must still find the job cancelled."""
+    from flask_spacewalk.errors import DatastoreUnavailable
+    from flask_spacewalk.runtime.cancel import cancel_requested
+
+    job = NoopJob(datastore, queue)
+    lifecycle.create(job)
+    entry = queue.reserve(timeout=0)
+    request_cancel(datastore, job.uuid)
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise DatastoreUnavailable("down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "record_change", down)
+        outage = lifecycle.finish(job, Outcome(410, cancelled=True), entry=entry)
+    assert isinstance(outage, DatastoreUnavailable)
+    assert cancel_requested(datastore, job.uuid)
+    lifecycle.finish(job, Outcome(410, cancelled=True), entry=entry)
+    assert not cancel_requested(datastore, job.uuid)
+    assert datastore.read(make_key(job.uuid))["resultCode"] == 410

@@ -363,7 +363,10 @@ class Lifecycle:
         :return: the datastore or queue outage that kept the outcome from
             being recorded, if any: the caller may wait before the next job.
         """
-        cancelled = outcome.cancelled
+        # Only a cancellation that was stored settles the request: when the
+        # write fails, the entry's lease brings the job back, and the
+        # request must still be there for that run.
+        cancelled = False
 
         def record() -> None:
             nonlocal cancelled
