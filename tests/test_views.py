@@ -1776,3 +1776,14 @@ def test_malformed_chunked_bodies_are_400_under_gunicorn(
     answer = json.loads(payload)
     assert answer["code"] == 400 and answer["message"].startswith("the body could not be read")
     assert request(gunicorn_port, "GET", "/examples/branches")[0] == 200  # the worker lives on
+
+
+@pytest.mark.parametrize("job_type", [["examples_fizz_buzz"], {"a": 1}, 5, None])
+def test_a_stored_job_whose_job_type_is_no_string_is_404(
+    client: FlaskClient, datastore: Any, job_type: Any
+) -> None:
+    uuid = start(client, FIZZ, {"n": 3})
+    document = datastore.read(make_key(uuid))
+    datastore.set(make_key(uuid), dict(document, jobType=job_type))
+    for kind in BY_UUID:
+        assert_error(client.get(f"/examples/{kind}/{uuid}"), 404)

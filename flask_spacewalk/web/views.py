@@ -134,7 +134,11 @@ class Views:
             raise NotFound(f"no job {uuid}")
         datastore, _ = self.state.connections()
         document, cas = datastore.read_with_cas(make_key(uuid))
-        if not isinstance(document, dict) or document.get("jobType") not in self.state.registry:
+        if not isinstance(document, dict):
+            raise NotFound(f"no job {uuid}")
+        job_type = document.get("jobType")
+        # a str first: a list or dict cannot even be looked up
+        if not isinstance(job_type, str) or job_type not in self.state.registry:
             raise NotFound(f"no job {uuid}")
         return document, cas
 
