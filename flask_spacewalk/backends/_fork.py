@@ -15,6 +15,7 @@ never notices.
 """
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from typing import Protocol
@@ -47,7 +48,12 @@ def _after_fork_in_child() -> None:
     # Runs before any other code of the child, with one thread alive: no
     # other thread can be using a holder meanwhile.
     for holder in list(_HOLDERS):
-        holder._after_fork()
+        try:
+            holder._after_fork()
+        except Exception:
+            # register_at_fork swallows it: the other holders must still
+            # let go of the parent's connections
+            logging.getLogger(__name__).exception("%r: after fork", holder)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
