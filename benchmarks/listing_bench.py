@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flask_spacewalk.backends import make_datastore  # noqa: E402
-from flask_spacewalk.backends.base import JobQuery  # noqa: E402
 from flask_spacewalk.runtime.job import make_key  # noqa: E402
+from flask_spacewalk.runtime.query import JobQuery  # noqa: E402
+from flask_spacewalk.runtime.status import index_columns, job_index  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_LISTING_ROUNDS", "30"))
 PAGE = 50
@@ -70,12 +71,10 @@ def document(n: int) -> tuple[str, dict[str, Any]]:
 
 
 def load_sqlite(store: Any, start: int, stop: int) -> None:
-    from flask_spacewalk.backends.sqlite import _listing_columns
-
     with store._db.connect(write=True) as conn:
         conn.executemany(
             "INSERT INTO documents VALUES (?, ?, 1, 0, ?, ?, ?)",
-            ((key, json.dumps(doc), *_listing_columns(key, doc))
+            ((key, json.dumps(doc), *index_columns(job_index(key, doc)))
              for key, doc in map(document, range(start, stop))),
         )  # fmt: skip
         conn.execute("ANALYZE")
@@ -84,18 +83,22 @@ def load_sqlite(store: Any, start: int, stop: int) -> None:
 def load_postgres(store: Any, start: int, stop: int) -> None:
     with store._connections.connection() as conn:
         with conn.cursor() as cursor:
-            copy_sql = f"COPY {store.table} (key, value, cas, updated_at) FROM STDIN"
+            copy_sql = (
+                f"COPY {store.table} (key, value, cas, updated_at, job_created, job_type,"
+                " job_status) FROM STDIN"
+            )
             with cursor.copy(copy_sql) as copy:
                 now = dt.datetime.now(dt.timezone.utc)
                 for n in range(start, stop):
                     key, doc = document(n)
-                    copy.write_row((key, json.dumps(doc), 1, now))
+                    columns = index_columns(job_index(key, doc))
+                    copy.write_row((key, json.dumps(doc), 1, now, *columns))
         conn.execute(f"ANALYZE {store.table}")
 
 
 def load_redis(store: Any, start: int, stop: int) -> None:
     # through the write script itself, so the index sets are the real ones
-    from flask_spacewalk.backends.redis import _SCRIPTS
+    from flask_spacewalk.backends.redis import _SCRIPTS, _entry
 
     script = _SCRIPTS["write"]
     with store._server.connect() as client:
@@ -104,8 +107,8 @@ def load_redis(store: Any, start: int, stop: int) -> None:
             pipe = client.pipeline(transaction=False)
             for n in range(first, min(first + 2000, stop)):
                 key, doc = document(n)
-                pipe.evalsha(script.sha, 1, store.prefix + key,
-                             json.dumps(doc), "", "set", key, store._jobs)  # fmt: skip
+                pipe.evalsha(script.sha, 1, store.prefix + key, json.dumps(doc), "", "set",
+                             store._jobs, *_entry(key, job_index(key, doc)))  # fmt: skip
             pipe.execute()
 
 

@@ -64,7 +64,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from .. import errors
 from ..runtime.protocols import Value
 from ..runtime.query import JobQuery, newest_first
-from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
+from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, index_columns, job_index
 from ._fork import abandon, track
 from .base import CasDatastore, encode_value
 
@@ -567,7 +567,7 @@ class PostgresDatastore(CasDatastore):
                 for key, value, cas in rows:
                     conn.execute(
                         f"UPDATE {self.table} SET {_SET_COLUMNS} WHERE key = %s AND cas = %s",
-                        (*_columns(job_index(key, value)), key, cas),
+                        (*index_columns(job_index(key, value)), key, cas),
                     )
             after = rows[-1][0]
 
@@ -607,7 +607,7 @@ class PostgresDatastore(CasDatastore):
         return [found.get(key, (None, 0)) for key in keys]
 
     def _create(self, key: str, value: Value, index: JobIndex | None) -> None:
-        row, _ = self._execute("create", (key, encode_value(value), *_columns(index)))
+        row, _ = self._execute("create", (key, encode_value(value), *index_columns(index)))
         if row is None:
             raise self.existsException(f"document {key!r} already exists")
 
@@ -639,7 +639,7 @@ class PostgresDatastore(CasDatastore):
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``create`` is false."""
         text = encode_value(value)
-        columns = _columns(index)
+        columns = index_columns(index)
         if cas:
             row, _ = self._execute("update_cas", (text, *columns, key, cas))
             if row is None:
@@ -653,14 +653,6 @@ class PostgresDatastore(CasDatastore):
             if row is None:
                 return 0
         return int(row[0])
-
-
-def _columns(index: JobIndex | None) -> tuple[str | None, str | None, str | None]:
-    """The listing's columns of a write: createdAt, jobType and status, or
-    NULLs (not listed)."""
-    if index is None:
-        return None, None, None
-    return index.created_at, index.job_type, index.status.value
 
 
 _SUMMARY = ("jobType", "createdAt", "updatedAt", "completeness", "resultCode", "running")

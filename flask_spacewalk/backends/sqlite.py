@@ -39,7 +39,7 @@ from urllib.parse import quote
 from .. import defaults, errors
 from ..runtime.protocols import Value
 from ..runtime.query import JobQuery, newest_first
-from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
+from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, index_columns, job_index
 from ._fork import abandon, track
 from .base import (
     BaseQueue,
@@ -406,7 +406,7 @@ class SqliteDatastore(CasDatastore):
                 conn.execute(
                     "INSERT INTO documents (key, value, cas, updated_at,"
                     " job_created, job_type, job_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (key, text, time.time_ns(), time.time(), *_columns(index)),
+                    (key, text, time.time_ns(), time.time(), *index_columns(index)),
                 )
         except sqlite3.IntegrityError:
             raise self.existsException(f"document {key!r} already exists") from None
@@ -440,7 +440,7 @@ class SqliteDatastore(CasDatastore):
         """Write ``value``; return the new cas, or 0 when ``key`` is missing
         and ``create`` is false."""
         text = encode_value(value)
-        listing = _columns(index)
+        listing = index_columns(index)
         if cas:
             # The given cas is the stored one or the write fails, so the new
             # cas is known up front: one statement, no transaction.
@@ -493,14 +493,6 @@ def _write_document(
 # -- job listing ---------------------------------------------------------------
 
 _SET_LISTING = ", ".join(f"{column} = ?" for column in _LISTING_COLUMNS)
-
-
-def _columns(index: JobIndex | None) -> tuple[str | None, str | None, str | None]:
-    """The listing's columns of a document: createdAt, jobType and status,
-    or NULLs (not listed)."""
-    if index is None:
-        return None, None, None
-    return index.created_at, index.job_type, index.status.value
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> bool:
@@ -557,7 +549,7 @@ def _reindex(conn: sqlite3.Connection, where: str, *args: Any) -> None:
             for key, _ in rows:
                 row = conn.execute("SELECT value FROM documents WHERE key = ?", (key,)).fetchone()
                 if row is not None:
-                    columns = _columns(job_index(key, json.loads(row[0])))
+                    columns = index_columns(job_index(key, json.loads(row[0])))
                     conn.execute(
                         f"UPDATE documents SET {_SET_LISTING} WHERE key = ?", (*columns, key)
                     )
@@ -713,7 +705,7 @@ class SqliteQueue(BaseQueue):
             id = self._insert(conn, data, ttr, delay, priority)
             value = document(id)
             text = encode_value(value)
-            listing = _columns(job_index(key, value))
+            listing = index_columns(job_index(key, value))
             cas = _write_document(conn, key, text, listing, True)
         self._waker.notify()  # after the commit: a waiter must find the entry
         return id, cas

@@ -106,3 +106,11 @@ def job_index(key: str, value: Any) -> JobIndex | None:
     return JobIndex(
         job_type if isinstance(job_type, str) else None, created, JobStatus.of(value)
     )
+
+
+def index_columns(index: JobIndex | None) -> tuple[str | None, str | None, str | None]:
+    """The listing's columns of a write, as the SQL stores keep them:
+    ``(createdAt, jobType, status)``, or NULLs for what is not listed."""
+    if index is None:
+        return None, None, None
+    return index.created_at, index.job_type, index.status.value
