@@ -58,7 +58,7 @@ class UnstorableValue(DatastoreError, ValueError):
     from every datastore: dicts with str keys, lists, str, int, finite
     float, bool and None. NaN and Infinity, a ``set``, ``bytes``, any other
     object, a str with a NUL character or a lone surrogate, and nesting
-    deeper than :data:`~flask_spacewalk.backends.base.MAX_DEPTH` are
+    deeper than :data:`~flask_spacewalk.runtime.encoding.MAX_DEPTH` are
     refused on every backend. It is a :exc:`ValueError` too, as
     ``json.dumps`` raises for NaN.
 

@@ -12,7 +12,6 @@ from flask import Flask, current_app
 from .discovery import discover
 from .errors import ConfigurationError
 from .runtime.registry import JobRegistry
-from .settings import DEFAULTS as DEFAULTS  # re-exported: its home until issue 13
 from .settings import Settings, check_options, config_defaults
 from .tree import Leaf
 from .validation import ParamsValidator

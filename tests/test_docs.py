@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 
 import flask_spacewalk
 from flask_spacewalk import Spacewalk
-from flask_spacewalk.extension import DEFAULTS
+from flask_spacewalk.settings import DEFAULTS
 from flask_spacewalk.tree import RESERVED_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,9 +14,9 @@ from flask.testing import FlaskClient
 
 from flask_spacewalk import Spacewalk, backends
 from flask_spacewalk.errors import ConfigurationError
-from flask_spacewalk.extension import DEFAULTS
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.worker_loop import Worker
+from flask_spacewalk.settings import DEFAULTS
 from flask_spacewalk.web.state import SpacewalkState
 
 TESTS = Path(__file__).resolve().parent

@@ -46,8 +46,9 @@ def encode_value(value: Value) -> str:
     except (ValueError, TypeError, RecursionError) as exc:
         _refuse(value, str(exc) or type(exc).__name__)
     # json.dumps lets through what the text cannot show (a key that is not
-    # a str becomes one, deep nesting) and writes NUL and surrogates as
-    # escapes; only a value that may hold one of these is walked in full.
+    # a str becomes one, deep nesting): one walk over the containers checks
+    # both. NUL and surrogates it writes as escapes, which the text shows;
+    # only a value whose text shows one is walked again, to name the field.
     if not _nesting_ok(value, 1) or "\\u0000" in text or "\\ud" in text:
         _refuse(value, None)
     return text

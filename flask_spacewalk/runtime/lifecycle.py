@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 #: The run log: one line per failed run, interrupt and killed run, under
-#: the name it always had (docs/runtime.rst), so logging set-ups keep it.
+#: the worker loop's name (docs/runtime.rst): it is the worker's story.
 run_log = logging.getLogger("flask_spacewalk.runtime.worker_loop")
 
 #: Seconds before a job that raised is run again (ZeroG's).

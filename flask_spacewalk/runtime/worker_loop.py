@@ -327,8 +327,9 @@ class Worker:
         if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
             log.info("recycling after %d jobs", self.jobs_done)
             return True
-        if self.max_memory is not None and resident_memory() > self.max_memory:
-            log.info("recycling at %d bytes resident", resident_memory())
+        resident = resident_memory() if self.max_memory is not None else 0
+        if self.max_memory is not None and resident > self.max_memory:
+            log.info("recycling at %d bytes resident", resident)
             return True
         return False
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 from flask import request
 from werkzeug.exceptions import Forbidden, RequestEntityTooLarge, UnsupportedMediaType
 
+from .http import is_json_type
+
 __all__ = ["FORM_TYPES", "SAFE_METHODS", "check_request", "cross_site_refusal"]
 
 #: RFC 9110's safe methods: they change nothing, so they are never refused.
@@ -78,7 +80,7 @@ def cross_site_refusal(cors_origins: tuple[str, ...]) -> str | None:
         return f"the browser marks this {request.method} as sent from another site"
     if origin in cors_origins:
         return None
-    if "*" in cors_origins and _is_json(request.mimetype):
+    if "*" in cors_origins and is_json_type(request.mimetype):
         # A JSON body cannot go to another origin without a preflight, and
         # under "*" a credentialed preflight fails (no Allow-Credentials):
         # so such a request carries no cookie or Basic credentials.
@@ -94,8 +96,3 @@ def own_origin() -> str:
     werkzeug sees it (behind a proxy, ``ProxyFix`` makes it the public one)."""
     return request.host_url.rstrip("/").lower()
 
-
-def _is_json(mimetype: str) -> bool:
-    return mimetype == "application/json" or (
-        mimetype.startswith("application/") and mimetype.endswith("+json")
-    )

@@ -33,10 +33,12 @@ from ..errors import (
     QueueUnavailable,
     SpacewalkError,
 )
+from ..runtime.encoding import MAX_DEPTH
 
 __all__ = [
     "JSON_WHITESPACE",
     "MAX_DEPTH",
+    "is_json_type",
     "cors_headers",
     "encode",
     "error_response",
@@ -133,6 +135,14 @@ def not_modified_response(headers: dict[str, str]) -> Response:
     return response
 
 
+def is_json_type(mimetype: str) -> bool:
+    """Whether ``mimetype`` is JSON: ``application/json`` or
+    ``application/*+json`` (parameters are not part of it)."""
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
 def read_json_body(limit: int) -> dict[str, Any]:
     """The POST body as a JSON object, checked in SPEC order.
 
@@ -164,10 +174,7 @@ def read_json_body(limit: int) -> dict[str, Any]:
     if not raw.strip(JSON_WHITESPACE):
         return {}
     mimetype = request.mimetype
-    if not (
-        mimetype == "application/json"
-        or (mimetype.startswith("application/") and mimetype.endswith("+json"))
-    ):
+    if not is_json_type(mimetype):
         raise UnsupportedMediaType(
             f"the body must be JSON (Content-Type: application/json), not {mimetype or 'untyped'}"
         )
@@ -190,10 +197,10 @@ def read_json_body(limit: int) -> dict[str, Any]:
     return body
 
 
-#: The deepest nesting of arrays and objects a POST body may have, the body
-#: itself being level 1. Deeper values would make the checks and the stores'
-#: encoders recurse past Python's limit.
-MAX_DEPTH = 100
+# MAX_DEPTH (runtime/encoding.py): the deepest nesting of arrays and objects
+# a POST body may have, the body itself being level 1, as deep as a stored
+# document may be; deeper would make the checks and the stores' encoders
+# recurse past Python's limit.
 _TOO_DEEP = f"the body is nested deeper than {MAX_DEPTH} levels of arrays and objects"
 #: What no store keeps: NUL (PostgreSQL's jsonb refuses it) and lone
 #: surrogates (not Unicode text: no UTF-8 encoder writes them).

@@ -36,10 +36,10 @@ _RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 _SUBSCHEMA = ("additionalProperties", "propertyNames", "not", "additionalItems", "contains")
 _SUBSCHEMA_MAPS = ("properties", "patternProperties")
 _SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
-#: What draft 7 reads beside ``$ref`` (annotations; the rest it ignores).
 #: Routes left out of the document: a branch's post-schema and job answer
 #: only 400 "is a branch, not a job", which SPEC requires and no client calls.
 _NOT_OPERATIONS = frozenset({RouteKind.BRANCH_POST_SCHEMA, RouteKind.BRANCH_JOB})
+#: What draft 7 reads beside ``$ref`` (annotations; the rest it ignores).
 _REF_ANNOTATIONS = ("title", "description", "default", "examples", "$comment")
 
 
