@@ -340,7 +340,6 @@ class _Operations:
             "responses": {"200": _list_of("LeafItem", "The jobs ([] if none).")},
         }
 
-
     def _post_schema(self, route: Route) -> dict[str, Any]:
         node = route.node
         assert isinstance(node, Leaf)
