@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
@@ -46,10 +47,20 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         requires_ci_or_skip(f"no Redis server at 127.0.0.1:6379: {exc}")
     prefix = f"sw_test_{secrets.token_hex(6)}:"
     try:
-        yield f"{SERVER}?prefix={prefix}"
+        # a longer socket timeout than the 1 s default: under the whole
+        # suite's load on two cores, a reply can wait that long
+        yield f"{SERVER}?prefix={prefix}&socket_timeout=5"
     finally:
         delete_prefix(client, prefix)
         client.close()
+
+
+def with_options(url: str, **options: object) -> str:
+    """``url`` with these query options set (replacing any already there)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update({name: str(value) for name, value in options.items()})
+    return parts._replace(query=urlencode(query, safe=":")).geturl()
 
 
 DATASTORES = {"redis": redis_url}

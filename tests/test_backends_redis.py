@@ -13,9 +13,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from backend_redis import redis_url, requires_ci_or_skip
+from backend_redis import redis_url, requires_ci_or_skip, with_options
 from backend_support import _close
 
 from flask_spacewalk import errors
@@ -45,7 +46,7 @@ def client() -> Iterator[Any]:
 
 
 def _prefix(url: str) -> str:
-    return url.partition("?prefix=")[2]
+    return parse_qs(urlsplit(url).query)["prefix"][0]
 
 
 # -- URLs ----------------------------------------------------------------------
@@ -192,7 +193,7 @@ def test_stats_tube(url: str) -> None:
 
 
 def test_blocking_reserve_outlives_the_read_timeout(url: str) -> None:
-    queue = make_queue(url + "&socket_timeout=0.2", "jobs")
+    queue = make_queue(with_options(url, socket_timeout=0.2), "jobs")
     try:
         assert queue.reserve(timeout=1.5) is None
         queue.put("x", delay=0.5)

@@ -783,7 +783,7 @@ def old_redis(tmp_path: Path) -> Iterator[str]:
         for n, document in OLD_JOBS:
             store.set(make_key(uid(n)), document)
         _close(store)
-        prefix = url.partition("prefix=")[2]
+        prefix = dict(parse_qsl(urlsplit(url).query))["prefix"]
         raw = redis.Redis(host="127.0.0.1", port=6379, db=0, decode_responses=True)
         try:
             for n, document in OLD_JOBS[:7]:
@@ -856,7 +856,7 @@ def listed_in(url: str, **kwargs: Any) -> list[str]:
     raw = redis.Redis(host="127.0.0.1", port=6379, db=0, decode_responses=True)
     try:
         (status,) = kwargs["statuses"]
-        prefix = url.partition("prefix=")[2]
+        prefix = dict(parse_qsl(urlsplit(url).query))["prefix"]
         members = raw.zrevrange(f"{prefix}jobs:status:{status}", 0, -1)
     finally:
         raw.close()
