@@ -57,7 +57,7 @@ def _delay(text: str) -> float | int:
     # a plain decimal number: float() would also take "nan", " 5" and "1_0"
     if not _NUMBER.fullmatch(text):
         raise BadRequest(f"delay must be a number of seconds, not {text!r}")
-    delay = float(text)
+    delay = float(text) + 0.0  # -0.0 is 0.0
     if not 0 <= delay <= MAX_DELAY:
         raise BadRequest(f"delay must be between 0 and {MAX_DELAY} seconds, not {text!r}")
     # kept as given in queueKwargs: "delay=5" as the int 5
