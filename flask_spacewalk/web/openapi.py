@@ -494,7 +494,8 @@ _START_OPTIONS = [
         "in": "query",
         "name": "priority",
         "description": (
-            "Lower runs first; equal priorities run in the order they became ready."
+            "Lower runs first; of ready jobs with equal priorities, the one queued"
+            " first."
         ),
         "schema": {
             "type": "integer",
