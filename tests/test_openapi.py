@@ -210,9 +210,7 @@ def test_post_job_documents_its_starting_options(make_app: MakeApp) -> None:
     params = {p["name"]: p for p in post["parameters"]}
     assert set(params) == {"delay", "runAt", "priority"}
     assert {p["in"] for p in params.values()} == {"query"}
-    assert params["delay"]["schema"] == {
-        "type": "number", "minimum": 0, "maximum": 2_592_000, "default": 0
-    }
+    assert params["delay"]["schema"] == {"type": "number", "minimum": 0, "maximum": 2_592_000}
     assert params["runAt"]["schema"] == {"type": "string", "format": "date-time"}
     assert params["priority"]["schema"] == {
         "type": "integer", "minimum": 0, "maximum": 4_294_967_295, "default": 2_147_483_648

@@ -479,7 +479,8 @@ _START_OPTIONS = [
             "Seconds before any worker may start the job (its status stays queued);"
             " not with runAt. beanstalkd counts whole seconds and rounds a fraction up."
         ),
-        "schema": {"type": "number", "minimum": 0, "maximum": MAX_DELAY, "default": 0},
+        # no default: Swagger UI would send it with every "Try it out"
+        "schema": {"type": "number", "minimum": 0, "maximum": MAX_DELAY},
     },
     {
         "in": "query",
