@@ -1823,11 +1823,28 @@ def dumped(client: FlaskClient, uuid: str) -> dict[str, Any]:
         ("priority=%2B1", "priority must be an integer"),
         ("priority=", "priority must be an integer"),
         ("priority=%D9%A3", "priority must be an integer"),  # an Arabic-Indic 3
+        ("priority=" + "9" * 5000, "priority must be an integer"),
+        ("runAt=2030-01-01T00:00:00Z%00", "runAt must be an ISO-8601 date-time"),
+        ("runAt=", "runAt must be an ISO-8601 date-time"),
+        ("runAt=2030-01-01", "runAt needs a time zone offset"),
+        ("delay=" + "9" * 5000, "between 0 and 2592000"),
     ],
 )
 def test_a_bad_starting_option_is_400(client: FlaskClient, query: str, says: str) -> None:
     body = assert_error(client.post(f"{FIZZ}/job?{query}", json={"n": 3}), 400)
     assert says in body["message"]
+
+
+def test_a_long_bad_value_is_quoted_cut_short(client: FlaskClient) -> None:
+    for query in ("delay=" + "x" * 10_000, "priority=" + "1" * 10_000,
+                  "runAt=" + "2" * 10_000, "x" * 10_000 + "=1"):
+        body = assert_error(client.post(f"{FIZZ}/job?{query}", json={"n": 3}), 400)
+        assert len(body["message"]) < 200
+
+
+def test_leading_zeros_and_a_lower_case_z_are_read(queued_client: FlaskClient) -> None:
+    uuid = start_with(queued_client, "priority=0007&runAt=2001-02-03t04:05:06z")
+    assert dumped(queued_client, uuid)["queueKwargs"] == {"delay": 0.0, "priority": 7}
 
 
 def test_bad_starting_options_start_nothing(queued_client: FlaskClient) -> None:

@@ -34,9 +34,9 @@ def read_start_options(now: dt.datetime | None = None) -> dict[str, Any]:
     args = request.args
     unknown = sorted(name for name in args if name not in START_OPTIONS)
     if unknown:
+        named = ", ".join(_quote(name) if len(name) > 40 else name for name in unknown[:5])
         raise BadRequest(
-            f"unknown query parameter {', '.join(unknown)}: POST takes only"
-            f" {', '.join(START_OPTIONS)}"
+            f"unknown query parameter {named}: POST takes only {', '.join(START_OPTIONS)}"
         )
     for name in args:
         if len(args.getlist(name)) > 1:
@@ -56,25 +56,32 @@ def read_start_options(now: dt.datetime | None = None) -> dict[str, Any]:
 def _delay(text: str) -> float | int:
     # a plain decimal number: float() would also take "nan", " 5" and "1_0"
     if not _NUMBER.fullmatch(text):
-        raise BadRequest(f"delay must be a number of seconds, not {text!r}")
+        raise BadRequest(f"delay must be a number of seconds, not {_quote(text)}")
     delay = float(text) + 0.0  # -0.0 is 0.0
     if not 0 <= delay <= MAX_DELAY:
-        raise BadRequest(f"delay must be between 0 and {MAX_DELAY} seconds, not {text!r}")
+        raise BadRequest(f"delay must be between 0 and {MAX_DELAY} seconds, not {_quote(text)}")
     # kept as given in queueKwargs: "delay=5" as the int 5
     return int(text) if text.isdigit() else delay
 
 
 def _run_at(text: str, now: dt.datetime) -> float:
     try:
-        when = dt.datetime.fromisoformat(text)
+        # fromisoformat() overlooks a trailing NUL; an ISO-8601 date is ASCII
+        if not (text.isascii() and text.isprintable()):
+            raise ValueError(text)
+        # Python before 3.11 reads no "Z"
+        when = dt.datetime.fromisoformat(
+            text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
+        )
     except ValueError:
         raise BadRequest(
-            f"runAt must be an ISO-8601 date-time such as 2030-01-31T12:00:00Z, not {text!r}"
+            "runAt must be an ISO-8601 date-time such as 2030-01-31T12:00:00Z,"
+            f" not {_quote(text)}"
         ) from None
     if when.tzinfo is None:
         # A time without an offset is ambiguous between the client's, the
         # server's and UTC: refused rather than guessed (RFC 3339's rule).
-        raise BadRequest(f"runAt needs a time zone offset (Z or +hh:mm): {text!r}")
+        raise BadRequest(f"runAt needs a time zone offset (Z or +hh:mm): {_quote(text)}")
     delay = max((when - now).total_seconds(), 0.0)
     if delay > MAX_DELAY:
         raise BadRequest(f"runAt must be at most {MAX_DELAY} seconds (30 days) from now")
@@ -83,9 +90,17 @@ def _run_at(text: str, now: dt.datetime) -> float:
 
 def _priority(text: str) -> int:
     # int() would take " 7", "+7" and "7_000": only plain digits are an integer here
-    if not text.isascii() or not text.isdigit():
-        raise BadRequest(f"priority must be an integer from 0 to {MAX_PRIORITY}, not {text!r}")
-    priority = int(text)
-    if priority > MAX_PRIORITY:
-        raise BadRequest(f"priority must be an integer from 0 to {MAX_PRIORITY}, not {text!r}")
-    return priority
+    # and int() refuses over 4,300 digits: a long one is too large anyway
+    digits = text.lstrip("0") or "0"
+    if not text.isascii() or not text.isdigit() or len(digits) > len(str(MAX_PRIORITY)) \
+            or int(digits) > MAX_PRIORITY:
+        raise BadRequest(
+            f"priority must be an integer from 0 to {MAX_PRIORITY}, not {_quote(text)}"
+        )
+    return int(digits)
+
+
+def _quote(text: str) -> str:
+    """``text`` for an error message: quoted, and cut short (a query string
+    may be as long as the server lets it be)."""
+    return repr(text) if len(text) <= 40 else f"{text[:40]!r}..."
