@@ -9,10 +9,12 @@ writes those of docs/console.rst into docs/_static).
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -423,9 +425,12 @@ def test_the_docs_page_runs_under_its_csp_and_shows_descriptions_as_text(
     fizz.locator(".opblock-summary").click()
     fizz.get_by_role("button", name="Try it out").click()
     fizz.locator("textarea.body-param__text").fill('{"n": 3}')
-    with page.expect_response(lambda r: r.url.endswith("/examples/fizz_buzz/job")) as posted:
+    job_path = "/examples/fizz_buzz/job"
+    with page.expect_response(lambda r: urllib.parse.urlsplit(r.url).path == job_path) as posted:
         fizz.get_by_role("button", name="Execute").click()
     assert posted.value.status == 201, posted.value.text()
+    # the documented default priority comes along, and is accepted
+    assert urllib.parse.urlsplit(posted.value.url).query == "priority=2147483648"
     assert posted.value.request.headers["content-type"] == "application/json"
 
     assert page.evaluate("window.__pwned") is None
@@ -454,3 +459,34 @@ def test_a_form_on_another_site_starts_no_job(page: Page, server: str) -> None:
         assert answer.value.status == 403, (name, answer.value.text())
         body = json.loads(answer.value.text())
         assert body["code"] == 403 and "another site (http://evil.test)" in body["message"]
+
+
+def test_the_options_fold_starts_a_job_later_with_a_priority(
+    page: Page, server: str, shots: Path
+) -> None:
+    posts: list[Request] = []
+    page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
+    open_console(page, server, hash_="#/leaf/examples/fizz_buzz")
+    run_at, priority = page.get_by_label("Run at"), page.get_by_label("Priority")
+    expect(run_at).to_be_hidden()  # folded away until asked for
+    page.get_by_text("Options", exact=True).click()
+    # a bad priority is the server's 400, said next to the button
+    priority.fill("-3")
+    page.get_by_role("button", name="Start job").click()
+    expect(page.locator(".form-status")).to_contain_text("priority must be an integer")
+    # the browser's local time, an hour from now
+    later = dt.datetime.now().replace(microsecond=0) + dt.timedelta(hours=1)
+    run_at.fill(later.isoformat())
+    priority.fill("7")
+    page.screenshot(path=shots / "console-options.png")
+    page.get_by_role("button", name="Start job").click()
+    expect(page.locator(".job-status")).to_have_text("queued")
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(posts[-1].url).query)
+    assert set(query) == {"runAt", "priority"} and query["priority"] == ["7"]
+    assert query["runAt"][0].endswith("Z")
+    uuid = page.url.rsplit("/", 1)[1]
+    try:
+        kwargs = get_json(server, f"/examples/dump/{uuid}")["queueKwargs"]
+        assert kwargs["priority"] == 7 and 3500 < kwargs["delay"] <= 3600
+    finally:
+        cancel_and_wait(server, uuid)

@@ -3,14 +3,18 @@ and no other module writing what it owns."""
 from __future__ import annotations
 
 import ast
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_support import QUEUES, _close
 from runtime_jobs.jobs import NoopJob, RequeueJob, ReturnsJob
 
 from flask_spacewalk import NO_RESULT
+from flask_spacewalk.backends import make_queue
 from flask_spacewalk.errors import QueueUnavailable
 from flask_spacewalk.runtime import lifecycle as lifecycle_module
 from flask_spacewalk.runtime.cancel import CancelAnswer, CancelWatch, request_cancel
@@ -388,3 +392,87 @@ def test_a_cancellation_that_was_not_stored_keeps_its_request(
     lifecycle.finish(job, Outcome(410, cancelled=True), entry=entry)
     assert not cancel_requested(datastore, job.uuid)
     assert datastore.read(make_key(job.uuid))["resultCode"] == 410
+
+
+# -- starting options on every queue (SPEC section 7) ----------------------------------
+
+
+@pytest.fixture(params=sorted(QUEUES))
+def any_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A queue of each kind the conformance suite runs, beside the SQLite
+    datastore (where a job's document lives does not change its entry)."""
+    with QUEUES[request.param](tmp_path) as url:
+        queue = make_queue(url, "options")
+        yield queue
+        _close(queue)
+
+
+def test_a_delayed_job_is_reserved_once_its_delay_ran_out(
+    registry: Any, datastore: Any, any_queue: Any
+) -> None:
+    # 1 s: beanstalkd counts whole seconds, and rounds a delay up
+    job = NoopJob(datastore, any_queue)
+    created = time.monotonic()
+    Lifecycle(datastore, any_queue, registry).create(job, delay=1)
+    assert stored(datastore, job.uuid)["queueKwargs"] == {"delay": 1}
+    assert any_queue.reserve(timeout=0) is None
+    entry = any_queue.reserve(timeout=5)
+    waited = time.monotonic() - created
+    assert entry is not None and json.loads(entry.body) == job.uuid
+    assert 0.9 <= waited < 2.0
+    entry.delete()
+
+
+def test_ready_jobs_are_reserved_by_priority_then_in_order(
+    registry: Any, datastore: Any, any_queue: Any
+) -> None:
+    lifecycle = Lifecycle(datastore, any_queue, registry)
+    started = []
+    for priority in (None, 0, 2**32 - 1, 7, None, 7, 0):
+        job = NoopJob(datastore, any_queue)
+        lifecycle.create(job, **({} if priority is None else {"priority": priority}))
+        started.append((2**31 if priority is None else priority, job.uuid))
+    order = []
+    while (entry := any_queue.reserve(timeout=0)) is not None:
+        order.append(json.loads(entry.body))
+        entry.delete()
+    # sorted() is stable: equal priorities keep the order they were created in
+    assert order == [uuid for _, uuid in sorted(started, key=lambda pair: pair[0])]
+
+
+@pytest.mark.parametrize("priority", [-1, 2**32, 1.5, True, "1"])
+def test_every_queue_refuses_a_priority_out_of_range(any_queue: Any, priority: Any) -> None:
+    with pytest.raises(ValueError, match="priority"):
+        any_queue.put("job", priority=priority)
+    assert any_queue.reserve(timeout=0) is None
+
+
+def test_a_requeued_job_keeps_its_priority(
+    registry: Any, datastore: Any, any_queue: Any
+) -> None:
+    lifecycle = Lifecycle(datastore, any_queue, registry)
+    job = NoopJob(datastore, any_queue)
+    lifecycle.create(job, priority=3, delay=0)
+    entry = any_queue.reserve(timeout=0)
+    assert entry is not None
+    lifecycle.requeue(job, 0)
+    entry.delete()
+    assert stored(datastore, job.uuid)["queueKwargs"] == {"priority": 3, "delay": 0}
+    again = any_queue.reserve(timeout=0)
+    assert again is not None and again.stats()["pri"] == 3
+    again.delete()
+
+
+def test_run_inline_keeps_its_starting_options(
+    lifecycle: Lifecycle, datastore: Any, queue: Any
+) -> None:
+    job = NoopJob(datastore, queue)
+    lifecycle.run_inline(job, priority=9)
+    document = stored(datastore, job.uuid)
+    assert (document["resultCode"], document["queueKwargs"]) == (200, {"priority": 9})
+    # the requeue after INLINE_MAX_RUNS keeps the priority
+    endless = RequeueJob(datastore, queue, times=100, delay=0.0)
+    lifecycle.run_inline(endless, priority=4)
+    assert stored(datastore, endless.uuid)["queueKwargs"] == {"priority": 4, "delay": 0.0}
+    entry = queue.reserve(timeout=0)
+    assert entry is not None and entry.stats()["pri"] == 4

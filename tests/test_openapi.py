@@ -202,6 +202,27 @@ def test_listing_and_cancel_are_documented(make_app: MakeApp) -> None:
     ]
 
 
+def test_post_job_documents_its_starting_options(make_app: MakeApp) -> None:
+    client = make_app().test_client()
+    doc = document(client)
+    OpenAPIV31SpecValidator(doc).validate()
+    post = doc["paths"]["/examples/fizz_buzz/job"]["post"]
+    params = {p["name"]: p for p in post["parameters"]}
+    assert set(params) == {"delay", "runAt", "priority"}
+    assert {p["in"] for p in params.values()} == {"query"}
+    assert params["delay"]["schema"] == {"type": "number", "minimum": 0, "maximum": 2_592_000}
+    assert params["runAt"]["schema"] == {"type": "string", "format": "date-time"}
+    assert params["priority"]["schema"] == {
+        "type": "integer", "minimum": 0, "maximum": 4_294_967_295, "default": 2_147_483_648
+    }
+    assert "whole seconds" in params["delay"]["description"]
+    assert "400" in post["responses"]
+    # the documented bounds are the accepted ones
+    for query in ("delay=2592000", "priority=4294967295", "priority=0",
+                  "runAt=2001-01-01T00:00:00Z"):
+        assert client.post(f"/examples/fizz_buzz/job?{query}", json={"n": 1}).status_code == 201
+
+
 def test_an_undocumented_route_kind_fails_loudly(make_app: MakeApp) -> None:
     state = make_app().extensions["spacewalk"]["/examples"]
     with pytest.raises(LookupError, match="route kind 'mystery'"):

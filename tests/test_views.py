@@ -1787,3 +1787,137 @@ def test_a_stored_job_whose_job_type_is_no_string_is_404(
     datastore.set(make_key(uuid), dict(document, jobType=job_type))
     for kind in BY_UUID:
         assert_error(client.get(f"/examples/{kind}/{uuid}"), 404)
+
+
+# -- starting options (SPEC section 7) ------------------------------------------------
+
+
+def dumped(client: FlaskClient, uuid: str) -> dict[str, Any]:
+    document: dict[str, Any] = client.get(f"/examples/dump/{uuid}").get_json()
+    return document
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("later=5", "unknown query parameter later"),
+        ("Delay=5", "unknown query parameter Delay"),
+        ("delay=soon", "delay must be a number"),
+        ("delay=", "delay must be a number"),
+        ("delay=%205", "delay must be a number"),
+        ("delay=1_0", "delay must be a number"),
+        ("delay=nan", "delay must be a number"),
+        ("delay=inf", "delay must be a number"),
+        ("delay=-1", "between 0 and 2592000"),
+        ("delay=2592000.5", "between 0 and 2592000"),
+        ("delay=1e999", "between 0 and 2592000"),
+        ("delay=1&delay=2", "delay is given more than once"),
+        ("delay=1&runAt=2030-01-01T00:00:00Z", "not both"),
+        ("runAt=tomorrow", "runAt must be an ISO-8601 date-time"),
+        ("runAt=2030-01-01T00:00:00", "runAt needs a time zone offset"),
+        ("runAt=2999-01-01T00:00:00Z", "at most 2592000 seconds"),
+        ("priority=-1", "priority must be an integer from 0 to 4294967295"),
+        ("priority=4294967296", "priority must be an integer from 0 to 4294967295"),
+        ("priority=1.0", "priority must be an integer"),
+        ("priority=1e3", "priority must be an integer"),
+        ("priority=%2B1", "priority must be an integer"),
+        ("priority=", "priority must be an integer"),
+        ("priority=%D9%A3", "priority must be an integer"),  # an Arabic-Indic 3
+        ("priority=" + "9" * 5000, "priority must be an integer"),
+        ("runAt=2030-01-01T00:00:00Z%00", "runAt must be an ISO-8601 date-time"),
+        ("runAt=", "runAt must be an ISO-8601 date-time"),
+        ("runAt=2030-01-01", "runAt needs a time zone offset"),
+        ("delay=" + "9" * 5000, "between 0 and 2592000"),
+    ],
+)
+def test_a_bad_starting_option_is_400(client: FlaskClient, query: str, says: str) -> None:
+    body = assert_error(client.post(f"{FIZZ}/job?{query}", json={"n": 3}), 400)
+    assert says in body["message"]
+
+
+def test_a_long_bad_value_is_quoted_cut_short(client: FlaskClient) -> None:
+    for query in ("delay=" + "x" * 10_000, "priority=" + "1" * 10_000,
+                  "runAt=" + "2" * 10_000, "x" * 10_000 + "=1"):
+        body = assert_error(client.post(f"{FIZZ}/job?{query}", json={"n": 3}), 400)
+        assert len(body["message"]) < 200
+
+
+def test_leading_zeros_and_a_lower_case_z_are_read(queued_client: FlaskClient) -> None:
+    uuid = start_with(queued_client, "priority=0007&runAt=2001-02-03t04:05:06z")
+    assert dumped(queued_client, uuid)["queueKwargs"] == {"delay": 0.0, "priority": 7}
+
+
+def test_bad_starting_options_start_nothing(queued_client: FlaskClient) -> None:
+    assert_error(queued_client.post(f"{FIZZ}/job?priority=-1", json={"n": 3}), 400)
+    assert queued_client.get("/examples/jobs").get_json()["jobs"] == []
+
+
+def test_the_body_is_checked_before_the_query_and_the_query_before_the_fields(
+    small_client: FlaskClient,
+) -> None:
+    bad = f"{FIZZ}/job?delay=-1"
+    assert_error(small_client.post(bad, data=padded(101), content_type="application/json"), 413)
+    assert_error(small_client.post(bad, data=b"{}", content_type="text/plain"), 415)
+    body = assert_error(small_client.post(bad, data=b"{", content_type="application/json"), 400)
+    assert "not valid JSON" in body["message"]
+    body = assert_error(small_client.post(bad, data=b"[]", content_type="application/json"), 400)
+    assert "JSON object" in body["message"]
+    body = assert_error(small_client.post(bad, json={"n": "x", "nope": 1}), 400)
+    assert "delay" in body["message"]
+    # with good options the same fields are 422
+    assert_error(small_client.post(f"{FIZZ}/job?delay=1", json={"nope": 1}), 422,
+                 field_errors=True)
+
+
+def test_starting_options_are_stored_in_queue_kwargs(queued_client: FlaskClient) -> None:
+    uuid = start_with(queued_client, "delay=5&priority=7")
+    assert dumped(queued_client, uuid)["queueKwargs"] == {"delay": 5, "priority": 7}
+    uuid = start_with(queued_client, "delay=0.25&priority=0")
+    assert dumped(queued_client, uuid)["queueKwargs"] == {"delay": 0.25, "priority": 0}
+    uuid = start_with(queued_client, "priority=4294967295")
+    assert dumped(queued_client, uuid)["queueKwargs"] == {"priority": 4294967295}
+    assert dumped(queued_client, start_with(queued_client, ""))["queueKwargs"] == {}
+
+
+def start_with(client: FlaskClient, query: str, body: Any = None) -> str:
+    response = client.post(f"{FIZZ}/job?{query}", json={"n": 3} if body is None else body)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return str(response.get_json()["uuid"])
+
+
+@pytest.mark.parametrize("offset", ["Z", "+00:00", "+02:00", "-05:30"])
+def test_run_at_is_stored_as_the_delay_left(queued_client: FlaskClient, offset: str) -> None:
+    zone = dt.timezone.utc if offset == "Z" else dt.datetime.strptime(offset, "%z").tzinfo
+    when = dt.datetime.now(zone) + dt.timedelta(seconds=100)
+    text = when.replace(tzinfo=None).isoformat(timespec="seconds") + offset
+    uuid = start_with(queued_client, "runAt=" + text.replace("+", "%2B"))
+    delay = dumped(queued_client, uuid)["queueKwargs"]["delay"]
+    assert 90 < delay <= 100
+
+
+def test_a_past_run_at_means_now(queued_client: FlaskClient) -> None:
+    uuid = start_with(queued_client, "runAt=2001-02-03T04:05:06Z&priority=1")
+    assert dumped(queued_client, uuid)["queueKwargs"] == {"delay": 0.0, "priority": 1}
+
+
+def test_a_delayed_job_stays_queued_in_the_listing(make_app: MakeApp) -> None:
+    app = make_app(testing=False)
+    client = app.test_client()
+    uuid = start_with(client, "delay=60")
+    (item,) = client.get("/examples/jobs?status=queued").get_json()["jobs"]
+    assert (item["uuid"], item["status"]) == (uuid, "queued")
+    # no worker takes it before its time
+    _, queue = state_of(app).connections()
+    assert queue.reserve(timeout=0) is None
+
+
+def test_inline_a_delayed_job_is_queued_and_an_undelayed_one_runs(client: FlaskClient) -> None:
+    # app.testing runs jobs inline; a delay is a promise not to run it now
+    delayed = start_with(client, "delay=30&priority=5")
+    assert client.get(f"/examples/progress/{delayed}").get_json()["result"] == -1
+    document = dumped(client, delayed)
+    assert document["queueKwargs"] == {"delay": 30, "priority": 5}
+    assert document["queueJobId"] > 0
+    for query in ("delay=0&priority=5", "runAt=2001-02-03T04:05:06Z", "priority=5"):
+        uuid = start_with(client, query)
+        assert client.get(f"/examples/progress/{uuid}").get_json()["result"] == 200

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import threading
 import time
 from typing import Any
 
 import pytest
+from backend_support import QUEUES, _close
 from marshmallow import Schema, fields
 from runtime_jobs.jobs import (
     FailJob,
@@ -22,9 +24,11 @@ from runtime_jobs.jobs import (
 from runtime_jobs.jobs import TestRoot as RuntimeRoot
 
 from flask_spacewalk import NO_RESULT
+from flask_spacewalk.backends import make_queue
 from flask_spacewalk.errors import DatastoreUnavailable
 from flask_spacewalk.runtime.cancel import CancelWatch
 from flask_spacewalk.runtime.job import make_key
+from flask_spacewalk.runtime.lifecycle import Lifecycle
 from flask_spacewalk.runtime.outcome import MAX_DELAY, Outcome, interpret_result
 from flask_spacewalk.runtime.registry import JobRegistry
 from flask_spacewalk.runtime.worker_loop import LeaseKeeper, Worker
@@ -734,3 +738,41 @@ def test_a_queue_refusing_the_requeue_backs_the_worker_off(
     worker.process_entry(entry)
     assert "DRAINING; retrying in" in caplog.text
     assert stored(datastore, uuid)["runs"] == 1
+
+
+# -- starting options (SPEC section 7) ----------------------------------------------
+
+
+@pytest.fixture(params=sorted(QUEUES))
+def any_queue(request, tmp_path):
+    with QUEUES[request.param](tmp_path) as url:
+        queue = make_queue(url, "options")
+        yield queue
+        _close(queue)
+
+
+def test_jobs_queued_while_no_worker_runs_then_run_by_priority(
+    registry, datastore, any_queue, monkeypatch
+):
+    lifecycle = Lifecycle(datastore, any_queue, registry)
+    priorities = random.Random(14).choices([0, 1, 1000, 2**31, 2**32 - 1], k=20)
+    queued = []
+    for priority in priorities:
+        job = NoopJob(datastore, any_queue)
+        lifecycle.create(job, priority=priority)
+        queued.append((priority, job.uuid))
+    # a delayed urgent job waits its turn whatever its priority
+    later = NoopJob(datastore, any_queue)
+    lifecycle.create(later, delay=60, priority=0)
+    ran = []
+    run = Lifecycle.run
+
+    def recording_run(self, job, watch=None):
+        ran.append(job.uuid)
+        return run(self, job, watch)
+
+    monkeypatch.setattr(Lifecycle, "run", recording_run)
+    make_worker(registry, datastore, any_queue).run(burst=True)
+    assert ran == [uuid for _, uuid in sorted(queued, key=lambda pair: pair[0])]
+    assert stored(datastore, later.uuid)["resultCode"] == NO_RESULT
+    assert stored(datastore, later.uuid)["queueKwargs"] == {"delay": 60, "priority": 0}

@@ -122,6 +122,23 @@ def same_body(body: str, data: Any) -> bool:
         return False
 
 
+#: The least urgent priority a queue takes; 0 is the most urgent, and
+#: every queue takes beanstalkd's range (32-bit unsigned).
+MAX_PRIORITY = 2**32 - 1
+
+
+def check_priority(priority: int) -> int:
+    """``priority``, if every queue can take it.
+
+    :raise ValueError: it is not an integer from 0 to :data:`MAX_PRIORITY`.
+    """
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValueError(f"priority must be an integer, not {type(priority).__name__}")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be between 0 and {MAX_PRIORITY}")
+    return priority
+
+
 def lease_seconds(ttr: float | None, default_ttr: float) -> float:
     """The lease a ``put`` gives its entry: ``ttr``, or the queue's default.
 

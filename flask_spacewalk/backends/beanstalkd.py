@@ -45,7 +45,7 @@ import greenstalk
 from .. import defaults, errors
 from . import _redact
 from ._fork import track
-from .base import BaseQueue, lease_seconds, same_body
+from .base import BaseQueue, check_priority, lease_seconds, same_body
 
 __all__ = ["BeanstalkdQueue", "BeanstalkdQueueEntry", "check_url"]
 
@@ -57,7 +57,6 @@ COMMAND_TIMEOUT = 10.0
 #: Pause between the reserves of a connection whose entry's lease is about
 #: to run out (beanstalkd answers ``DEADLINE_SOON`` at once for a second).
 DEADLINE_SOON_PAUSE = 0.1
-MAX_PRIORITY = 2**32 - 1
 
 # beanstalkd's tube names: at most 200 bytes, no leading hyphen
 _TUBE = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9+/;.$_()-]{0,199}\Z")
@@ -309,8 +308,7 @@ class BeanstalkdQueue(BaseQueue):
         :param priority: 0 is the most urgent, ``2**32 - 1`` the least.
         """
         ttr = lease_seconds(ttr, self.default_ttr)
-        if not 0 <= priority <= MAX_PRIORITY:
-            raise ValueError(f"priority must be between 0 and {MAX_PRIORITY}")
+        check_priority(priority)
         body = json.dumps(data)
         whole_ttr, whole_delay = max(1, _seconds(ttr)), _seconds(delay)
 

@@ -71,6 +71,7 @@ from .base import (
     BaseQueue,
     CasDatastore,
     HeldEntry,
+    check_priority,
     encode_value,
     lease_seconds,
     same_body,
@@ -797,7 +798,7 @@ class RedisQueue(BaseQueue):
         """
         ttr = lease_seconds(ttr, self.default_ttr)
         args = [
-            self._entries, self.queueName, json.dumps(data), int(priority),
+            self._entries, self.queueName, json.dumps(data), check_priority(priority),
             max(1, round(ttr * 1e6)), round(max(delay, 0) * 1e6),
         ]  # fmt: skip
         keys = [self._ready, self._delayed, self._wake, self._base + "last-id"]

@@ -45,6 +45,7 @@ from .base import (
     BaseQueue,
     CasDatastore,
     HeldEntry,
+    check_priority,
     encode_value,
     lease_seconds,
     same_body,
@@ -714,6 +715,7 @@ class SqliteQueue(BaseQueue):
         self, conn: sqlite3.Connection, data: Any, ttr: float | None, delay: float, priority: int
     ) -> int:
         ttr = lease_seconds(ttr, self.default_ttr)
+        check_priority(priority)
         delay = max(delay, 0)
         now = time.time()
         cursor = conn.execute(

@@ -77,6 +77,8 @@ INLINE_MAX_RUNS = 10
 #: Why :meth:`Lifecycle.finish` did not record a run's result.
 _RESULT_STORED = "another run's result is stored"
 _CANCEL_SEEN = "the job's cancellation is requested"
+#: The starting options a job keeps when it is put back on its queue.
+_KEPT_ON_REQUEUE = ("priority", "ttr")
 
 
 class Lifecycle:
@@ -192,8 +194,11 @@ class Lifecycle:
         return True
 
     def requeue(self, job: RuntimeJob, delay: float) -> None:
-        """Put a stored job on the queue again, to run after ``delay`` s."""
-        self.enqueue(job, delay=delay)
+        """Put a stored job on the queue again, to run after ``delay`` s,
+        with the priority and lease it was started with."""
+        kept = job.queueKwargs if isinstance(job.queueKwargs, dict) else {}
+        kwargs = {name: kept[name] for name in _KEPT_ON_REQUEUE if name in kept}
+        self.enqueue(job, **kwargs, delay=delay)
 
     def requeue_stale(self, job: RuntimeJob, **queue_kwargs: Any) -> bool:
         """Put a queued job whose entry was lost on the queue again, as read.
@@ -571,14 +576,19 @@ class Lifecycle:
 
     # -- inline ------------------------------------------------------------------
 
-    def run_inline(self, job: RuntimeJob) -> None:
+    def run_inline(self, job: RuntimeJob, **queue_kwargs: Any) -> None:
         """Store a new job and run it to completion here, as a worker would
         (SPEC section 4, ``SPACEWALK_RUN_INLINE``), without the queue: a
         ``NO_RESULT`` runs again at once, up to :attr:`INLINE_MAX_RUNS`
         times, after which the job is queued with its last delay.
 
+        ``queue_kwargs`` (a ``priority``) are kept in ``queueKwargs`` for
+        that requeue (a delayed job is given to :meth:`create` instead).
+
         :raises SpacewalkError: the job's document could not be written.
         """
+        encode_value({"queueKwargs": queue_kwargs})
+        job.queueKwargs = dict(queue_kwargs)
         job.save()
         for _ in range(self.INLINE_MAX_RUNS):
             outcome = self.run(job)

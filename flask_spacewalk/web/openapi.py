@@ -17,9 +17,11 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
+from ..backends.base import MAX_PRIORITY
 from ..runtime.status import STATUSES
 from ..tree import Branch, Leaf
 from .listing import DEFAULT_LIMIT, MAX_LIMIT
+from .options import DEFAULT_PRIORITY, MAX_DELAY
 from .routes import UUID_PATTERN, Route, RouteKind, routes
 
 if TYPE_CHECKING:
@@ -355,6 +357,7 @@ class _Operations:
         return {
             "summary": node.name,
             "description": node.description,
+            "parameters": _START_OPTIONS,
             "requestBody": {
                 # An empty body means {}.
                 "required": False,
@@ -465,6 +468,44 @@ class _Operations:
                 "503": "ServiceUnavailable",
             },
         }
+
+
+#: The starting options of ``POST L/job`` (web/options.py).
+_START_OPTIONS = [
+    {
+        "in": "query",
+        "name": "delay",
+        "description": (
+            "Seconds before any worker may start the job (its status stays queued);"
+            " not with runAt. beanstalkd counts whole seconds and rounds a fraction up."
+        ),
+        # no default: Swagger UI would send it with every "Try it out"
+        "schema": {"type": "number", "minimum": 0, "maximum": MAX_DELAY},
+    },
+    {
+        "in": "query",
+        "name": "runAt",
+        "description": (
+            "When the job may start, with a time zone offset, at most 30 days ahead;"
+            " a past time means now. Not with delay."
+        ),
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    {
+        "in": "query",
+        "name": "priority",
+        "description": (
+            "Lower runs first; of ready jobs with equal priorities, the one queued"
+            " first."
+        ),
+        "schema": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_PRIORITY,
+            "default": DEFAULT_PRIORITY,
+        },
+    },
+]
 
 
 def _operation_id(method: str, path: str, state: SpacewalkState) -> str:

@@ -45,6 +45,7 @@ from .http import (
     spacewalk_error,
     unexpected_error,
 )
+from .options import read_start_options
 from .routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes
 
 if TYPE_CHECKING:
@@ -113,15 +114,19 @@ class Views:
         validator = self.state.schemas[leaf.path].validator
 
         def view() -> Response:
-            params = validator.validate(read_json_body(self.state.settings.max_content_length))
+            body = read_json_body(self.state.settings.max_content_length)
+            # SPEC order: the body's size, type and syntax, the query, its fields
+            options = read_start_options()
+            params = validator.validate(body)
             datastore, queue = self.state.connections()
             job = leaf.cls(datastore, queue, **params)
             lifecycle = Lifecycle(datastore, queue, self.state.registry)
-            if self.state.run_inline(current_app):
-                # a worker's run, in the request: users' tests need no worker
-                lifecycle.run_inline(job)
+            if self.state.run_inline(current_app) and not options.get("delay"):
+                # a worker's run, in the request: users' tests need no worker;
+                # a delayed job is queued, as it would be (docs/api.rst)
+                lifecycle.run_inline(job, **options)
             else:
-                lifecycle.create(job)
+                lifecycle.create(job, **options)
             location = f"{request.script_root}{self.state.root_path}/progress/{job.uuid}"
             return json_response({"uuid": job.uuid}, 201, {"Location": location})
 

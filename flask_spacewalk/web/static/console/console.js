@@ -179,10 +179,12 @@ function showLeaf(path) {
         return;
       }
       const fields = buildForm(answer.data.postSchema);
+      const options = startOptions();
       form.replaceChildren(
         h("p", { class: "hint" }, "Fields marked ", h("span", { class: "req", text: "*" }), " are required; an empty field is left out, so the job's default applies."),
         summary,
         fields.element,
+        options.element,
         h("div", { class: "actions" }, submit),
         status,
       );
@@ -192,7 +194,7 @@ function showLeaf(path) {
       });
       form.addEventListener("submit", (event) => {
         event.preventDefault();
-        start(leaf, fields, { summary, status, submit });
+        start(leaf, fields, { summary, status, submit, options });
       });
     },
     (error) => {
@@ -216,7 +218,41 @@ function showSummary(fields, summary, rest, message) {
   else summary.focus();
 }
 
-async function start(leaf, fields, { summary, status, submit }) {
+/** The starting options of POST L/job under an "Options" fold: when the
+ * job may start (the browser's local time, sent as UTC) and its priority. */
+function startOptions() {
+  const runAt = h("input", { type: "datetime-local", id: "option-run-at", name: "runAt", step: "1" });
+  const priority = h("input", {
+    type: "number", id: "option-priority", name: "priority", min: "0", max: "4294967295", step: "1",
+    placeholder: "2147483648", inputmode: "numeric",
+  });
+  const element = h("details", { class: "options" },
+    h("summary", { text: "Options" }),
+    h("div", { class: "field" },
+      h("label", { for: runAt.id, text: "Run at" }), runAt,
+      h("p", { class: "hint", text: "Your local time; empty or past: as soon as a worker is free." })),
+    h("div", { class: "field" },
+      h("label", { for: priority.id, text: "Priority" }), priority,
+      h("p", { class: "hint", text: "0 to 4294967295, lower runs first; empty: 2147483648." })),
+  );
+  return {
+    element,
+    /** The query string of the options given ("" when none). */
+    query() {
+      const query = new URLSearchParams();
+      if (runAt.value) {
+        const when = new Date(runAt.value);
+        query.set("runAt", Number.isNaN(when.getTime()) ? runAt.value : when.toISOString());
+      }
+      // the typed text, not valueAsNumber: the server says what is wrong with it
+      if (priority.value !== "" || priority.validity.badInput) query.set("priority", priority.value);
+      const text = query.toString();
+      return text ? `?${text}` : "";
+    },
+  };
+}
+
+async function start(leaf, fields, { summary, status, submit, options }) {
   summary.hidden = true;
   status.textContent = "";
   fields.clearErrors();
@@ -227,7 +263,7 @@ async function start(leaf, fields, { summary, status, submit }) {
   submit.disabled = true;
   status.textContent = "Starting the job…";
   try {
-    const answer = await call(`${leaf.path}/job`, { method: "POST", json: fields.value() });
+    const answer = await call(`${leaf.path}/job${options.query()}`, { method: "POST", json: fields.value() });
     if (answer.status === 201) {
       jobLeaves.set(answer.data.uuid, leaf);
       location.hash = `#/job/${answer.data.uuid}`;
