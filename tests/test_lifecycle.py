@@ -419,7 +419,10 @@ def test_a_delayed_job_is_reserved_once_its_delay_ran_out(
     entry = any_queue.reserve(timeout=5)
     waited = time.monotonic() - created
     assert entry is not None and json.loads(entry.body) == job.uuid
-    assert 0.9 <= waited < 2.0
+    # never before the delay; the upper bound leaves room for a loaded
+    # machine (the suite runs on two busy cores): "within 1 s after" is
+    # what a quiet machine shows, not what a test can promise
+    assert 0.9 <= waited < 4.0
     entry.delete()
 
 
