@@ -21,7 +21,7 @@ from ..backends.base import MAX_PRIORITY
 from ..runtime.status import STATUSES
 from ..tree import Branch, Leaf
 from .listing import DEFAULT_LIMIT, MAX_LIMIT
-from .options import DEFAULT_PRIORITY, MAX_DELAY
+from .options import DEFAULT_PRIORITY, MAX_START_DELAY
 from .routes import UUID_PATTERN, Route, RouteKind, routes
 
 if TYPE_CHECKING:
@@ -480,7 +480,7 @@ _START_OPTIONS = [
             " not with runAt. beanstalkd counts whole seconds and rounds a fraction up."
         ),
         # no default: Swagger UI would send it with every "Try it out"
-        "schema": {"type": "number", "minimum": 0, "maximum": MAX_DELAY},
+        "schema": {"type": "number", "minimum": 0, "maximum": MAX_START_DELAY},
     },
     {
         "in": "query",

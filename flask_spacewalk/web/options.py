@@ -12,8 +12,9 @@ from werkzeug.exceptions import BadRequest
 
 from ..backends.base import MAX_PRIORITY
 
-#: The longest delay, in seconds: 30 days (SPEC section 7).
-MAX_DELAY = 2_592_000
+#: The longest delay a POST may ask for, in seconds: 30 days (SPEC section
+#: 7); runtime/outcome.py's MAX_DELAY is what a run may ask for.
+MAX_START_DELAY = 2_592_000
 #: The priority of a job started without one.
 DEFAULT_PRIORITY = 2**31
 #: The query parameters ``POST L/job`` takes.
@@ -58,8 +59,10 @@ def _delay(text: str) -> float | int:
     if not _NUMBER.fullmatch(text):
         raise BadRequest(f"delay must be a number of seconds, not {_quote(text)}")
     delay = float(text) + 0.0  # -0.0 is 0.0
-    if not 0 <= delay <= MAX_DELAY:
-        raise BadRequest(f"delay must be between 0 and {MAX_DELAY} seconds, not {_quote(text)}")
+    if not 0 <= delay <= MAX_START_DELAY:
+        raise BadRequest(
+            f"delay must be between 0 and {MAX_START_DELAY} seconds, not {_quote(text)}"
+        )
     # kept as given in queueKwargs: "delay=5" as the int 5
     return int(text) if text.isdigit() else delay
 
@@ -83,8 +86,8 @@ def _run_at(text: str, now: dt.datetime) -> float:
         # server's and UTC: refused rather than guessed (RFC 3339's rule).
         raise BadRequest(f"runAt needs a time zone offset (Z or +hh:mm): {_quote(text)}")
     delay = max((when - now).total_seconds(), 0.0)
-    if delay > MAX_DELAY:
-        raise BadRequest(f"runAt must be at most {MAX_DELAY} seconds (30 days) from now")
+    if delay > MAX_START_DELAY:
+        raise BadRequest(f"runAt must be at most {MAX_START_DELAY} seconds (30 days) from now")
     return delay
 
 
