@@ -304,7 +304,7 @@ class Lifecycle:
             run_log.info("job %s: cancelled while running", job.uuid)
             return Outcome(CANCELLED, cancelled=True)
         except JobTimedOut as exc:
-            if watch is not None and watch.requested:  # a cancel wins
+            if watch is not None and watch.check():  # a cancel wins
                 run_log.info("job %s: cancelled while timing out", job.uuid)
                 return Outcome(CANCELLED, cancelled=True)
             return self._timed_out(job, exc.seconds)

@@ -53,7 +53,7 @@ def backoff_delay(
     if base <= 0 or cap <= 0:
         return max(0.0, min(base, cap))
     steps = max(1, errors) - 1
-    if backoff <= 1 or steps == 0:
+    if backoff <= 1:
         return float(min(base, cap))
     # The cap first: a power past it is never computed (2.0 ** 1100
     # overflows), and an int compares exactly with a float of any size.
