@@ -10,10 +10,13 @@ from typing import Any, Callable
 
 import pytest
 from marshmallow import Schema, fields
+from backend_support import DATASTORES, QUEUES, _close
+from conftest import requires_ci_or_skip
 from runtime_jobs.jobs import BackoffJob, FailJob, NoopJob, TimeoutJob
+from test_cancel import PAIRINGS
 from test_worker_processes import children_of, start_worker, stop, wait_for
 
-from flask_spacewalk import NO_RESULT, BaseJob, make_queue
+from flask_spacewalk import NO_RESULT, BaseJob, make_datastore, make_queue
 from flask_spacewalk.errors import ConfigurationError, JobTreeError
 from flask_spacewalk.runtime.cancel import (
     CancelWatch,
@@ -85,6 +88,8 @@ def test_the_cap_comes_after_the_jitter() -> None:
     "k, base, backoff",
     [(1_100, 5, 2), (10**6, 5, 2), (10**400, 5, 2), (1_080, 5e-324, 2), (10**400, 5e-324, 2),
      (3, 1, 1e308), (10**400, 5, 1 + 2**-52)],
+    ids=["1100", "1e6", "1e400", "tiny-base", "tiny-base-1e400", "huge-backoff",
+         "least-backoff-1e400"],
 )
 def test_huge_error_counts_never_overflow(k: int, base: float, backoff: float) -> None:
     # 2.0 ** 1100 and 1e308 ** 2 overflow: the cap is applied first
@@ -221,11 +226,26 @@ def forced() -> Iterator[Callable[[PolicyWorker], PolicyWorker]]:
     signal.signal(Worker.CANCEL_SIGNAL, previous)
 
 
+@pytest.fixture
+def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """A fresh datastore and queue of the pairing ``request.param`` names."""
+    store, queue_kind = PAIRINGS[request.param]
+    if store not in DATASTORES or queue_kind not in QUEUES:
+        requires_ci_or_skip(f"the {request.param} backends are not available")
+    with DATASTORES[store](tmp_path) as store_url, QUEUES[queue_kind](tmp_path) as queue_url:
+        datastore, queue = make_datastore(store_url), make_queue(queue_url, "test_jobs")
+        yield datastore, queue
+        _close(datastore)
+        _close(queue)
+
+
 def stored(datastore: Any, uuid: str) -> dict[str, Any]:
     return datastore.read(make_key(uuid))  # type: ignore[no-any-return]
 
 
-def test_retries_of_a_job_that_always_raises_back_off(datastore: Any, queue: Any, caplog: Any):
+@pytest.mark.parametrize("backends", sorted(PAIRINGS), indirect=True)
+def test_retries_of_a_job_that_always_raises_back_off(backends: Any, caplog: Any) -> None:
+    datastore, queue = backends
     job = BackoffJob(datastore, queue)
     job.save()
     worker = make_worker(datastore, queue)
@@ -277,10 +297,16 @@ def errors_of(document: dict[str, Any]) -> list[tuple[int, str]]:
     return [(e["errorCode"], e["msg"]) for e in document["errors"]]
 
 
-@pytest.mark.parametrize("final, result", [(None, 500), (408, 408)])
+@pytest.mark.parametrize(
+    "backends, final, result",
+    [("sqlite", None, 500), ("sqlite", 408, 408), ("postgresql+beanstalkd", None, 500),
+     ("redis", None, 500)],
+    indirect=["backends"],
+)
 def test_a_job_that_sleeps_forever_ends_after_max_errors_timeouts(
-    datastore: Any, queue: Any, forced: Any, caplog: Any, final: int | None, result: int
+    backends: Any, forced: Any, caplog: Any, final: int | None, result: int
 ) -> None:
+    datastore, queue = backends
     job = TimeoutJob(datastore, queue, mode="sleep", final=final)
     job.enqueue()
     worker = forced(make_worker(datastore, queue))
