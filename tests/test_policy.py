@@ -264,7 +264,7 @@ def test_retries_of_a_job_that_always_raises_back_off(backends: Any, caplog: Any
         "Error - finished"]
     lines = [r.getMessage() for r in caplog.records]
     retries = [line.rsplit("; ", 1)[1] for line in lines if line.startswith("job rt_backoff")]
-    assert retries == [f"retry in {d:g} s" for d in delays[:4]] + ["failed with 500"]
+    assert retries == [f"retry in {round(d, 1):g} s" for d in delays[:4]] + ["failed with 500"]
 
 
 @pytest.mark.parametrize("how", ["raise", "error_continue", "warning_continue"])

@@ -759,8 +759,9 @@ def _log_run(job: RuntimeJob, what: str, outcome: Outcome) -> None:
     """Log one line for a run that did not simply succeed: the job, what
     happened, and what follows (a retry, or the job's end)."""
     if outcome.result == NO_RESULT:
+        # a tenth of a second is precise enough for a reader (jitter adds digits)
         run_log.warning("job %s %s: %s; retry in %s s", job.jobType, job.uuid, what,
-                        f"{outcome.delay:g}")
+                        f"{round(outcome.delay, 1):g}")
         return
     status = JobStatus.of({"resultCode": outcome.result})
     level = logging.WARNING if status is JobStatus.FINISHED else logging.ERROR
