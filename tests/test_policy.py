@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from marshmallow import Schema, fields
 from backend_support import DATASTORES, QUEUES, _close
 from conftest import requires_ci_or_skip
-from runtime_jobs.jobs import BackoffJob, FailJob, NoopJob, TimeoutJob
+from marshmallow import Schema, fields
+from runtime_jobs.jobs import BackoffJob, NoopJob, TimeoutJob
 from test_cancel import PAIRINGS
 from test_worker_processes import children_of, start_worker, stop, wait_for
 
@@ -34,7 +34,7 @@ from flask_spacewalk.runtime.worker_loop import Worker, install_cancel_handler
 from flask_spacewalk.tree import build_tree
 from flask_spacewalk.worker import main as worker_main
 
-REGISTRY = JobRegistry([BackoffJob, FailJob, NoopJob, TimeoutJob])
+REGISTRY = JobRegistry([BackoffJob, NoopJob, TimeoutJob])
 
 
 class MaxRng(random.Random):
@@ -392,7 +392,7 @@ def test_a_timed_out_job_that_does_not_stop_is_recorded_by_time_out_stuck(
     lifecycle.create(job)
     entry = queue.reserve(timeout=0)
     assert lifecycle.start(job) is None
-    lifecycle.time_out_stuck(job.uuid, entry)
+    lifecycle.time_out_stuck(job.uuid, entry, 0.3)
     document = stored(datastore, job.uuid)
     assert (document["running"], document["resultCode"]) == (False, NO_RESULT)
     assert errors_of(document) == [(504, "timed out after 0.3 s")]
@@ -402,13 +402,13 @@ def test_a_timed_out_job_that_does_not_stop_is_recorded_by_time_out_stuck(
     # A cancel request stored meanwhile wins.
     assert lifecycle.start(job) is None
     request_cancel(datastore, job.uuid)
-    lifecycle.time_out_stuck(job.uuid, again)
+    lifecycle.time_out_stuck(job.uuid, again, 0.3)
     document = stored(datastore, job.uuid)
     assert (document["resultCode"], errors_of(document)[1:]) == (410, [(410, "cancelled")])
     assert datastore.read(cancel_key(job.uuid)) is None
     assert queue.reserve(timeout=0) is None
     with pytest.raises(TypeError, match="registry"):
-        Lifecycle(datastore, queue).time_out_stuck(job.uuid, again)
+        Lifecycle(datastore, queue).time_out_stuck(job.uuid, again, 0.3)
 
 
 def test_inline_runs_ignore_the_timeout(datastore: Any, queue: Any) -> None:

@@ -607,12 +607,13 @@ class Lifecycle:
         clear_cancel(self.datastore, uuid)
         entry.delete()
 
-    def time_out_stuck(self, uuid: str, entry: QueueEntry) -> None:
+    def time_out_stuck(self, uuid: str, entry: QueueEntry, seconds: float) -> None:
         """Record the timeout of a run that does not stop, as :meth:`run`
         records one that does, settle ``entry`` and requeue the job if
         ``continue_running()`` says so (the worker exits next). A cancel
         request stored meanwhile wins: :meth:`cancel_stuck`.
 
+        :param seconds: the run's ``TIMEOUT``.
         :raises TypeError: the lifecycle has no registry to load the job.
         """
         if self.registry is None:
@@ -621,8 +622,7 @@ class Lifecycle:
             self.cancel_stuck(uuid, entry)
             return
         job = self.registry.get_job(uuid, self.datastore, self.queue)
-        seconds = run_timeout(type(job))
-        outcome = self._timed_out(job, seconds if seconds is not None else 0)
+        outcome = self._timed_out(job, seconds)
         # A watch that only reads: a request stored from now on still wins.
         watch = CancelWatch(self.datastore, uuid, lambda: None, grace=0.0)
         self.finish(job, outcome, watch, entry)

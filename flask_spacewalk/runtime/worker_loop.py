@@ -437,18 +437,24 @@ class Worker:
 
     def _watch(self, uuid: str, entry: QueueEntry, lease: LeaseKeeper) -> CancelWatch:
         interrupt = main_thread_interrupter(self.CANCEL_SIGNAL) if self.force_cancel else None
-        return CancelWatch(
+        def give_up(reason: StopReason) -> None:
+            self._give_up(uuid, entry, reason, watch.timeout)
+
+        watch = CancelWatch(
             self.datastore,
             uuid,
             lease.touch,
             grace=self.cancel_grace,
             interrupt=interrupt,
-            give_up=(lambda reason: self._give_up(uuid, entry, reason)) if interrupt else None,
+            give_up=give_up if interrupt else None,
             exit_delay=min(self.cancel_grace, self.CANCEL_EXIT_DELAY),
             call_at=lease.call_at,
         )
+        return watch
 
-    def _give_up(self, uuid: str, entry: QueueEntry, reason: StopReason) -> None:
+    def _give_up(
+        self, uuid: str, entry: QueueEntry, reason: StopReason, timeout: float | None
+    ) -> None:
         """Record the end of a job that does not stop, and exit the process:
         its cancellation, or its timeout (then ``continue_running()``
         decides, and a cancel request stored meanwhile wins).
@@ -465,10 +471,10 @@ class Worker:
         def settle() -> None:
             lifecycle = Lifecycle(self.make_datastore(), self.queue, self.registry,
                                   error_retry_delay=self.ERROR_RETRY_DELAY)
-            if reason is StopReason.CANCEL:
-                lifecycle.cancel_stuck(uuid, entry)
+            if reason is StopReason.TIMEOUT and timeout is not None:
+                lifecycle.time_out_stuck(uuid, entry, timeout)
             else:
-                lifecycle.time_out_stuck(uuid, entry)
+                lifecycle.cancel_stuck(uuid, entry)
 
         thread = threading.Thread(target=settle, name="spacewalk-give-up", daemon=True)
         thread.start()
