@@ -205,7 +205,7 @@ class PolicyWorker(Worker):
         super().__init__(*args, **kwargs)
         self.gave_up: list[StopReason] = []
 
-    def _give_up(self, uuid: str, entry: Any, reason: StopReason) -> None:
+    def _give_up(self, uuid: str, entry: Any, reason: StopReason, timeout: Any) -> None:
         self.gave_up.append(reason)
 
 
