@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -185,7 +186,14 @@ def test_the_standalone_worker_refuses_a_bad_policy(tmp_path: Path, capsys: Any)
         "    def run(self):\n"
         "        return 200\n"
     )
-    code = worker_main(["--jobs", str(jobs), "--datastore", f"sqlite:///{tmp_path / 'db'}"])
+    before = set(sys.modules)
+    try:
+        code = worker_main(["--jobs", str(jobs), "--datastore", f"sqlite:///{tmp_path / 'db'}"])
+    finally:
+        # the job modules, imported under private names (test_discovery counts them)
+        for name in set(sys.modules) - before:
+            if name.startswith("_spacewalk_modules_"):
+                del sys.modules[name]
     assert code == 2
     assert "Hasty: RETRY_DELAY must be None or a number of seconds" in capsys.readouterr().err
 
