@@ -18,6 +18,7 @@ from .base_job import (
     parent_branch,
 )
 from .errors import ConfigurationError, JobTreeError
+from .runtime.policy import policy_problems
 
 __all__ = [
     "RESERVED_NAMES",
@@ -193,6 +194,7 @@ def _leaf_problems(cls: type[BaseJob]) -> list[str]:
             " the job class; rename the field (data_key keeps its name in the API:"
             ' key_ = fields.String(data_key="key"))'
         )
+    problems += [f"{_describe(cls)}: {problem}" for problem in policy_problems(cls)]
     return problems
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from flask.testing import FlaskClient
 
 import flask_spacewalk
 from flask_spacewalk import Spacewalk
+from flask_spacewalk.runtime.policy import backoff_delay, retry_delay
 from flask_spacewalk.settings import DEFAULTS
 from flask_spacewalk.tree import RESERVED_NAMES
 
@@ -29,7 +31,7 @@ EXAMPLE_JOBS = DOCS / "examples"
 if str(EXAMPLE_JOBS) not in sys.path:
     sys.path.insert(0, str(EXAMPLE_JOBS))
 
-from report_jobs import ReportJobs  # noqa: E402
+from report_jobs import FetchRatesJob, ReportJobs  # noqa: E402
 
 
 def documented_keys(text: str) -> set[str]:
@@ -213,6 +215,7 @@ def test_the_tree_of_the_jobs_page(client: FlaskClient) -> None:
     assert [leaf["jobType"] for leaf in client.get("/reports/leaves").get_json()] == [
         "reports_wait_for_data",
         "reports_import",
+        "reports_fetch_rates",
     ]
 
 
@@ -252,6 +255,29 @@ def test_interrupts_and_custom_progress(client: FlaskClient) -> None:
     uuid = post(client, "import", {"source": "https://example.com/empty.csv", "batches": 0})
     info = client.get(f"/reports/info/{uuid}").get_json()
     assert info["result"] == 204 and len(info["warnings"]) == 1 and info["errors"] == []
+
+
+def test_the_run_policy_example(client: FlaskClient) -> None:
+    # The table of docs/jobs.rst ("Run policy"), without and with all the jitter.
+    low = [retry_delay(FetchRatesJob, k, 30.0, FixedRng(0.0)) for k in range(1, 9)]
+    high = [retry_delay(FetchRatesJob, k, 30.0, FixedRng(1.0)) for k in range(1, 9)]
+    assert low == [5, 10, 20, 40, 80, 160, 320, 600]
+    assert high == pytest.approx([5.5, 11, 22, 44, 88, 176, 352, 600])
+    assert backoff_delay(1, 30.0) == 30.0  # a class without a policy: ZeroG's
+    # Inline, TIMEOUT does not apply: the job simply runs.
+    uuid = post(client, "fetch_rates", {"currency": "CHF"})
+    assert client.get(f"/reports/progress/{uuid}").get_json()["result"] == 200
+
+
+class FixedRng(random.Random):
+    """Draws ``value`` every time."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
 
 
 # -- the build -------------------------------------------------------------

@@ -121,3 +121,24 @@ class ImportJob(ReportJobs):
     def progress(self) -> dict[str, Any]:
         # served by GET /reports/progress/<uuid>
         return {**super().progress(), "stage": self.stage, "rows": self.rows}
+
+
+class FetchRatesJob(ReportJobs):
+    NAME = "Fetch rates"
+    DESCRIPTION = "Fetches exchange rates from a service that is sometimes down"
+    LEAF_NAME = "fetch_rates"
+
+    MAX_ERRORS = 7  # the 7th error ends the job with 500
+    RETRY_DELAY = 5  # the first retry waits 5 s,
+    RETRY_BACKOFF = 2  # each next one twice as long (plus up to 10 %),
+    RETRY_MAX_DELAY = 600  # and none more than 10 minutes
+    TIMEOUT = 120  # a run still going after 2 minutes is stopped: error 504
+
+    class Params(Schema):
+        currency = fields.String(load_default="EUR", validate=validate.Length(equal=3))
+
+    def run(self) -> int:
+        self.job_log_info(f"fetching the rates of {self.currency}")
+        # The request to the rates service would go here: an exception it
+        # raises is recorded, and the job retried as the policy says.
+        return 200

@@ -21,6 +21,10 @@ So a worker's write either comes after the API's (it conflicts, re-reads and
 sees the request) or before it (the API then sees ``running`` or the
 result). A job the API answered ``cancelled`` for never starts; one it
 answered ``cancelling`` for ends with 410.
+
+The same watch stops a run that goes on past its class's ``TIMEOUT``
+(:class:`StopReason`): a timeout and a cancel are enforced alike, and when
+both apply the cancel wins.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 from ..errors import SpacewalkError
+from .outcome import JobStopped, JobTimedOut
 from .protocols import Datastore
 from .records import utcnow
 from .status import CANCELLED_CODE
@@ -53,12 +58,21 @@ def cancel_key(uuid: str) -> str:
     return f"{KEY_PREFIX}{uuid}"
 
 
-class JobCancelled(BaseException):
+class JobCancelled(JobStopped):
     """Raised inside a running job whose cancellation was requested.
 
     A :class:`BaseException`, so a job's ``except Exception`` cannot swallow
     it; the worker catches it and records the cancellation.
     """
+
+
+class StopReason(str, enum.Enum):
+    """Why the worker stops a running job."""
+
+    #: Its cancellation was requested.
+    CANCEL = "cancel"
+    #: It ran past its class's ``TIMEOUT``.
+    TIMEOUT = "timeout"
 
 
 class CancelAnswer(str, enum.Enum):
@@ -97,24 +111,30 @@ _interruptible: CancelWatch | None = None
 def on_interrupt_signal(signum: int, frame: Any) -> None:
     """The signal handler that stops a job by force (see :class:`CancelWatch`)."""
     watch = _interruptible
-    if watch is not None and watch.armed and watch.requested:
-        raise JobCancelled(f"job {watch.uuid} cancelled (stopped by force)")
+    stop = watch.stop_error(" (stopped by force)") if watch is not None else None
+    if stop is not None:
+        raise stop
 
 
 class CancelWatch:
-    """The worker's watch over one job for a cancel request.
+    """The worker's watch over one run of a job: for a cancel request, and
+    for the run's timeout.
 
     :meth:`check` reads the request (once found, it is never read again);
-    :meth:`poll`, called about once a second while the job runs, checks and
-    enforces it; :meth:`keepalive`, the job's keepalive, raises
-    :class:`JobCancelled` at the job's next progress call once it is
-    requested.
+    :meth:`poll`, called about once a second while the job runs (and at the
+    run's deadline), checks and enforces both; :meth:`keepalive`, the job's
+    keepalive, raises :class:`JobCancelled` or
+    :class:`~flask_spacewalk.runtime.outcome.JobTimedOut` at the job's next
+    progress call once the job is to stop.
 
     :param grace: seconds a cancelled job has to reach a progress call before
-        ``interrupt`` is called (it stops the job by force).
+        ``interrupt`` is called (it stops the job by force). A run that times
+        out is interrupted at its deadline: ``TIMEOUT`` is all it may take.
     :param interrupt: stops the job by force; ``None`` when it cannot be.
-    :param give_up: called when the job still runs ``exit_delay`` seconds
-        after ``interrupt`` (stuck in C code, say).
+    :param give_up: called with the :attr:`stop_reason` when the job still
+        runs ``exit_delay`` seconds after ``interrupt`` (stuck in C code, say).
+    :param call_at: asks for a call of :meth:`poll` at a ``time.monotonic()``
+        time sooner than the next regular one (the run's deadline).
     """
 
     def __init__(
@@ -125,8 +145,9 @@ class CancelWatch:
         *,
         grace: float,
         interrupt: Callable[[], None] | None = None,
-        give_up: Callable[[], None] | None = None,
+        give_up: Callable[[StopReason], None] | None = None,
         exit_delay: float = 5.0,
+        call_at: Callable[[float], None] | None = None,
     ):
         self.datastore = datastore
         self.uuid = uuid
@@ -135,10 +156,16 @@ class CancelWatch:
         self.interrupt = interrupt
         self.give_up = give_up
         self.exit_delay = exit_delay
+        self.call_at = call_at
         self.requested = False
         self.armed = False
+        #: The ``TIMEOUT`` of the run being watched, and whether it ran out.
+        self.timeout: float | None = None
+        self.timed_out = False
+        self._deadline: float | None = None
         self._primed = False
         self._requested_at: float | None = None
+        self._forced = False
         self._interrupted_at: float | None = None
 
     def check(self) -> bool:
@@ -161,20 +188,49 @@ class CancelWatch:
             self.requested = True
             self._requested_at = time.monotonic()
 
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """Why the job is to stop, if it is: a cancel wins over a timeout."""
+        if self.requested:
+            return StopReason.CANCEL
+        if self.timed_out:
+            return StopReason.TIMEOUT
+        return None
+
+    def stop_error(self, how: str = "") -> JobStopped | None:
+        """The exception that stops the running job, if it is to stop."""
+        if not self.armed:
+            return None
+        reason = self.stop_reason
+        if reason is StopReason.CANCEL:
+            return JobCancelled(f"job {self.uuid} cancelled{how}")
+        if reason is StopReason.TIMEOUT:
+            assert self.timeout is not None
+            return JobTimedOut(self.timeout)
+        return None
+
     def keepalive(self) -> None:
-        """The job's keepalive: renews the lease, or stops a cancelled job."""
-        if self.armed and self.requested:
-            raise JobCancelled(f"job {self.uuid} cancelled")
+        """The job's keepalive: renews the lease, or stops the job."""
+        stop = self.stop_error()
+        if stop is not None:
+            raise stop
         self.touch()
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        """Arm the watch while the job's ``run()`` executes."""
+    def running(self, timeout: float | None = None) -> Iterator[None]:
+        """Arm the watch while the job's ``run()`` executes.
+
+        :param timeout: seconds the run may take (the class's ``TIMEOUT``).
+        """
         global _interruptible
         interruptible = self.interrupt is not None
         if interruptible:
             _interruptible = self
+        self.timeout, self.timed_out = timeout, False
+        self._deadline = None if timeout is None else time.monotonic() + timeout
         self.armed = True
+        if self._deadline is not None and self.call_at is not None:
+            self.call_at(self._deadline)
         try:
             yield
         finally:
@@ -183,7 +239,8 @@ class CancelWatch:
                 _interruptible = None
 
     def poll(self) -> None:
-        """Check for a request and enforce it (from the lease thread)."""
+        """Check for a request and the deadline, and enforce them (from the
+        lease thread)."""
         if not self.armed:
             return
         if not self.requested:
@@ -191,17 +248,43 @@ class CancelWatch:
                 self.check()
             except SpacewalkError as exc:
                 log.warning("job %s: cannot read its cancel request: %s", self.uuid, exc)
-            return  # a job just found cancelled has its grace period first
+            if self.requested:
+                # a job just found cancelled has its grace period first
+                self._schedule(time.monotonic() + self.grace)
+                return
         now = time.monotonic()
-        if self._interrupted_at is None:
+        if self._forced:
+            interrupted_at = self._interrupted_at
+            if (
+                interrupted_at is not None
+                and self.give_up is not None
+                and now - interrupted_at >= self.exit_delay
+            ):
+                reason = self.stop_reason
+                assert reason is not None
+                self.give_up(reason)
+        elif self.requested:
             assert self._requested_at is not None
-            if self.interrupt is not None and now - self._requested_at >= self.grace:
-                log.warning("job %s: cancelled %.0f s ago and still running; "
-                            "interrupting it", self.uuid, now - self._requested_at)
-                self._interrupted_at = now
-                self.interrupt()
-        elif self.give_up is not None and now - self._interrupted_at >= self.exit_delay:
-            self.give_up()
+            if now - self._requested_at >= self.grace:
+                self._force(f"cancelled {now - self._requested_at:.0f} s ago and still running")
+        elif not self.timed_out and self._deadline is not None and now >= self._deadline:
+            self.timed_out = True
+            self._force(f"still running after its timeout of {self.timeout} s")
+
+    def _force(self, why: str) -> None:
+        """Stop the job by force, if it can be; at its next progress call if not."""
+        self._forced = True
+        if self.interrupt is None:
+            log.warning("job %s: %s; stopping it at its next progress call", self.uuid, why)
+            return
+        log.warning("job %s: %s; interrupting it", self.uuid, why)
+        self._interrupted_at = time.monotonic()
+        self.interrupt()
+        self._schedule(self._interrupted_at + self.exit_delay)
+
+    def _schedule(self, when: float) -> None:
+        if self.call_at is not None:
+            self.call_at(when)
 
 
 def main_thread_interrupter(signum: int) -> Callable[[], None] | None:

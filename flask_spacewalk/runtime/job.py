@@ -113,7 +113,20 @@ class RuntimeJob(ABC):
     SCHEMA_VERSION: ClassVar[str] = "1.0"
     JOB_TYPE: ClassVar[str] = ""
     SCHEMA: ClassVar[type[Schema]] = BaseJobSchema
+    # The run policy (runtime/policy.py; docs/jobs.rst "Run policy"):
+    #: Errors after which :meth:`continue_running` ends the job with 500.
     MAX_ERRORS: ClassVar[int] = 3
+    #: Seconds before the first retry of a failed run; None: the worker's
+    #: ``ERROR_RETRY_DELAY`` (30 s, ZeroG's).
+    RETRY_DELAY: ClassVar[float | None] = None
+    #: Each further retry waits this many times longer (plus up to 10 %
+    #: jitter when above 1).
+    RETRY_BACKOFF: ClassVar[float] = 1.0
+    #: The longest a retry waits, in seconds.
+    RETRY_MAX_DELAY: ClassVar[float] = 3600.0
+    #: Seconds one run may take on a worker (None: no limit); past it the
+    #: run is stopped and error 504 recorded. Inline runs ignore it.
+    TIMEOUT: ClassVar[float | None] = None
 
     #: One schema instance, dumper and loader per schema class: building a
     #: schema costs more than dumping a document with it.

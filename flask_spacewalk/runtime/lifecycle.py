@@ -3,15 +3,17 @@
 A job is *created* (stored and put on its queue), *started* (marked
 running), *run*, and *finished*: its result, its cancellation or its
 requeue is recorded and its queue entry settled. A job found running when
-it is loaded was killed mid-run and is *recovered*; a queued job whose entry
-was lost is *requeued* by hand; the API *cancels* jobs; a test app *runs
-them inline*. :class:`Lifecycle` does each of these in one method, and no
-other module of the package writes ``running``, ``resultCode``,
-``queueJobId`` or a job's queue entry (tests/test_lifecycle.py checks the
-source), so a new transition (a retry, a timeout) is written here once.
+it is loaded was killed mid-run and is *recovered*; a run past its class's
+``TIMEOUT`` *times out*; a queued job whose entry was lost is *requeued* by
+hand; the API *cancels* jobs; a test app *runs them inline*.
+:class:`Lifecycle` does each of these in one method, and no other module of
+the package writes ``running``, ``resultCode``, ``queueJobId`` or a job's
+queue entry (tests/test_lifecycle.py checks the source), so a new
+transition (a retry, a timeout) is written here once.
 
 The words of a run's end (result codes, interrupts, :class:`Outcome`) are
-:mod:`~flask_spacewalk.runtime.outcome`'s.
+:mod:`~flask_spacewalk.runtime.outcome`'s; how long a retry waits and a run
+may take, :mod:`~flask_spacewalk.runtime.policy`'s.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from .cancel import (
     CancelAnswer,
     CancelWatch,
     JobCancelled,
+    cancel_requested,
     clear_cancel,
     request_cancel,
 )
@@ -46,14 +49,17 @@ from .encoding import encode_value
 from .outcome import (
     INTERNAL_ERROR,
     NO_RESULT,
+    TIMED_OUT,
     ChangeRefused,
     ErrorContinue,
     ErrorFinish,
+    JobTimedOut,
     Outcome,
     WarningContinue,
     WarningFinish,
     interpret_result,
 )
+from .policy import retry_delay, run_timeout
 from .protocols import Datastore, Queue, QueueEntry
 from .records import make_error, utcnow
 from .status import JobStatus
@@ -67,7 +73,8 @@ log = logging.getLogger(__name__)
 #: the worker loop's name (docs/runtime.rst): it is the worker's story.
 run_log = logging.getLogger("flask_spacewalk.runtime.worker_loop")
 
-#: Seconds before a job that raised is run again (ZeroG's).
+#: Seconds before a job that raised is run again (ZeroG's), unless its
+#: class's ``RETRY_DELAY`` says otherwise.
 ERROR_RETRY_DELAY = 30.0
 #: Seconds before a ``NO_RESULT`` job runs again when it gave no delay.
 DEFAULT_REQUEUE_DELAY = 10.0
@@ -90,7 +97,8 @@ class Lifecycle:
 
     :param registry: the job classes, for the transitions that load a job
         by its uuid (:meth:`cancel_stuck`).
-    :param error_retry_delay: seconds before a job that raised runs again.
+    :param error_retry_delay: seconds before a job that raised runs again,
+        for a class whose ``RETRY_DELAY`` is None (see :meth:`retry_delay`).
     :param default_requeue_delay: seconds before a ``NO_RESULT`` job without
         a delay of its own runs again.
     :param job_context: a context manager factory every ``run()`` call runs
@@ -274,16 +282,18 @@ class Lifecycle:
         :meth:`finish`).
 
         With a ``watch``, a job whose cancellation is requested does not
-        start, and a cancellation stops the run. An exception that is no
-        :class:`Exception` (the worker's shutdown, ``KeyboardInterrupt``)
-        propagates.
+        start, and a cancellation stops the run, as does the class's
+        ``TIMEOUT`` (without one, an inline run, it does not apply). An
+        exception that is no :class:`Exception` (the worker's shutdown,
+        ``KeyboardInterrupt``) propagates.
         """
         skipped = self.start(job, watch)
         if skipped is not None:
             return skipped
         worker_pid = os.getpid()
+        watching = watch.running(run_timeout(type(job))) if watch else contextlib.nullcontext()
         try:
-            with self.job_context(), watch.running() if watch else contextlib.nullcontext():
+            with self.job_context(), watching:
                 try:
                     value = job.run()
                 except BaseException as exc:
@@ -293,6 +303,11 @@ class Lifecycle:
         except JobCancelled:
             run_log.info("job %s: cancelled while running", job.uuid)
             return Outcome(CANCELLED, cancelled=True)
+        except JobTimedOut as exc:
+            if watch is not None and watch.check():  # a cancel wins
+                run_log.info("job %s: cancelled while timing out", job.uuid)
+                return Outcome(CANCELLED, cancelled=True)
+            return self._timed_out(job, exc.seconds)
         except (ErrorFinish, WarningFinish) as exc:
             job.record_event("Error - finished")
             outcome = Outcome(job.resultCode, recorded=True)
@@ -300,7 +315,7 @@ class Lifecycle:
             return outcome
         except (ErrorContinue, WarningContinue) as exc:
             job.record_event("Error - restarting")
-            outcome = Outcome(job.continue_running(), self.error_retry_delay)
+            outcome = Outcome(job.continue_running(), self.retry_delay(job))
             _log_run(job, f"{_interrupt_name(exc)}: {exc}", outcome)
             return outcome
         except UnstorableValue as exc:
@@ -335,9 +350,27 @@ class Lifecycle:
         record_error(job, INTERNAL_ERROR, msg, exc)
         result = job.continue_running() if final is None else final
         job.record_event("Error - restarting" if result == NO_RESULT else "Error - finished")
-        outcome = Outcome(result, self.error_retry_delay)
+        outcome = Outcome(result, self.retry_delay(job))
         _log_run(job, summary or _describe(exc), outcome)
         return outcome
+
+    def _timed_out(self, job: RuntimeJob, seconds: float) -> Outcome:
+        """Record error 504 for a run stopped at its ``TIMEOUT`` of
+        ``seconds``, and log it; ``continue_running()`` decides."""
+        msg = f"timed out after {seconds} s"
+        record_error(job, TIMED_OUT, msg, None)
+        result = job.continue_running()
+        job.record_event("Timed out - restarting" if result == NO_RESULT
+                         else "Timed out - finished")
+        outcome = Outcome(result, self.retry_delay(job))
+        _log_run(job, msg, outcome)
+        return outcome
+
+    def retry_delay(self, job: RuntimeJob) -> float:
+        """Seconds before ``job`` runs again after a failed run: its class's
+        run policy (:func:`~flask_spacewalk.runtime.policy.retry_delay`)
+        with its ``errorCount`` as it now stands."""
+        return retry_delay(type(job), job.errorCount, self.error_retry_delay)
 
     def finish(
         self,
@@ -574,6 +607,26 @@ class Lifecycle:
         clear_cancel(self.datastore, uuid)
         entry.delete()
 
+    def time_out_stuck(self, uuid: str, entry: QueueEntry, seconds: float) -> None:
+        """Record the timeout of a run that does not stop, as :meth:`run`
+        records one that does, settle ``entry`` and requeue the job if
+        ``continue_running()`` says so (the worker exits next). A cancel
+        request stored meanwhile wins: :meth:`cancel_stuck`.
+
+        :param seconds: the run's ``TIMEOUT``.
+        :raises TypeError: the lifecycle has no registry to load the job.
+        """
+        if self.registry is None:
+            raise TypeError("time_out_stuck needs a Lifecycle with a registry")
+        if cancel_requested(self.datastore, uuid):
+            self.cancel_stuck(uuid, entry)
+            return
+        job = self.registry.get_job(uuid, self.datastore, self.queue)
+        outcome = self._timed_out(job, seconds)
+        # A watch that only reads: a request stored from now on still wins.
+        watch = CancelWatch(self.datastore, uuid, lambda: None, grace=0.0)
+        self.finish(job, outcome, watch, entry)
+
     # -- inline ------------------------------------------------------------------
 
     def run_inline(self, job: RuntimeJob, **queue_kwargs: Any) -> None:
@@ -706,8 +759,9 @@ def _log_run(job: RuntimeJob, what: str, outcome: Outcome) -> None:
     """Log one line for a run that did not simply succeed: the job, what
     happened, and what follows (a retry, or the job's end)."""
     if outcome.result == NO_RESULT:
+        # a tenth of a second is precise enough for a reader (jitter adds digits)
         run_log.warning("job %s %s: %s; retry in %s s", job.jobType, job.uuid, what,
-                        f"{outcome.delay:g}")
+                        f"{round(outcome.delay, 1):g}")
         return
     status = JobStatus.of({"resultCode": outcome.result})
     level = logging.WARNING if status is JobStatus.FINISHED else logging.ERROR

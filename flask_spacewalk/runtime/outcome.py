@@ -1,7 +1,8 @@
 """How a run of a job ends, in the words the job API speaks.
 
-The result codes (``NO_RESULT``, ``INTERNAL_ERROR``), the four interrupts a
-job raises through its ``raise_*`` methods, :class:`Outcome` and
+The result codes (``NO_RESULT``, ``INTERNAL_ERROR``, ``TIMED_OUT``), the
+four interrupts a job raises through its ``raise_*`` methods, the two its
+worker raises in it (:class:`JobStopped`), :class:`Outcome` and
 :func:`interpret_result`, which reads ``run()``'s return value as ZeroG does.
 Both :mod:`~flask_spacewalk.runtime.job` and
 :mod:`~flask_spacewalk.runtime.lifecycle` speak them, so they live below both.
@@ -19,9 +20,12 @@ __all__ = [
     "MAX_DELAY",
     "MIN_CODE",
     "NO_RESULT",
+    "TIMED_OUT",
     "ChangeRefused",
     "ErrorContinue",
     "ErrorFinish",
+    "JobStopped",
+    "JobTimedOut",
     "Outcome",
     "RunResult",
     "WarningContinue",
@@ -33,6 +37,8 @@ __all__ = [
 NO_RESULT = -1
 #: The result and error code of a job that failed unexpectedly.
 INTERNAL_ERROR = 500
+#: The error code of a run stopped at its class's ``TIMEOUT`` ("Gateway Timeout").
+TIMED_OUT = 504
 
 #: A ``run()`` result: a code, or ``(code, delay)``.
 RunResult = Union[int, tuple[int, Optional[float]], None]
@@ -42,6 +48,7 @@ MIN_CODE, MAX_CODE = -(2**31), 2**31 - 1
 #: The longest requeue delay a run may ask for, in seconds (68 years: the
 #: 32-bit bound that queues count delays within).
 MAX_DELAY = float(2**31 - 1)
+
 
 class ErrorContinue(Exception):
     """Raised by :meth:`RuntimeJob.raise_error_continue`: retry later."""
@@ -57,6 +64,27 @@ class WarningContinue(Exception):
 
 class WarningFinish(Exception):
     """Raised by :meth:`RuntimeJob.raise_warning_finish`: the job is over."""
+
+
+class JobStopped(BaseException):
+    """Raised inside a running job that its worker stops: cancelled
+    (:class:`~flask_spacewalk.runtime.cancel.JobCancelled`) or past its
+    ``TIMEOUT`` (:class:`JobTimedOut`).
+
+    A :class:`BaseException`, so a job's ``except Exception`` does not
+    swallow it; clean up with ``try``/``finally``.
+    """
+
+
+class JobTimedOut(JobStopped):
+    """Raised inside a run that went on past its class's ``TIMEOUT``.
+
+    :param seconds: the ``TIMEOUT``, as the class gave it.
+    """
+
+    def __init__(self, seconds: float):
+        super().__init__(f"timed out after {seconds} s")
+        self.seconds = seconds
 
 
 class ChangeRefused(Exception):

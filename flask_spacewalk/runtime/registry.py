@@ -6,8 +6,15 @@ from typing import Any, Callable
 
 from marshmallow import ValidationError
 
-from ..errors import DuplicateJobType, InvalidJobDocument, JobNotFound, UnknownJobType
+from ..errors import (
+    ConfigurationError,
+    DuplicateJobType,
+    InvalidJobDocument,
+    JobNotFound,
+    UnknownJobType,
+)
 from .job import RuntimeJob, make_key
+from .policy import policy_problems
 from .protocols import Datastore, Queue
 
 
@@ -23,6 +30,8 @@ class JobRegistry:
 
         :raises DuplicateJobType: two different classes claim one jobType.
         :raises TypeError: a class is not a runtime job or has no jobType.
+        :raises ConfigurationError: a class's run policy (``RETRY_DELAY``,
+            ``TIMEOUT``...) is bad, which would otherwise fail its runs.
         """
         for job_class in job_classes:
             if not (isinstance(job_class, type) and issubclass(job_class, RuntimeJob)):
@@ -30,6 +39,9 @@ class JobRegistry:
             job_type = job_class.JOB_TYPE
             if not job_type:
                 raise TypeError(f"{job_class.__qualname__} has no JOB_TYPE")
+            problems = policy_problems(job_class)
+            if problems:
+                raise ConfigurationError(f"{_describe(job_class)}: {'; '.join(problems)}")
             known = self._classes.get(job_type)
             if known is not None and known is not job_class:
                 raise DuplicateJobType(

@@ -38,6 +38,7 @@ from ..errors import (
 from .adapters import as_datastore, as_queue
 from .cancel import (
     CancelWatch,
+    StopReason,
     cancel_key,
     main_thread_interrupter,
     on_interrupt_signal,
@@ -66,7 +67,8 @@ class LeaseKeeper:
     is throttled so that frequent progress reports cost no extra writes, and
     the thread renews the lease every ``ttr / 3`` seconds and calls
     :attr:`watcher`, when set, every ``poll_interval`` seconds (the worker's
-    watch for a cancel request).
+    watch for a cancel request and a timeout), and at the times
+    :meth:`call_at` asks for.
     """
 
     def __init__(self, ttr: float, poll_interval: float | None = None):
@@ -77,6 +79,7 @@ class LeaseKeeper:
         self._changed = threading.Condition(threading.Lock())
         self._entry: QueueEntry | None = None
         self._last = self._renew_at = 0.0
+        self._call_at: float | None = None
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._closed = False
@@ -90,6 +93,7 @@ class LeaseKeeper:
             self._entry = entry
             self.lost = False
             self.watcher = None
+            self._call_at = None
             self._last = time.monotonic()
             self._renew_at = self._last + self.interval
         self._start()
@@ -120,6 +124,14 @@ class LeaseKeeper:
                 return
             self._last = now
 
+    def call_at(self, when: float) -> None:
+        """Call the watcher at ``when`` (a ``time.monotonic()`` time) too,
+        if that comes before its next regular call (a run's deadline)."""
+        with self._changed:
+            if self._call_at is None or when < self._call_at:
+                self._call_at = when
+                self._changed.notify_all()
+
     def close(self) -> None:
         """Stop the thread (the keeper starts it again if used again)."""
         with self._changed:
@@ -141,9 +153,14 @@ class LeaseKeeper:
             with self._changed:
                 if self._closed:
                     return
-                self._changed.wait(self._wake)
+                wait = self._wake
+                if self._call_at is not None:
+                    wait = max(0.0, min(wait, self._call_at - time.monotonic()))
+                self._changed.wait(wait)
                 if self._closed:
                     return
+                if self._call_at is not None and time.monotonic() >= self._call_at:
+                    self._call_at = None
             entry = self._entry
             if entry is None:
                 continue
@@ -194,13 +211,14 @@ class Worker:
     MAX_BACKOFF = 30.0
     #: Seconds between two reads of a running job's cancel request.
     CANCEL_POLL_INTERVAL = 1.0
-    #: Longest wait, after stopping a cancelled job by force, for the job to
-    #: return before the process records the cancellation and exits (the
-    #: wait is the cancel grace when that is shorter).
+    #: Longest wait, after stopping a cancelled or timed-out job by force,
+    #: for the job to return before the process records its end and exits
+    #: (the wait is the cancel grace when that is shorter).
     CANCEL_EXIT_DELAY = 5.0
-    #: Exit code of a process that gave up on a job stuck after its cancel.
+    #: Exit code of a process that gave up on a job stuck after its cancel
+    #: or timeout.
     EXIT_STUCK_JOB = 3
-    #: The signal that stops a cancelled job by force.
+    #: The signal that stops a cancelled or timed-out job by force.
     CANCEL_SIGNAL = signal.SIGUSR1
 
     def __init__(
@@ -229,7 +247,8 @@ class Worker:
         self.max_memory = max_memory
         self.parent_pid = parent_pid
         self.cancel_grace = cancel_grace
-        #: Set by :func:`install_cancel_handler`: stop cancelled jobs by force.
+        #: Set by :func:`install_cancel_handler`: stop cancelled and timed-out
+        #: jobs by force.
         self.force_cancel = False
         self.jobs_done = 0
         self.stopping = False
@@ -418,29 +437,44 @@ class Worker:
 
     def _watch(self, uuid: str, entry: QueueEntry, lease: LeaseKeeper) -> CancelWatch:
         interrupt = main_thread_interrupter(self.CANCEL_SIGNAL) if self.force_cancel else None
-        return CancelWatch(
+        def give_up(reason: StopReason) -> None:
+            self._give_up(uuid, entry, reason, watch.timeout)
+
+        watch = CancelWatch(
             self.datastore,
             uuid,
             lease.touch,
             grace=self.cancel_grace,
             interrupt=interrupt,
-            give_up=(lambda: self._give_up(uuid, entry)) if interrupt else None,
+            give_up=give_up if interrupt else None,
             exit_delay=min(self.cancel_grace, self.CANCEL_EXIT_DELAY),
+            call_at=lease.call_at,
         )
+        return watch
 
-    def _give_up(self, uuid: str, entry: QueueEntry) -> None:
-        """Record a stuck cancelled job's cancellation and exit the process.
+    def _give_up(
+        self, uuid: str, entry: QueueEntry, reason: StopReason, timeout: float | None
+    ) -> None:
+        """Record the end of a job that does not stop, and exit the process:
+        its cancellation, or its timeout (then ``continue_running()``
+        decides, and a cancel request stored meanwhile wins).
 
         Runs in the lease thread while the main thread is stuck in the job,
-        perhaps holding this process's connections: the cancellation is
-        written through a datastore of its own, in a thread of its own, and
-        the process exits after a bounded wait whatever happened.
+        perhaps holding this process's connections: the end is written
+        through a datastore of its own, in a thread of its own, and the
+        process exits after a bounded wait whatever happened.
         """
-        log.error("job %s: still running %.1f s after being stopped; recording its "
-                  "cancellation and exiting", uuid, min(self.cancel_grace, self.CANCEL_EXIT_DELAY))
+        what = "cancellation" if reason is StopReason.CANCEL else "timeout"
+        log.error("job %s: still running %.1f s after being stopped; recording its %s "
+                  "and exiting", uuid, min(self.cancel_grace, self.CANCEL_EXIT_DELAY), what)
 
         def settle() -> None:
-            Lifecycle(self.make_datastore(), self.queue, self.registry).cancel_stuck(uuid, entry)
+            lifecycle = Lifecycle(self.make_datastore(), self.queue, self.registry,
+                                  error_retry_delay=self.ERROR_RETRY_DELAY)
+            if reason is StopReason.TIMEOUT and timeout is not None:
+                lifecycle.time_out_stuck(uuid, entry, timeout)
+            else:
+                lifecycle.cancel_stuck(uuid, entry)
 
         thread = threading.Thread(target=settle, name="spacewalk-give-up", daemon=True)
         thread.start()
@@ -482,14 +516,17 @@ def install_shutdown_handler(worker: Worker, grace: float) -> None:
 
 
 def install_cancel_handler(worker: Worker) -> None:
-    """Let ``worker`` stop a cancelled job by force (call in the main thread).
+    """Let ``worker`` stop cancelled and timed-out jobs by force (call in
+    the main thread).
 
     A job that reaches no progress call within ``worker.cancel_grace``
     seconds of its cancel request gets :class:`JobCancelled` raised by a
-    :attr:`Worker.CANCEL_SIGNAL` handler (which also ends a ``time.sleep``).
-    If it still runs a short while later (stuck in C code, or swallowing
-    every exception), the worker records the cancellation and *exits the
-    process*: only for a process a supervisor restarts.
+    :attr:`Worker.CANCEL_SIGNAL` handler (which also ends a ``time.sleep``),
+    and a run that reaches its class's ``TIMEOUT`` gets
+    :class:`~flask_spacewalk.runtime.outcome.JobTimedOut` at once. If it
+    still runs a short while later (stuck in C code, or swallowing every
+    exception), the worker records the cancellation or the timeout and
+    *exits the process*: only for a process a supervisor restarts.
     """
     signal.signal(worker.CANCEL_SIGNAL, on_interrupt_signal)
     worker.force_cancel = True

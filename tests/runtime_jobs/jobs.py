@@ -8,6 +8,8 @@ from typing import Any
 from marshmallow import Schema, fields
 
 from flask_spacewalk import NO_RESULT, BaseJob, BaseJobSchema
+from flask_spacewalk.runtime.cancel import request_cancel
+from flask_spacewalk.runtime.outcome import JobTimedOut
 
 
 class CountingSchema(BaseJobSchema):
@@ -162,6 +164,74 @@ class CancelJob(TestRoot):
         with open(f"{self.trace}.done", "w") as f:
             f.write(repr(time.time()))
         return NO_RESULT if self.mode == "requeue" else 200
+
+
+class BackoffJob(TestRoot):
+    NAME = "Backoff"
+    LEAF_NAME = "backoff"
+    DESCRIPTION = "fails every run in the way `how` says; retries back off"
+    RETRY_DELAY = 5
+    RETRY_BACKOFF = 2
+    RETRY_MAX_DELAY = 600
+    MAX_ERRORS = 5
+
+    class Params(Schema):
+        #: raise: an exception; error_continue, warning_continue: the interrupts.
+        how = fields.String(load_default="raise")
+
+    def run(self) -> Any:
+        super().run()
+        if self.how == "raise":
+            raise RuntimeError(f"boom {self.runs}")
+        getattr(self, f"raise_{self.how}")(503, f"{self.how} {self.runs}")
+
+
+class TimeoutJob(TestRoot):
+    NAME = "Timeout"
+    LEAF_NAME = "timeout"
+    DESCRIPTION = "runs `seconds` in the way `mode` says, past its TIMEOUT"
+    TIMEOUT = 0.3
+    RETRY_DELAY = 0
+
+    class Params(Schema):
+        #: sleep: time.sleep; spin: a loop without progress calls; progress:
+        #: set_completeness in a loop; swallow: a loop that swallows every
+        #: exception, BaseException included; catch: returns 201 once
+        #: stopped; cancel: requests its own cancellation once stopped.
+        mode = fields.String(load_default="sleep")
+        seconds = fields.Float(load_default=3600.0)
+        #: None: ZeroG's continue_running(); else the code it ends the job
+        #: with once ``max_errors`` errors are recorded.
+        final = fields.Integer(load_default=None, allow_none=True)
+        max_errors = fields.Integer(load_default=3)
+
+    def run(self) -> Any:
+        super().run()
+        end = time.monotonic() + self.seconds
+        try:
+            if self.mode in ("sleep", "catch", "cancel"):
+                time.sleep(self.seconds)
+            while time.monotonic() < end:
+                if self.mode == "progress":
+                    self.set_completeness(self.completeness + 0.001)
+                    time.sleep(0.01)
+                elif self.mode == "swallow":
+                    try:
+                        time.sleep(0.05)
+                    except BaseException:
+                        pass
+        except JobTimedOut:
+            if self.mode == "catch":
+                return 201
+            if self.mode == "cancel":
+                request_cancel(self.datastore, self.uuid)
+            raise
+        return 200
+
+    def continue_running(self) -> int:
+        if self.final is None:
+            return super().continue_running()
+        return self.final if self.errorCount >= self.max_errors else NO_RESULT
 
 
 def _nested(depth: int) -> Any:
