@@ -23,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from flask import Response, current_app, request
+from marshmallow import Schema
 from werkzeug import exceptions
 from werkzeug.exceptions import BadRequest, Conflict
 
@@ -89,7 +90,7 @@ def retry_answer(state: SpacewalkState) -> Callable[[RuntimeJob, dict[str, Any]]
     return answer
 
 
-def stored_params(schema: Any, document: dict[str, Any]) -> dict[str, Any]:
+def stored_params(schema: Schema, document: dict[str, Any]) -> dict[str, Any]:
     """The values of the Params fields ``schema`` loads, as ``document``
     stores them (by data key): what a retry's body is merged into."""
     keys = (field.data_key or name for name, field in schema.load_fields.items())
