@@ -12,8 +12,10 @@ from flask_spacewalk import errors
 from flask_spacewalk.backends.base import JobQuery
 from flask_spacewalk.runtime.adapters import ZeroGDatastore, ZeroGQueue, as_datastore, as_queue
 from flask_spacewalk.runtime.job import make_key
+from flask_spacewalk.runtime.lifecycle import Lifecycle
 from flask_spacewalk.runtime.records import utcnow
 from flask_spacewalk.runtime.registry import JobRegistry
+from flask_spacewalk.runtime.retry import RetryAnswer
 from flask_spacewalk.runtime.stale import requeue_stale
 from flask_spacewalk.runtime.worker_loop import Worker
 
@@ -124,6 +126,21 @@ def test_requeue_stale_needs_has_entry(datastore: Any, queue: Any) -> None:
                           now=later)  # fmt: skip
     with pytest.raises(errors.NotSupported, match="has no has_entry method"):
         next(stale)
+
+
+def test_a_retry_on_a_zerog_queue_does_without_has_entry(datastore: Any, queue: Any) -> None:
+    zerog_queue = ZeroGOnly(queue, QUEUE_METHODS)
+    job = ReturnsJob(datastore, zerog_queue, value=[500, None])
+    job.enqueue()
+    registry = JobRegistry([ReturnsJob])
+    Worker(registry, lambda: datastore, lambda n: zerog_queue, queue.queueName).run(burst=True)
+    failed = registry.get_job(job.uuid, datastore, zerog_queue)
+    assert failed.resultCode == 500
+    # the queue cannot tell whether the ended job left an entry: it is retried
+    assert Lifecycle(datastore, zerog_queue).retry(failed) is RetryAnswer.RETRIED
+    entry = queue.reserve(timeout=0)
+    assert entry is not None and entry.body == f'"{job.uuid}"'
+    assert queue.reserve(timeout=0) is None
 
 
 def test_a_zerog_queue_keeps_its_own_put_defaults() -> None:

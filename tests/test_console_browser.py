@@ -243,7 +243,9 @@ def test_recent_jobs_filter_and_cancel(page: Page, server: str, shots: Path) -> 
     expect(row).to_be_hidden()
     page.get_by_label("Status").select_option("cancelled")
     expect(row.locator(".badge")).to_have_text("cancelled")
-    row.get_by_role("link").click()
+    # a cancelled job can be retried from the list too
+    expect(row.get_by_role("link", name=f"Retry Waste Time Job {uuid}")).to_be_visible()
+    row.get_by_role("link", name="Waste Time Job", exact=True).click()
     wait_finished(page)
     expect(page.locator(".job-status")).to_have_text("cancelled")
 
@@ -390,6 +392,89 @@ def test_a_malformed_link_says_so(page: Page, server: str, hash_: str) -> None:
     # the tree still works from there
     page.get_by_role("navigation", name="Job tree").get_by_role("link", name="FizzBuzz Job").click()
     expect(page.locator("main h2")).to_have_text("FizzBuzz Job")
+
+
+def test_retry_a_failed_job_with_an_edited_field(page: Page, server: str, shots: Path) -> None:
+    uuid = post(server, "/console_tests/divide/job", {"divisor": 0, "label": "kept"})
+    open_console(page, server, "/console_tests", f"#/job/{uuid}")
+    wait_finished(page)
+    expect(page.locator(".job-status")).to_have_text("failed")
+    page.get_by_role("link", name="Retry").click()
+    # the job's form, filled in with what it was started with
+    expect(page.locator("main h2")).to_have_text("Retry Divide")
+    divisor = page.get_by_label("divisor")
+    expect(divisor).to_have_value("0")
+    expect(page.get_by_label("label")).to_have_value("kept")
+    divisor.fill("4")
+    page.screenshot(path=shots / "console-retry.png")
+    with page.expect_request(lambda r: r.method == "POST") as posted:
+        page.get_by_role("button", name="Retry job").click()
+    assert urllib.parse.urlsplit(posted.value.url).path == f"/console_tests/retry/{uuid}"
+    assert posted.value.post_data_json == {"divisor": 4, "label": "kept"}
+    # the same job, run again to its end
+    expect(page.locator(".job-status")).to_have_text("finished")
+    expect(page.locator(".uuid")).to_have_text(uuid)
+    wait_finished(page)
+    expect(page.locator(".log-events .msg")).to_have_text(
+        ["Error - finished", "Retried (was failed with 500); changed divisor", "kept / 4 = 3"])
+    expect(page.locator(".log-errors .msg").first).to_contain_text("ZeroDivisionError")
+    expect(page.get_by_role("link", name="Retry")).to_be_hidden()
+
+
+def test_without_dump_a_retry_keeps_the_parameters_it_has(page: Page, server: str) -> None:
+    uuid = post(server, "/console_tests/divide/job", {"divisor": 0, "label": "kept"})
+
+    def no_dump(route: Any) -> None:
+        # the page of a tree with SPACEWALK_EXPOSE_DUMP = False
+        answer = route.fetch()
+        route.fulfill(response=answer,
+                      body=answer.text().replace('data-dump="true"', 'data-dump="false"'))
+
+    page.route(f"{server}/console_tests/console", no_dump)
+    open_console(page, server, "/console_tests", f"#/retry/{uuid}")
+    expect(page.locator("main form")).to_contain_text("runs again with the parameters it has")
+    expect(page.locator("main input")).to_have_count(0)  # no form of defaults to send
+    assert wait_until(
+        lambda: get_json(server, f"/console_tests/progress/{uuid}")["result"] == 500,
+        timeout=30, interval=0.1,
+    ), "the job did not fail"
+    with page.expect_request(lambda r: r.method == "POST") as posted:
+        page.get_by_role("button", name="Retry job").click()
+    assert posted.value.post_data_json == {}
+    expect(page.locator(".uuid")).to_have_text(uuid)
+    expect(page.locator(".log-events .msg").nth(1)).to_have_text("Retried (was failed with 500)")
+    assert get_json(server, f"/console_tests/dump/{uuid}")["label"] == "kept"
+
+
+def test_a_bulk_retry_counts_then_retries_the_jobs_of_the_filter(
+    page: Page, server: str, shots: Path
+) -> None:
+    uuids = [post(server, "/console_tests/divide/job", {"divisor": 0}) for _ in range(3)]
+    assert wait_until(
+        lambda: all(get_json(server, f"/console_tests/progress/{u}")["result"] == 500
+                    for u in uuids), timeout=30, interval=0.1,
+    ), "the jobs did not fail"
+    dry = urllib.request.Request(f"{server}/console_tests/jobs/retry?status=failed&dryRun=true",
+                                 method="POST")
+    with urllib.request.urlopen(dry, timeout=10) as answer:
+        failed = json.load(answer)["matched"]
+    assert failed >= 3
+    open_console(page, server, "/console_tests")
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Retry failed jobs…").click()
+    go = page.get_by_role("button", name=f"Retry the {failed:,} failed jobs matching this filter")
+    expect(go).to_be_visible()
+    page.screenshot(path=shots / "console-bulk.png")
+    go.click()
+    expect(page.locator(".bulk-note")).to_have_text(
+        f"Retried {failed:,} of the {failed:,} jobs read; done.")
+    for uuid in uuids:
+        events = get_json(server, f"/console_tests/info/{uuid}")["events"]
+        # (the worker may have run it, and failed it, again since)
+        assert [e["msg"] for e in events[:2]] == ["Error - finished",
+                                                  "Retried (was failed with 500)"]
+    page.get_by_role("button", name="Back").click()
+    expect(page.get_by_role("button", name="Retry failed jobs…")).to_be_visible()
 
 
 # -- the docs page and other sites ------------------------------------------------------

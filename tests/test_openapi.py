@@ -223,6 +223,35 @@ def test_post_job_documents_its_starting_options(make_app: MakeApp) -> None:
         assert client.post(f"/examples/fizz_buzz/job?{query}", json={"n": 1}).status_code == 201
 
 
+def test_retry_and_the_bulk_actions_are_documented(make_app: MakeApp) -> None:
+    client = make_app(SPACEWALK_RUN_INLINE=False).test_client()
+    doc = document(client)
+    OpenAPIV31SpecValidator(doc).validate()
+    retry = doc["paths"]["/examples/retry/{uuid}"]["post"]
+    assert {p["name"] for p in retry["parameters"]} == {"uuid", "delay", "runAt", "priority"}
+    assert set(retry["responses"]) == {"200", "400", "404", "405", "409", "413", "415", "422",
+                                       "500", "503"}
+    assert retry["requestBody"]["required"] is False
+    answer = doc["components"]["schemas"]["RetryAnswer"]["properties"]
+    assert answer["status"]["enum"] == ["queued", "running", "finished", "cancelled", "failed"]
+    for action in ("retry", "cancel"):
+        bulk = doc["paths"][f"/examples/jobs/{action}"]["post"]
+        params = {p["name"]: p for p in bulk["parameters"]}
+        assert set(params) == {"jobType", "status", "since", "dryRun", "limit", "cursor"}
+        assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "default": 1000}
+        assert "above 10000 means 10000" in params["limit"]["description"]
+        assert params["dryRun"]["schema"]["enum"] == ["true", "false"]
+        assert set(bulk["responses"]) == {"200", "400", "405", "413", "415", "501", "503"}
+    bulk_answer = doc["components"]["schemas"]["BulkAnswer"]
+    assert set(bulk_answer["required"]) == {"matched", "done", "dryRun", "next"}
+    # an answer as documented
+    uuid = client.post("/examples/fizz_buzz/job", json={"n": 1}).get_json()["uuid"]
+    assert client.post(f"/examples/cancel/{uuid}").status_code == 200
+    assert client.post("/examples/jobs/retry?dryRun=true").get_json() == {
+        "matched": 1, "done": 0, "dryRun": True, "next": None}
+    assert client.post(f"/examples/retry/{uuid}").get_json() == {"uuid": uuid, "status": "queued"}
+
+
 def test_an_undocumented_route_kind_fails_loudly(make_app: MakeApp) -> None:
     state = make_app().extensions["spacewalk"]["/examples"]
     with pytest.raises(LookupError, match="route kind 'mystery'"):

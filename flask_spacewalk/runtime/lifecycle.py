@@ -5,11 +5,11 @@ running), *run*, and *finished*: its result, its cancellation or its
 requeue is recorded and its queue entry settled. A job found running when
 it is loaded was killed mid-run and is *recovered*; a run past its class's
 ``TIMEOUT`` *times out*; a queued job whose entry was lost is *requeued* by
-hand; the API *cancels* jobs; a test app *runs them inline*.
+hand; the API *cancels* and *retries* jobs; a test app *runs them inline*.
 :class:`Lifecycle` does each of these in one method, and no other module of
 the package writes ``running``, ``resultCode``, ``queueJobId`` or a job's
 queue entry (tests/test_lifecycle.py checks the source), so a new
-transition (a retry, a timeout) is written here once.
+transition is written here once.
 
 The words of a run's end (result codes, interrupts, :class:`Outcome`) are
 :mod:`~flask_spacewalk.runtime.outcome`'s; how long a retry waits and a run
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import (
     DatastoreUnavailable,
     EntryNotReserved,
+    NotSupported,
     QueueError,
     QueueUnavailable,
     SpacewalkError,
@@ -42,6 +43,7 @@ from .cancel import (
     CancelWatch,
     JobCancelled,
     cancel_requested,
+    cancel_key,
     clear_cancel,
     request_cancel,
 )
@@ -61,7 +63,8 @@ from .outcome import (
 )
 from .policy import retry_delay, run_timeout
 from .protocols import Datastore, Queue, QueueEntry
-from .records import make_error, utcnow
+from .records import make_error, make_event, utcnow
+from .retry import RESET_FIELDS, RETRYABLE, RetryAnswer, job_status, retry_event, undo_event
 from .status import JobStatus
 
 if TYPE_CHECKING:
@@ -627,6 +630,98 @@ class Lifecycle:
         watch = CancelWatch(self.datastore, uuid, lambda: None, grace=0.0)
         self.finish(job, outcome, watch, entry)
 
+    # -- retrying ----------------------------------------------------------------
+
+    def retry(
+        self, job: RuntimeJob, params: dict[str, Any] | None = None, *, inline: bool = False,
+        **queue_kwargs: Any,
+    ) -> RetryAnswer:
+        """Run a failed or cancelled job again under its uuid
+        (:mod:`~flask_spacewalk.runtime.retry`).
+
+        One compare-and-swap write guarded on its status (of two racing
+        retries, one wins) resets it, sets ``params`` (validated Params
+        attributes) and records the retry event; then its cancel request is
+        deleted and it is queued with the priority and lease it was started
+        with, ``queue_kwargs`` overriding, or (``inline``) run here. An
+        entry the ended job left (its worker died, a cancel could not delete
+        it) is deleted first, so that the job never runs twice.
+
+        :raises QueueError: the queue refused the entry: the job is put back
+            as it was, with an event saying why.
+        """
+        if job_status(job) not in RETRYABLE:
+            return RetryAnswer.NOT_RETRYABLE
+        if not self._drop_ended_entry(job):
+            return RetryAnswer.ENTRY_HELD
+        kept = job.queueKwargs if isinstance(job.queueKwargs, dict) else {}
+        kwargs = {name: kept[name] for name in _KEPT_ON_REQUEUE if name in kept}
+        kwargs.update(queue_kwargs)
+        encode_value({"queueKwargs": kwargs})
+        params = params or {}
+        before: dict[str, Any] = {}
+
+        def change() -> None:
+            now = vars(job)
+            before.update((name, now.get(name, _UNSET)) for name in (*RESET_FIELDS, *params))
+            changed = [name for name, value in params.items() if now.get(name, _UNSET) != value]
+            event = retry_event(job_status(job), job.resultCode, changed)
+            job.resultCode, job.completeness, job.errorCount = NO_RESULT, 0.0, 0
+            job.tickcount, job.running, job.queueKwargs = 0.0, False, dict(kwargs)
+            now.update(params)
+            job.events.append(make_event(event))
+
+        try:
+            with job.guarded(lambda: None if job_status(job) in RETRYABLE else "ended"):
+                job.record_change(change)
+        except ChangeRefused:
+            return RetryAnswer.NOT_RETRYABLE
+        try:
+            # a stale request would cancel the new run: gone before it can start
+            self.datastore.delete(cancel_key(job.uuid))
+            if not inline:
+                self.enqueue(job, **kwargs)
+        except (SpacewalkError, QueueError) as exc:
+            self._undo_retry(job, before, exc)
+            raise
+        if inline:
+            self._run_here(job)
+        return RetryAnswer.RETRIED
+
+    def _drop_ended_entry(self, job: RuntimeJob) -> bool:
+        """Delete the entry an ended job left; False while a worker holds it
+        (it drops it on seeing the job ended)."""
+        entry_id = job.queueJobId
+        try:
+            # by its body too: after a queue's reset, an id may be another job's
+            if not isinstance(entry_id, int) or entry_id <= 0 \
+                    or not self.queue.has_entry(entry_id, job.uuid):
+                return True
+        except NotSupported:
+            return True  # a ZeroG queue cannot tell
+        return self.queue.delete(entry_id) or not self.queue.has_entry(entry_id, job.uuid)
+
+    def _undo_retry(self, job: RuntimeJob, before: dict[str, Any], exc: Exception) -> None:
+        """Put back a retried job that could not be queued (unless changed
+        since): queued with no entry, it would wait for ever."""
+
+        def change() -> None:
+            for name, value in before.items():
+                if value is _UNSET:
+                    vars(job).pop(name, None)
+                else:
+                    setattr(job, name, value)
+            job.events.append(make_event(undo_event(exc)))
+
+        try:
+            with job.guarded(lambda: None if job_status(job) is JobStatus.QUEUED else "changed"):
+                job.record_change(change)
+        except ChangeRefused:
+            pass
+        except SpacewalkError as undo:
+            log.error("job %s: retried, but neither queued (%s) nor put back (%s); "
+                      "`flask spacewalk requeue --stale` finds it", job.uuid, exc, undo)
+
     # -- inline ------------------------------------------------------------------
 
     def run_inline(self, job: RuntimeJob, **queue_kwargs: Any) -> None:
@@ -643,6 +738,11 @@ class Lifecycle:
         encode_value({"queueKwargs": queue_kwargs})
         job.queueKwargs = dict(queue_kwargs)
         job.save()
+        self._run_here(job)
+
+    def _run_here(self, job: RuntimeJob) -> None:
+        """Run a stored job as a worker would, without the queue (see
+        :meth:`run_inline`)."""
         for _ in range(self.INLINE_MAX_RUNS):
             outcome = self.run(job)
             # as a worker records it (a run whose changes cannot be stored
@@ -651,6 +751,10 @@ class Lifecycle:
             if outcome.finished or job.resultCode != NO_RESULT:
                 return
         self.requeue(job, outcome.delay)
+
+
+#: An attribute the job did not have, for :meth:`Lifecycle._undo_retry`.
+_UNSET = object()
 
 
 def cancel_job(job: RuntimeJob) -> CancelAnswer:

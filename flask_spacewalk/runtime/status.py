@@ -42,7 +42,8 @@ class JobStatus(str, enum.Enum):
     error, or a killed worker's job found ``running``) or records its result
     (``finished`` or ``failed``). A cancel moves a ``queued`` job to
     ``cancelled`` at once and a ``running`` one when its worker stops it.
-    ``finished``, ``cancelled`` and ``failed`` are final.
+    ``finished`` is final; a retry (``POST R/retry/<uuid>``) takes a
+    ``failed`` or ``cancelled`` job back to ``queued``.
     """
 
     QUEUED = "queued"
@@ -73,7 +74,7 @@ class JobStatus(str, enum.Enum):
 
 #: The statuses in the order the API lists them.
 STATUSES = tuple(status.value for status in JobStatus)
-#: The statuses a job never leaves.
+#: The statuses of a job that has ended (left only by a retry).
 ENDED = frozenset({JobStatus.FINISHED, JobStatus.CANCELLED, JobStatus.FAILED})
 
 

@@ -6,8 +6,9 @@ own blueprint, so the tree's view decorators (the app's auth) and JSON
 errors apply to it as to the API, and it works on a closed network: no CDN,
 no build step. Everything the scripts show comes from the API (discovery,
 post-schema, POST, progress with ``If-None-Match``, info, data, dump for
-whether a job is running, when the tree serves it, jobs, cancel) and is put
-on the page as text nodes, never as HTML.
+whether a job is running and for a retry's stored Params, when the tree
+serves it, jobs, cancel, retry and the bulk actions) and is put on the page
+as text nodes, never as HTML.
 """
 from __future__ import annotations
 

@@ -49,18 +49,9 @@ def jobs_view(state: SpacewalkState) -> Callable[[], Response]:
 
     def view() -> Response:
         args = request.args
-        job_types = _names(args.getlist("jobType"), tree_types, "jobType",
-                           "a job type of this tree")  # fmt: skip
-        statuses = _names(args.getlist("status"), frozenset(STATUSES), "status",
-                          "one of " + ", ".join(STATUSES))  # fmt: skip
-        limit = _limit(_single("limit"))
-        since = _since(_single("since"))
-        cursor = _single("cursor")
-        after = None if cursor is None else decode_cursor(cursor)
+        limit = read_limit(single_arg("limit"))
+        query = read_query(tree_types, limit + 1)
         datastore, _ = state.connections()
-        # Only this tree's jobs: its job types are the filter when the
-        # request names none.
-        query = JobQuery(job_types or tree_types, statuses, since, after, limit + 1)
         try:
             jobs = datastore.list_jobs(query)
         except NotSupported as exc:
@@ -80,7 +71,31 @@ def jobs_view(state: SpacewalkState) -> Callable[[], Response]:
     return view
 
 
-def _single(name: str) -> str | None:
+def read_query(tree_types: frozenset[str], limit: int) -> JobQuery:
+    """The query of the request's filters (``jobType``, ``status``,
+    ``since``) and ``cursor``, for at most ``limit`` jobs of a tree whose job
+    types are ``tree_types``.
+
+    :raises BadRequest: a bad value, or one given twice that must not be.
+    """
+    args = request.args
+    job_types = _names(args.getlist("jobType"), tree_types, "jobType",
+                       "a job type of this tree")  # fmt: skip
+    statuses = _names(args.getlist("status"), frozenset(STATUSES), "status",
+                      "one of " + ", ".join(STATUSES))  # fmt: skip
+    since = _since(single_arg("since"))
+    cursor = single_arg("cursor")
+    after = None if cursor is None else decode_cursor(cursor)
+    # Only this tree's jobs: its job types are the filter when the request
+    # names none.
+    return JobQuery(job_types or tree_types, statuses, since, after, limit)
+
+
+def single_arg(name: str) -> str | None:
+    """The query parameter ``name``, None when absent.
+
+    :raises BadRequest: it is given more than once.
+    """
     values = request.args.getlist(name)
     if len(values) > 1:
         raise BadRequest(f"give {name} at most once")
@@ -100,14 +115,18 @@ def _names(
     return names
 
 
-def _limit(text: str | None) -> int:
+def read_limit(text: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    """``limit``: ``default`` when absent, ``maximum`` when larger.
+
+    :raises BadRequest: it is no whole number of at least 1.
+    """
     if text is None:
-        return DEFAULT_LIMIT
+        return default
     digits = text.strip().lstrip("+").lstrip("0")
     if not _INTEGER.fullmatch(text.strip()) or text.strip().startswith("-") or not digits:
         raise BadRequest(f"limit must be a whole number of at least 1, not {text[:40]!r}")
-    # int() refuses over 4,300 digits; any number of more than 4 is capped anyway
-    return MAX_LIMIT if len(digits) > len(str(MAX_LIMIT)) else min(int(digits), MAX_LIMIT)
+    # int() refuses over 4,300 digits; a number longer than the maximum is capped anyway
+    return maximum if len(digits) > len(str(maximum)) else min(int(digits), maximum)
 
 
 def _since(text: str | None) -> str | None:

@@ -20,6 +20,7 @@ from marshmallow import Schema, fields, validate
 from ..backends.base import MAX_PRIORITY
 from ..runtime.status import STATUSES
 from ..tree import Branch, Leaf
+from .actions import DEFAULT_BULK_LIMIT, MAX_BULK_LIMIT
 from .listing import DEFAULT_LIMIT, MAX_LIMIT
 from .options import DEFAULT_PRIORITY, MAX_START_DELAY
 from .routes import UUID_PATTERN, Route, RouteKind, routes
@@ -141,6 +142,32 @@ class CancelAnswerSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["cancelled", "cancelling"]))
 
 
+class RetryAnswerSchema(Schema):
+    uuid = fields.UUID(required=True)
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(STATUSES),
+        metadata={"description": "queued; where jobs run inline, the status after the run."},
+    )
+
+
+class BulkAnswerSchema(Schema):
+    matched = fields.Integer(
+        required=True, validate=validate.Range(min=0),
+        metadata={"description": "The jobs of this batch the action applies to."},
+    )
+    done = fields.Integer(
+        required=True, validate=validate.Range(min=0),
+        metadata={"description": "Those it changed (0 in a dry run)."},
+    )
+    dryRun = fields.Boolean(required=True)
+    next = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The cursor where the next batch starts; null after the last."},
+    )
+
+
 #: Component name -> marshmallow schema, nested ones first.
 RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "Error": ErrorBodySchema,
@@ -156,6 +183,8 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "JobListItem": JobListItemSchema,
     "JobList": JobListSchema,
     "CancelAnswer": CancelAnswerSchema,
+    "RetryAnswer": RetryAnswerSchema,
+    "BulkAnswer": BulkAnswerSchema,
 }
 #: Free-form bodies, which no marshmallow schema describes.
 FREE_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -168,6 +197,8 @@ ERRORS: dict[str, tuple[str, str]] = {
     "NotFound": ("Error", "No such job (unknown or malformed uuid, or another tree's)."),
     "MethodNotAllowed": ("Error", "A method this path does not take; see Allow."),
     "Conflict": ("Error", "The job already has a result."),
+    "RetryConflict": ("Error", "The job is not failed or cancelled, or a worker still holds"
+                               " its last queue entry for a moment."),
     "PayloadTooLarge": ("Error", "The body is larger than SPACEWALK_MAX_CONTENT_LENGTH."),
     "UnsupportedMediaType": ("Error", "A non-empty body that is not JSON."),
     "UnprocessableEntity": ("ValidationError", "The job parameters are not valid."),
@@ -304,6 +335,9 @@ class _Operations:
             kind.DUMP: self._dump,
             kind.JOBS: self._jobs,
             kind.CANCEL: self._cancel,
+            kind.RETRY: self._retry,
+            kind.BULK_RETRY: lambda route: self._bulk("retry", "failed or cancelled"),
+            kind.BULK_CANCEL: lambda route: self._bulk("cancel", "queued or running"),
         }
 
     def operation(self, route: Route) -> dict[str, Any]:
@@ -420,27 +454,29 @@ class _Operations:
             errors={"400": "BadRequest"},
         )
 
-    def _jobs(self, route: Route) -> dict[str, Any]:
+    def _filters(self) -> list[dict[str, Any]]:
+        """The listing's filters, which the bulk actions take too."""
         job_types = sorted(leaf.job_type for leaf in self.state.tree.leaves())
-
-        def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-            return {"in": "query", "name": name, "schema": schema, "description": description}
-
         many = "; repeat it or separate values with commas."
+        return [
+            _query("jobType", {"type": "array", "items": {"type": "string"}},
+                   f"Only these job types (of this tree: {', '.join(job_types)}){many}"),
+            _query("status",
+                   {"type": "array", "items": {"type": "string", "enum": list(STATUSES)}},
+                   f"Only jobs in these statuses{many}"),
+            _query("since", {"type": "string", "format": "date-time"},
+                   "Only jobs created at or after this time (UTC when no offset)."),
+        ]
+
+    def _jobs(self, route: Route) -> dict[str, Any]:
         return {
             "summary": "The jobs of this tree",
             "description": "Newest first (createdAt, then uuid, descending), a page at a time.",
             "parameters": [
-                query("jobType", {"type": "array", "items": {"type": "string"}},
-                      f"Only these job types (of this tree: {', '.join(job_types)}){many}"),
-                query("status",
-                      {"type": "array", "items": {"type": "string", "enum": list(STATUSES)}},
-                      f"Only jobs in these statuses{many}"),
-                query("since", {"type": "string", "format": "date-time"},
-                      "Only jobs created at or after this time (UTC when no offset)."),
-                query("limit", {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT},
-                      f"Jobs per page; above {MAX_LIMIT} means {MAX_LIMIT}."),
-                query("cursor", {"type": "string"}, "The next field of the previous page."),
+                *self._filters(),
+                _query("limit", {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT},
+                       f"Jobs per page; above {MAX_LIMIT} means {MAX_LIMIT}."),
+                _query("cursor", {"type": "string"}, "The next field of the previous page."),
             ],
             "responses": {
                 "200": {**_json("JobList", "A page of jobs."), "headers": {"Link": _LINK}},
@@ -468,6 +504,71 @@ class _Operations:
                 "503": "ServiceUnavailable",
             },
         }
+
+
+    def _retry(self, route: Route) -> dict[str, Any]:
+        return {
+            "summary": "Retry a failed or cancelled job",
+            "description": (
+                "Runs the job again under its uuid: result -1, completeness 0, errorCount 0,"
+                " its logs kept plus an event saying it was retried, queued with its"
+                " original priority (the starting options may say otherwise). The body's"
+                " Params fields replace the stored ones; the two together are validated"
+                " as POST validates a new job's. 409 (before any look at the body) unless"
+                " the job is failed or cancelled."
+            ),
+            "parameters": [_UUID_PARAMETER, *_START_OPTIONS],
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": {
+                    "type": "object",
+                    "description": "Params fields of the job's leaf to change; empty: none.",
+                }}},
+            },
+            "responses": {
+                "200": _json("RetryAnswer", "The job is queued again."),
+                "400": "BadRequest",
+                "404": "NotFound",
+                "409": "RetryConflict",
+                "413": "PayloadTooLarge",
+                "415": "UnsupportedMediaType",
+                "422": "UnprocessableEntity",
+                "500": "InternalServerError",
+                "503": "ServiceUnavailable",
+            },
+        }
+
+    def _bulk(self, action: str, statuses: str) -> dict[str, Any]:
+        limit = {"type": "integer", "minimum": 1, "default": DEFAULT_BULK_LIMIT}
+        return {
+            "summary": f"{action.capitalize()} the {statuses} jobs a filter selects",
+            "description": (
+                f"Reads at most limit of the {statuses} jobs the filters select, newest"
+                f" first, from the cursor on, and {action}s each; a job that changed"
+                " since it was read is counted in matched, not in done."
+            ),
+            "parameters": [
+                *self._filters(),
+                _query("dryRun", {"type": "string", "enum": ["true", "false"],
+                                  "default": "false"},
+                       "Only count the jobs (case-insensitive)."),
+                _query("limit", limit,
+                       f"Jobs read; above {MAX_BULK_LIMIT} means {MAX_BULK_LIMIT}."),
+                _query("cursor", {"type": "string"}, "The next field of the previous answer."),
+            ],
+            "responses": {
+                "200": _json("BulkAnswer", "What the batch came to."),
+                "400": "BadRequest",
+                "413": "PayloadTooLarge",
+                "415": "UnsupportedMediaType",
+                "501": "NotImplemented",
+                "503": "ServiceUnavailable",
+            },
+        }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"in": "query", "name": name, "schema": schema, "description": description}
 
 
 #: The starting options of ``POST L/job`` (web/options.py).

@@ -49,6 +49,12 @@ class RouteKind(str, enum.Enum):
     JOBS = "jobs"
     #: ``POST R/cancel/<uuid>`` and ``DELETE R/job/<uuid>``.
     CANCEL = "cancel"
+    #: ``POST R/retry/<uuid>``: run a failed or cancelled job again.
+    RETRY = "retry"
+    #: ``POST R/jobs/retry``: retry the jobs a filter selects.
+    BULK_RETRY = "bulk_retry"
+    #: ``POST R/jobs/cancel``: cancel the jobs a filter selects.
+    BULK_CANCEL = "bulk_cancel"
 
 
 def blueprint_name(root_path: str) -> str:
@@ -99,5 +105,8 @@ def routes(state: SpacewalkState) -> list[Route]:
         Route(f"{root}/jobs", "GET", "jobs", kind.JOBS),
         Route(f"{root}/cancel/<uuid>", "POST", "cancel", kind.CANCEL),
         Route(f"{root}/job/<uuid>", "DELETE", "cancel_job", kind.CANCEL),
+        Route(f"{root}/retry/<uuid>", "POST", "retry", kind.RETRY),
+        Route(f"{root}/jobs/retry", "POST", "bulk_retry", kind.BULK_RETRY),
+        Route(f"{root}/jobs/cancel", "POST", "bulk_cancel", kind.BULK_CANCEL),
     ]
     return table

@@ -29,6 +29,7 @@ from ..runtime.job import NO_RESULT, RuntimeJob, make_key
 from ..runtime.lifecycle import Lifecycle, cancel_job
 from ..tree import Branch, Leaf
 from . import listing
+from .actions import bulk_view, retry_answer
 from .csrf import check_request
 from .http import (
     cors_headers,
@@ -67,6 +68,7 @@ class Views:
         }
         #: ``GET R/jobs``.
         self.jobs = listing.jobs_view(state)
+        self._retry = retry_answer(state)
         kind = RouteKind
         #: How each kind of route gets its view, from the route.
         self.makers: dict[RouteKind, Callable[[Route], Callable[..., Response]]] = {
@@ -88,6 +90,9 @@ class Views:
             kind.DUMP: lambda route: self.dump,
             kind.JOBS: lambda route: self.jobs,
             kind.CANCEL: lambda route: self.cancel,
+            kind.RETRY: lambda route: self.retry,
+            kind.BULK_RETRY: lambda route: bulk_view(state, "retry"),
+            kind.BULK_CANCEL: lambda route: bulk_view(state, "cancel"),
         }
 
     # -- discovery ---------------------------------------------------------
@@ -203,6 +208,11 @@ class Views:
             raise Conflict(f"job {uuid} already has its result; nothing to cancel")
         status = 200 if answer is CancelAnswer.CANCELLED else 202
         return json_response({"uuid": uuid, "status": answer.value}, status)
+
+    def retry(self, uuid: str) -> Response:
+        """200 queued again; 409 unless failed or cancelled (:mod:`.actions`)."""
+        document, cas = self._document(uuid)
+        return self._retry(self._job(document, cas), document)
 
 
 def _progress(document: dict[str, Any]) -> dict[str, Any]:

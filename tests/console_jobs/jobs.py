@@ -108,3 +108,22 @@ class Crash(ConsoleRoot):
 
     def run(self) -> Any:
         raise ValueError("the input was bad")
+
+
+class Divide(ConsoleRoot):
+    NAME = "Divide"
+    LEAF_NAME = "divide"
+    DESCRIPTION = "Divides 12 by its divisor: fails on 0, until retried with another"
+
+    MAX_ERRORS = 1  # the first error ends the job
+
+    class Params(Schema):
+        divisor = fields.Integer(required=True)
+        label = fields.String(load_default="twelve")
+
+    def run(self) -> Any:
+        self.job_log_info(f"{self.label} / {self.divisor} = {12 // self.divisor}")
+        return 200
+
+    def get_data(self) -> Any:
+        return {"label": self.label, "divisor": self.divisor}

@@ -1,7 +1,7 @@
 // The flask-spacewalk console: the job tree, a form per job, live jobs and
 // the recent-jobs list, all from the tree's own REST API. Views are chosen
-// by the URL's hash (#/, #/leaf/<path>, #/job/<uuid>), so the browser's
-// back button and links work. Every text from the server is set with
+// by the URL's hash (#/, #/leaf/<path>, #/job/<uuid>, #/retry/<uuid>), so
+// the browser's back button and links work. Every text from the server is set with
 // textContent (see h() in form.js): job messages are data, never markup.
 
 import { buildForm, h } from "./form.js";
@@ -18,6 +18,17 @@ const SLOW_POLL_MS = 2000;
 /** How often the recent-jobs list is read again while it is shown. */
 const LIST_MS = 2000;
 const LIST_LIMIT = 20;
+/** Jobs a bulk action's dry run counts per request (the API's cap) ... */
+const COUNT_LIMIT = 10000;
+/** ... and jobs it acts on per request, so that progress shows as it goes. */
+const BULK_BATCH = 200;
+/** The statuses each bulk action applies to, and how the bar names them. */
+const BULK = {
+  retry: { statuses: ["failed", "cancelled"], verb: "Retry", done: "Retried" },
+  cancel: { statuses: ["queued", "running"], verb: "Cancel", done: "Cancelled" },
+};
+/** 1204 as "1,204". */
+const thousands = (n) => n.toLocaleString("en");
 /** The API's statuses (runtime/status.py), the only words the console shows. */
 const STATUSES = (page.statuses || "").split(" ").filter(Boolean);
 
@@ -153,15 +164,16 @@ function showInvalidLink(hash) {
   return null;
 }
 
+/** What the form of a new job says, and what that of a retry says. */
+const START_WORDS = { submit: "Start job", busy: "Starting the job…", not: "The job was not started", server: "The server did not start the job" };
+const RETRY_WORDS = { submit: "Retry job", busy: "Retrying the job…", not: "The job was not retried", server: "The server did not retry the job" };
+
 function showLeaf(path) {
   const leaf = leavesByPath.get(path);
   if (!leaf) {
     show("No such job", h("p", { text: `There is no job at ${path} in this tree.` }));
     return null;
   }
-  const summary = h("div", { class: "summary", role: "alert", tabindex: "-1", hidden: true });
-  const status = h("p", { class: "form-status", role: "status" });
-  const submit = h("button", { type: "submit", text: "Start job" });
   const form = h("form", { novalidate: true, "aria-label": `${leaf.name} parameters` });
   show(
     leaf.name,
@@ -169,19 +181,38 @@ function showLeaf(path) {
     h("p", { class: "meta" }, "Job type ", h("code", { text: leaf.jobType }), " · ", h("code", { text: `POST ${leaf.path}/job` })),
     form,
   );
-  let stopped = false;
-  form.append(h("p", { text: "Loading the parameters…" }));
+  const view = { stopped: false, stop: () => (view.stopped = true) };
+  paramsForm(form, leaf, view, {
+    words: START_WORDS,
+    hint: "an empty field is left out, so the job's default applies.",
+    send: (body, query) => call(`${leaf.path}/job${query}`, { method: "POST", json: body }),
+    done: (answer) => answer.status === 201 && answer.data.uuid,
+  });
+  return view;
+}
+
+/**
+ * Fills `form` with the fields of `leaf`'s post-schema (starting from
+ * `values` where given), the Options fold and a submit button, which sends
+ * the body and the options' query string with `send(body, query)`; `done`
+ * says which job an answer started, then shown.
+ */
+function paramsForm(form, leaf, view, { words, hint, values, send, done }) {
+  const summary = h("div", { class: "summary", role: "alert", tabindex: "-1", hidden: true });
+  const status = h("p", { class: "form-status", role: "status" });
+  const submit = h("button", { type: "submit", text: words.submit });
+  form.replaceChildren(h("p", { text: "Loading the parameters…" }));
   call(`${leaf.path}/post-schema`).then(
     (answer) => {
-      if (stopped) return;
+      if (view.stopped) return;
       if (answer.status !== 200) {
         form.replaceChildren(h("p", { class: "error", text: `The parameters could not be read: ${problem(answer)}` }));
         return;
       }
-      const fields = buildForm(answer.data.postSchema);
+      const fields = buildForm(answer.data.postSchema, values);
       const options = startOptions();
       form.replaceChildren(
-        h("p", { class: "hint" }, "Fields marked ", h("span", { class: "req", text: "*" }), " are required; an empty field is left out, so the job's default applies."),
+        h("p", { class: "hint" }, "Fields marked ", h("span", { class: "req", text: "*" }), ` are required; ${hint}`),
         summary,
         fields.element,
         options.element,
@@ -194,23 +225,22 @@ function showLeaf(path) {
       });
       form.addEventListener("submit", (event) => {
         event.preventDefault();
-        start(leaf, fields, { summary, status, submit, options });
+        submitForm(leaf, fields, { summary, status, submit, options, words, send, done });
       });
     },
     (error) => {
-      if (!stopped) form.replaceChildren(h("p", { class: "error", text: `The server could not be reached: ${error.message}` }));
+      if (!view.stopped) form.replaceChildren(h("p", { class: "error", text: `The server could not be reached: ${error.message}` }));
     },
   );
-  return { stop: () => (stopped = true) };
 }
 
-function showSummary(fields, summary, rest, message) {
+function showSummary(fields, summary, rest, message, words = START_WORDS) {
   const invalid = fields.invalidFields();
   const items = invalid.map((field) => h("li", { text: `${field.label || field.name}: ${(field.errors || []).join(" ")}` }));
   for (const [name, messages] of rest) items.push(h("li", { text: `${name}: ${[].concat(messages).join(" ")}` }));
-  const count = items.length;
+  const n = items.length;
   summary.replaceChildren(
-    h("p", { class: "summary-title", text: message || `The job was not started: ${count} field${count === 1 ? " needs" : "s need"} attention.` }),
+    h("p", { class: "summary-title", text: message || `${words.not}: ${n} field${n === 1 ? " needs" : "s need"} attention.` }),
     h("ul", {}, items),
   );
   summary.hidden = false;
@@ -252,35 +282,94 @@ function startOptions() {
   };
 }
 
-async function start(leaf, fields, { summary, status, submit, options }) {
+async function submitForm(leaf, fields, { summary, status, submit, options, words, send, done }) {
   summary.hidden = true;
   status.textContent = "";
   fields.clearErrors();
   if (!fields.validate()) {
-    showSummary(fields, summary, []);
+    showSummary(fields, summary, [], "", words);
     return;
   }
   submit.disabled = true;
-  status.textContent = "Starting the job…";
+  status.textContent = words.busy;
   try {
-    const answer = await call(`${leaf.path}/job${options.query()}`, { method: "POST", json: fields.value() });
-    if (answer.status === 201) {
-      jobLeaves.set(answer.data.uuid, leaf);
-      location.hash = `#/job/${answer.data.uuid}`;
+    const answer = await send(fields.value(), options.query());
+    const uuid = done(answer);
+    if (uuid) {
+      jobLeaves.set(uuid, leaf);
+      location.hash = `#/job/${uuid}`;
       return;
     }
     status.textContent = "";
     if (answer.status === 422 && answer.data && answer.data.errors) {
       const rest = fields.showServerErrors(answer.data.errors);
-      showSummary(fields, summary, rest, `The server did not start the job: ${answer.data.message}.`);
+      showSummary(fields, summary, rest, `${words.server}: ${answer.data.message}.`, words);
     } else {
-      status.textContent = `The job was not started: ${problem(answer)}`;
+      status.textContent = `${words.not}: ${problem(answer)}`;
     }
   } catch (error) {
     status.textContent = `The server could not be reached: ${error.message}`;
   } finally {
     submit.disabled = false;
   }
+}
+
+/**
+ * A failed or cancelled job's form, filled in with its stored Params (read
+ * from dump), to edit and POST to retry/<uuid>. Without the dump route the
+ * stored values cannot be shown: the job is retried with them as they are.
+ */
+function showRetry(uuid) {
+  const form = h("form", { novalidate: true, "aria-label": "Retry parameters" });
+  const back = h("a", { href: `#/job/${uuid}`, text: "back to the job" });
+  show("Retry job", h("p", { class: "meta" }, h("code", { class: "uuid", text: uuid }), " · ", back), form);
+  const view = { stopped: false, stop: () => (view.stopped = true) };
+  const send = (body, query) => call(`${ROOT_PATH}/retry/${uuid}${query}`, { method: "POST", json: body });
+  const done = (answer) => answer.status === 200 && uuid;
+  (async () => {
+    const dump = HAS_DUMP ? await call(`${ROOT_PATH}/dump/${uuid}`) : null;
+    if (view.stopped) return;
+    if (dump && dump.status !== 200) {
+      form.replaceChildren(h("p", { class: "error", text: `The job could not be read: ${problem(dump)}` }));
+      return;
+    }
+    // without the stored values a form would send its defaults over them
+    const leaf = dump ? leavesByType.get(dump.data.jobType) : null;
+    const status = dump ? jobStatus(dump.data.resultCode, dump.data.running === true) : null;
+    const note = status && !BULK.retry.statuses.includes(status) ? `This job is ${status}: only a failed or cancelled job is retried. ` : "";
+    if (leaf) {
+      main.querySelector("h2").textContent = `Retry ${leaf.name}`;
+      paramsForm(form, leaf, view, {
+        words: RETRY_WORDS,
+        hint: `${note}an empty field is left out, so the value the job has stays.`,
+        values: dump.data,
+        send,
+        done,
+      });
+      return;
+    }
+    // no dump route: no stored values to fill a form in with
+    const said = h("p", { class: "form-status", role: "status" });
+    const submit = h("button", { type: "submit", text: RETRY_WORDS.submit });
+    form.replaceChildren(h("p", { class: "hint", text: "The job runs again with the parameters it has." }), h("div", { class: "actions" }, submit), said);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      submit.disabled = true;
+      said.textContent = RETRY_WORDS.busy;
+      try {
+        const answer = await send({}, "");
+        if (done(answer)) location.hash = `#/job/${uuid}`;
+        else said.textContent = `${RETRY_WORDS.not}: ${problem(answer)}`;
+      } catch (error) {
+        said.textContent = `The server could not be reached: ${error.message}`;
+      } finally {
+        submit.disabled = false;
+      }
+    });
+  })().catch((error) => {
+    if (!view.stopped) form.replaceChildren(h("p", { class: "error", text: `The server could not be reached: ${error.message}` }));
+  });
+  return view;
 }
 
 function logSection(kind, title) {
@@ -327,6 +416,7 @@ function showJob(uuid) {
   const statusText = h("dd", { class: "job-status", text: "—" });
   const cancel = h("button", { type: "button", class: "danger", text: "Cancel job" });
   const cancelNote = h("p", { class: "cancel-note", role: "status" });
+  const retry = h("a", { class: "button", href: `#/retry/${uuid}`, text: "Retry", hidden: true });
   const logs = {
     events: logSection("events", "Events"),
     warnings: logSection("warnings", "Warnings"),
@@ -340,7 +430,7 @@ function showJob(uuid) {
     h("div", { class: "progress-row" }, bar, pct),
     state,
     h("dl", { class: "facts" }, h("dt", { text: "Status" }), statusText, h("dt", { text: "Result" }), result),
-    h("div", { class: "actions" }, cancel, cancelNote),
+    h("div", { class: "actions" }, cancel, retry, cancelNote),
     h("div", { class: "log-grid" }, logs.events.section, logs.warnings.section, logs.errors.section),
     dataSection,
   );
@@ -395,6 +485,7 @@ function showJob(uuid) {
     } else {
       state.textContent = status ? `${status[0].toUpperCase()}${status.slice(1)}: result ${code}.` : `Result ${code}.`;
       cancel.hidden = true;
+      retry.hidden = !BULK.retry.statuses.includes(status);
       // "Cancelling" is over: say how it ended
       if (cancelNote.textContent) cancelNote.textContent = code === 410 ? "Cancelled." : "";
     }
@@ -474,9 +565,11 @@ function showJobs() {
     tbody,
   );
   const older = h("button", { type: "button", class: "secondary", text: "Older jobs", hidden: true });
+  const bulk = bulkBar(() => load(false));
   show(
     "Recent jobs",
     h("div", { class: "toolbar" }, h("label", { for: filterId, text: "Status" }), filter, refresh),
+    bulk.element,
     note,
     table,
     older,
@@ -500,6 +593,9 @@ function showJobs() {
       h("td", { text: job.result === -1 ? "—" : String(job.result) }),
     ];
     const actions = h("td");
+    if (BULK.retry.statuses.includes(job.status)) {
+      actions.append(h("a", { class: "button small", href: `#/retry/${job.uuid}`, "data-uuid": job.uuid, "data-role": "retry", "aria-label": `Retry ${name} ${job.uuid}`, text: "Retry" }));
+    }
     if (job.status === "queued" || job.status === "running") {
       actions.append(
         h("button", {
@@ -570,6 +666,7 @@ function showJobs() {
     listStatus = filter.value;
     paged = false;
     lastText = "";
+    bulk.reset();
     load(false);
   });
   refresh.addEventListener("click", () => {
@@ -582,10 +679,109 @@ function showJobs() {
   return {
     stop() {
       stopped = true;
+      bulk.stop();
       clearTimeout(timer);
       delete main.dataset.listLoaded;
     },
   };
+}
+
+/**
+ * The bulk bar of the job list: retry, or cancel, every job the list's
+ * filter selects that the action applies to. A first click counts them with
+ * dry runs; the count is the button that acts, batch by batch following
+ * `next`, showing its progress and then the total done. `changed` is
+ * called once the jobs changed.
+ */
+function bulkBar(changed) {
+  const note = h("p", { class: "bulk-note", role: "status" });
+  const bar = h("progress", { max: "1", value: "0", hidden: true, "aria-label": "Bulk action progress" });
+  const buttons = h("span", { class: "bulk-buttons" });
+  const element = h("div", { class: "bulk", role: "group", "aria-label": "Act on the jobs of this filter" }, buttons, bar, note);
+  let run = 0; // each reset or stop makes a running count or action stale
+
+  /** The statuses `action` applies to under the filter ([] when none). */
+  const statusesOf = (action) => BULK[action].statuses.filter((s) => !listStatus || s === listStatus);
+  const query = (statuses, extra) => new URLSearchParams([...statuses.map((s) => ["status", s]), ...Object.entries(extra)]);
+
+  function reset() {
+    run += 1;
+    note.textContent = "";
+    bar.hidden = true;
+    const offers = Object.keys(BULK).filter((action) => statusesOf(action).length).map((action) =>
+      h("button", { type: "button", class: action === "cancel" ? "danger secondary" : "secondary", text: `${BULK[action].verb} ${statusesOf(action).join(" or ")} jobs…`, onclick: () => countFor(action) }));
+    buttons.replaceChildren(...offers);
+  }
+
+  async function countFor(action) {
+    const mine = ++run;
+    const statuses = statusesOf(action);
+    const words = statuses.join(" or ");
+    buttons.replaceChildren();
+    note.textContent = `Counting the ${words} jobs…`;
+    let total = 0;
+    let cursor = null;
+    try {
+      do {
+        const answer = await call(`${ROOT_PATH}/jobs/${action}?${query(statuses, { dryRun: "true", limit: String(COUNT_LIMIT), ...(cursor ? { cursor } : {}) })}`, { method: "POST" });
+        if (mine !== run) return;
+        if (answer.status !== 200) throw new Error(problem(answer));
+        total += answer.data.matched;
+        cursor = answer.data.next;
+        if (cursor) note.textContent = `Counting the ${words} jobs… ${thousands(total)} so far.`;
+      } while (cursor);
+    } catch (error) {
+      if (mine !== run) return;
+      note.textContent = `The jobs could not be counted: ${error.message}`;
+      buttons.replaceChildren(h("button", { type: "button", class: "secondary", text: "Back", onclick: reset }));
+      return;
+    }
+    if (total === 0) {
+      note.textContent = `No ${words} jobs match this filter.`;
+      buttons.replaceChildren(h("button", { type: "button", class: "secondary", text: "Back", onclick: reset }));
+      return;
+    }
+    note.textContent = "";
+    const go = h("button", { type: "button", class: action === "cancel" ? "danger" : "", "data-role": `bulk-${action}`, text: `${BULK[action].verb} the ${thousands(total)} ${words} job${total === 1 ? "" : "s"} matching this filter`, onclick: () => act(action, total) });
+    buttons.replaceChildren(go, h("button", { type: "button", class: "secondary", text: "Never mind", onclick: reset }));
+    go.focus();
+  }
+
+  async function act(action, total) {
+    const mine = ++run;
+    const statuses = statusesOf(action);
+    buttons.replaceChildren();
+    bar.hidden = false;
+    bar.max = total;
+    bar.value = 0;
+    let read = 0;
+    let done = 0;
+    let cursor = null;
+    const said = () => `${BULK[action].done} ${thousands(done)} of the ${thousands(read)} jobs read`;
+    try {
+      do {
+        const answer = await call(`${ROOT_PATH}/jobs/${action}?${query(statuses, { limit: String(BULK_BATCH), ...(cursor ? { cursor } : {}) })}`, { method: "POST" });
+        if (mine !== run) return;
+        if (answer.status !== 200) throw new Error(problem(answer));
+        read += answer.data.matched;
+        done += answer.data.done;
+        cursor = answer.data.next;
+        bar.value = Math.min(read, total);
+        note.textContent = `${said()}…`;
+        changed();
+      } while (cursor);
+      // the ones not done changed meanwhile: someone else retried or cancelled them
+      note.textContent = `${said()}; done.`;
+    } catch (error) {
+      if (mine !== run) return;
+      note.textContent = `${said()}; then stopped: ${error.message}`;
+    }
+    bar.hidden = true;
+    buttons.replaceChildren(h("button", { type: "button", class: "secondary", text: "Back", onclick: reset }));
+  }
+
+  reset();
+  return { element, reset, stop: () => (run += 1) };
 }
 
 // -- routing -----------------------------------------------------------------
@@ -598,6 +794,7 @@ function route() {
     const path = decoded(match[1]);
     next = path === null ? () => showInvalidLink(hash) : () => showLeaf(path);
   } else if ((match = /^#\/job\/([0-9a-f-]{36})$/.exec(hash))) next = () => showJob(match[1]);
+  else if ((match = /^#\/retry\/([0-9a-f-]{36})$/.exec(hash))) next = () => showRetry(match[1]);
   else if (hash === "#/" || hash === "#") next = showJobs;
   else if (hash.startsWith("#/")) next = () => showInvalidLink(hash);
   else return; // an anchor on the page, such as #main

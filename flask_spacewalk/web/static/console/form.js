@@ -3,10 +3,12 @@
 // with createElement and every text set with textContent, so nothing from
 // the schema or the server is ever parsed as HTML.
 //
-// buildForm(postSchema) returns {element, validate(), value(),
-// showServerErrors(errors), clearErrors()}. A field left empty is left out
-// of the body (the server fills in its default); numbers and integers are
-// sent as JSON numbers, booleans as true/false, arrays and objects as such.
+// buildForm(postSchema, values) returns {element, validate(), value(),
+// showServerErrors(errors), clearErrors()}; the fields start from `values`
+// (a stored job's Params, by field) where given, else from the schema's
+// defaults. A field left empty is left out of the body (the server fills in
+// its default); numbers and integers are sent as JSON numbers, booleans as
+// true/false, arrays and objects as such.
 
 let nextId = 0;
 const MAX_DEPTH = 8;
@@ -140,8 +142,10 @@ function patternTest(pattern, text) {
 
 /** The field parts every kind shares: label, hint, error message. */
 class Field {
-  constructor(name, label, schema, { required, nullable, kind, item }) {
+  constructor(name, label, schema, { required, nullable, kind, item, initial }) {
     this.name = name;
+    /** What the control starts with: the given value, else the default. */
+    this.start = initial !== undefined ? initial : schema.default;
     // an array's item must have a value, but says so by being there
     this.marked = required && !item;
     this.label = label;
@@ -239,7 +243,7 @@ class InputField extends Field {
       attrs.spellcheck = "false";
     }
     this.control = h("input", attrs);
-    if (s.default !== undefined && s.default !== null) this.control.value = String(s.default);
+    if (this.start !== undefined && this.start !== null) this.control.value = String(this.start);
     // errors are shown on submit; once shown, they go as soon as the value is right
     this.control.addEventListener("input", () => this.errors && this.validate());
     this.wrapper = h("div", { class: `field field-${this.kind}` }, this.labelEl(), this.control, this.hintEl, this.errorEl);
@@ -281,7 +285,7 @@ class SelectField extends Field {
     if (!hasDefault || this.required) this.control.append(h("option", { value: "", text: this.required ? "Choose…" : "(not set)" }));
     this.values.forEach((v, i) => {
       const option = h("option", { value: String(i), text: typeof v === "string" ? v : JSON.stringify(v) });
-      if (hasDefault && JSON.stringify(v) === JSON.stringify(schema.default)) option.selected = true;
+      if (this.start !== undefined && JSON.stringify(v) === JSON.stringify(this.start)) option.selected = true;
       this.control.append(option);
     });
     // errors are shown on submit; once shown, they go as soon as the value is right
@@ -298,7 +302,7 @@ class CheckboxField extends Field {
   constructor(name, label, schema, opts) {
     super(name, label, schema, opts);
     this.control = h("input", { type: "checkbox", id: this.id, name, "aria-describedby": this.describedBy() });
-    this.control.checked = schema.default === true;
+    this.control.checked = this.start === true;
     this.wrapper = h("div", { class: "field field-checkbox" }, this.control, " ", this.labelEl(), this.hintEl, this.errorEl);
   }
 
@@ -316,7 +320,7 @@ class JsonField extends Field {
   constructor(name, label, schema, opts) {
     super(name, label, schema, opts);
     this.control = h("textarea", { id: this.id, name, rows: 3, spellcheck: "false", "aria-describedby": this.describedBy(), required: this.required });
-    if (schema.default !== undefined && schema.default !== null) this.control.value = JSON.stringify(schema.default);
+    if (this.start !== undefined && this.start !== null) this.control.value = JSON.stringify(this.start);
     // errors are shown on submit; once shown, they go as soon as the value is right
     this.control.addEventListener("input", () => this.errors && this.validate());
     this.wrapper = h("div", { class: "field field-json" }, this.labelEl(), this.control, this.hintEl, this.errorEl);
@@ -350,9 +354,11 @@ class ObjectField extends Field {
     super(name, label, schema, opts);
     this.children = new Map();
     const required = new Set(schema.required || []);
+    // the object's value (given or default) is where its fields start
+    const start = this.start !== null && typeof this.start === "object" ? this.start : {};
     for (const [key, sub] of Object.entries(schema.properties || {})) {
       const childName = top ? key : `${name}.${key}`;
-      this.children.set(key, makeField(childName, (sub && sub.title) || key, sub, required.has(key), root, depth + 1));
+      this.children.set(key, makeField(childName, (sub && sub.title) || key, sub, required.has(key), root, depth + 1, false, start[key]));
     }
     const inner = [...this.children.values()].map((f) => f.wrapper);
     if (top) {
@@ -367,7 +373,7 @@ class ObjectField extends Field {
       // fields are disabled, so the browser does not check them either.
       const toggleId = uid();
       this.toggle = h("input", { type: "checkbox", id: toggleId });
-      this.toggle.checked = schema.default !== undefined && schema.default !== null;
+      this.toggle.checked = this.start !== undefined && this.start !== null;
       this.toggle.addEventListener("change", () => this.sync());
       this.wrapper.append(h("div", { class: "field-checkbox" }, this.toggle, " ", h("label", { for: toggleId, text: `Set ${this.label}` })));
       this.sync();
@@ -430,14 +436,12 @@ class ArrayField extends Field {
     const legend = h("legend", {}, this.label, this.marked ? h("span", { class: "req", "aria-hidden": "true", text: " *" }) : null);
     this.wrapper = h("fieldset", { class: "field array", "aria-describedby": this.describedBy() }, legend, this.hintEl, this.list, this.add, this.errorEl);
     this.control = null;
-    for (const v of Array.isArray(schema.default) ? schema.default : []) this.addItem(v, false);
+    for (const v of Array.isArray(this.start) ? this.start : []) this.addItem(v, false);
     this.sync();
   }
 
   addItem(initial, focus) {
-    const itemSchema = { ...(this.schema.items || {}) };
-    if (initial !== undefined) itemSchema.default = initial;
-    const field = makeField(`${this.name}.${this.items.length}`, "", itemSchema, true, this.root, this.depth + 1, true);
+    const field = makeField(`${this.name}.${this.items.length}`, "", this.schema.items || {}, true, this.root, this.depth + 1, true, initial);
     const remove = h("button", { type: "button", class: "secondary small" });
     const li = h("li", {}, field.wrapper, remove);
     const item = { field, li, remove };
@@ -509,11 +513,11 @@ class ArrayField extends Field {
   }
 }
 
-function makeField(name, label, rawSchema, required, root, depth, item = false) {
+function makeField(name, label, rawSchema, required, root, depth, item = false, initial = undefined) {
   const { schema, nullable } = resolve(rawSchema, root);
   let kind = depth > MAX_DEPTH ? "json" : kindOf(schema);
   if (kind === "boolean" && schema.default === undefined && !required) kind = "enum-boolean";
-  const opts = { required, nullable, kind, item };
+  const opts = { required, nullable, kind, item, initial };
   switch (kind) {
     case "enum":
       return new SelectField(name, label, schema, opts);
@@ -533,10 +537,10 @@ function makeField(name, label, rawSchema, required, root, depth, item = false) 
   }
 }
 
-/** The form fields of a post-schema. */
-export function buildForm(postSchema) {
+/** The form fields of a post-schema, starting from `values` where given. */
+export function buildForm(postSchema, values = undefined) {
   const { schema } = resolve(postSchema, postSchema);
-  const top = new ObjectField("", "", schema, { required: true, nullable: false, kind: "object" }, postSchema, 0, true);
+  const top = new ObjectField("", "", schema, { required: true, nullable: false, kind: "object", initial: values }, postSchema, 0, true);
   if (top.children.size === 0) top.wrapper.prepend(h("p", { class: "hint", text: "This job takes no parameters." }));
   return {
     element: top.wrapper,
