@@ -36,6 +36,7 @@ __all__ = [
     "KeyClaim",
     "KeyRecord",
     "fingerprint",
+    "leaf_path",
     "record_key",
 ]
 
@@ -80,7 +81,7 @@ class KeyRecord:
     @property
     def leaf_path(self) -> str:
         """The leaf the key was first used on."""
-        return self.fingerprint.rpartition(" ")[0]
+        return leaf_path(self.fingerprint)
 
     def to_value(self) -> dict[str, Any]:
         """The record as a datastore value (a JSON object)."""
@@ -129,6 +130,11 @@ def fingerprint(leaf_path: str, params: Any) -> str:
     return f"{leaf_path} {hashlib.sha256(text.encode()).hexdigest()}"
 
 
+def leaf_path(fingerprint: str) -> str:
+    """The leaf path of a :func:`fingerprint`."""
+    return fingerprint.rpartition(" ")[0]
+
+
 class KeyClaim:
     """One POST's hold on an ``Idempotency-Key``: claim, then complete or
     release.
@@ -161,6 +167,11 @@ class KeyClaim:
         #: The dead POST's pending record this claim replaced, if any.
         self.taken_over: KeyRecord | None = None
         self._record: KeyRecord | None = None
+
+    @property
+    def leaf_path(self) -> str:
+        """The leaf this POST goes to."""
+        return leaf_path(self.fingerprint)
 
     def claim(self) -> KeyRecord | None:
         """Claim the key: None when this POST holds it now (nobody held it,

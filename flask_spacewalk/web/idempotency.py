@@ -88,9 +88,8 @@ def taken_key_answer(claim: KeyClaim, found: KeyRecord, root_path: str) -> Respo
     """
     key = claim.key
     if found.fingerprint != claim.fingerprint:
-        leaf = found.leaf_path
-        if leaf != claim.fingerprint.rpartition(" ")[0]:
-            how = f"to start a job of another leaf ({leaf})"
+        if found.leaf_path != claim.leaf_path:
+            how = f"to start a job of another leaf ({found.leaf_path})"
         else:
             how = "with other Params"
         return error_response(
@@ -131,7 +130,7 @@ def holding(claim: KeyClaim, root_path: str, uuid: str) -> Iterator[None]:
             claim.release()
         except SpacewalkError as exc:
             log.warning("%s %r under %s: cannot release the key after a failed request"
-                        " (taken over in %.0f s): %s",
+                        " (it stays pending until a request takes it over after %.0f s): %s",
                         HEADER, claim.key, root_path, claim.takeover_after, exc)  # fmt: skip
         raise
     if claim.taken_over is not None:
@@ -144,7 +143,7 @@ def holding(claim: KeyClaim, root_path: str, uuid: str) -> Iterator[None]:
         completed = claim.complete(uuid)
     except SpacewalkError as exc:
         log.warning("%s %r under %s: created job %s but cannot record it under the key"
-                    " (the key stays pending, taken over in %.0f s): %s",
+                    " (it stays pending until a request takes it over after %.0f s): %s",
                     HEADER, claim.key, root_path, uuid, claim.takeover_after, exc)  # fmt: skip
         return
     if not completed:

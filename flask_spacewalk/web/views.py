@@ -114,7 +114,6 @@ class Views:
 
     def create_job(self, leaf: Leaf) -> Callable[[], Response]:
         validator = self.state.schemas[leaf.path].validator
-
         root = self.state.root_path
 
         def view() -> Response:
