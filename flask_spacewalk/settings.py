@@ -186,6 +186,8 @@ KEYS: tuple[Key, ...] = (
         "seconds of lease on a reserved job, renewed while it runs"),
     Key("SPACEWALK_CANCEL_GRACE", defaults.CANCEL_GRACE, _seconds,
         "seconds a cancelled job has to reach a progress call"),
+    Key("SPACEWALK_IDEMPOTENCY_TTL", defaults.IDEMPOTENCY_TTL, _seconds,
+        "seconds an Idempotency-Key of POST {leaf}/job is remembered"),
     Key("SPACEWALK_RUN_INLINE", None, _optional_boolean,
         "run a POSTed job inside the request; None: follow app.testing"),
 )
@@ -284,6 +286,7 @@ class Settings:
     job_ttr: float
     run_inline: bool | None
     cancel_grace: float
+    idempotency_ttl: float = defaults.IDEMPOTENCY_TTL
     expose_docs: bool = True
     console: bool = True
     #: ``info.title`` and ``info.version`` of the OpenAPI document.
@@ -373,6 +376,7 @@ class Settings:
             job_ttr=values["job_ttr"],
             run_inline=run_inline,
             cancel_grace=values["cancel_grace"],
+            idempotency_ttl=values["idempotency_ttl"],
             expose_docs=values["expose_docs"],
             console=values["console"],
             api_title=values["api_title"] or app_name or defaults.SERVICE_NAME,

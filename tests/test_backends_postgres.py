@@ -203,6 +203,15 @@ def test_table_and_indexes(store: Any, schema: str) -> None:
             ("zerog_job_1",),
         ).fetchone()
         assert row == ("2021-11-20T02:55:10.967790", "a", "failed")
+        # the idempotency key records' table (tests/test_keyrecords.py)
+        assert indexes.pop("spacewalk_idempotency_keys_pkey") == (
+            "CREATE UNIQUE INDEX spacewalk_idempotency_keys_pkey"
+            f" ON {schema}.spacewalk_idempotency_keys USING btree (key)"
+        )
+        assert indexes.pop("spacewalk_idempotency_keys_expiry") == (
+            "CREATE INDEX spacewalk_idempotency_keys_expiry"
+            f" ON {schema}.spacewalk_idempotency_keys USING btree (expires_at)"
+        )
         assert indexes == {}
 
 

@@ -126,7 +126,9 @@ def test_deep_tree_tags_summaries_and_responses(make_app: MakeApp) -> None:
     assert echo["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/alpha_echo.Params"
     }
-    assert set(echo["responses"]) == {"201", "400", "405", "413", "415", "422", "503"}
+    assert set(echo["responses"]) == {
+        "200", "201", "400", "405", "409", "413", "415", "422", "503"
+    }
     assert echo["responses"]["201"]["headers"]["Location"]["required"] is True
     deepest = paths["/api/v1/deep/alpha/inner/deepest/job"]["post"]
     assert deepest["tags"] == ["deep/alpha/inner"]
@@ -207,9 +209,8 @@ def test_post_job_documents_its_starting_options(make_app: MakeApp) -> None:
     doc = document(client)
     OpenAPIV31SpecValidator(doc).validate()
     post = doc["paths"]["/examples/fizz_buzz/job"]["post"]
-    params = {p["name"]: p for p in post["parameters"]}
+    params = {p["name"]: p for p in post["parameters"] if p["in"] == "query"}
     assert set(params) == {"delay", "runAt", "priority"}
-    assert {p["in"] for p in params.values()} == {"query"}
     assert params["delay"]["schema"] == {"type": "number", "minimum": 0, "maximum": 2_592_000}
     assert params["runAt"]["schema"] == {"type": "string", "format": "date-time"}
     assert params["priority"]["schema"] == {
@@ -250,6 +251,29 @@ def test_retry_and_the_bulk_actions_are_documented(make_app: MakeApp) -> None:
     assert client.post("/examples/jobs/retry?dryRun=true").get_json() == {
         "matched": 1, "done": 0, "dryRun": True, "next": None}
     assert client.post(f"/examples/retry/{uuid}").get_json() == {"uuid": uuid, "status": "queued"}
+
+
+def test_post_job_documents_its_idempotency_key(make_app: MakeApp) -> None:
+    doc = document(make_app().test_client())
+    OpenAPIV31SpecValidator(doc).validate()
+    post = doc["paths"]["/examples/fizz_buzz/job"]["post"]
+    (header,) = [p for p in post["parameters"] if p["in"] == "header"]
+    assert header["name"] == "Idempotency-Key"
+    assert header["schema"] == {
+        "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"
+    }
+    replay = post["responses"]["200"]
+    assert replay["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Created"
+    }
+    assert replay["headers"]["Idempotent-Replayed"]["schema"] == {
+        "type": "string", "enum": ["true"]
+    }
+    assert replay["headers"]["Location"]["required"] is True
+    assert post["responses"]["409"]["headers"]["Retry-After"]["required"] is True
+    # a key used with other Params is 422 without field errors
+    refs = post["responses"]["422"]["content"]["application/json"]["schema"]["anyOf"]
+    assert {"$ref": "#/components/schemas/Error"} in refs
 
 
 def test_an_undocumented_route_kind_fails_loudly(make_app: MakeApp) -> None:

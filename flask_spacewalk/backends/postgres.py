@@ -29,6 +29,12 @@ indexes on first use::
     job_type     text                          -- written from the JobIndex
     job_status   text                          -- of each write; NULL: no job
 
+Idempotency key records (:mod:`~flask_spacewalk.runtime.keyrecords`) live
+in a second table, ``spacewalk_idempotency_keys`` (``key``, ``token``,
+``fingerprint``, ``claimed_at``, ``expires_at``, ``uuid``; times in seconds
+since the epoch), with an index on ``expires_at``: each claim deletes a few
+expired records in the same statement.
+
 The indexes serve these queries at any number of jobs::
 
     SELECT key FROM spacewalk_documents
@@ -54,6 +60,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import astuple
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -62,9 +69,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .. import errors
+from ..runtime.keyrecords import SWEEP_BATCH, KeyRecord
 from ..runtime.protocols import Value
 from ..runtime.query import JobQuery, newest_first
-from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, index_columns, job_index
+from ..runtime.status import JOB_KEY_PREFIX, JobIndex, index_columns, job_index
 from ._fork import abandon, track
 from .base import CasDatastore, encode_value
 
@@ -73,10 +81,12 @@ __all__ = ["PostgresDatastore", "check_url"]
 log = logging.getLogger(__name__)
 
 TABLE = "spacewalk_documents"
+#: The table of idempotency key records.
+KEYS_TABLE = "spacewalk_idempotency_keys"
 #: 1: the table as first made (no comment); the listing read indexes over
 #: the JSON. 2: plain listing columns written with each document, and
-#: result 410 listed as ``cancelled``.
-SCHEMA_VERSION = 2
+#: result 410 listed as ``cancelled``. 3: the table of idempotency key records.
+SCHEMA_VERSION = 3
 #: Rows recomputed per transaction by a migration.
 MIGRATION_BATCH = 500
 _VERSION_COMMENT = "flask_spacewalk schema "
@@ -123,6 +133,26 @@ _SQL = {
         " job_type = excluded.job_type, job_status = excluded.job_status RETURNING cas"
     ),
     "delete": "DELETE FROM {t} WHERE key = %s",
+    # One statement: a few expired records of other keys deleted (rows no
+    # one else is deleting), then this key's record inserted, or an expired
+    # one replaced, or a live one kept; the row returned says which.
+    "claim_key": (
+        "WITH swept AS (DELETE FROM {k} WHERE key IN (SELECT key FROM {k}"
+        " WHERE expires_at <= %s AND key <> %s ORDER BY expires_at LIMIT %s"
+        " FOR UPDATE SKIP LOCKED))"
+        " INSERT INTO {k} AS r (key, token, fingerprint, claimed_at, expires_at, uuid)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
+        + ", ".join(
+            f"{c} = CASE WHEN r.expires_at <= excluded.claimed_at THEN excluded.{c} ELSE r.{c} END"
+            for c in ("token", "fingerprint", "claimed_at", "expires_at", "uuid")
+        )
+        + " RETURNING token, fingerprint, claimed_at, expires_at, uuid"
+    ),
+    "replace_key": (
+        "UPDATE {k} SET token = %s, fingerprint = %s, claimed_at = %s, expires_at = %s,"
+        " uuid = %s WHERE key = %s AND token = %s"
+    ),
+    "release_key": "DELETE FROM {k} WHERE key = %s AND token = %s",
 }
 # The job listing's columns; job_created is "C": createdAt strings compare
 # byte by byte, as in SQLite, Redis and Python, and their string order is
@@ -156,6 +186,15 @@ _SCHEMA = (
     # earlier versions made (jobType, createdAt), without the key and in the database's
     # collation; jobs_type_created serves its queries
     f"DROP INDEX IF EXISTS {{s}}{TABLE}_job_type_created_at",
+    """CREATE TABLE IF NOT EXISTS {k} (
+        key text COLLATE "C" PRIMARY KEY,
+        token text NOT NULL,
+        fingerprint text NOT NULL,
+        claimed_at double precision NOT NULL,
+        expires_at double precision NOT NULL,
+        uuid text
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {KEYS_TABLE}_expiry ON {{k}} (expires_at)",
 )
 #: Version 1's listing indexes, over the JSON: their names are taken again
 #: by the indexes on the columns.
@@ -471,9 +510,14 @@ class PostgresDatastore(CasDatastore):
         #: The table, schema-qualified when the URL names a schema, for
         #: queries of your own.
         self.table = _quote(TABLE)
+        #: The table of idempotency key records, likewise.
+        self.keys_table = _quote(KEYS_TABLE)
         if settings.schema is not None:
             self.table = f"{_quote(settings.schema)}.{self.table}"
-        self._sql = {name: sql.format(t=self.table) for name, sql in _SQL.items()}
+            self.keys_table = f"{_quote(settings.schema)}.{self.keys_table}"
+        self._sql = {
+            name: sql.format(t=self.table, k=self.keys_table) for name, sql in _SQL.items()
+        }
         self._connections = _Connections(settings, self._setup)
 
     def __repr__(self) -> str:
@@ -487,7 +531,8 @@ class PostgresDatastore(CasDatastore):
         """Create the schema, table and indexes, or migrate an older table,
         unless the table is of :data:`SCHEMA_VERSION` with every index."""
         qualified = "" if self._schema is None else _quote(self._schema) + "."
-        names = [self.table] + [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
+        names = [self.table, self.keys_table, qualified + _quote(f"{KEYS_TABLE}_expiry")]
+        names += [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
         row = conn.execute(
             "SELECT bool_and(to_regclass(n) IS NOT NULL),"
             " obj_description(to_regclass(%s), 'pg_class')"
@@ -511,11 +556,11 @@ class PostgresDatastore(CasDatastore):
                     for name in _OLD_INDEXES:
                         conn.execute(f"DROP INDEX IF EXISTS {qualified}{_quote(f'{TABLE}_{name}')}")
                 for statement in _SCHEMA:
-                    conn.execute(statement.format(t=self.table, s=qualified))
+                    conn.execute(statement.format(t=self.table, s=qualified, k=self.keys_table))
             if version == 1:
-                self._reindex(conn, None)  # no row has its columns yet
-            elif version < SCHEMA_VERSION and version != 0:
-                self._reindex(conn, JobStatus.FAILED.value)
+                # no row has its columns yet (version 2's change; 3 only
+                # added the key records' table)
+                self._reindex(conn, None)
             if version != SCHEMA_VERSION:
                 conn.execute(
                     f"COMMENT ON TABLE {self.table} IS"
@@ -614,6 +659,24 @@ class PostgresDatastore(CasDatastore):
     def delete(self, key: str) -> bool:
         return self._execute("delete", (key,))[1] > 0
 
+    def claim_key(self, key: str, record: KeyRecord) -> KeyRecord | None:
+        """Store ``record`` unless a record that has not expired is there
+        (None when stored, else that record), deleting up to
+        :data:`~flask_spacewalk.runtime.keyrecords.SWEEP_BATCH` expired
+        records of other keys in the same statement."""
+        row, _ = self._execute(
+            "claim_key", (record.claimed_at, key, SWEEP_BATCH, key, *astuple(record))
+        )
+        return None if row[0] == record.token else KeyRecord(*row)
+
+    def replace_key(self, key: str, token: str, record: KeyRecord) -> bool:
+        """Replace the record under ``key`` whose token is ``token``."""
+        return self._execute("replace_key", (*astuple(record), key, token))[1] > 0
+
+    def release_key(self, key: str, token: str) -> bool:
+        """Delete the record under ``key`` whose token is ``token``."""
+        return self._execute("release_key", (key, token))[1] > 0
+
     def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
         """The jobs ``query`` selects, newest first (see
         :class:`~flask_spacewalk.runtime.query.JobQuery`).
@@ -653,6 +716,7 @@ class PostgresDatastore(CasDatastore):
             if row is None:
                 return 0
         return int(row[0])
+
 
 
 _SUMMARY = ("jobType", "createdAt", "updatedAt", "completeness", "resultCode", "running")

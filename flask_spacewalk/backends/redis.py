@@ -23,6 +23,10 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
 ``P jobs:version``
     The version of those indexes (:data:`INDEX_VERSION`); a datastore
     migrates older ones when a process first uses it.
+``P idempotency:<key>``
+    An idempotency key record (:mod:`~flask_spacewalk.runtime.keyrecords`):
+    its JSON text, set with ``SET NX`` and a real expiry (``PX``), so Redis
+    deletes it when it expires.
 ``P queue:last-id``
     The counter of entry ids, shared by all queue names, as in beanstalkd.
 ``P queue:entry:<id>``
@@ -62,6 +66,7 @@ import redis.exceptions
 import redis.retry
 
 from .. import defaults, errors
+from ..runtime.keyrecords import KeyRecord
 from ..runtime.protocols import Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
@@ -333,6 +338,30 @@ end
 return out
 """
 
+# Idempotency key records. KEYS: the record. ARGV: its JSON text and
+# milliseconds to its expiry. Returns false when stored, else the record
+# that is there.
+_CLAIM_KEY = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+"""
+
+# KEYS: the record. ARGV: the token it must have, then (to replace it) the
+# new JSON text and milliseconds to its expiry. Returns 1 when replaced or
+# deleted, 0 when the record is gone or another claim's.
+_REPLACE_KEY = """
+local found = redis.call('GET', KEYS[1])
+if not found then return 0 end
+local ok, record = pcall(cjson.decode, found)
+if not ok or type(record) ~= 'table' or record['token'] ~= ARGV[1] then return 0 end
+if ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
 # KEYS: ready, delayed, wake, counter.
 # ARGV: entry base, tube, body, pri, ttr, delay (microseconds).
 _PUT = """
@@ -492,6 +521,7 @@ _SCRIPTS = {
         ("write", _WRITE), ("put", _PUT), ("reserve", _RESERVE), ("entry", _ENTRY),
         ("stats", _STATS), ("delete", _DELETE), ("stats_tube", _STATS_TUBE),
         ("delete_doc", _DELETE_DOC), ("list", _LIST), ("reindex", _REINDEX),
+        ("claim_key", _CLAIM_KEY), ("replace_key", _REPLACE_KEY),
     ]
 }  # fmt: skip
 
@@ -601,6 +631,7 @@ class RedisDatastore(CasDatastore):
         self._server = _Server(settings, errors.DatastoreUnavailable, self._migrate)
         self.prefix = settings.prefix + "doc:"
         self._jobs = settings.prefix + "jobs:"
+        self._keys = settings.prefix + "idempotency:"
 
     def __repr__(self) -> str:
         return f"<RedisDatastore {self._server.settings.server} prefix={self.prefix!r}>"
@@ -669,6 +700,34 @@ class RedisDatastore(CasDatastore):
             found.append(rows)
         return newest_first(found, query.limit)
 
+    def claim_key(self, key: str, record: KeyRecord) -> KeyRecord | None:
+        """Store ``record`` with ``SET NX`` and its expiry (None when
+        stored), else the record that is there: Redis deletes a record
+        when it expires."""
+        found = self._server.run(
+            "claim_key", [self._keys + key], [json.dumps(record.to_value()), _expiry_ms(record)]
+        )
+        if found is None:
+            return None
+        try:
+            record_found = KeyRecord.from_value(json.loads(found))
+        except ValueError:
+            record_found = None
+        if record_found is None:  # not a record: taken as an expired one
+            with self._server.connect() as client:
+                client.set(self._keys + key, json.dumps(record.to_value()),
+                           px=_expiry_ms(record))  # fmt: skip
+        return record_found
+
+    def replace_key(self, key: str, token: str, record: KeyRecord) -> bool:
+        """Replace the record under ``key`` whose token is ``token``."""
+        args = [token, json.dumps(record.to_value()), _expiry_ms(record)]
+        return bool(self._server.run("replace_key", [self._keys + key], args))
+
+    def release_key(self, key: str, token: str) -> bool:
+        """Delete the record under ``key`` whose token is ``token``."""
+        return bool(self._server.run("replace_key", [self._keys + key], [token]))
+
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None
     ) -> int:
@@ -723,6 +782,12 @@ class RedisDatastore(CasDatastore):
                                         [self._jobs, cas, *_entry(key, index)])  # fmt: skip
             low = "(" + members[-1]
         client.set(version_key, INDEX_VERSION)
+
+
+def _expiry_ms(record: KeyRecord) -> int:
+    """Milliseconds from now to ``record``'s expiry, at least 1 (``PX``
+    takes no less)."""
+    return max(1, math.ceil((record.expires_at - time.time()) * 1000))
 
 
 def _entry(key: str, index: JobIndex | None) -> tuple[str, str, str]:

@@ -33,10 +33,12 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import astuple
 from typing import Any, Callable
 from urllib.parse import quote
 
 from .. import defaults, errors
+from ..runtime.keyrecords import SWEEP_BATCH, KeyRecord
 from ..runtime.protocols import Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, index_columns, job_index
@@ -64,7 +66,8 @@ WAKE_FALLBACK = 0.5
 #: them. 3 dropped the index on ``updated_at``, which nothing read and every
 #: write of a document paid for. 4 lists a job of result 410 as ``cancelled``
 #: (it was ``failed``), recomputing the status of the rows that may be wrong.
-SCHEMA_VERSION = 4
+#: 5 added the table of idempotency key records.
+SCHEMA_VERSION = 5
 #: Rows recomputed per transaction by a migration, so that it never holds
 #: the write lock for long.
 MIGRATION_BATCH = 500
@@ -120,6 +123,18 @@ _SCHEMA = (
         ON queue (tube, ready_at) WHERE lease_until IS NULL""",
     """CREATE INDEX IF NOT EXISTS queue_leases
         ON queue (tube, lease_until) WHERE lease_until IS NOT NULL""",
+    # idempotency key records (runtime/keyrecords.py): a claim deletes a
+    # few expired ones, found by the index on expiry
+    """CREATE TABLE IF NOT EXISTS idempotency_keys (
+        key TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        claimed_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        uuid TEXT
+    )""",
+    """CREATE INDEX IF NOT EXISTS idempotency_keys_expiry
+        ON idempotency_keys (expires_at)""",
 )
 
 class _WriterLock:
@@ -459,6 +474,53 @@ class SqliteDatastore(CasDatastore):
             return new_cas
         with self._db.connect(write=True) as conn:
             return _write_document(conn, key, text, listing, create)
+
+    # -- idempotency key records (runtime/protocols.py KeyRecordStore) -----
+
+    def claim_key(self, key: str, record: KeyRecord) -> KeyRecord | None:
+        """Store ``record`` unless a record that has not expired is there
+        (None when stored, else that record); first delete up to
+        :data:`~flask_spacewalk.runtime.keyrecords.SWEEP_BATCH` expired
+        records, all in one transaction."""
+        with self._db.connect(write=True) as conn:
+            conn.execute(_SWEEP_KEYS, (record.claimed_at, SWEEP_BATCH))
+            row = conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM idempotency_keys WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None and row[3] > record.claimed_at:
+                return KeyRecord(*row)
+            conn.execute(
+                f"INSERT OR REPLACE INTO idempotency_keys (key, {_KEY_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key, *astuple(record)),
+            )
+        return None
+
+    def replace_key(self, key: str, token: str, record: KeyRecord) -> bool:
+        """Replace the record under ``key`` whose token is ``token``."""
+        with self._db.connect(lock=True) as conn:
+            cursor = conn.execute(
+                "UPDATE idempotency_keys SET token = ?, fingerprint = ?, claimed_at = ?,"
+                " expires_at = ?, uuid = ? WHERE key = ? AND token = ?",
+                (*astuple(record), key, token),
+            )
+        return cursor.rowcount > 0
+
+    def release_key(self, key: str, token: str) -> bool:
+        """Delete the record under ``key`` whose token is ``token``."""
+        with self._db.connect(lock=True) as conn:
+            cursor = conn.execute(
+                "DELETE FROM idempotency_keys WHERE key = ? AND token = ?", (key, token)
+            )
+        return cursor.rowcount > 0
+
+
+_KEY_COLUMNS = "token, fingerprint, claimed_at, expires_at, uuid"
+_SWEEP_KEYS = (
+    "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys"
+    " WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
+)
+
 
 
 def _write_document(

@@ -10,6 +10,9 @@ it has them and a default for the others:
 - ``read_many``: one ``read_with_cas`` per key;
 - ``close``: nothing to do;
 - ``list_jobs``, ``has_entry``: raise :exc:`~flask_spacewalk.errors.NotSupported`;
+- ``claim_key``, ``replace_key``, ``release_key``: idempotency key records
+  as documents, built on ``create``, ``read_with_cas``, ``set_with_cas``
+  and ``delete``, the expiry kept in the value;
 - ``put_with_document``: None (the job is stored, then queued).
 
 So callers call the abilities directly, and mypy checks each call.
@@ -19,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from ..errors import NotSupported
+from ..errors import JobUpdateConflict, NotSupported
+from .keyrecords import KeyRecord
 from .protocols import (
     Closable,
     Datastore,
@@ -27,6 +31,7 @@ from .protocols import (
     DocumentQueue,
     EntryChecker,
     JobLister,
+    KeyRecordStore,
     ManyReader,
     Queue,
     QueueAbilities,
@@ -37,6 +42,9 @@ from .protocols import (
 )
 
 __all__ = ["ZeroGDatastore", "ZeroGQueue", "as_datastore", "as_queue"]
+
+#: Compare-and-swap attempts of a key record write that keeps conflicting.
+RECORD_TRIES = 10
 
 
 def as_datastore(datastore: Datastore) -> SpacewalkDatastore:
@@ -83,6 +91,7 @@ class ZeroGDatastore(_Adapter):
         super().__init__(inner)
         self._read_many = inner.read_many if isinstance(inner, ManyReader) else None
         self._list_jobs = inner.list_jobs if isinstance(inner, JobLister) else None
+        self._key_records = inner if isinstance(inner, KeyRecordStore) else None
 
     @property
     def casException(self) -> type[Exception]:  # noqa: N802 - ZeroG's name
@@ -149,6 +158,72 @@ class ZeroGDatastore(_Adapter):
                 " it has no list_jobs method"
             )
         return self._list_jobs(query)
+
+    # Key records as documents: the claim creates its record, or replaces an
+    # expired one with compare-and-swap; nothing sweeps expired records here
+    # (a claim of the same key replaces its own).
+
+    def claim_key(self, key: str, record: KeyRecord) -> KeyRecord | None:
+        """The wrapped object's ``claim_key``, or ``create``, then
+        ``read_with_cas`` and ``set_with_cas`` over an expired record.
+
+        :raises JobUpdateConflict: the record kept changing under the claim.
+        """
+        if self._key_records is not None:
+            return self._key_records.claim_key(key, record)
+        inner = self.inner
+        for _ in range(RECORD_TRIES):
+            try:
+                inner.create(key, record.to_value())
+                return None
+            except inner.existsException:
+                pass
+            value, cas = inner.read_with_cas(key)
+            if value is None:
+                continue  # released since: create it again
+            found = KeyRecord.from_value(value)
+            if found is not None and found.expires_at > record.claimed_at:
+                return found
+            if self._swap(key, record, cas):
+                return None
+        raise JobUpdateConflict(f"the idempotency key record {key} kept changing")
+
+    def replace_key(self, key: str, token: str, record: KeyRecord) -> bool:
+        """The wrapped object's ``replace_key``, or ``read_with_cas`` and
+        ``set_with_cas`` while the token is ``token``.
+
+        :raises JobUpdateConflict: the record kept changing.
+        """
+        if self._key_records is not None:
+            return self._key_records.replace_key(key, token, record)
+        for _ in range(RECORD_TRIES):
+            value, cas = self.inner.read_with_cas(key)
+            found = KeyRecord.from_value(value)
+            if found is None or found.token != token:
+                return False
+            if self._swap(key, record, cas):
+                return True
+        raise JobUpdateConflict(f"the idempotency key record {key} kept changing")
+
+    def release_key(self, key: str, token: str) -> bool:
+        """The wrapped object's ``release_key``, or ``read`` and ``delete``
+        when the token is ``token`` (ZeroG has no conditional delete: a
+        record replaced in between, which only a claim past its
+        ``TAKEOVER_AFTER`` or its expiry allows, is deleted too)."""
+        if self._key_records is not None:
+            return self._key_records.release_key(key, token)
+        found = KeyRecord.from_value(self.inner.read(key))
+        if found is None or found.token != token:
+            return False
+        return bool(self.inner.delete(key))
+
+    def _swap(self, key: str, record: KeyRecord, cas: int) -> bool:
+        """Write ``record`` if the value is still at ``cas``."""
+        try:
+            ok, _ = self.inner.set_with_cas(key, record.to_value(), cas)
+        except self.inner.casException:
+            return False
+        return bool(ok)
 
 
 class ZeroGQueue(_Adapter):

@@ -42,8 +42,8 @@ from .cancel import (
     CancelAnswer,
     CancelWatch,
     JobCancelled,
-    cancel_requested,
     cancel_key,
+    cancel_requested,
     clear_cancel,
     request_cancel,
 )

@@ -7,8 +7,8 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 
 :class:`Datastore` and :class:`Queue` are what ZeroG's objects have. Each
 ability beyond them is a protocol of its own (:class:`ManyReader`,
-:class:`JobLister`, :class:`Closable`, :class:`DocumentQueue`,
-:class:`EntryChecker`), and :class:`SpacewalkDatastore` and
+:class:`JobLister`, :class:`Closable`, :class:`KeyRecordStore`,
+:class:`DocumentQueue`, :class:`EntryChecker`), and :class:`SpacewalkDatastore` and
 :class:`SpacewalkQueue` have them all: every backend of this package is one,
 and :func:`~flask_spacewalk.runtime.adapters.as_datastore` and
 :func:`~flask_spacewalk.runtime.adapters.as_queue` make one of any other
@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, Union, runtime_checkable
 
+from .keyrecords import KeyRecord
 from .query import JobQuery
 
 #: What a datastore holds under a key.
@@ -96,6 +97,30 @@ class JobLister(Protocol):
         """The jobs ``query`` selects, newest first: dicts of ``uuid``,
         ``jobType``, ``status``, ``createdAt``, ``updatedAt``,
         ``completeness`` (float) and ``result`` (int)."""
+
+
+@runtime_checkable
+class KeyRecordStore(Protocol):
+    """A datastore that keeps idempotency key records
+    (:mod:`~flask_spacewalk.runtime.keyrecords`) outside its documents.
+
+    Each method is atomic: of concurrent calls for one key, the store
+    decides one at a time. A record that has expired counts as absent.
+    """
+
+    def claim_key(self, key: str, record: KeyRecord) -> KeyRecord | None:
+        """Store ``record`` under ``key`` unless a record is there that has
+        not expired at ``record.claimed_at``: None when stored, else that
+        record, unchanged."""
+
+    def replace_key(self, key: str, token: str, record: KeyRecord) -> bool:
+        """Replace the record under ``key`` whose token is ``token`` with
+        ``record``; False, with nothing written, when there is no such
+        record."""
+
+    def release_key(self, key: str, token: str) -> bool:
+        """Delete the record under ``key`` whose token is ``token``; False
+        when there is no such record."""
 
 
 @runtime_checkable
@@ -179,7 +204,7 @@ class DocumentQueue(Protocol):
 
 
 @runtime_checkable
-class DatastoreAbilities(ManyReader, JobLister, Closable, Protocol):
+class DatastoreAbilities(ManyReader, JobLister, KeyRecordStore, Closable, Protocol):
     """Every ability a datastore of this package has beyond ZeroG's."""
 
 

@@ -365,7 +365,9 @@ def cors_headers(origins: tuple[str, ...]) -> Callable[[Response], Response]:
         response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
         if not allow_any:
             response.vary.add("Origin")
-        response.headers["Access-Control-Expose-Headers"] = "Location, Link, ETag"
+        response.headers["Access-Control-Expose-Headers"] = (
+            "Location, Link, ETag, Retry-After, Idempotent-Replayed"
+        )
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = response.headers.get(
                 "Allow", "GET, POST, OPTIONS"

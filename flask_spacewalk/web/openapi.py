@@ -21,6 +21,7 @@ from ..backends.base import MAX_PRIORITY
 from ..runtime.status import STATUSES
 from ..tree import Branch, Leaf
 from .actions import DEFAULT_BULK_LIMIT, MAX_BULK_LIMIT
+from .idempotency import HEADER, MAX_LENGTH, REPLAYED_HEADER
 from .listing import DEFAULT_LIMIT, MAX_LIMIT
 from .options import DEFAULT_PRIORITY, MAX_START_DELAY
 from .routes import UUID_PATTERN, Route, RouteKind, routes
@@ -308,6 +309,16 @@ _NOT_MODIFIED = {
     "description": "Not modified: the job is as the If-None-Match ETag says; no body.",
     "headers": {"ETag": _ETAG},
 }
+_REPLAYED = {
+    "description": "true: the answer of an earlier request with this Idempotency-Key.",
+    "required": True,
+    "schema": {"type": "string", "enum": ["true"]},
+}
+_RETRY_AFTER = {
+    "description": "Seconds to wait before trying again.",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
 _LINK = {
     "description": 'The next page: <path?filters&cursor=...>; rel="next".',
     "schema": {"type": "string"},
@@ -391,7 +402,7 @@ class _Operations:
         return {
             "summary": node.name,
             "description": node.description,
-            "parameters": _START_OPTIONS,
+            "parameters": [*_START_OPTIONS, _IDEMPOTENCY_KEY],
             "requestBody": {
                 # An empty body means {}.
                 "required": False,
@@ -402,14 +413,30 @@ class _Operations:
                 },
             },
             "responses": {
+                "200": {
+                    **_json("Created", "A replay: the Idempotency-Key was used before with"
+                                       " the same Params; nothing is created, the first"
+                                       " job's uuid is answered."),
+                    "headers": {"Location": _LOCATION, REPLAYED_HEADER: _REPLAYED},
+                },
                 "201": {
                     **_json("Created", "The job is stored and queued."),
                     "headers": {"Location": _LOCATION},
                 },
                 "400": "BadRequest",
+                "409": {
+                    **_json("Error", "The first request with this Idempotency-Key has not"
+                                     " been answered yet; try again after Retry-After."),
+                    "headers": {"Retry-After": _RETRY_AFTER},
+                },
                 "413": "PayloadTooLarge",
                 "415": "UnsupportedMediaType",
-                "422": "UnprocessableEntity",
+                "422": _json(
+                    {"anyOf": [{"$ref": "#/components/schemas/ValidationError"},
+                               {"$ref": "#/components/schemas/Error"}]},
+                    "The job parameters are not valid (errors by field), or the"
+                    " Idempotency-Key was used with another leaf or other Params (no errors).",
+                ),  # fmt: skip
                 "503": "ServiceUnavailable",
             },
         }
@@ -607,6 +634,20 @@ _START_OPTIONS = [
         },
     },
 ]
+
+
+#: The ``Idempotency-Key`` header of ``POST L/job`` (web/idempotency.py).
+_IDEMPOTENCY_KEY = {
+    "in": "header",
+    "name": HEADER,
+    "description": (
+        "Creates the job once: the same key again under this root within"
+        " SPACEWALK_IDEMPOTENCY_TTL seconds, with the same leaf and Params (the starting"
+        " options aside), answers 200 with the first job; with another leaf or other"
+        " Params 422; while the first request runs 409."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_LENGTH, "pattern": "^[!-~]+$"},
+}
 
 
 def _operation_id(method: str, path: str, state: SpacewalkState) -> str:

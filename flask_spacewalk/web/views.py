@@ -26,6 +26,7 @@ from werkzeug.routing import Map, Rule
 from ..errors import ParamsInvalid, SpacewalkError
 from ..runtime.cancel import CancelAnswer
 from ..runtime.job import NO_RESULT, RuntimeJob, make_key
+from ..runtime.keyrecords import KeyClaim, fingerprint
 from ..runtime.lifecycle import Lifecycle, cancel_job
 from ..tree import Branch, Leaf
 from . import listing
@@ -46,6 +47,7 @@ from .http import (
     spacewalk_error,
     unexpected_error,
 )
+from .idempotency import holding, read_idempotency_key, taken_key_answer
 from .options import read_start_options
 from .routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes
 
@@ -117,25 +119,44 @@ class Views:
 
     def create_job(self, leaf: Leaf) -> Callable[[], Response]:
         validator = self.state.schemas[leaf.path].validator
+        root = self.state.root_path
 
         def view() -> Response:
             body = read_json_body(self.state.settings.max_content_length)
-            # SPEC order: the body's size, type and syntax, the query, its fields
+            # SPEC order: the body's size, type and syntax, the query and the
+            # Idempotency-Key header, its fields
             options = read_start_options()
+            key = read_idempotency_key()
             params = validator.validate(body)
             datastore, queue = self.state.connections()
             job = leaf.cls(datastore, queue, **params)
-            lifecycle = Lifecycle(datastore, queue, self.state.registry)
-            if self.state.run_inline(current_app) and not options.get("delay"):
-                # a worker's run, in the request: users' tests need no worker;
-                # a delayed job is queued, as it would be (docs/api.rst)
-                lifecycle.run_inline(job, **options)
+            if key is None:
+                self._start(job, options)
             else:
-                lifecycle.create(job, **options)
-            location = f"{request.script_root}{self.state.root_path}/progress/{job.uuid}"
+                claim = KeyClaim(
+                    datastore, root, key, fingerprint(leaf.path, validator.schema.dump(params)),
+                    self.state.settings.idempotency_ttl,
+                )  # fmt: skip
+                found = claim.claim()
+                if found is not None:
+                    return taken_key_answer(claim, found, root)
+                with holding(claim, root, job.uuid):
+                    self._start(job, options)
+            location = f"{request.script_root}{root}/progress/{job.uuid}"
             return json_response({"uuid": job.uuid}, 201, {"Location": location})
 
         return view
+
+    def _start(self, job: RuntimeJob, options: dict[str, Any]) -> None:
+        """Create ``job`` with its starting options, or run it inline."""
+        datastore, queue = self.state.connections()
+        lifecycle = Lifecycle(datastore, queue, self.state.registry)
+        if self.state.run_inline(current_app) and not options.get("delay"):
+            # a worker's run, in the request: users' tests need no worker;
+            # a delayed job is queued, as it would be (docs/api.rst)
+            lifecycle.run_inline(job, **options)
+        else:
+            lifecycle.create(job, **options)
 
     # -- following a job ---------------------------------------------------
 
