@@ -10,6 +10,8 @@ it has them and a default for the others:
 - ``read_many``: one ``read_with_cas`` per key;
 - ``close``: nothing to do;
 - ``list_jobs``, ``has_entry``: raise :exc:`~flask_spacewalk.errors.NotSupported`;
+- ``delete_jobs``: each job claimed with a compare-and-swap write of
+  :data:`TOMBSTONE`, then deleted with ``delete`` (two writes a job);
 - ``put_with_document``: None (the job is stored, then queued).
 
 So callers call the abilities directly, and mypy checks each call.
@@ -26,6 +28,8 @@ from .protocols import (
     DatastoreAbilities,
     DocumentQueue,
     EntryChecker,
+    JobDeleter,
+    JobDeletion,
     JobLister,
     ManyReader,
     Queue,
@@ -36,7 +40,12 @@ from .protocols import (
     Value,
 )
 
-__all__ = ["ZeroGDatastore", "ZeroGQueue", "as_datastore", "as_queue"]
+__all__ = ["TOMBSTONE", "ZeroGDatastore", "ZeroGQueue", "as_datastore", "as_queue"]
+
+#: What a job is replaced with, for a moment, before ``delete_jobs`` deletes
+#: it from a datastore that has no ``delete_jobs`` of its own: no job
+#: document, so it is answered 404 and listed nowhere.
+TOMBSTONE = "deleted"
 
 
 def as_datastore(datastore: Datastore) -> SpacewalkDatastore:
@@ -83,6 +92,7 @@ class ZeroGDatastore(_Adapter):
         super().__init__(inner)
         self._read_many = inner.read_many if isinstance(inner, ManyReader) else None
         self._list_jobs = inner.list_jobs if isinstance(inner, JobLister) else None
+        self._delete_jobs = inner.delete_jobs if isinstance(inner, JobDeleter) else None
 
     @property
     def casException(self) -> type[Exception]:  # noqa: N802 - ZeroG's name
@@ -149,6 +159,27 @@ class ZeroGDatastore(_Adapter):
                 " it has no list_jobs method"
             )
         return self._list_jobs(query)
+
+    def delete_jobs(self, jobs: Sequence[JobDeletion]) -> list[str]:
+        """The wrapped object's ``delete_jobs``, or each job claimed by a
+        compare-and-swap write of :data:`TOMBSTONE`, then deleted with its
+        side keys: a writer holding the cas that was read fails from the
+        claim on, as it would after a delete. A process dying between the
+        two writes leaves the tombstone, which nothing reads as a job."""
+        if self._delete_jobs is not None:
+            return self._delete_jobs(jobs)
+        deleted = []
+        for job in jobs:
+            try:
+                claimed = self.inner.update_with_cas(job.key, TOMBSTONE, job.cas)[0]
+            except self.inner.casException:
+                continue
+            if claimed:
+                self.inner.delete(job.key)
+                for key in job.side_keys:
+                    self.inner.delete(key)
+                deleted.append(job.key)
+        return deleted
 
 
 class ZeroGQueue(_Adapter):
