@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 #: Jobs read, then deleted in one transaction, per batch. On SQLite a POST
 #: waits for that transaction (docs/performance.rst: tuned so that none
 #: waits 100 ms), and a worker's next job for one batch.
-BATCH = 500
+BATCH = 100
 #: Seconds from the end of one periodic purge to the start of the next,
 #: whichever worker runs it.
 PURGE_INTERVAL = 60.0
