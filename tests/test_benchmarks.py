@@ -213,7 +213,6 @@ def test_the_purge_benchmark_seeds_and_purges_a_small_store(tmp_path: Path) -> N
     # benchmarks/purge_bench.py without gunicorn: its seed and its purge,
     # with a few jobs and small batches
     from benchmarks.purge_bench import latency_summary, purge_store, seed
-
     from flask_spacewalk import make_datastore
     from flask_spacewalk.runtime.query import JobQuery
 
