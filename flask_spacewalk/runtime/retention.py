@@ -36,8 +36,8 @@ from .status import ENDED, JOB_KEY_PREFIX, JobStatus
 log = logging.getLogger(__name__)
 
 #: Jobs read, then deleted in one transaction, per batch. On SQLite a POST
-#: waits for that transaction (docs/performance.rst: tuned so that none
-#: waits 100 ms), and a worker's next job for one batch.
+#: may wait for that transaction (about 1.5 ms at 100, docs/performance.rst),
+#: and a worker's next job for one batch.
 BATCH = 100
 #: Seconds from the end of one periodic purge to the start of the next,
 #: whichever worker runs it.
