@@ -1,4 +1,5 @@
-"""The ``flask spacewalk`` command group: worker, routes, openapi, serve."""
+"""The ``flask spacewalk`` command group: worker, routes, openapi, requeue,
+purge, serve."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,10 @@ from flask.cli import AppGroup
 
 from . import defaults
 from .errors import SpacewalkError
+from .runtime.lifecycle import Lifecycle
 from .runtime.registry import JobRegistry
+from .runtime.retention import PURGEABLE, PurgeCount, cutoff, purge
+from .settings import parse_duration
 from .web.routes import blueprint_name
 from .worker import run_workers
 
@@ -86,6 +90,7 @@ def _run_workers(
         instance_path=state.instance_path,
         job_context=app.app_context,
         cancel_grace=settings.cancel_grace,
+        retention=settings.retention,
         processes=processes,
         grace=grace,
         max_jobs=max_jobs,
@@ -173,23 +178,14 @@ class Age(click.ParamType):  # type: ignore[type-arg]
     """A number of seconds: ``90s``, ``15m``, ``12h``, ``7d`` or plain ``600``."""
 
     name = "age"
-    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        text = str(value).strip().lower()
-        factor = self.UNITS.get(text[-1:], None)
-        number = text[:-1] if factor else text
         try:
-            seconds = float(number) * (factor or 1)
+            return parse_duration(value)
         except ValueError:
-            seconds = -1.0
-        if not 0 <= seconds < float("inf"):  # NaN and negatives too
             self.fail(f"{value!r} is not an age such as 90s, 15m, 12h, 7d or 600", param, ctx)
-        return seconds
 
 
 @spacewalk_cli.command("requeue")
@@ -235,6 +231,65 @@ def requeue_command(older_than: float, dry_run: bool, tree: str | None) -> None:
         click.echo(f"{found} stale queued job(s) found; dry run, nothing requeued")
     else:
         click.echo(f"{found} stale queued job(s) found, {requeued} requeued")
+
+
+class Statuses(click.ParamType):  # type: ignore[type-arg]
+    """Ended statuses, comma-separated: ``finished,failed``."""
+
+    name = "status"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> frozenset[str]:
+        if isinstance(value, frozenset):
+            return value
+        words = [word.strip().lower() for word in str(value).split(",")]
+        for word in words:
+            if word in ("queued", "running"):
+                self.fail(f"{word} jobs are never purged: only ended ones (finished, failed,"
+                          " cancelled); cancel them first", param, ctx)
+            if word not in PURGEABLE:
+                self.fail(f"{word!r} is not a status to purge; choose from finished, failed,"
+                          " cancelled", param, ctx)
+        return frozenset(words)
+
+
+@spacewalk_cli.command("purge")
+@click.option("--older-than", type=Age(), required=True,
+              help="Delete jobs ended (last written) longer ago than this: 90s, 15m, 12h, "
+                   "7d, or seconds.")
+@click.option("--status", "statuses", type=Statuses(), multiple=True,
+              help="Only jobs of this status: finished, failed or cancelled; repeatable or "
+                   "comma-separated (default: all three).")
+@click.option("--dry-run", is_flag=True, help="Only count the jobs that would be deleted.")
+@click.option("--tree", help="Only the jobs of the tree at this root path.")
+def purge_command(
+    older_than: float, statuses: tuple[frozenset[str], ...], dry_run: bool, tree: str | None
+) -> None:
+    """Delete the ended jobs last written more than --older-than ago, with
+    their cancel requests and queue entries; print how many.
+
+    A job that changes while it is being deleted (a retry made it live
+    again) is skipped, with a warning naming it.
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    state, registry = _worker_group(app, tree)
+    wanted = frozenset().union(*statuses) or PURGEABLE
+    datastore, queue = state.connections()
+    types = frozenset(cls.JOB_TYPE for cls in registry.get_registered_classes())
+    before = cutoff(older_than)
+    total = PurgeCount()
+    try:
+        for count in purge(Lifecycle(datastore, queue, registry), types, before, wanted,
+                           dry_run=dry_run):  # fmt: skip
+            total += count
+    except SpacewalkError as exc:  # an unreachable datastore, say
+        raise click.ClickException(f"{exc} (deleted {total.deleted} job(s) before)") from exc
+    which = f"last written before {before} UTC ({', '.join(sorted(wanted))})"
+    if dry_run:
+        click.echo(f"would delete {total.matched} job(s) {which}; dry run, nothing deleted")
+    else:
+        click.echo(f"deleted {total.deleted} job(s) {which}; {total.skipped} skipped")
 
 
 @spacewalk_cli.command("serve")

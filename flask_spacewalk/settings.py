@@ -28,6 +28,7 @@ __all__ = [
     "check_options",
     "config_defaults",
     "environ_values",
+    "parse_duration",
     "queue_name_for",
 ]
 
@@ -118,6 +119,41 @@ def _seconds(value: Any) -> float:
     return number
 
 
+#: Seconds in a unit of :func:`parse_duration`.
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a text such as ``90s``, ``15m``, ``12h``,
+    ``7d`` or ``600`` (seconds).
+
+    :raise ValueError: anything else, or a negative, infinite or NaN number.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 15m, 12h, 7d or 600")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        factor = DURATION_UNITS.get(text[-1:])
+        try:
+            seconds = float(text[:-1] if factor else text) * (factor or 1)
+        except ValueError:
+            raise ValueError("expected a duration such as 90s, 15m, 12h, 7d or 600") from None
+    if not 0 <= seconds < math.inf:  # NaN fails too
+        raise ValueError("must be a finite duration >= 0")
+    return seconds
+
+
+def _retention(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    seconds = parse_duration(value)
+    if seconds == 0:
+        raise ValueError("must be > 0 (None keeps every job)")
+    return seconds
+
+
 def _origins(value: Any) -> tuple[str, ...]:
     if not value:
         return ()
@@ -190,6 +226,9 @@ KEYS: tuple[Key, ...] = (
         "seconds an Idempotency-Key of POST {leaf}/job is remembered"),
     Key("SPACEWALK_RUN_INLINE", None, _optional_boolean,
         "run a POSTed job inside the request; None: follow app.testing"),
+    Key("SPACEWALK_RETENTION", None, _retention,
+        "workers delete jobs ended longer ago (seconds, or 90s, 15m, 12h, 7d);"
+        " None: keep every job"),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}
@@ -292,6 +331,8 @@ class Settings:
     #: ``info.title`` and ``info.version`` of the OpenAPI document.
     api_title: str = defaults.SERVICE_NAME
     api_version: str = defaults.API_VERSION
+    #: Seconds an ended job is kept; None: for ever.
+    retention: float | None = None
 
     @property
     def queue_name(self) -> str:
@@ -381,4 +422,5 @@ class Settings:
             console=values["console"],
             api_title=values["api_title"] or app_name or defaults.SERVICE_NAME,
             api_version=values["api_version"],
+            retention=values["retention"],
         )

@@ -58,10 +58,14 @@ def run_workers(
     instance_path: str | None = None,
     job_context: Callable[[], ContextManager[Any]] | None = None,
     cancel_grace: float = defaults.CANCEL_GRACE,
+    retention: float | None = None,
 ) -> int:
     """Supervise ``processes`` worker processes until SIGTERM or SIGINT.
 
     Connections are opened in each child, after the fork.
+
+    :param retention: seconds ended jobs are kept (``SPACEWALK_RETENTION``):
+        the workers delete older ones; None keeps every job.
 
     :return: the process exit code.
     """
@@ -81,6 +85,7 @@ def run_workers(
             max_memory=max_memory,
             parent_pid=parent,
             cancel_grace=cancel_grace,
+            retention=retention,
         )
         install_shutdown_handler(worker, grace)
         # A child that gives up on a stuck cancelled job exits; the
@@ -233,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_memory=args.max_memory * 2**20 if args.max_memory else None,
         instance_path=args.instance_path,
         cancel_grace=settings.cancel_grace,
+        retention=settings.retention,
     )
 
 

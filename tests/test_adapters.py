@@ -10,9 +10,17 @@ from runtime_jobs.jobs import ReturnsJob
 
 from flask_spacewalk import errors
 from flask_spacewalk.backends.base import JobQuery
-from flask_spacewalk.runtime.adapters import ZeroGDatastore, ZeroGQueue, as_datastore, as_queue
+from flask_spacewalk.runtime.adapters import (
+    TOMBSTONE,
+    ZeroGDatastore,
+    ZeroGQueue,
+    as_datastore,
+    as_queue,
+)
+from flask_spacewalk.runtime.cancel import cancel_key, request_cancel
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.lifecycle import Lifecycle
+from flask_spacewalk.runtime.protocols import JobDeletion
 from flask_spacewalk.runtime.records import utcnow
 from flask_spacewalk.runtime.registry import JobRegistry
 from flask_spacewalk.runtime.retry import RetryAnswer
@@ -76,6 +84,44 @@ def test_a_datastore_keeps_the_abilities_it_has(datastore: Any) -> None:
     assert store.list_jobs(JobQuery()) == []
     store.close()
     assert calls == ["close"]
+
+
+def test_a_zerog_datastore_deletes_jobs_only_as_they_were_read(
+    datastore: Any, queue: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = as_datastore(ZeroGOnly(datastore, DATASTORE_METHODS))
+    kept, changed, gone = (ReturnsJob(datastore, queue, value=200) for _ in range(3))
+    for job in (kept, changed, gone):
+        job.save()
+    request_cancel(datastore, gone.uuid)
+    read_cas = changed.cas
+    changed.update_attrs(value=201)
+    claims = []
+    update_with_cas = store.inner.update_with_cas
+    monkeypatch.setattr(store.inner, "update_with_cas",
+                        lambda *a: claims.append(a[1]) or update_with_cas(*a))  # fmt: skip
+
+    deleted = store.delete_jobs([
+        JobDeletion(make_key(gone.uuid), gone.cas, (cancel_key(gone.uuid),)),
+        JobDeletion(make_key(changed.uuid), read_cas),
+        JobDeletion(make_key("missing"), 7),
+    ])  # fmt: skip
+    assert deleted == [make_key(gone.uuid)]
+    assert claims == [TOMBSTONE] * 3  # each claimed by a compare-and-swap write first
+    assert datastore.read(make_key(gone.uuid)) is None
+    assert datastore.read(cancel_key(gone.uuid)) is None
+    assert datastore.read(make_key(changed.uuid))["value"] == 201
+    assert {job["uuid"] for job in datastore.list_jobs(JobQuery())} == {kept.uuid, changed.uuid}
+
+
+def test_a_datastore_keeps_its_own_delete_jobs(datastore: Any) -> None:
+    zerog = ZeroGOnly(datastore, DATASTORE_METHODS, "delete_jobs")
+    calls: list[Any] = []
+    zerog.delete_jobs = lambda jobs: calls.append(jobs) or []  # type: ignore[attr-defined]
+    store = as_datastore(zerog)
+    assert isinstance(store, ZeroGDatastore)
+    assert store.delete_jobs([JobDeletion("zerog_job_x", 1)]) == []
+    assert calls == [[JobDeletion("zerog_job_x", 1)]]
 
 
 def test_a_zerog_queue_gets_the_defaults(datastore: Any, queue: Any) -> None:

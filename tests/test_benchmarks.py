@@ -207,3 +207,24 @@ def test_http_ratio_is_the_median_of_each_rounds_ratio() -> None:
     leaves = next(r for r in summary["http"] if r["endpoint"] == "leaves")
     assert leaves["ratio"] == pytest.approx(1.1)
     assert leaves["rate"] == 1000.0
+
+
+def test_the_purge_benchmark_seeds_and_purges_a_small_store(tmp_path: Path) -> None:
+    # benchmarks/purge_bench.py without gunicorn: its seed and its purge,
+    # with a few jobs and small batches
+    from benchmarks.purge_bench import latency_summary, purge_store, seed
+    from flask_spacewalk import make_datastore
+    from flask_spacewalk.runtime.query import JobQuery
+
+    url = f"sqlite:///{tmp_path / 'purge.sqlite3'}"
+    seed(url, 23)
+    store = make_datastore(url)
+    assert len(store.list_jobs(JobQuery(statuses=frozenset({"finished"}), limit=100))) == 23
+    result = purge_store(url, 7 * 86400, 5)
+    assert (result["deleted"], result["skipped"]) == (23, 0)
+    assert 0 < result["delete"] <= result["longest_delete"] <= result["longest_batch"]
+    assert result["batch"] <= result["longest_batch"] <= result["seconds"]
+    assert store.list_jobs(JobQuery(limit=100)) == []
+    store.close()
+    summary = latency_summary([0.002, 0.001, 0.003, 0.250])
+    assert summary["count"] == 4 and summary["max"] == 250.0 and summary["p50"] == 2.5

@@ -146,3 +146,84 @@ def test_requeue_reports_an_unreachable_queue(tmp_path: Path) -> None:
     result = app.test_cli_runner().invoke(args=["spacewalk", "requeue", "--stale", "0"])
     assert result.exit_code == 1
     assert "Error:" in result.output and "unavailable" in result.output
+
+
+# -- purge -------------------------------------------------------------------------
+
+
+def test_purge_deletes_old_ended_jobs_and_prints_the_count(app: Flask) -> None:
+    from seed import backdate_job
+
+    app.config["SPACEWALK_RUN_INLINE"] = True
+    finished, failed, recent = post_jobs(app, 3)
+    app.config["SPACEWALK_RUN_INLINE"] = False
+    [queued] = post_jobs(app, 1)
+    state = app.extensions["spacewalk"]["/examples"]
+    datastore, _ = state.connections()
+    key = f"zerog_job_{failed}"
+    datastore.update(key, dict(datastore.read(key), resultCode=500))
+    for uuid in (finished, failed, queued):
+        backdate_job(datastore, uuid, 8 * 86400)
+    runner = app.test_cli_runner()
+
+    dry = runner.invoke(args=["spacewalk", "purge", "--older-than", "7d", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.startswith("would delete 2 job(s) last written before ")
+    assert dry.output.endswith(" UTC (cancelled, failed, finished); dry run, nothing deleted\n")
+    assert all(datastore.read(f"zerog_job_{u}") for u in (finished, failed, recent, queued))
+
+    only = runner.invoke(args=["spacewalk", "purge", "--older-than", "604800",
+                               "--status", "failed", "--status", "cancelled"])  # fmt: skip
+    assert only.exit_code == 0, only.output
+    assert only.output.startswith("deleted 1 job(s) last written before ")
+    assert only.output.endswith(" UTC (cancelled, failed); 0 skipped\n")
+    assert datastore.read(f"zerog_job_{failed}") is None
+
+    rest = runner.invoke(args=["spacewalk", "purge", "--older-than", "7d",
+                               "--status", "finished,Failed, cancelled"])  # fmt: skip
+    assert rest.exit_code == 0, rest.output
+    assert rest.output.startswith("deleted 1 job(s)")
+    assert app.test_client().get(f"/examples/progress/{finished}").status_code == 404
+    assert datastore.read(f"zerog_job_{recent}") and datastore.read(f"zerog_job_{queued}")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--older-than", "soon"], "'soon' is not an age such as 90s, 15m, 12h, 7d or 600"),
+    (["--older-than", "-7d"], "is not an age such as"),
+    ([], "Missing option '--older-than'"),
+    (["--older-than", "7d", "--status", "queued"],
+     "queued jobs are never purged: only ended ones (finished, failed, cancelled)"),
+    (["--older-than", "7d", "--status", "finished,running"], "running jobs are never purged"),
+    (["--older-than", "7d", "--status", "done"],
+     "'done' is not a status to purge; choose from finished, failed, cancelled"),
+    (["--older-than", "7d", "--status", "finished,"], "'' is not a status to purge"),
+])  # fmt: skip
+def test_purge_refuses_bad_values(app: Flask, args: list[str], message: str) -> None:
+    result = app.test_cli_runner().invoke(args=["spacewalk", "purge", *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_purge_reports_an_unreachable_datastore(tmp_path: Path) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob, datastore_url="redis://127.0.0.1:1/0",
+              queue_url=f"sqlite:///{tmp_path / 'queue.db'}")  # fmt: skip
+    result = app.test_cli_runner().invoke(args=["spacewalk", "purge", "--older-than", "1d"])
+    assert result.exit_code == 1
+    assert "Error:" in result.output and "unavailable" in result.output
+    assert "(deleted 0 job(s) before)" in result.output
+
+
+def test_the_worker_commands_take_the_retention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_spacewalk import cli
+
+    captured: dict = {}
+    monkeypatch.setattr(cli, "run_workers", lambda registry, **kw: captured.update(kw) or 0)
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config["SPACEWALK_RETENTION"] = "12h"
+    Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob)
+    result = app.test_cli_runner().invoke(args=["spacewalk", "worker"])
+    assert result.exit_code == 0, result.output
+    assert captured["retention"] == 43200.0

@@ -153,6 +153,11 @@ def test_precedence_keyword_then_config_then_environment_then_default() -> None:
         ("SPACEWALK_API_TITLE", "My jobs", "api_title", "My jobs"),
         ("SPACEWALK_API_VERSION", "2.3.0", "api_version", "2.3.0"),
         ("SPACEWALK_QUEUE_URL", "sqlite:///other.sqlite3", "queue_url", "sqlite:///other.sqlite3"),
+        ("SPACEWALK_RETENTION", "7d", "retention", 604800.0),
+        ("SPACEWALK_RETENTION", " 12H ", "retention", 43200.0),
+        ("SPACEWALK_RETENTION", "15m", "retention", 900.0),
+        ("SPACEWALK_RETENTION", "90s", "retention", 90.0),
+        ("SPACEWALK_RETENTION", "3600", "retention", 3600.0),
     ],
 )
 def test_environment_strings_are_parsed_by_the_keys_type(
@@ -177,6 +182,11 @@ def test_environment_strings_are_parsed_by_the_keys_type(
         ("SPACEWALK_SERVICE_NAME", "", "empty"),
         ("SPACEWALK_DATASTORE_URL", "mysql://u:s3cret@db/jobs", "supported schemes"),
         ("SPACEWALK_QUEUE_URL", "nosuch://x", "supported schemes"),
+        ("SPACEWALK_RETENTION", "0", "> 0 (None keeps every job)"),
+        ("SPACEWALK_RETENTION", "-1h", "finite duration >= 0"),
+        ("SPACEWALK_RETENTION", "a week", "such as 90s, 15m, 12h, 7d or 600"),
+        ("SPACEWALK_RETENTION", "7w", "such as 90s, 15m, 12h, 7d or 600"),
+        ("SPACEWALK_RETENTION", "inf", "finite"),
     ],
 )
 def test_a_bad_environment_value_names_the_key_and_the_environment(
@@ -215,6 +225,17 @@ def test_a_bad_value_names_where_it_came_from() -> None:
         Settings.from_environ({}, {"cancel_grace": 0})
     with pytest.raises(TypeError, match="unknown Spacewalk option"):
         Settings.from_mapping({}, {"ttr": 1}, {})
+
+
+def test_the_retention_is_off_by_default_and_takes_numbers_and_durations() -> None:
+    assert Settings.from_mapping({}, {}, {}).retention is None
+    for value, seconds in [(None, None), ("", None), (86400, 86400.0), (0.5, 0.5),
+                           ("1.5h", 5400.0)]:  # fmt: skip
+        assert Settings.from_mapping({"SPACEWALK_RETENTION": value}, {}, {}).retention == seconds
+    assert Settings.from_mapping({}, {"retention": "7d"}, {}).retention == 604800.0
+    for value in (True, 0, -5, float("nan"), [3600]):
+        with pytest.raises(ConfigurationError, match=r"bad SPACEWALK_RETENTION .*app.config"):
+            Settings.from_mapping({"SPACEWALK_RETENTION": value}, {}, {})
 
 
 def test_a_config_string_is_read_as_its_type() -> None:
@@ -316,6 +337,16 @@ def test_the_worker_reads_the_environment_through_the_settings() -> None:
     )
     assert settings.datastore_url == "sqlite:////srv/jobs.sqlite3"
     assert settings.queue_name == "env_jobs" and settings.cancel_grace == 4.0
+
+
+def test_the_standalone_worker_takes_the_retention_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(worker, "run_workers", lambda registry, **kw: captured.update(kw) or 0)
+    monkeypatch.setenv("SPACEWALK_RETENTION", "7d")
+    assert worker.main(["--jobs", str(EXAMPLE_JOBS)]) == 0
+    assert captured["retention"] == 604800.0
 
 
 def run_worker_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

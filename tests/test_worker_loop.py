@@ -268,6 +268,7 @@ def test_a_datastore_outage_never_deletes_the_entry(registry, datastore, queue, 
         raise DatastoreUnavailable("datastore down")
 
     monkeypatch.setattr(datastore, "read_with_cas", down)
+    monkeypatch.setattr(datastore, "read_many", down)
     worker = make_worker(registry, datastore, queue)
     monkeypatch.setattr(worker, "_pause", lambda reason: None)
     for _ in range(Worker.MAX_RESERVES + 3):

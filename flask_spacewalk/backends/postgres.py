@@ -70,7 +70,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .. import errors
 from ..runtime.keyrecords import SWEEP_BATCH, KeyRecord
-from ..runtime.protocols import Value
+from ..runtime.protocols import JobDeletion, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, index_columns, job_index
 from ._fork import abandon, track
@@ -153,6 +153,12 @@ _SQL = {
         " uuid = %s WHERE key = %s AND token = %s"
     ),
     "release_key": "DELETE FROM {k} WHERE key = %s AND token = %s",
+    # keys and cas values as two arrays: one statement for a batch
+    "delete_jobs": (
+        "DELETE FROM {t} AS d USING unnest(%s::text[], %s::bigint[]) AS j(key, cas)"
+        " WHERE d.key = j.key AND d.cas = j.cas RETURNING d.key"
+    ),
+    "delete_many": "DELETE FROM {t} WHERE key = ANY(%s)",
 }
 # The job listing's columns; job_created is "C": createdAt strings compare
 # byte by byte, as in SQLite, Redis and Python, and their string order is
@@ -490,7 +496,8 @@ class PostgresDatastore(CasDatastore):
     PostgreSQL cannot store ``"\\u0000"`` in JSON nor NaN: writing them raises
     :exc:`ValueError`.
 
-    Every operation is one statement on an autocommit connection. A write's
+    Every operation is one statement on an autocommit connection
+    (:meth:`delete_jobs`: two, in one transaction). A write's
     ``cas`` is ``greatest(<server clock in ns>, cas + 1)``, computed by the
     server; a write with a ``cas`` is one ``UPDATE ... WHERE key = %s AND
     cas = %s``. Nothing locks a document, so :attr:`lockedException` is
@@ -676,6 +683,29 @@ class PostgresDatastore(CasDatastore):
     def release_key(self, key: str, token: str) -> bool:
         """Delete the record under ``key`` whose token is ``token``."""
         return self._execute("release_key", (key, token))[1] > 0
+
+    def delete_jobs(self, jobs: Sequence[JobDeletion]) -> list[str]:
+        """Delete each job whose cas is still the one given, with its side
+        keys: two statements in one transaction; the keys deleted, in the
+        order given. A row written meanwhile is compared as committed, so
+        a concurrent write wins."""
+        if not jobs:
+            return []
+
+        def statements(conn: psycopg.Connection[Any]) -> set[str]:
+            with conn.transaction():
+                rows = conn.execute(
+                    self._sql["delete_jobs"],
+                    ([job.key for job in jobs], [job.cas for job in jobs]),
+                ).fetchall()
+                gone = {row[0] for row in rows}
+                sides = [key for job in jobs if job.key in gone for key in job.side_keys]
+                if sides:
+                    conn.execute(self._sql["delete_many"], (sides,))
+            return gone
+
+        gone = self._connections.run(statements)
+        return [job.key for job in jobs if job.key in gone]
 
     def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
         """The jobs ``query`` selects, newest first (see

@@ -67,7 +67,7 @@ import redis.retry
 
 from .. import defaults, errors
 from ..runtime.keyrecords import KeyRecord
-from ..runtime.protocols import Value
+from ..runtime.protocols import JobDeletion, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
 from . import _redact
@@ -290,6 +290,29 @@ return redis.call('HGET', KEYS[1], 'cas')
 _DELETE_DOC = """
 reindex(KEYS[1], ARGV[1], nil)
 return redis.call('DEL', KEYS[1])
+"""
+
+# ARGV: the listing's index base, the documents' key prefix, then for each
+# job its key, the cas it was read with, its number of side keys and those
+# keys (keys without the prefix). Deletes each job whose cas is still that
+# one, with its side keys; returns the keys of those deleted.
+_DELETE_JOBS = """
+local base, prefix = ARGV[1], ARGV[2]
+local deleted = {}
+local i = 3
+while i <= #ARGV do
+  local doc, sides = prefix .. ARGV[i], tonumber(ARGV[i + 2])
+  if redis.call('HGET', doc, 'cas') == ARGV[i + 1] then
+    for j = 0, sides do
+      local key = j == 0 and doc or prefix .. ARGV[i + 2 + j]
+      reindex(key, base, nil)
+      redis.call('DEL', key)
+    end
+    table.insert(deleted, ARGV[i])
+  end
+  i = i + 3 + sides
+end
+return deleted
 """
 
 # KEYS: doc. ARGV: the listing's index base, the cas the entry was computed
@@ -522,6 +545,7 @@ _SCRIPTS = {
         ("stats", _STATS), ("delete", _DELETE), ("stats_tube", _STATS_TUBE),
         ("delete_doc", _DELETE_DOC), ("list", _LIST), ("reindex", _REINDEX),
         ("claim_key", _CLAIM_KEY), ("replace_key", _REPLACE_KEY),
+        ("delete_jobs", _DELETE_JOBS),
     ]
 }  # fmt: skip
 
@@ -667,6 +691,17 @@ class RedisDatastore(CasDatastore):
 
     def delete(self, key: str) -> bool:
         return bool(self._server.run("delete_doc", [self.prefix + key], [self._jobs]))
+
+    def delete_jobs(self, jobs: Sequence[JobDeletion]) -> list[str]:
+        """Delete each job whose cas is still the one given, with its side
+        keys and its listing entries, in one script; the keys deleted, in
+        the order given."""
+        if not jobs:
+            return []
+        args: list[Any] = [self._jobs, self.prefix]
+        for job in jobs:
+            args += [job.key, str(int(job.cas)), len(job.side_keys), *job.side_keys]
+        return list(self._server.run("delete_jobs", [], args))
 
     def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
         """The jobs ``query`` selects, newest first (see

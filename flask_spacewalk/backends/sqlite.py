@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple
 from typing import Any, Callable
@@ -39,7 +39,7 @@ from urllib.parse import quote
 
 from .. import defaults, errors
 from ..runtime.keyrecords import SWEEP_BATCH, KeyRecord
-from ..runtime.protocols import Value
+from ..runtime.protocols import JobDeletion, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, index_columns, job_index
 from ._fork import abandon, track
@@ -380,6 +380,9 @@ class _Database:
                 pass
 
 
+_READ = "SELECT value, cas FROM documents WHERE key = ?"
+
+
 class SqliteDatastore(CasDatastore):
     """The datastore protocol on SQLite.
 
@@ -408,12 +411,17 @@ class SqliteDatastore(CasDatastore):
 
     def read_with_cas(self, key: str) -> tuple[Value | None, int]:
         with self._db.connect() as conn:
-            row = conn.execute(
-                "SELECT value, cas FROM documents WHERE key = ?", (key,)
-            ).fetchone()
+            row = conn.execute(_READ, (key,)).fetchone()
         if row is None:
             return None, 0
         return json.loads(row[0]), row[1]
+
+    def read_many(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
+        """Each key's value and cas, in the order given, with one look at
+        the connection and the file for them all."""
+        with self._db.connect() as conn:
+            rows = [conn.execute(_READ, (key,)).fetchone() for key in keys]
+        return [(None, 0) if row is None else (json.loads(row[0]), row[1]) for row in rows]
 
     def _create(self, key: str, value: Value, index: JobIndex | None) -> None:
         text = encode_value(value)
@@ -431,6 +439,23 @@ class SqliteDatastore(CasDatastore):
         with self._db.connect(lock=True) as conn:
             cursor = conn.execute("DELETE FROM documents WHERE key = ?", (key,))
         return cursor.rowcount > 0
+
+    def delete_jobs(self, jobs: Sequence[JobDeletion]) -> list[str]:
+        """Delete each job whose cas is still the one given, with its side
+        keys, in one transaction (the caller keeps it short: writers wait
+        for it); the keys deleted. The listing's columns go with the rows."""
+        deleted = []
+        with self._db.connect(write=True) as conn:
+            for job in jobs:
+                cursor = conn.execute(
+                    "DELETE FROM documents WHERE key = ? AND cas = ?", (job.key, job.cas)
+                )
+                if cursor.rowcount:
+                    deleted.append(job.key)
+                    conn.executemany(
+                        "DELETE FROM documents WHERE key = ?", [(key,) for key in job.side_keys]
+                    )
+        return deleted
 
     def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
         """The jobs ``query`` selects, newest first (see

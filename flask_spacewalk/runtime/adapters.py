@@ -13,6 +13,8 @@ it has them and a default for the others:
 - ``claim_key``, ``replace_key``, ``release_key``: idempotency key records
   as documents, built on ``create``, ``read_with_cas``, ``set_with_cas``
   and ``delete``, the expiry kept in the value;
+- ``delete_jobs``: each job claimed with a compare-and-swap write of
+  :data:`TOMBSTONE`, then deleted with ``delete`` (two writes a job);
 - ``put_with_document``: None (the job is stored, then queued).
 
 So callers call the abilities directly, and mypy checks each call.
@@ -30,6 +32,8 @@ from .protocols import (
     DatastoreAbilities,
     DocumentQueue,
     EntryChecker,
+    JobDeleter,
+    JobDeletion,
     JobLister,
     KeyRecordStore,
     ManyReader,
@@ -41,7 +45,12 @@ from .protocols import (
     Value,
 )
 
-__all__ = ["ZeroGDatastore", "ZeroGQueue", "as_datastore", "as_queue"]
+__all__ = ["TOMBSTONE", "ZeroGDatastore", "ZeroGQueue", "as_datastore", "as_queue"]
+
+#: What a job is replaced with, for a moment, before ``delete_jobs`` deletes
+#: it from a datastore that has no ``delete_jobs`` of its own: no job
+#: document, so it is answered 404 and listed nowhere.
+TOMBSTONE = "deleted"
 
 #: Compare-and-swap attempts of a key record write that keeps conflicting.
 RECORD_TRIES = 10
@@ -92,6 +101,7 @@ class ZeroGDatastore(_Adapter):
         self._read_many = inner.read_many if isinstance(inner, ManyReader) else None
         self._list_jobs = inner.list_jobs if isinstance(inner, JobLister) else None
         self._key_records = inner if isinstance(inner, KeyRecordStore) else None
+        self._delete_jobs = inner.delete_jobs if isinstance(inner, JobDeleter) else None
 
     @property
     def casException(self) -> type[Exception]:  # noqa: N802 - ZeroG's name
@@ -224,6 +234,27 @@ class ZeroGDatastore(_Adapter):
         except self.inner.casException:
             return False
         return bool(ok)
+
+    def delete_jobs(self, jobs: Sequence[JobDeletion]) -> list[str]:
+        """The wrapped object's ``delete_jobs``, or each job claimed by a
+        compare-and-swap write of :data:`TOMBSTONE`, then deleted with its
+        side keys: a writer holding the cas that was read fails from the
+        claim on, as it would after a delete. A process dying between the
+        two writes leaves the tombstone, which nothing reads as a job."""
+        if self._delete_jobs is not None:
+            return self._delete_jobs(jobs)
+        deleted = []
+        for job in jobs:
+            try:
+                claimed = self.inner.update_with_cas(job.key, TOMBSTONE, job.cas)[0]
+            except self.inner.casException:
+                continue
+            if claimed:
+                self.inner.delete(job.key)
+                for key in job.side_keys:
+                    self.inner.delete(key)
+                deleted.append(job.key)
+        return deleted
 
 
 class ZeroGQueue(_Adapter):

@@ -5,11 +5,12 @@ running), *run*, and *finished*: its result, its cancellation or its
 requeue is recorded and its queue entry settled. A job found running when
 it is loaded was killed mid-run and is *recovered*; a run past its class's
 ``TIMEOUT`` *times out*; a queued job whose entry was lost is *requeued* by
-hand; the API *cancels* and *retries* jobs; a test app *runs them inline*.
-:class:`Lifecycle` does each of these in one method, and no other module of
-the package writes ``running``, ``resultCode``, ``queueJobId`` or a job's
-queue entry (tests/test_lifecycle.py checks the source), so a new
-transition is written here once.
+hand; the API *cancels* and *retries* jobs; a test app *runs them inline*;
+retention *purges* old ended jobs. :class:`Lifecycle` does each of these in
+one method, and no other module of the package writes ``running``,
+``resultCode``, ``queueJobId`` or a job's queue entry
+(tests/test_lifecycle.py checks the source), so a new transition is written
+here once.
 
 The words of a run's end (result codes, interrupts, :class:`Outcome`) are
 :mod:`~flask_spacewalk.runtime.outcome`'s; how long a retry waits and a run
@@ -23,6 +24,7 @@ import os
 import reprlib
 import sys
 import traceback
+from collections.abc import Sequence
 from contextlib import AbstractContextManager as ContextManager
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -62,10 +64,10 @@ from .outcome import (
     interpret_result,
 )
 from .policy import retry_delay, run_timeout
-from .protocols import Datastore, Queue, QueueEntry
+from .protocols import Datastore, JobDeletion, Queue, QueueEntry
 from .records import make_error, make_event, utcnow
 from .retry import RESET_FIELDS, RETRYABLE, RetryAnswer, job_status, retry_event, undo_event
-from .status import JobStatus
+from .status import JOB_KEY_PREFIX, JobStatus
 
 if TYPE_CHECKING:
     from .job import RuntimeJob
@@ -721,6 +723,40 @@ class Lifecycle:
         except SpacewalkError as undo:
             log.error("job %s: retried, but neither queued (%s) nor put back (%s); "
                       "`flask spacewalk requeue --stale` finds it", job.uuid, exc, undo)
+
+    # -- retention ---------------------------------------------------------------
+
+    def purge(self, jobs: Sequence[tuple[str, int, Any]]) -> set[str]:
+        """Delete ended jobs as they were read, each with its cancel request
+        and its queue entry (:mod:`~flask_spacewalk.runtime.retention`).
+
+        :param jobs: ``(uuid, cas, queueJobId)`` of each job as read; one
+            written or deleted since (a retry made it live again, another
+            purge took it) is left as it is.
+        :return: the uuids deleted.
+        """
+        deleted = set(self.datastore.delete_jobs([
+            JobDeletion(JOB_KEY_PREFIX + uuid, cas, (cancel_key(uuid),)) for uuid, cas, _ in jobs
+        ]))  # fmt: skip
+        for uuid, _, queue_job_id in jobs:
+            if JOB_KEY_PREFIX + uuid in deleted:
+                self._drop_purged_entry(uuid, queue_job_id)
+        return {uuid for uuid, _, _ in jobs if JOB_KEY_PREFIX + uuid in deleted}
+
+    def _drop_purged_entry(self, uuid: str, queue_job_id: Any) -> None:
+        """Delete a purged job's queue entry, if it is still there (a
+        worker died before dropping it). Only an entry whose body is the
+        uuid: a beanstalkd restarted without a binlog reuses ids. A queue
+        that cannot tell keeps it; a worker drops an entry whose job is gone."""
+        if isinstance(queue_job_id, bool) or not isinstance(queue_job_id, int) or queue_job_id < 1:
+            return
+        try:
+            if self.queue.has_entry(queue_job_id, uuid):
+                self.queue.delete(queue_job_id)
+        except NotSupported:
+            pass
+        except QueueError as exc:
+            log.warning("job %s: cannot delete its queue entry: %s", uuid, exc)
 
     # -- inline ------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 
 :class:`Datastore` and :class:`Queue` are what ZeroG's objects have. Each
 ability beyond them is a protocol of its own (:class:`ManyReader`,
-:class:`JobLister`, :class:`Closable`, :class:`KeyRecordStore`,
+:class:`JobLister`, :class:`JobDeleter`, :class:`Closable`, :class:`KeyRecordStore`,
 :class:`DocumentQueue`, :class:`EntryChecker`), and :class:`SpacewalkDatastore` and
 :class:`SpacewalkQueue` have them all: every backend of this package is one,
 and :func:`~flask_spacewalk.runtime.adapters.as_datastore` and
@@ -17,7 +17,7 @@ object where it enters, so that callers call the abilities directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Union, runtime_checkable
 
 from .keyrecords import KeyRecord
 from .query import JobQuery
@@ -97,6 +97,33 @@ class JobLister(Protocol):
         """The jobs ``query`` selects, newest first: dicts of ``uuid``,
         ``jobType``, ``status``, ``createdAt``, ``updatedAt``,
         ``completeness`` (float) and ``result`` (int)."""
+
+
+class JobDeletion(NamedTuple):
+    """A job to delete unless it changed: see :class:`JobDeleter`."""
+
+    #: The job's key, ``zerog_job_<uuid>``.
+    key: str
+    #: The cas it was read with.
+    cas: int
+    #: Keys of its side records (its cancel request), deleted with it.
+    side_keys: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class JobDeleter(Protocol):
+    """A datastore that deletes jobs only as they were read (retention
+    needs it; for a datastore of yours without it, the adapter claims each
+    job with a compare-and-swap write first)."""
+
+    def delete_jobs(self, jobs: Sequence[JobDeletion]) -> list[str]:
+        """Delete each job whose cas is still the one given, with its side
+        keys, in one short transaction, and take it out of the listing.
+
+        A job written since (a new cas) or gone is left as it is.
+
+        :return: the keys of the jobs deleted, in the order given.
+        """
 
 
 @runtime_checkable
@@ -204,7 +231,9 @@ class DocumentQueue(Protocol):
 
 
 @runtime_checkable
-class DatastoreAbilities(ManyReader, JobLister, KeyRecordStore, Closable, Protocol):
+class DatastoreAbilities(
+    ManyReader, JobLister, JobDeleter, KeyRecordStore, Closable, Protocol
+):
     """Every ability a datastore of this package has beyond ZeroG's."""
 
 

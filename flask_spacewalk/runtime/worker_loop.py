@@ -7,7 +7,8 @@ job is never handed to a second worker, and a job that already has its final
 result is never run again (a worker that died between recording a result and
 deleting the entry leaves such an entry behind).
 
-The worker keeps the loop, the leases, the signals and the cancel watch;
+The worker keeps the loop, the leases, the signals and the cancel watch,
+and runs the periodic purge of old jobs a batch at a time between jobs;
 every transition of a job (start, run, finish, recovery, the settling of
 its entry) is :class:`~flask_spacewalk.runtime.lifecycle.Lifecycle`'s.
 """
@@ -48,6 +49,7 @@ from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, Lifecycle
 from .outcome import NO_RESULT
 from .protocols import Datastore, Queue, QueueEntry, SpacewalkDatastore, SpacewalkQueue
 from .registry import JobRegistry
+from .retention import BATCH, PURGE_INTERVAL, PeriodicPurge
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,11 @@ class Worker:
     :param parent_pid: stop when this process (the supervisor) is gone.
     :param cancel_grace: seconds a cancelled job has to reach a progress
         call before it is stopped by force (see :func:`install_cancel_handler`).
+    :param retention: delete the jobs of this worker's types that ended
+        this many seconds ago (``SPACEWALK_RETENTION``), a batch between two
+        jobs, one worker of the fleet every :attr:`PURGE_INTERVAL` seconds
+        (:class:`~flask_spacewalk.runtime.retention.PeriodicPurge`); None
+        keeps every job.
     """
 
     #: Delete an unloadable entry once it was reserved more often than this.
@@ -220,6 +227,10 @@ class Worker:
     EXIT_STUCK_JOB = 3
     #: The signal that stops a cancelled or timed-out job by force.
     CANCEL_SIGNAL = signal.SIGUSR1
+    #: Seconds between two purges of old jobs, across the fleet.
+    PURGE_INTERVAL = PURGE_INTERVAL
+    #: Old jobs deleted between two jobs.
+    PURGE_BATCH = BATCH
 
     def __init__(
         self,
@@ -234,9 +245,12 @@ class Worker:
         max_memory: int | None = None,
         parent_pid: int | None = None,
         cancel_grace: float = defaults.CANCEL_GRACE,
+        retention: float | None = None,
     ):
         if cancel_grace <= 0:
             raise ValueError("cancel_grace must be > 0")
+        if retention is not None and not retention > 0:
+            raise ValueError("retention must be > 0 seconds, or None")
         self.registry = registry
         self.make_datastore = make_datastore
         self.make_queue = make_queue
@@ -247,6 +261,7 @@ class Worker:
         self.max_memory = max_memory
         self.parent_pid = parent_pid
         self.cancel_grace = cancel_grace
+        self.retention = retention
         #: Set by :func:`install_cancel_handler`: stop cancelled and timed-out
         #: jobs by force.
         self.force_cancel = False
@@ -255,6 +270,7 @@ class Worker:
         self._datastore: SpacewalkDatastore | None = None
         self._queue: SpacewalkQueue | None = None
         self._lifecycle: Lifecycle | None = None
+        self._purge: PeriodicPurge | None = None
         self._backoff = 0.0
         self._lease = LeaseKeeper(ttr, self.CANCEL_POLL_INTERVAL)
 
@@ -296,13 +312,16 @@ class Worker:
 
     def _run_loop(self, burst: bool) -> None:
         while not self.stopping:
+            purging = self._purge_step()
             try:
-                entry = self.queue.reserve(timeout=0 if burst else self.RESERVE_TIMEOUT)
+                entry = self.queue.reserve(
+                    timeout=0 if burst or purging else self.RESERVE_TIMEOUT
+                )
             except QueueError as exc:
                 self._pause(f"queue {self.queue_name} unavailable: {exc}")
                 continue
             if entry is None:
-                if burst or self._orphaned():
+                if not purging and (burst or self._orphaned()):
                     return
                 continue
             try:
@@ -315,6 +334,21 @@ class Worker:
             self.jobs_done += 1
             if self._should_recycle() or self._orphaned():
                 return
+
+    def _purge_step(self) -> bool:
+        """One batch of the periodic purge of old jobs, when one is due or
+        running: between two jobs, so a job waits one batch at most.
+
+        :return: whether the purge goes on (the queue is then not waited on).
+        """
+        if self.retention is None:
+            return False
+        if self._purge is None:
+            types = frozenset(cls.JOB_TYPE for cls in self.registry.get_registered_classes())
+            self._purge = PeriodicPurge(self.lifecycle, types, self.retention, self.queue_name,
+                                        interval=self.PURGE_INTERVAL,
+                                        batch=self.PURGE_BATCH)  # fmt: skip
+        return self._purge.step()
 
     def stop(self) -> None:
         """Finish the current job, then leave :meth:`run`."""
