@@ -383,21 +383,19 @@ _RESERVE = """
 local now = now_us()
 promote(KEYS[1], KEYS[2], KEYS[3], KEYS[5], ARGV[1], now)
 while true do
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+  local first = redis.call('ZPOPMIN', KEYS[1])
   if #first == 0 then break end
   local id = ready_id(first[1])
   local key = entry_key(ARGV[1], id)
-  redis.call('ZREM', KEYS[1], first[1])
-  local ttr = redis.call('HGET', key, 'ttr')
-  if ttr then
-    local lease = now + tonumber(ttr)
-    redis.call('HSET', key, 'lease', int(lease))
+  local f = redis.call('HMGET', key, 'ttr', 'reserves', 'body', 'releases')
+  if f[1] then
+    local lease = now + tonumber(f[1])
+    local reserves = tonumber(f[2]) + 1
+    redis.call('HSET', key, 'lease', int(lease), 'reserves', int(reserves))
     redis.call('ZADD', KEYS[3], lease, member(id))
-    local reserves = redis.call('HINCRBY', key, 'reserves', 1)
     -- pass the wake-up on: another waiter may take the next entry
     if redis.call('EXISTS', KEYS[1]) == 1 then wake(KEYS[4]) end
-    local f = redis.call('HMGET', key, 'body', 'releases')
-    return {1, id, f[1], reserves, tonumber(f[2])}
+    return {1, id, f[3], reserves, tonumber(f[4])}
   end
 end
 -- nothing is ready, so any token is stale
@@ -420,14 +418,19 @@ return {0, math.max(next - now, 0)}
 _ENTRY = """
 local key = ARGV[1] .. ARGV[2]
 local m = member(ARGV[2])
-local f = redis.call('HMGET', key, 'reserves', 'releases', 'pri', 'ttr', 'ready_at')
+local f = redis.call('HMGET', key, 'reserves', 'releases', 'pri', 'ttr', 'ready_at', 'lease')
 if f[1] ~= ARGV[3] or (ARGV[4] ~= '' and f[2] ~= ARGV[4]) then return 0 end
--- ready again if its lease ran out and nobody reserved it since
-redis.call('ZREM', KEYS[1], ready_member(f[5], ARGV[2]))
-redis.call('ZREM', KEYS[5], m)
-redis.call('ZREM', KEYS[2], m)
-if ARGV[5] == 'delete' then
+if f[6] then
+  -- reserved: in the leases set alone
   redis.call('ZREM', KEYS[3], m)
+else
+  -- ready again (its lease ran out and nobody reserved it since), or
+  -- delayed by a release
+  redis.call('ZREM', KEYS[1], ready_member(f[5], ARGV[2]))
+  redis.call('ZREM', KEYS[5], m)
+  redis.call('ZREM', KEYS[2], m)
+end
+if ARGV[5] == 'delete' then
   redis.call('DEL', key)
   return 1
 end
@@ -439,7 +442,6 @@ if ARGV[5] == 'touch' then
   return 1
 end
 local delay = tonumber(ARGV[6])
-redis.call('ZREM', KEYS[3], m)
 redis.call('HDEL', key, 'lease')
 redis.call('HSET', key, 'ready_at', int(now + delay), 'delay', ARGV[6])
 redis.call('HINCRBY', key, 'releases', 1)
