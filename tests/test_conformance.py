@@ -383,11 +383,16 @@ def reserve_all(queue: Queue) -> list[Any]:
     return bodies
 
 
+# The next three tests need two calls to follow each other within DELAY:
+# long enough for a loaded machine, short enough for the suite's time.
+DELAY = 0.5
+
+
 def test_equal_priorities_go_in_the_order_they_became_ready(
     queue: Queue, queue_url: str
 ) -> None:
     skip_beanstalkd_order(queue_url)
-    queue.put("delayed", delay=0.2)
+    queue.put("delayed", delay=DELAY)
     queue.put("at once")  # put after "delayed", ready before it
     wait_until_ready(queue)
     queue.put("after the delay")
@@ -402,7 +407,7 @@ def test_a_released_entry_goes_after_those_ready_before_its_delay_ran_out(
     entry = queue.reserve(timeout=0)
     assert entry is not None
     queue.put("ready meanwhile")
-    entry.release(delay=0.2)
+    entry.release(delay=DELAY)
     queue.put("put during the delay")
     wait_until_ready(queue)
     queue.put("put after it")
@@ -415,11 +420,11 @@ def test_an_entry_whose_lease_ran_out_goes_after_those_ready_before(
     queue: Queue, queue_url: str
 ) -> None:
     skip_beanstalkd_order(queue_url)
-    queue.put("timed out", ttr=0.2)
+    queue.put("timed out", ttr=DELAY)
     entry = queue.reserve(timeout=0)
     assert entry is not None
     queue.put("ready meanwhile")
-    time.sleep(0.3)
+    time.sleep(DELAY + 0.1)
     queue.put("put after the lease")
     assert reserve_all(queue) == ["ready meanwhile", "timed out", "put after the lease"]
 
