@@ -217,12 +217,14 @@ end
 -- Lua's tostring() turns large numbers into 1.7e+15; keep every digit
 local function int(x) return string.format('%.0f', x) end
 local function member(id) return string.format('%020.0f', tonumber(id)) end
-local function entry_key(base, m) return base .. int(tonumber(m)) end
--- a ready entry's member: the time it became ready, then its id
-local function ready_member(ready_at, id)
-  return string.format('%020.0f%020.0f', tonumber(ready_at), tonumber(id))
+-- (a member's zeros stripped as text: cheaper than printf)
+local function entry_key(base, m) return base .. string.match(m, '^0*(%d+)$') end
+-- A ready entry's member: the time it became ready (digits, as its hash
+-- holds it) padded to 20 digits, then its id member m. Padded as text:
+-- printf's %f is the costliest step of these scripts.
+local function ready_member(ready_at, m)
+  return string.rep('0', 20 - #ready_at) .. ready_at .. m
 end
-local function ready_id(m) return tonumber(string.sub(m, 21)) end
 local function wake(key)
   if redis.call('LLEN', key) < tonumber(WAKE_TOKENS) then
     redis.call('RPUSH', key, '1')
@@ -364,13 +366,14 @@ _PUT = """
 local now = now_us()
 local id = redis.call('INCR', KEYS[4])
 local delay = tonumber(ARGV[6])
+local ready_at = int(now + delay)
 redis.call('HSET', ARGV[1] .. int(id), 'tube', ARGV[2], 'body', ARGV[3],
   'pri', ARGV[4], 'ttr', ARGV[5], 'delay', ARGV[6], 'created', int(now),
-  'ready_at', int(now + delay), 'reserves', 0, 'timeouts', 0, 'releases', 0)
+  'ready_at', ready_at, 'reserves', 0, 'timeouts', 0, 'releases', 0)
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, member(id))
 else
-  redis.call('ZADD', KEYS[1], ARGV[4], ready_member(now, id))
+  redis.call('ZADD', KEYS[1], ARGV[4], ready_member(ready_at, member(id)))
 end
 wake(KEYS[3])
 return id
@@ -385,17 +388,17 @@ promote(KEYS[1], KEYS[2], KEYS[3], KEYS[5], ARGV[1], now)
 while true do
   local first = redis.call('ZPOPMIN', KEYS[1])
   if #first == 0 then break end
-  local id = ready_id(first[1])
-  local key = entry_key(ARGV[1], id)
+  local m = string.sub(first[1], 21)
+  local key = entry_key(ARGV[1], m)
   local f = redis.call('HMGET', key, 'ttr', 'reserves', 'body', 'releases')
   if f[1] then
     local lease = now + tonumber(f[1])
     local reserves = tonumber(f[2]) + 1
     redis.call('HSET', key, 'lease', int(lease), 'reserves', int(reserves))
-    redis.call('ZADD', KEYS[3], lease, member(id))
+    redis.call('ZADD', KEYS[3], lease, m)
     -- pass the wake-up on: another waiter may take the next entry
     if redis.call('EXISTS', KEYS[1]) == 1 then wake(KEYS[4]) end
-    return {1, id, f[3], reserves, tonumber(f[4])}
+    return {1, tonumber(m), f[3], reserves, tonumber(f[4])}
   end
 end
 -- nothing is ready, so any token is stale
@@ -426,7 +429,7 @@ if f[6] then
 else
   -- ready again (its lease ran out and nobody reserved it since), or
   -- delayed by a release
-  redis.call('ZREM', KEYS[1], ready_member(f[5], ARGV[2]))
+  redis.call('ZREM', KEYS[1], ready_member(f[5], m))
   redis.call('ZREM', KEYS[5], m)
   redis.call('ZREM', KEYS[2], m)
 end
@@ -443,12 +446,13 @@ if ARGV[5] == 'touch' then
 end
 local delay = tonumber(ARGV[6])
 redis.call('HDEL', key, 'lease')
-redis.call('HSET', key, 'ready_at', int(now + delay), 'delay', ARGV[6])
+local ready_at = int(now + delay)
+redis.call('HSET', key, 'ready_at', ready_at, 'delay', ARGV[6])
 redis.call('HINCRBY', key, 'releases', 1)
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, m)
 else
-  redis.call('ZADD', KEYS[1], f[3], ready_member(now, ARGV[2]))
+  redis.call('ZADD', KEYS[1], f[3], ready_member(ready_at, m))
 end
 -- also for a delay: a waiter then looks again when to wake
 wake(KEYS[4])
@@ -469,9 +473,9 @@ if f[1] and tonumber(f[1]) <= now then
   redis.call('HSET', key, 'ready_at', f[1])
   redis.call('HINCRBY', key, 'timeouts', 1)
   redis.call('ZREM', KEYS[3], m)
-  redis.call('ZADD', KEYS[1], f[3], ready_member(f[1], ARGV[2]))
+  redis.call('ZADD', KEYS[1], f[3], ready_member(f[1], m))
 elseif not f[1] and tonumber(f[2]) <= now and redis.call('ZREM', KEYS[2], m) == 1 then
-  redis.call('ZADD', KEYS[1], f[3], ready_member(f[2], ARGV[2]))
+  redis.call('ZADD', KEYS[1], f[3], ready_member(f[2], m))
 end
 local out = redis.call('HMGET', key, 'tube', 'pri', 'ttr', 'delay', 'created',
   'ready_at', 'reserves', 'timeouts', 'releases', 'lease')
@@ -484,8 +488,8 @@ _DELETE = """
 local key = ARGV[2] .. ARGV[3]
 local f = redis.call('HMGET', key, 'tube', 'lease', 'ready_at')
 if not f[1] or (f[2] and tonumber(f[2]) > now_us()) then return 0 end
-redis.call('ZREM', ARGV[1] .. f[1] .. ':ready2', ready_member(f[3], ARGV[3]))
 local m = member(ARGV[3])
+redis.call('ZREM', ARGV[1] .. f[1] .. ':ready2', ready_member(f[3], m))
 for _, set in ipairs({':ready', ':delayed', ':leases'}) do
   redis.call('ZREM', ARGV[1] .. f[1] .. set, m)
 end
