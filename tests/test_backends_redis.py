@@ -133,9 +133,14 @@ def test_queue_layout(url: str, client: Any) -> None:
     try:
         queue.put("a")
         queue.put("b", delay=60)
+        prefix = _prefix(url)
+        # the ready: priority, then the time each became ready and its id
+        ready_at = int(client.hget(f"{prefix}queue:entry:1", "ready_at"))
+        assert client.zrange(f"{prefix}queue:jobs:ready2", 0, -1, withscores=True) == [
+            (f"{ready_at:020d}{1:020d}", 2**31)
+        ]
         entry = queue.reserve(timeout=0)
         assert entry is not None
-        prefix = _prefix(url)
         assert set(client.scan_iter(match=f"{prefix}*")) == {
             f"{prefix}queue:last-id", f"{prefix}queue:entry:1", f"{prefix}queue:entry:2",
             f"{prefix}queue:jobs:delayed", f"{prefix}queue:jobs:leases",
@@ -145,6 +150,32 @@ def test_queue_layout(url: str, client: Any) -> None:
         assert queue.delete(2) is True
         assert queue.reserve(timeout=0) is None  # drops the stale wake-up tokens
         assert set(client.scan_iter(match=f"{prefix}*")) == {f"{prefix}queue:last-id"}
+    finally:
+        _close(queue)
+
+
+def test_entries_an_older_version_made_ready_are_kept(url: str, client: Any) -> None:
+    """Before ``ready2``, the ready entries were ids alone in ``ready``: a
+    store of that version, or one of its processes still running during an
+    upgrade, leaves them there."""
+    queue = make_queue(url, "jobs")
+    prefix = _prefix(url)
+    ready, legacy = f"{prefix}queue:jobs:ready2", f"{prefix}queue:jobs:ready"
+    try:
+        gone = [queue.put(body) for body in ("first", "second", "gone")][-1]
+        queue.put("urgent", priority=0)
+        for member, pri in client.zrange(ready, 0, -1, withscores=True):
+            client.zadd(legacy, {member[20:]: pri})
+        client.delete(ready)
+        queue.put("third")
+        assert queue.delete(gone) is True
+        assert queue.stats_tube()["current-jobs-ready"] == 4
+        order = []
+        while (entry := queue.reserve(timeout=0)) is not None:
+            order.append(json.loads(entry.body))
+            entry.delete()
+        assert order == ["urgent", "first", "second", "third"]
+        assert client.exists(ready, legacy) == 0
     finally:
         _close(queue)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,7 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
         store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_backend.SCHEMA_VERSION
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT value FROM documents").fetchone()[0] == '"v"'
         # a file of version 2 loses the index on updated_at that nothing read
@@ -234,9 +235,52 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         indexes = {name for (name,) in rows}
         assert "documents_updated_at" not in indexes and "jobs_created" in indexes
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_backend.SCHEMA_VERSION
     finally:
         conn.close()
+
+
+def test_a_file_of_version_4_hands_out_its_entries_in_ready_order(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "db.sqlite"
+    queue = sqlite_backend.SqliteQueue(path, "jobs")
+    queue.put("delayed", delay=60)
+    queue.put("plain")
+    queue.close()
+    conn = sqlite3.connect(path)
+    try:
+        # version 4's index ordered one priority by id alone
+        conn.execute("DROP INDEX queue_next")
+        conn.execute("CREATE INDEX queue_next ON queue (tube, pri, id) WHERE lease_until IS NULL")
+        conn.execute("PRAGMA user_version = 4")
+        # the delay of the entry put first ran out just after the second's put
+        conn.execute("UPDATE queue SET ready_at = (SELECT ready_at + 0.001 FROM queue"
+                     " WHERE id = 2) WHERE id = 1")
+        conn.commit()
+        time.sleep(0.01)
+        queue = sqlite_backend.SqliteQueue(path, "jobs")
+        try:
+            assert json.loads(take(queue).body) == "plain"
+            # a process of version 4 still running names the index in its
+            # reserve, and still finds the entries (in its own order)
+            old_next = sqlite_backend._NEXT.replace("pri, ready_at, id", "pri, id")
+            assert old_next != sqlite_backend._NEXT
+            assert conn.execute(old_next, ("jobs", time.time())).fetchone()[0] == 1
+            assert json.loads(take(queue).body) == "delayed"
+        finally:
+            queue.close()
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_backend.SCHEMA_VERSION
+        columns = [row[2] for row in conn.execute("PRAGMA index_info(queue_next)")]
+        assert columns == ["tube", "pri", "ready_at", "id"]
+    finally:
+        conn.close()
+
+
+def take(queue: sqlite_backend.SqliteQueue) -> sqlite_backend.SqliteQueueEntry:
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    return entry
 
 
 @_reporting

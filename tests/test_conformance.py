@@ -360,6 +360,82 @@ def test_priorities(queue: Queue) -> None:
     assert order == ["urgent", "middle-1", "middle-2", "low-1", "low-2"]
 
 
+def skip_beanstalkd_order(queue_url: str) -> None:
+    if queue_url.startswith("beanstalkd:"):
+        pytest.skip("beanstalkd hands out equal priorities by job id, whenever each became"
+                    " ready (its ready heap); docs/runtime.rst says so")
+
+
+def wait_until_ready(queue: Any) -> None:
+    """Wait until no entry of ``queue`` is delayed."""
+    deadline = time.monotonic() + 10
+    while queue.stats_tube()["current-jobs-delayed"]:
+        assert time.monotonic() < deadline, "a delay never ran out"
+        time.sleep(0.02)
+
+
+def reserve_all(queue: Queue) -> list[Any]:
+    """The bodies of every ready entry, in the order reserve hands them out."""
+    bodies = []
+    while (entry := queue.reserve(timeout=0)) is not None:
+        bodies.append(json.loads(entry.body))
+        entry.delete()
+    return bodies
+
+
+# The next three tests need two calls to follow each other within DELAY:
+# long enough for a loaded machine, short enough for the suite's time.
+DELAY = 0.5
+
+
+def test_equal_priorities_go_in_the_order_they_became_ready(
+    queue: Queue, queue_url: str
+) -> None:
+    skip_beanstalkd_order(queue_url)
+    queue.put("delayed", delay=DELAY)
+    queue.put("at once")  # put after "delayed", ready before it
+    wait_until_ready(queue)
+    queue.put("after the delay")
+    assert reserve_all(queue) == ["at once", "delayed", "after the delay"]
+
+
+def test_a_released_entry_goes_after_those_ready_before_its_delay_ran_out(
+    queue: Queue, queue_url: str
+) -> None:
+    skip_beanstalkd_order(queue_url)
+    queue.put("released")
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    queue.put("ready meanwhile")
+    entry.release(delay=DELAY)
+    queue.put("put during the delay")
+    wait_until_ready(queue)
+    queue.put("put after it")
+    assert reserve_all(queue) == [
+        "ready meanwhile", "put during the delay", "released", "put after it"
+    ]
+
+
+def test_an_entry_whose_lease_ran_out_goes_after_those_ready_before(
+    queue: Queue, queue_url: str
+) -> None:
+    skip_beanstalkd_order(queue_url)
+    queue.put("timed out", ttr=DELAY)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    queue.put("ready meanwhile")
+    time.sleep(DELAY + 0.1)
+    queue.put("put after the lease")
+    assert reserve_all(queue) == ["ready meanwhile", "timed out", "put after the lease"]
+
+
+def test_priority_wins_over_the_order_of_readiness(queue: Queue) -> None:
+    queue.put("plain")
+    queue.put("urgent", priority=0, delay=0.2)  # a whole second on beanstalkd
+    wait_until_ready(queue)
+    assert reserve_all(queue) == ["urgent", "plain"]
+
+
 def test_queue_names_are_separate(open_queue: Callable[..., Queue]) -> None:
     a, b = open_queue("a"), open_queue("b")
     a.put("for a")

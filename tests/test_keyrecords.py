@@ -236,7 +236,7 @@ def test_sqlite_files_of_version_4_gain_the_table(tmp_path: Path) -> None:
         store = sqlite_backend.SqliteDatastore(path)
         assert store.claim_key(KEY, record()) is None
         store.close()
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_backend.SCHEMA_VERSION
         indexes = {name for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE tbl_name = 'idempotency_keys'")}  # fmt: skip
         assert "idempotency_keys_expiry" in indexes

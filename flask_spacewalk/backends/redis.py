@@ -34,10 +34,22 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
     ``created``, ``ready_at``, ``lease`` (only while reserved),
     ``reserves``, ``timeouts`` and ``releases``. Times are microseconds of
     the server's clock (``TIME``), so clients need not agree on the time.
-``P queue:N:ready``, ``P queue:N:delayed``, ``P queue:N:leases``
-    Sorted sets of entry ids (zero-padded to 20 digits) scored by priority,
-    by the time the delay runs out and by the end of the lease. Ids with one
-    score sort as text, so the padding keeps one priority first in first out.
+``P queue:N:ready2``
+    The ready entries: a sorted set scored by priority whose members are
+    the time each entry became ready (its ``ready_at``) and its id, each
+    zero-padded to 20 digits. Members of one score sort as text, so one
+    priority goes in the order its entries became ready, then as put. The
+    scripts find an entry's member from its hash.
+``P queue:N:delayed``, ``P queue:N:leases``
+    Sorted sets of entry ids (zero-padded to 20 digits) scored by the time
+    the delay runs out and by the end of the lease.
+``P queue:N:ready``
+    The ready entries as versions before ``ready2`` kept them: ids alone,
+    scored by priority (put order). Each reserve and ``stats_tube`` first
+    moves any entry found there into ``ready2``, so entries stored by an
+    older version, or made ready by one of its processes still running
+    during an upgrade, are kept; the new name keeps such a process from
+    misreading the new members (it would drop them).
 ``P queue:N:wake``
     A list of wake-up tokens: :meth:`RedisQueue.put` and releases push one,
     and a blocked :meth:`RedisQueue.reserve` waits on it with ``BLPOP``.
@@ -210,19 +222,34 @@ end
 -- Lua's tostring() turns large numbers into 1.7e+15; keep every digit
 local function int(x) return string.format('%.0f', x) end
 local function member(id) return string.format('%020.0f', tonumber(id)) end
-local function entry_key(base, m) return base .. int(tonumber(m)) end
+-- (a member's zeros stripped as text: cheaper than printf)
+local function entry_key(base, m) return base .. string.match(m, '^0*(%d+)$') end
+-- A ready entry's member: the time it became ready (digits, as its hash
+-- holds it) padded to 20 digits, then its id member m. Padded as text:
+-- printf's %f is the costliest step of these scripts.
+local function ready_member(ready_at, m)
+  return string.rep('0', 20 - #ready_at) .. ready_at .. m
+end
 local function wake(key)
   if redis.call('LLEN', key) < tonumber(WAKE_TOKENS) then
     redis.call('RPUSH', key, '1')
   end
 end
--- Make ready the entries whose delay or lease ran out (a batch at a time,
--- so that a backlog cannot stall the server).
-local function promote(ready, delayed, leases, base, now)
+-- Make ready the entries whose delay or lease ran out, and move those an
+-- older version made ready (a batch at a time, so that a backlog cannot
+-- stall the server).
+local function promote(ready, delayed, leases, legacy, base, now)
+  if redis.call('EXISTS', legacy) == 1 then
+    for _, m in ipairs(redis.call('ZRANGE', legacy, 0, 999)) do
+      local f = redis.call('HMGET', entry_key(base, m), 'pri', 'ready_at', 'lease')
+      if f[1] and not f[3] then redis.call('ZADD', ready, f[1], ready_member(f[2], m)) end
+      redis.call('ZREM', legacy, m)
+    end
+  end
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
   for _, m in ipairs(due) do
-    local pri = redis.call('HGET', entry_key(base, m), 'pri')
-    if pri then redis.call('ZADD', ready, pri, m) end
+    local f = redis.call('HMGET', entry_key(base, m), 'pri', 'ready_at')
+    if f[1] then redis.call('ZADD', ready, f[1], ready_member(f[2], m)) end
     redis.call('ZREM', delayed, m)
   end
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
@@ -233,7 +260,7 @@ local function promote(ready, delayed, leases, base, now)
       redis.call('HDEL', key, 'lease')
       redis.call('HSET', key, 'ready_at', f[2])
       redis.call('HINCRBY', key, 'timeouts', 1)
-      redis.call('ZADD', ready, f[1], m)
+      redis.call('ZADD', ready, f[1], ready_member(f[2], m))
     end
     redis.call('ZREM', leases, m)
   end
@@ -391,40 +418,39 @@ _PUT = """
 local now = now_us()
 local id = redis.call('INCR', KEYS[4])
 local delay = tonumber(ARGV[6])
+local ready_at = int(now + delay)
 redis.call('HSET', ARGV[1] .. int(id), 'tube', ARGV[2], 'body', ARGV[3],
   'pri', ARGV[4], 'ttr', ARGV[5], 'delay', ARGV[6], 'created', int(now),
-  'ready_at', int(now + delay), 'reserves', 0, 'timeouts', 0, 'releases', 0)
+  'ready_at', ready_at, 'reserves', 0, 'timeouts', 0, 'releases', 0)
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, member(id))
 else
-  redis.call('ZADD', KEYS[1], ARGV[4], member(id))
+  redis.call('ZADD', KEYS[1], ARGV[4], ready_member(ready_at, member(id)))
 end
 wake(KEYS[3])
 return id
 """
 
-# KEYS: ready, delayed, leases, wake. ARGV: entry base.
+# KEYS: ready, delayed, leases, wake, legacy ready. ARGV: entry base.
 # Returns {1, id, body, reserves, releases}, or {0[, microseconds to the
 # next delay or lease that runs out]}.
 _RESERVE = """
 local now = now_us()
-promote(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now)
+promote(KEYS[1], KEYS[2], KEYS[3], KEYS[5], ARGV[1], now)
 while true do
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+  local first = redis.call('ZPOPMIN', KEYS[1])
   if #first == 0 then break end
-  local m = first[1]
+  local m = string.sub(first[1], 21)
   local key = entry_key(ARGV[1], m)
-  redis.call('ZREM', KEYS[1], m)
-  local ttr = redis.call('HGET', key, 'ttr')
-  if ttr then
-    local lease = now + tonumber(ttr)
-    redis.call('HSET', key, 'lease', int(lease))
+  local f = redis.call('HMGET', key, 'ttr', 'reserves', 'body', 'releases')
+  if f[1] then
+    local lease = now + tonumber(f[1])
+    local reserves = tonumber(f[2]) + 1
+    redis.call('HSET', key, 'lease', int(lease), 'reserves', int(reserves))
     redis.call('ZADD', KEYS[3], lease, m)
-    local reserves = redis.call('HINCRBY', key, 'reserves', 1)
     -- pass the wake-up on: another waiter may take the next entry
     if redis.call('EXISTS', KEYS[1]) == 1 then wake(KEYS[4]) end
-    local f = redis.call('HMGET', key, 'body', 'releases')
-    return {1, tonumber(m), f[1], reserves, tonumber(f[2])}
+    return {1, tonumber(m), f[3], reserves, tonumber(f[4])}
   end
 end
 -- nothing is ready, so any token is stale
@@ -440,19 +466,26 @@ if not next then return {0} end
 return {0, math.max(next - now, 0)}
 """
 
-# KEYS: ready, delayed, leases, wake.
+# KEYS: ready, delayed, leases, wake, legacy ready.
 # ARGV: entry base, id, reserves, releases ('' to not check), action, delay.
 # Returns 1, or 0 when someone else reserved the entry since (or, with
 # releases, the holder released it) or it is gone.
 _ENTRY = """
 local key = ARGV[1] .. ARGV[2]
 local m = member(ARGV[2])
-local f = redis.call('HMGET', key, 'reserves', 'releases', 'pri', 'ttr')
+local f = redis.call('HMGET', key, 'reserves', 'releases', 'pri', 'ttr', 'ready_at', 'lease')
 if f[1] ~= ARGV[3] or (ARGV[4] ~= '' and f[2] ~= ARGV[4]) then return 0 end
-redis.call('ZREM', KEYS[1], m)
-redis.call('ZREM', KEYS[2], m)
-if ARGV[5] == 'delete' then
+if f[6] then
+  -- reserved: in the leases set alone
   redis.call('ZREM', KEYS[3], m)
+else
+  -- ready again (its lease ran out and nobody reserved it since), or
+  -- delayed by a release
+  redis.call('ZREM', KEYS[1], ready_member(f[5], m))
+  redis.call('ZREM', KEYS[5], m)
+  redis.call('ZREM', KEYS[2], m)
+end
+if ARGV[5] == 'delete' then
   redis.call('DEL', key)
   return 1
 end
@@ -464,14 +497,14 @@ if ARGV[5] == 'touch' then
   return 1
 end
 local delay = tonumber(ARGV[6])
-redis.call('ZREM', KEYS[3], m)
 redis.call('HDEL', key, 'lease')
-redis.call('HSET', key, 'ready_at', int(now + delay), 'delay', ARGV[6])
+local ready_at = int(now + delay)
+redis.call('HSET', key, 'ready_at', ready_at, 'delay', ARGV[6])
 redis.call('HINCRBY', key, 'releases', 1)
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, m)
 else
-  redis.call('ZADD', KEYS[1], f[3], m)
+  redis.call('ZADD', KEYS[1], f[3], ready_member(ready_at, m))
 end
 -- also for a delay: a waiter then looks again when to wake
 wake(KEYS[4])
@@ -492,9 +525,9 @@ if f[1] and tonumber(f[1]) <= now then
   redis.call('HSET', key, 'ready_at', f[1])
   redis.call('HINCRBY', key, 'timeouts', 1)
   redis.call('ZREM', KEYS[3], m)
-  redis.call('ZADD', KEYS[1], f[3], m)
+  redis.call('ZADD', KEYS[1], f[3], ready_member(f[1], m))
 elseif not f[1] and tonumber(f[2]) <= now and redis.call('ZREM', KEYS[2], m) == 1 then
-  redis.call('ZADD', KEYS[1], f[3], m)
+  redis.call('ZADD', KEYS[1], f[3], ready_member(f[2], m))
 end
 local out = redis.call('HMGET', key, 'tube', 'pri', 'ttr', 'delay', 'created',
   'ready_at', 'reserves', 'timeouts', 'releases', 'lease')
@@ -505,9 +538,10 @@ return out
 # ARGV: queue base, entry base, id. Returns 1 when deleted.
 _DELETE = """
 local key = ARGV[2] .. ARGV[3]
-local f = redis.call('HMGET', key, 'tube', 'lease')
+local f = redis.call('HMGET', key, 'tube', 'lease', 'ready_at')
 if not f[1] or (f[2] and tonumber(f[2]) > now_us()) then return 0 end
 local m = member(ARGV[3])
+redis.call('ZREM', ARGV[1] .. f[1] .. ':ready2', ready_member(f[3], m))
 for _, set in ipairs({':ready', ':delayed', ':leases'}) do
   redis.call('ZREM', ARGV[1] .. f[1] .. set, m)
 end
@@ -515,9 +549,9 @@ redis.call('DEL', key)
 return 1
 """
 
-# KEYS: ready, delayed, leases. ARGV: entry base.
+# KEYS: ready, delayed, leases, legacy ready. ARGV: entry base.
 _STATS_TUBE = """
-promote(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now_us())
+promote(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], now_us())
 return {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[1], '-inf', '(1024'),
   redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[2])}
 """
@@ -841,10 +875,12 @@ class RedisQueue(BaseQueue):
     """The queue protocol on Redis, with beanstalkd's meanings.
 
     Entries are taken by priority (lower is more urgent), then in the order
-    they were put. A reserved entry whose lease runs out (``ttr`` seconds
-    after the reserve or the last touch) is ready again with one more
-    ``timeouts``; this is noticed at the next reserve or stats. Entry ids are
-    shared by all queue names under one prefix.
+    they became ready: at their put, or when their delay (of the put or a
+    release) or lease ran out; then in the order they were put. A reserved
+    entry whose lease runs out (``ttr`` seconds after the reserve or the
+    last touch) is ready again with one more ``timeouts``; this is noticed
+    at the next reserve or stats. Entry ids are shared by all queue names
+    under one prefix.
 
     A blocked :meth:`reserve` waits with ``BLPOP`` on the queue's wake-up
     list, so a put from another process wakes it within a millisecond; it
@@ -867,8 +903,9 @@ class RedisQueue(BaseQueue):
         self._base = f"{settings.prefix}queue:"
         self._entries = self._base + "entry:"
         tube = self._base + name
-        self._ready, self._delayed = tube + ":ready", tube + ":delayed"
+        self._ready, self._delayed = tube + ":ready2", tube + ":delayed"
         self._leases, self._wake = tube + ":leases", tube + ":wake"
+        self._legacy_ready = tube + ":ready"  # see the module
 
     def __repr__(self) -> str:
         return f"<RedisQueue {self.queueName!r} on {self._server.settings.server}>"
@@ -926,7 +963,7 @@ class RedisQueue(BaseQueue):
     def _try_reserve(self) -> tuple[RedisQueueEntry | None, float | None]:
         """The reserved entry, or None and the seconds to the next delay or
         lease that runs out (None if there is none)."""
-        keys = [self._ready, self._delayed, self._leases, self._wake]
+        keys = [self._ready, self._delayed, self._leases, self._wake, self._legacy_ready]
         result = self._server.run("reserve", keys, [self._entries])
         if result[0]:
             _, id, body, reserves, releases = result
@@ -957,7 +994,7 @@ class RedisQueue(BaseQueue):
 
     def stats_tube(self) -> dict[str, Any]:
         """beanstalkd's ``stats-tube`` counts for this queue name."""
-        keys = [self._ready, self._delayed, self._leases]
+        keys = [self._ready, self._delayed, self._leases, self._legacy_ready]
         ready, urgent, reserved, delayed = self._server.run("stats_tube", keys, [self._entries])
         return {
             "name": self.queueName,
@@ -976,7 +1013,7 @@ class RedisQueue(BaseQueue):
             self._entries, entry.id, entry._reserves,
             entry._releases if held else "", action, round(max(delay, 0) * 1e6),
         ]  # fmt: skip
-        keys = [self._ready, self._delayed, self._leases, self._wake]
+        keys = [self._ready, self._delayed, self._leases, self._wake, self._legacy_ready]
         if not self._server.run("entry", keys, args):
             raise errors.EntryNotReserved(
                 f"entry {entry.id} of {self.queueName!r} was deleted, released,"

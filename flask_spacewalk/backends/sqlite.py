@@ -67,7 +67,9 @@ WAKE_FALLBACK = 0.5
 #: write of a document paid for. 4 lists a job of result 410 as ``cancelled``
 #: (it was ``failed``), recomputing the status of the rows that may be wrong.
 #: 5 added the table of idempotency key records.
-SCHEMA_VERSION = 5
+#: 6 hands out equal priorities in the order they became ready: the index
+#: ``queue_next`` gains ``ready_at`` (see :func:`_migrate`).
+SCHEMA_VERSION = 6
 #: Rows recomputed per transaction by a migration, so that it never holds
 #: the write lock for long.
 MIGRATION_BATCH = 500
@@ -116,9 +118,11 @@ _SCHEMA = (
         timeouts INTEGER NOT NULL DEFAULT 0,
         releases INTEGER NOT NULL DEFAULT 0
     )""",
-    # lease_until is NULL unless the entry is reserved
+    # reserve's order: by priority, then by the time each entry became
+    # ready (put, or its delay or lease ran out), then as put; lease_until
+    # is NULL unless the entry is reserved
     """CREATE INDEX IF NOT EXISTS queue_next
-        ON queue (tube, pri, id) WHERE lease_until IS NULL""",
+        ON queue (tube, pri, ready_at, id) WHERE lease_until IS NULL""",
     """CREATE INDEX IF NOT EXISTS queue_delayed
         ON queue (tube, ready_at) WHERE lease_until IS NULL""",
     """CREATE INDEX IF NOT EXISTS queue_leases
@@ -604,6 +608,11 @@ def _migrate(conn: sqlite3.Connection, version: int) -> bool:
         if _CREATED not in columns:  # a file of version 1
             for column in _LISTING_COLUMNS:
                 conn.execute(f"ALTER TABLE documents ADD COLUMN {column} TEXT")
+        if 0 < version < 6:
+            # queue_next was (tube, pri, id); made again with ready_at below.
+            # Same name: a process of the previous version still running
+            # names it in INDEXED BY, and keeps working until it stops.
+            conn.execute("DROP INDEX IF EXISTS queue_next")
         for statement in _SCHEMA[1:]:
             conn.execute(statement)
         conn.execute("COMMIT")
@@ -695,7 +704,7 @@ _EXPIRE = (
 _NEXT = (
     "SELECT id, body, reserves, releases FROM queue INDEXED BY queue_next"
     " WHERE tube = ? AND lease_until IS NULL"
-    " AND ready_at <= ? ORDER BY pri, id LIMIT 1"
+    " AND ready_at <= ? ORDER BY pri, ready_at, id LIMIT 1"
 )
 _NEXT_EVENT = (
     "SELECT (SELECT min(ready_at) FROM queue"
@@ -713,10 +722,11 @@ class SqliteQueue(BaseQueue):
     """The queue protocol on SQLite, with beanstalkd's meanings.
 
     Entries are taken by priority (lower is more urgent), then in the order
-    they were put. A reserved entry whose lease runs out (``ttr`` seconds
-    after the reserve or the last touch) is ready again with one more
-    ``timeouts``; this is noticed at the next reserve or stats. Several
-    queue names may share one file.
+    they became ready: at their put, or when their delay (of the put or a
+    release) or lease ran out; then in the order they were put. A reserved
+    entry whose lease runs out (``ttr`` seconds after the reserve or the
+    last touch) is ready again with one more ``timeouts``; this is noticed
+    at the next reserve or stats. Several queue names may share one file.
 
     One thread at a time should block in :meth:`reserve` on one queue
     object; the other methods and the entries' methods may be called from
