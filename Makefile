@@ -33,7 +33,7 @@ test: $(STAMP)
 
 # marshmallow shapes the schemas, the documents and the API, not the backends
 MM3_TESTS := tests/test_post_schema.py tests/test_runtime_job.py tests/test_views.py \
-	tests/test_extension.py tests/test_worker_loop.py tests/test_zerog_compat.py tests/test_discovery.py \
+	tests/test_extension.py tests/test_zerog_compat.py tests/test_discovery.py \
 	tests/test_openapi.py
 test-mm3: $(STAMP)
 	$(VENV)/bin/tox run-parallel --parallel 2 --parallel-no-spinner -e mm3,mm3-oldest -- $(MM3_TESTS)
