@@ -52,6 +52,20 @@ def backend_pids(application_name: str) -> set[int]:
     return {row[0] for row in rows}
 
 
+def settled_pids(application_name: str) -> set[int]:
+    """:func:`backend_pids` once two reads 0.1 s apart agree: a new pool
+    opens its connections in the background, and a closed connection's
+    server process leaves ``pg_stat_activity`` a moment later."""
+    pids = backend_pids(application_name)
+    for _ in range(50):
+        time.sleep(0.1)
+        again = backend_pids(application_name)
+        if again == pids:
+            return pids
+        pids = again
+    return pids
+
+
 def terminate(application_name: str) -> None:
     """End the server processes of those connections, and wait until
     they are gone."""
@@ -642,7 +656,7 @@ def test_timeouts_are_unavailable_and_keep_the_connection(
     store = PostgresDatastore(f"{url}&options=-c%20{option}%3D200ms")
     try:
         store.set("k", "v")
-        pids = backend_pids(schema)
+        pids = settled_pids(schema)
         with admin() as conn, conn.transaction():
             conn.execute(f'LOCK TABLE "{schema}".{postgres.TABLE} IN ACCESS EXCLUSIVE MODE')
             with pytest.raises(errors.DatastoreUnavailable, match=reason):
@@ -650,7 +664,9 @@ def test_timeouts_are_unavailable_and_keep_the_connection(
             with pytest.raises(errors.DatastoreUnavailable, match=reason):
                 store.set("k", "w")
         assert store.read("k") == "v"
-        assert backend_pids(schema) == pids, "the pool kept its connections"
+        # every connection is still there (a pool that waited may have
+        # grown by one meanwhile; a discarded pool would have closed them)
+        assert pids <= backend_pids(schema), "the pool kept its connections"
     finally:
         store.close()
 
