@@ -186,6 +186,8 @@ KEYS: tuple[Key, ...] = (
         "seconds of lease on a reserved job, renewed while it runs"),
     Key("SPACEWALK_CANCEL_GRACE", defaults.CANCEL_GRACE, _seconds,
         "seconds a cancelled job has to reach a progress call"),
+    Key("SPACEWALK_HEARTBEAT", defaults.HEARTBEAT, _seconds,
+        "seconds between two writes of a worker's record (GET {root}/workers)"),
     Key("SPACEWALK_RUN_INLINE", None, _optional_boolean,
         "run a POSTed job inside the request; None: follow app.testing"),
 )
@@ -289,6 +291,7 @@ class Settings:
     #: ``info.title`` and ``info.version`` of the OpenAPI document.
     api_title: str = defaults.SERVICE_NAME
     api_version: str = defaults.API_VERSION
+    heartbeat: float = defaults.HEARTBEAT
 
     @property
     def queue_name(self) -> str:
@@ -377,4 +380,5 @@ class Settings:
             console=values["console"],
             api_title=values["api_title"] or app_name or defaults.SERVICE_NAME,
             api_version=values["api_version"],
+            heartbeat=values["heartbeat"],
         )

@@ -30,7 +30,7 @@ from .backends import make_datastore, make_queue
 from .discovery import find_job_classes, import_modules
 from .errors import ConfigurationError
 from .runtime.registry import JobRegistry
-from .runtime.supervisor import Supervisor
+from .runtime.supervisor import EXIT_RETIRED, Supervisor
 from .runtime.worker_loop import (
     Worker,
     WorkerShutdown,
@@ -58,10 +58,13 @@ def run_workers(
     instance_path: str | None = None,
     job_context: Callable[[], ContextManager[Any]] | None = None,
     cancel_grace: float = defaults.CANCEL_GRACE,
+    heartbeat: float = defaults.HEARTBEAT,
 ) -> int:
-    """Supervise ``processes`` worker processes until SIGTERM or SIGINT.
+    """Supervise ``processes`` worker processes until SIGTERM or SIGINT, or
+    until every one was retired.
 
-    Connections are opened in each child, after the fork.
+    Connections are opened in each child, after the fork; each child is a
+    worker with a record of its own, refreshed every ``heartbeat`` seconds.
 
     :return: the process exit code.
     """
@@ -81,6 +84,8 @@ def run_workers(
             max_memory=max_memory,
             parent_pid=parent,
             cancel_grace=cancel_grace,
+            heartbeat=heartbeat,
+            service=service,
         )
         install_shutdown_handler(worker, grace)
         # A child that gives up on a stuck cancelled job exits; the
@@ -93,6 +98,9 @@ def run_workers(
             log.warning("worker %d: %s; job released", os.getpid(), exc)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        if worker.retired:
+            log.info("worker %d: retired", os.getpid())
+            return EXIT_RETIRED
         return 0
 
     return Supervisor(child, processes=processes, grace=grace).run()
@@ -156,6 +164,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="seconds a cancelled job has to reach a progress call before it is "
         "stopped by force (default: $SPACEWALK_CANCEL_GRACE or %(default)s)",
     )
+    parser.add_argument(
+        "--heartbeat",
+        type=positive_float,
+        default=default("SPACEWALK_HEARTBEAT"),
+        help="seconds between two writes of a worker's record "
+        "(default: $SPACEWALK_HEARTBEAT or %(default)s)",
+    )
     parser.add_argument("--max-jobs", type=int, help="recycle a process after N jobs")
     parser.add_argument(
         "--max-memory", type=int, help="recycle a process above this many MiB resident"
@@ -196,6 +211,7 @@ def worker_settings(
             "service_name": args.service,
             "job_ttr": args.ttr,
             "cancel_grace": args.cancel_grace,
+            "heartbeat": args.heartbeat,
         },
     )
 
@@ -233,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_memory=args.max_memory * 2**20 if args.max_memory else None,
         instance_path=args.instance_path,
         cancel_grace=settings.cancel_grace,
+        heartbeat=settings.heartbeat,
     )
 
 

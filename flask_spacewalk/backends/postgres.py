@@ -29,6 +29,9 @@ indexes on first use::
     job_type     text                          -- written from the JobIndex
     job_status   text                          -- of each write; NULL: no job
 
+Beside it, ``spacewalk_workers`` holds the record of each live job worker
+(``id text PRIMARY KEY, record jsonb NOT NULL``; runtime/heartbeat.py).
+
 The indexes serve these queries at any number of jobs::
 
     SELECT key FROM spacewalk_documents
@@ -64,7 +67,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from .. import errors
 from ..runtime.protocols import Value
 from ..runtime.query import JobQuery, newest_first
-from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, index_columns, job_index
+from ..runtime.status import JOB_KEY_PREFIX, JobIndex, index_columns, job_index
 from ._fork import abandon, track
 from .base import CasDatastore, encode_value
 
@@ -73,10 +76,12 @@ __all__ = ["PostgresDatastore", "check_url"]
 log = logging.getLogger(__name__)
 
 TABLE = "spacewalk_documents"
+#: The worker records' table, in the same schema.
+WORKERS_TABLE = "spacewalk_workers"
 #: 1: the table as first made (no comment); the listing read indexes over
 #: the JSON. 2: plain listing columns written with each document, and
-#: result 410 listed as ``cancelled``.
-SCHEMA_VERSION = 2
+#: result 410 listed as ``cancelled``. 3: the ``spacewalk_workers`` table.
+SCHEMA_VERSION = 3
 #: Rows recomputed per transaction by a migration.
 MIGRATION_BATCH = 500
 _VERSION_COMMENT = "flask_spacewalk schema "
@@ -156,6 +161,7 @@ _SCHEMA = (
     # earlier versions made (jobType, createdAt), without the key and in the database's
     # collation; jobs_type_created serves its queries
     f"DROP INDEX IF EXISTS {{s}}{TABLE}_job_type_created_at",
+    f"CREATE TABLE IF NOT EXISTS {{s}}{WORKERS_TABLE} (id text PRIMARY KEY, record jsonb NOT NULL)",
 )
 #: Version 1's listing indexes, over the JSON: their names are taken again
 #: by the indexes on the columns.
@@ -473,6 +479,8 @@ class PostgresDatastore(CasDatastore):
         self.table = _quote(TABLE)
         if settings.schema is not None:
             self.table = f"{_quote(settings.schema)}.{self.table}"
+        qualified = "" if settings.schema is None else f"{_quote(settings.schema)}."
+        self.workers_table = qualified + WORKERS_TABLE
         self._sql = {name: sql.format(t=self.table) for name, sql in _SQL.items()}
         self._connections = _Connections(settings, self._setup)
 
@@ -487,7 +495,8 @@ class PostgresDatastore(CasDatastore):
         """Create the schema, table and indexes, or migrate an older table,
         unless the table is of :data:`SCHEMA_VERSION` with every index."""
         qualified = "" if self._schema is None else _quote(self._schema) + "."
-        names = [self.table] + [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
+        names = [self.table, self.workers_table]
+        names += [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
         row = conn.execute(
             "SELECT bool_and(to_regclass(n) IS NOT NULL),"
             " obj_description(to_regclass(%s), 'pg_class')"
@@ -513,9 +522,9 @@ class PostgresDatastore(CasDatastore):
                 for statement in _SCHEMA:
                     conn.execute(statement.format(t=self.table, s=qualified))
             if version == 1:
-                self._reindex(conn, None)  # no row has its columns yet
-            elif version < SCHEMA_VERSION and version != 0:
-                self._reindex(conn, JobStatus.FAILED.value)
+                # no row has its columns yet; version 2's recomputed status
+                # of failed rows is part of it, and version 3 only adds a table
+                self._reindex(conn, None)
             if version != SCHEMA_VERSION:
                 conn.execute(
                     f"COMMENT ON TABLE {self.table} IS"
@@ -632,6 +641,26 @@ class PostgresDatastore(CasDatastore):
             for rows in self._connections.run(statements)
         ]
         return newest_first(found, query.limit)
+
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """Create or replace the record of worker ``id`` (table ``spacewalk_workers``)."""
+        text = encode_value(record)
+        self._connections.run(lambda conn: conn.execute(
+            f"INSERT INTO {self.workers_table} (id, record) VALUES (%s, %s::jsonb)"
+            " ON CONFLICT (id) DO UPDATE SET record = excluded.record", (id, text)))
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every stored worker record."""
+        rows = self._connections.run(
+            lambda conn: conn.execute(f"SELECT record FROM {self.workers_table}").fetchall()
+        )
+        return [row[0] for row in rows]
+
+    def delete_worker(self, id: str) -> bool:
+        """Remove worker ``id``'s record; ``False`` when there was none."""
+        count = self._connections.run(lambda conn: conn.execute(
+            f"DELETE FROM {self.workers_table} WHERE id = %s", (id,)).rowcount)
+        return bool(count > 0)
 
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None

@@ -64,7 +64,8 @@ WAKE_FALLBACK = 0.5
 #: them. 3 dropped the index on ``updated_at``, which nothing read and every
 #: write of a document paid for. 4 lists a job of result 410 as ``cancelled``
 #: (it was ``failed``), recomputing the status of the rows that may be wrong.
-SCHEMA_VERSION = 4
+#: 5 added the ``workers`` table (worker records, runtime/heartbeat.py).
+SCHEMA_VERSION = 5
 #: Rows recomputed per transaction by a migration, so that it never holds
 #: the write lock for long.
 MIGRATION_BATCH = 500
@@ -120,6 +121,8 @@ _SCHEMA = (
         ON queue (tube, ready_at) WHERE lease_until IS NULL""",
     """CREATE INDEX IF NOT EXISTS queue_leases
         ON queue (tube, lease_until) WHERE lease_until IS NOT NULL""",
+    # the record of each live worker, apart from the documents
+    "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, record TEXT NOT NULL)",
 )
 
 class _WriterLock:
@@ -434,6 +437,24 @@ class SqliteDatastore(CasDatastore):
                     for created, key, fields in rows
                 ])  # fmt: skip
         return newest_first(found, query.limit)
+
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """Create or replace the record of worker ``id`` (table ``workers``)."""
+        text = encode_value(record)
+        with self._db.connect(lock=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO workers (id, record) VALUES (?, ?)", (id, text))
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every stored worker record."""
+        with self._db.connect() as conn:
+            rows = conn.execute("SELECT record FROM workers").fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def delete_worker(self, id: str) -> bool:
+        """Remove worker ``id``'s record; ``False`` when there was none."""
+        with self._db.connect(lock=True) as conn:
+            cursor = conn.execute("DELETE FROM workers WHERE id = ?", (id,))
+        return cursor.rowcount > 0
 
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None

@@ -11,12 +11,13 @@ import enum
 import re
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..runtime.fleet import WorkerAction
 from ..tree import Branch, Leaf
 
 if TYPE_CHECKING:
     from .state import SpacewalkState
 
-__all__ = ["UUID_PATTERN", "Route", "RouteKind", "blueprint_name", "routes"]
+__all__ = ["UUID_PATTERN", "Route", "RouteKind", "blueprint_name", "routes", "worker_action"]
 
 #: A uuid exactly as issued: lower-case hex in the canonical groups.
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -49,6 +50,10 @@ class RouteKind(str, enum.Enum):
     JOBS = "jobs"
     #: ``POST R/cancel/<uuid>`` and ``DELETE R/job/<uuid>``.
     CANCEL = "cancel"
+    #: ``GET R/workers``: the live job workers.
+    WORKERS = "workers"
+    #: ``POST R/workers/<id>/drain``, ``/undrain`` and ``/retire``.
+    WORKER_ACTION = "worker_action"
 
 
 def blueprint_name(root_path: str) -> str:
@@ -99,5 +104,13 @@ def routes(state: SpacewalkState) -> list[Route]:
         Route(f"{root}/jobs", "GET", "jobs", kind.JOBS),
         Route(f"{root}/cancel/<uuid>", "POST", "cancel", kind.CANCEL),
         Route(f"{root}/job/<uuid>", "DELETE", "cancel_job", kind.CANCEL),
+        Route(f"{root}/workers", "GET", "workers", kind.WORKERS),
     ]
+    table += [Route(f"{root}/workers/<id>/{action}", "POST", f"worker_{action}",
+                    kind.WORKER_ACTION) for action in WorkerAction]  # fmt: skip
     return table
+
+
+def worker_action(route: Route) -> WorkerAction:
+    """The action of a ``WORKER_ACTION`` route: its path's last part."""
+    return WorkerAction(route.path.rsplit("/", 1)[1])

@@ -46,7 +46,8 @@ from .http import (
     unexpected_error,
 )
 from .options import read_start_options
-from .routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes
+from .routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes, worker_action
+from .workers import action_view, workers_view
 
 if TYPE_CHECKING:
     from .state import SpacewalkState
@@ -88,6 +89,8 @@ class Views:
             kind.DUMP: lambda route: self.dump,
             kind.JOBS: lambda route: self.jobs,
             kind.CANCEL: lambda route: self.cancel,
+            kind.WORKERS: lambda route: workers_view(state),
+            kind.WORKER_ACTION: lambda route: action_view(state, worker_action(route)),
         }
 
     # -- discovery ---------------------------------------------------------
