@@ -209,9 +209,13 @@ class Heartbeat:
         self._thread.start()
 
     def stop(self) -> None:
-        """End the thread, then delete the record and the requests."""
+        """End the thread, then delete the record and the requests (in the
+        worker's own process only: a fork of it has no thread, and must not
+        delete its parent's record)."""
         self._stopped.set()
         thread, self._thread = self._thread, None
+        if os.getpid() != self.pid:
+            return
         if thread is not None:
             thread.join()
         try:
