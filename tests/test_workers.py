@@ -25,7 +25,8 @@ from runtime_jobs.jobs import InterruptJob, NoopJob
 from test_worker_processes import wait_for
 
 from flask_spacewalk import Spacewalk, make_datastore
-from flask_spacewalk.errors import NotSupported
+from flask_spacewalk.errors import DatastoreUnavailable, NotSupported
+from flask_spacewalk.runtime import heartbeat as heartbeat_module
 from flask_spacewalk.runtime.adapters import as_datastore
 from flask_spacewalk.runtime.fleet import WorkerAction, live_workers, request_action
 from flask_spacewalk.runtime.heartbeat import (
@@ -166,6 +167,35 @@ def test_a_beat_writes_the_record_and_obeys_the_requests(store):
     assert store.list_workers() == []
     assert store.read(drain_key(heartbeat.id)) is None
     assert store.read(retire_key(heartbeat.id)) is None
+
+
+class Unreachable:
+    """A datastore that is down, or (``hang``) does not answer for a while."""
+
+    def __init__(self, hang: float = 0.0) -> None:
+        self.hang = hang
+        self.deleted: list[str] = []
+
+    def read_many(self, keys: Any) -> Any:
+        time.sleep(self.hang)
+        raise DatastoreUnavailable("connection refused")
+
+    def delete_worker(self, worker_id: str) -> bool:
+        self.deleted.append(worker_id)
+        return True
+
+
+@pytest.mark.parametrize("hang", [0.0, 3.0])
+def test_an_outage_leaves_the_record_to_go_stale_and_holds_up_no_exit(hang, monkeypatch):
+    monkeypatch.setattr(heartbeat_module, "STOP_WAIT", 0.2)
+    down = Unreachable(hang)
+    heartbeat = beating(down)
+    heartbeat.interval = 0.05
+    heartbeat.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    heartbeat.stop()
+    assert time.monotonic() - started < 1.0 and down.deleted == []
 
 
 def test_a_record_is_live_for_three_heartbeats_and_deleted_after_an_hour(store):

@@ -48,6 +48,8 @@ LIVE_BEATS = 3
 STALE_AFTER = 3600.0
 #: Seconds between two looks of a worker for stale records.
 SWEEP_INTERVAL = 60.0
+#: Longest wait, when a worker exits, for a beat under way to end.
+STOP_WAIT = 2.0
 #: Datastore keys of the requests to worker ``<id>``.
 DRAIN_PREFIX = "spacewalk_worker_drain_"
 RETIRE_PREFIX = "spacewalk_worker_retire_"
@@ -170,6 +172,9 @@ class Heartbeat:
         self.changed = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Whether the last beat went through (an outage leaves the record
+        #: to go stale rather than hold up the worker's exit).
+        self._reached = False
         self._next_sweep = 0.0
         self._keys = [drain_key(self.id), retire_key(self.id)]
 
@@ -211,13 +216,21 @@ class Heartbeat:
     def stop(self) -> None:
         """End the thread, then delete the record and the requests (in the
         worker's own process only: a fork of it has no thread, and must not
-        delete its parent's record)."""
+        delete its parent's record).
+
+        When the datastore did not answer the last beat, or is still being
+        waited for, the record is left to go stale: an outage must not hold
+        up the worker's exit.
+        """
         self._stopped.set()
         thread, self._thread = self._thread, None
         if os.getpid() != self.pid:
             return
         if thread is not None:
-            thread.join()
+            thread.join(STOP_WAIT)
+            if thread.is_alive() or not self._reached:
+                log.info("worker %s: datastore unreachable; its record goes stale", self.id)
+                return
         try:
             self.datastore.delete_worker(self.id)
             for key in self._keys:
@@ -231,10 +244,12 @@ class Heartbeat:
         while not self._stopped.is_set():
             try:
                 self.beat()
+                self._reached = True
             except NotSupported as exc:
                 log.info("worker %s keeps no record: %s", self.id, exc)
                 return
             except SpacewalkError as exc:  # an outage: the next beat tries again
+                self._reached = False
                 log.warning("worker %s: heartbeat failed: %s", self.id, exc)
             self._stopped.wait(self.interval)
 
