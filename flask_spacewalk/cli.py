@@ -1,7 +1,8 @@
-"""The ``flask spacewalk`` command group: worker, routes, openapi, requeue,
-purge, serve."""
+"""The ``flask spacewalk`` command group: worker, workers, routes, openapi,
+requeue, purge, serve."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -9,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from . import defaults
 from .errors import SpacewalkError
+from .runtime.fleet import WorkerAction, find_worker, live_workers, request_action, request_for_host
 from .runtime.lifecycle import Lifecycle
+from .runtime.records import utcnow
 from .runtime.registry import JobRegistry
 from .runtime.retention import PURGEABLE, PurgeCount, cutoff, purge
 from .settings import parse_duration
@@ -91,6 +94,7 @@ def _run_workers(
         job_context=app.app_context,
         cancel_grace=settings.cancel_grace,
         retention=settings.retention,
+        heartbeat=settings.heartbeat,
         processes=processes,
         grace=grace,
         max_jobs=max_jobs,
@@ -127,6 +131,68 @@ def worker_command(
             app, tree, processes=processes, grace=grace, max_jobs=max_jobs, max_memory=max_memory
         )
     )
+
+
+@spacewalk_cli.group("workers", invoke_without_command=True)
+@click.option("--tree", help="The tree whose datastore to read (needed when several).")
+@click.pass_context
+@with_appcontext
+def workers_group(ctx: click.Context, tree: str | None) -> None:
+    """Print the live job workers; drain, undrain or retire them."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    datastore, _ = _worker_group(app, tree)[0].connections()
+    ctx.obj = datastore
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        workers = live_workers(datastore)
+    except SpacewalkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not workers:
+        click.echo("no live workers")
+        return
+    now = utcnow()
+    rows = [("ID", "HOST", "PID", "STATE", "JOB", "JOB TYPE", "DONE", "FAILED", "RSS", "SEEN")]
+    for w in workers:
+        seen = (now - dt.datetime.fromisoformat(w["lastSeen"])).total_seconds()
+        rows.append((w["id"], w["host"], str(w["pid"]), w["state"], w["job"] or "-",
+                     w["jobType"] or "-", str(w["jobsDone"]), str(w["jobsFailed"]),
+                     f"{w['rss'] / 2**20:.0f} MiB", f"{max(0, seen):.0f}s ago"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _worker_action(action: WorkerAction) -> click.Command:
+    @click.command(action.value, help=f"{action.value.capitalize()} one worker or every live"
+                   " worker of a host.")  # fmt: skip
+    @click.argument("worker_id", metavar="ID", required=False)
+    @click.option("--host", help="Every live worker of this host.")
+    @click.pass_obj
+    def command(datastore: Any, worker_id: str | None, host: str | None) -> None:
+        if (worker_id is None) == (host is None):
+            raise click.UsageError("give a worker ID or --host, not both")
+        try:
+            if host is not None:
+                moved = request_for_host(datastore, host, action)
+                if not moved:
+                    raise click.ClickException(f"no live worker on host {host}")
+            else:
+                assert worker_id is not None
+                record = find_worker(datastore, worker_id)
+                if record is None:
+                    raise click.ClickException(f"no live worker {worker_id}")
+                moved = [(worker_id, request_action(datastore, record, action))]
+        except SpacewalkError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for moved_id, state in moved:
+            click.echo(f"{moved_id}: {state}")
+
+    return command
+
+
+for _action in WorkerAction:
+    workers_group.add_command(_worker_action(_action))
 
 
 @spacewalk_cli.command("routes")

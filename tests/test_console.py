@@ -85,7 +85,7 @@ def test_the_page_and_every_file_it_loads_come_from_the_app(make_app: MakeApp) -
     assert "no-cache" in script.headers["Cache-Control"]
     imports = re.findall(r'from "\./([\w.]+)"', script.get_data(as_text=True))
     script.close()
-    assert imports == ["form.js"]
+    assert imports == ["form.js", "workers.js"]
     assert {"console.js", "console.css", *imports} == ASSETS
 
 

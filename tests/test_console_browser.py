@@ -50,6 +50,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "FLASK_SPACEWALK_RUN_INLINE": "false",
         # a cancelled job that does not report progress is stopped after 1 s
         "FLASK_SPACEWALK_CANCEL_GRACE": "1",
+        # the worker's record, and a drain, within half a second
+        "FLASK_SPACEWALK_HEARTBEAT": "0.5",
     }
     log_path = tmp / "serve.log"
     with open(log_path, "ab") as log:
@@ -159,6 +161,39 @@ def test_fizz_buzz_from_the_tree_to_its_output(page: Page, server: str, shots: P
     assert len(output) == 20 and output[14] == "FizzBuzz" and output[19] == "Buzz"
     expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
     page.screenshot(path=shots / "console-finished.png", full_page=True)
+
+
+def test_the_workers_page_shows_the_worker_and_drains_it(
+    page: Page, server: str, shots: Path
+) -> None:
+    uuid = post(server, "/examples/waste_time/job", {"delay": 600})
+    open_console(page, server, hash_="#/workers")
+    expect(page.get_by_role("heading", name="Workers")).to_be_visible()
+    first = page.locator("tr[data-worker]").first
+    expect(first).to_be_visible()
+    worker_id = first.get_attribute("data-worker")
+    row = page.locator(f'tr[data-worker="{worker_id}"]')
+    try:
+        # the worker runs the job; its row links to the job's page
+        expect(row.locator(".badge")).to_have_text("running")
+        expect(row.get_by_role("link", name="examples_waste_time")).to_have_attribute(
+            "href", f"#/job/{uuid}")
+        expect(row).to_contain_text(" MiB")
+        row.locator('[data-role="drain"]').click()
+        expect(page.locator(".list-note")).to_contain_text(f"Worker {worker_id}: draining")
+        expect(row.locator(".badge")).to_have_text("draining")
+        expect(row.locator('[data-role="undrain"]')).to_be_visible()
+        page.screenshot(path=shots / "console-workers.png")
+        row.locator('[data-role="undrain"]').click()
+        expect(row.locator(".badge")).to_have_text("running")
+    finally:
+        # the other tests need the worker, free and taking jobs
+        for path in (f"/examples/cancel/{uuid}", f"/examples/workers/{worker_id}/undrain"):
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{server}{path}", method="POST"),
+                                       timeout=10).close()
+            except OSError:
+                pass
 
 
 def test_invalid_values_are_shown_at_their_fields(page: Page, server: str, shots: Path) -> None:

@@ -27,6 +27,9 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
     An idempotency key record (:mod:`~flask_spacewalk.runtime.keyrecords`):
     its JSON text, set with ``SET NX`` and a real expiry (``PX``), so Redis
     deletes it when it expires.
+``P workers``
+    The worker records: a hash of each live worker's id to its record's
+    JSON text (runtime/heartbeat.py).
 ``P queue:last-id``
     The counter of entry ids, shared by all queue names, as in beanstalkd.
 ``P queue:entry:<id>``
@@ -690,6 +693,7 @@ class RedisDatastore(CasDatastore):
         self.prefix = settings.prefix + "doc:"
         self._jobs = settings.prefix + "jobs:"
         self._keys = settings.prefix + "idempotency:"
+        self._workers = settings.prefix + "workers"
 
     def __repr__(self) -> str:
         return f"<RedisDatastore {self._server.settings.server} prefix={self.prefix!r}>"
@@ -796,6 +800,22 @@ class RedisDatastore(CasDatastore):
     def release_key(self, key: str, token: str) -> bool:
         """Delete the record under ``key`` whose token is ``token``."""
         return bool(self._server.run("replace_key", [self._keys + key], [token]))
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """Create or replace the record of worker ``id`` (hash ``P workers``)."""
+        text = encode_value(record)
+        with self._server.connect() as client:
+            client.hset(self._workers, id, text)
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every stored worker record."""
+        with self._server.connect() as client:
+            texts = cast("dict[str, str]", client.hgetall(self._workers))
+        return [json.loads(text) for text in texts.values()]
+
+    def delete_worker(self, id: str) -> bool:
+        """Remove worker ``id``'s record; ``False`` when there was none."""
+        with self._server.connect() as client:
+            return bool(client.hdel(self._workers, id))
 
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None

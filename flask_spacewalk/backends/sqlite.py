@@ -69,7 +69,8 @@ WAKE_FALLBACK = 0.5
 #: 5 added the table of idempotency key records.
 #: 6 hands out equal priorities in the order they became ready: the index
 #: ``queue_next`` gains ``ready_at`` (see :func:`_migrate`).
-SCHEMA_VERSION = 6
+#: 7 added the ``workers`` table (worker records, runtime/heartbeat.py).
+SCHEMA_VERSION = 7
 #: Rows recomputed per transaction by a migration, so that it never holds
 #: the write lock for long.
 MIGRATION_BATCH = 500
@@ -139,6 +140,8 @@ _SCHEMA = (
     )""",
     """CREATE INDEX IF NOT EXISTS idempotency_keys_expiry
         ON idempotency_keys (expires_at)""",
+    # the record of each live worker, apart from the documents
+    "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, record TEXT NOT NULL)",
 )
 
 class _WriterLock:
@@ -478,6 +481,24 @@ class SqliteDatastore(CasDatastore):
                     for created, key, fields in rows
                 ])  # fmt: skip
         return newest_first(found, query.limit)
+
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """Create or replace the record of worker ``id`` (table ``workers``)."""
+        text = encode_value(record)
+        with self._db.connect(lock=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO workers (id, record) VALUES (?, ?)", (id, text))
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every stored worker record."""
+        with self._db.connect() as conn:
+            rows = conn.execute("SELECT record FROM workers").fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def delete_worker(self, id: str) -> bool:
+        """Remove worker ``id``'s record; ``False`` when there was none."""
+        with self._db.connect(lock=True) as conn:
+            cursor = conn.execute("DELETE FROM workers WHERE id = ?", (id,))
+        return cursor.rowcount > 0
 
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None

@@ -9,7 +9,9 @@ it has them and a default for the others:
 
 - ``read_many``: one ``read_with_cas`` per key;
 - ``close``: nothing to do;
-- ``list_jobs``, ``has_entry``: raise :exc:`~flask_spacewalk.errors.NotSupported`;
+- ``list_jobs``, ``has_entry``, the worker records (``save_worker``,
+  ``list_workers``, ``delete_worker``): raise
+  :exc:`~flask_spacewalk.errors.NotSupported`;
 - ``claim_key``, ``replace_key``, ``release_key``: idempotency key records
   as documents, built on ``create``, ``read_with_cas``, ``set_with_cas``
   and ``delete``, the expiry kept in the value;
@@ -43,6 +45,7 @@ from .protocols import (
     SpacewalkDatastore,
     SpacewalkQueue,
     Value,
+    WorkerRecords,
 )
 
 __all__ = ["TOMBSTONE", "ZeroGDatastore", "ZeroGQueue", "as_datastore", "as_queue"]
@@ -102,6 +105,7 @@ class ZeroGDatastore(_Adapter):
         self._list_jobs = inner.list_jobs if isinstance(inner, JobLister) else None
         self._key_records = inner if isinstance(inner, KeyRecordStore) else None
         self._delete_jobs = inner.delete_jobs if isinstance(inner, JobDeleter) else None
+        self._workers = inner if isinstance(inner, WorkerRecords) else None
 
     @property
     def casException(self) -> type[Exception]:  # noqa: N802 - ZeroG's name
@@ -255,6 +259,35 @@ class ZeroGDatastore(_Adapter):
                     self.inner.delete(key)
                 deleted.append(job.key)
         return deleted
+
+    def _worker_records(self) -> WorkerRecords:
+        if self._workers is None:
+            raise NotSupported(
+                f"this datastore ({type(self.inner).__name__}) keeps no worker records:"
+                " it has no save_worker, list_workers and delete_worker methods"
+            )
+        return self._workers
+
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """The wrapped object's ``save_worker``.
+
+        :raises NotSupported: it has none.
+        """
+        self._worker_records().save_worker(id, record)
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """The wrapped object's ``list_workers``.
+
+        :raises NotSupported: it has none.
+        """
+        return self._worker_records().list_workers()
+
+    def delete_worker(self, id: str) -> bool:
+        """The wrapped object's ``delete_worker``.
+
+        :raises NotSupported: it has none.
+        """
+        return self._worker_records().delete_worker(id)
 
 
 class ZeroGQueue(_Adapter):

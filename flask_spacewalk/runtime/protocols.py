@@ -8,6 +8,7 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 :class:`Datastore` and :class:`Queue` are what ZeroG's objects have. Each
 ability beyond them is a protocol of its own (:class:`ManyReader`,
 :class:`JobLister`, :class:`JobDeleter`, :class:`Closable`, :class:`KeyRecordStore`,
+:class:`WorkerRecords`,
 :class:`DocumentQueue`, :class:`EntryChecker`), and :class:`SpacewalkDatastore` and
 :class:`SpacewalkQueue` have them all: every backend of this package is one,
 and :func:`~flask_spacewalk.runtime.adapters.as_datastore` and
@@ -151,6 +152,28 @@ class KeyRecordStore(Protocol):
 
 
 @runtime_checkable
+class WorkerRecords(Protocol):
+    """A datastore that keeps the records of job workers, apart from its
+    documents (``GET R/workers`` needs it; see
+    :mod:`~flask_spacewalk.runtime.heartbeat`).
+
+    Every backend of this package has it, in a table or hash of its own;
+    for a datastore of your own without it, ``list_workers`` raises
+    :exc:`~flask_spacewalk.errors.NotSupported` and ``GET R/workers``
+    answers 501.
+    """
+
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """Create or replace the record of worker ``id``."""
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every stored worker record, in no particular order."""
+
+    def delete_worker(self, id: str) -> bool:
+        """Remove worker ``id``'s record; ``False`` when there was none."""
+
+
+@runtime_checkable
 class EntryChecker(Protocol):
     """A queue that can tell whether an entry is still there (``flask
     spacewalk requeue --stale`` needs it; every queue of this package has
@@ -232,7 +255,7 @@ class DocumentQueue(Protocol):
 
 @runtime_checkable
 class DatastoreAbilities(
-    ManyReader, JobLister, JobDeleter, KeyRecordStore, Closable, Protocol
+    ManyReader, JobLister, JobDeleter, KeyRecordStore, WorkerRecords, Closable, Protocol
 ):
     """Every ability a datastore of this package has beyond ZeroG's."""
 

@@ -49,7 +49,8 @@ from .http import (
 )
 from .idempotency import holding, read_idempotency_key, taken_key_answer
 from .options import read_start_options
-from .routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes
+from .routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes, worker_action
+from .workers import action_view, workers_view
 
 if TYPE_CHECKING:
     from .state import SpacewalkState
@@ -95,6 +96,8 @@ class Views:
             kind.RETRY: lambda route: self.retry,
             kind.BULK_RETRY: lambda route: bulk_view(state, "retry"),
             kind.BULK_CANCEL: lambda route: bulk_view(state, "cancel"),
+            kind.WORKERS: lambda route: workers_view(state),
+            kind.WORKER_ACTION: lambda route: action_view(state, worker_action(route)),
         }
 
     # -- discovery ---------------------------------------------------------
