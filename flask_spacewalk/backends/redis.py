@@ -34,6 +34,13 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
     Sorted sets of entry ids (zero-padded to 20 digits) scored by priority,
     by the time the delay runs out and by the end of the lease. Ids with one
     score sort as text, so the padding keeps one priority first in first out.
+``P queue:N:since``
+    The ready set's twin, scored by the time each entry became ready: the
+    age of the oldest is one read (:meth:`RedisQueue.queue_stats`).
+``P queue:names``
+    The queue names that were given an entry (:meth:`RedisQueue.put` adds
+    its name); :meth:`RedisQueue.queue_stats` lists those that hold one and
+    forgets the others.
 ``P queue:N:wake``
     A list of wake-up tokens: :meth:`RedisQueue.put` and releases push one,
     and a blocked :meth:`RedisQueue.reserve` waits on it with ``BLPOP``.
@@ -62,7 +69,7 @@ import redis.exceptions
 import redis.retry
 
 from .. import defaults, errors
-from ..runtime.protocols import Value
+from ..runtime.protocols import QueueDepth, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
 from . import _redact
@@ -211,13 +218,24 @@ local function wake(key)
     redis.call('RPUSH', key, '1')
   end
 end
+-- The ready set N:ready has a twin N:since, scored by the time each entry
+-- became ready: every change of one is made to both.
+local function since_key(ready) return string.sub(ready, 1, -6) .. 'since' end
+local function make_ready(ready, m, pri, at)
+  redis.call('ZADD', ready, pri, m)
+  redis.call('ZADD', since_key(ready), at, m)
+end
+local function unready(ready, m)
+  redis.call('ZREM', ready, m)
+  redis.call('ZREM', since_key(ready), m)
+end
 -- Make ready the entries whose delay or lease ran out (a batch at a time,
 -- so that a backlog cannot stall the server).
 local function promote(ready, delayed, leases, base, now)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
   for _, m in ipairs(due) do
-    local pri = redis.call('HGET', entry_key(base, m), 'pri')
-    if pri then redis.call('ZADD', ready, pri, m) end
+    local f = redis.call('HMGET', entry_key(base, m), 'pri', 'ready_at')
+    if f[1] then make_ready(ready, m, f[1], f[2]) end
     redis.call('ZREM', delayed, m)
   end
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
@@ -228,7 +246,7 @@ local function promote(ready, delayed, leases, base, now)
       redis.call('HDEL', key, 'lease')
       redis.call('HSET', key, 'ready_at', f[2])
       redis.call('HINCRBY', key, 'timeouts', 1)
-      redis.call('ZADD', ready, f[1], m)
+      make_ready(ready, m, f[1], f[2])
     end
     redis.call('ZREM', leases, m)
   end
@@ -333,7 +351,7 @@ end
 return out
 """
 
-# KEYS: ready, delayed, wake, counter.
+# KEYS: ready, delayed, wake, counter, names.
 # ARGV: entry base, tube, body, pri, ttr, delay (microseconds).
 _PUT = """
 local now = now_us()
@@ -345,8 +363,9 @@ redis.call('HSET', ARGV[1] .. int(id), 'tube', ARGV[2], 'body', ARGV[3],
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, member(id))
 else
-  redis.call('ZADD', KEYS[1], ARGV[4], member(id))
+  make_ready(KEYS[1], member(id), ARGV[4], now)
 end
+redis.call('SADD', KEYS[5], ARGV[2])
 wake(KEYS[3])
 return id
 """
@@ -362,7 +381,7 @@ while true do
   if #first == 0 then break end
   local m = first[1]
   local key = entry_key(ARGV[1], m)
-  redis.call('ZREM', KEYS[1], m)
+  unready(KEYS[1], m)
   local ttr = redis.call('HGET', key, 'ttr')
   if ttr then
     local lease = now + tonumber(ttr)
@@ -397,7 +416,7 @@ local key = ARGV[1] .. ARGV[2]
 local m = member(ARGV[2])
 local f = redis.call('HMGET', key, 'reserves', 'releases', 'pri', 'ttr')
 if f[1] ~= ARGV[3] or (ARGV[4] ~= '' and f[2] ~= ARGV[4]) then return 0 end
-redis.call('ZREM', KEYS[1], m)
+unready(KEYS[1], m)
 redis.call('ZREM', KEYS[2], m)
 if ARGV[5] == 'delete' then
   redis.call('ZREM', KEYS[3], m)
@@ -419,7 +438,7 @@ redis.call('HINCRBY', key, 'releases', 1)
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, m)
 else
-  redis.call('ZADD', KEYS[1], f[3], m)
+  make_ready(KEYS[1], m, f[3], now)
 end
 -- also for a delay: a waiter then looks again when to wake
 wake(KEYS[4])
@@ -440,9 +459,9 @@ if f[1] and tonumber(f[1]) <= now then
   redis.call('HSET', key, 'ready_at', f[1])
   redis.call('HINCRBY', key, 'timeouts', 1)
   redis.call('ZREM', KEYS[3], m)
-  redis.call('ZADD', KEYS[1], f[3], m)
+  make_ready(KEYS[1], m, f[3], f[1])
 elseif not f[1] and tonumber(f[2]) <= now and redis.call('ZREM', KEYS[2], m) == 1 then
-  redis.call('ZADD', KEYS[1], f[3], m)
+  make_ready(KEYS[1], m, f[3], f[2])
 end
 local out = redis.call('HMGET', key, 'tube', 'pri', 'ttr', 'delay', 'created',
   'ready_at', 'reserves', 'timeouts', 'releases', 'lease')
@@ -456,7 +475,7 @@ local key = ARGV[2] .. ARGV[3]
 local f = redis.call('HMGET', key, 'tube', 'lease')
 if not f[1] or (f[2] and tonumber(f[2]) > now_us()) then return 0 end
 local m = member(ARGV[3])
-for _, set in ipairs({':ready', ':delayed', ':leases'}) do
+for _, set in ipairs({':ready', ':since', ':delayed', ':leases'}) do
   redis.call('ZREM', ARGV[1] .. f[1] .. set, m)
 end
 redis.call('DEL', key)
@@ -468,6 +487,56 @@ _STATS_TUBE = """
 promote(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now_us())
 return {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[1], '-inf', '(1024'),
   redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[2])}
+"""
+
+
+# KEYS: the names set. ARGV: queue base, entry base, this queue's name.
+# Returns {now, {name, ready, delayed, reserved, when the oldest ready entry
+# became ready ('' for none)}...}: this queue, then every other name that
+# holds an entry, by name; names that hold none are forgotten. Nothing is
+# promoted: an entry whose delay or lease ran out counts as ready since then.
+_DEPTH = """
+local now = now_us()
+local function depth(name)
+  local tube = ARGV[1] .. name
+  local ready, since = tube .. ':ready', tube .. ':since'
+  local delayed, leases = tube .. ':delayed', tube .. ':leases'
+  if redis.call('ZCARD', since) ~= redis.call('ZCARD', ready) then
+    -- entries made ready by an older version, which kept no twin set: once
+    redis.call('DEL', since)
+    for _, m in ipairs(redis.call('ZRANGE', ready, 0, -1)) do
+      local at = redis.call('HGET', entry_key(ARGV[2], m), 'ready_at')
+      if at then redis.call('ZADD', since, at, m) else redis.call('ZREM', ready, m) end
+    end
+  end
+  local due = redis.call('ZCOUNT', delayed, '-inf', now)
+  local expired = redis.call('ZCOUNT', leases, '-inf', now)
+  local first = false
+  for _, set in ipairs({since, delayed, leases}) do
+    local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    if #head > 0 then
+      local at = tonumber(head[2])
+      if at <= now and (not first or at < first) then first = at end
+    end
+  end
+  return {name, redis.call('ZCARD', ready) + due + expired,
+    redis.call('ZCARD', delayed) - due, redis.call('ZCARD', leases) - expired,
+    first and int(first) or ''}
+end
+local names = redis.call('SMEMBERS', KEYS[1])
+table.sort(names)
+local out = {int(now), depth(ARGV[3])}
+for _, name in ipairs(names) do
+  if name ~= ARGV[3] then
+    local row = depth(name)
+    if row[2] + row[3] + row[4] > 0 then
+      table.insert(out, row)
+    else
+      redis.call('SREM', KEYS[1], name)
+    end
+  end
+end
+return out
 """
 
 
@@ -492,6 +561,7 @@ _SCRIPTS = {
         ("write", _WRITE), ("put", _PUT), ("reserve", _RESERVE), ("entry", _ENTRY),
         ("stats", _STATS), ("delete", _DELETE), ("stats_tube", _STATS_TUBE),
         ("delete_doc", _DELETE_DOC), ("list", _LIST), ("reindex", _REINDEX),
+        ("depth", _DEPTH),
     ]
 }  # fmt: skip
 
@@ -769,6 +839,7 @@ class RedisQueue(BaseQueue):
         tube = self._base + name
         self._ready, self._delayed = tube + ":ready", tube + ":delayed"
         self._leases, self._wake = tube + ":leases", tube + ":wake"
+        self._names = self._base + "names"
 
     def __repr__(self) -> str:
         return f"<RedisQueue {self.queueName!r} on {self._server.settings.server}>"
@@ -801,7 +872,7 @@ class RedisQueue(BaseQueue):
             self._entries, self.queueName, json.dumps(data), check_priority(priority),
             max(1, round(ttr * 1e6)), round(max(delay, 0) * 1e6),
         ]  # fmt: skip
-        keys = [self._ready, self._delayed, self._wake, self._base + "last-id"]
+        keys = [self._ready, self._delayed, self._wake, self._base + "last-id", self._names]
         return int(self._server.run("put", keys, args))
 
     def reserve(self, timeout: float | None = None) -> RedisQueueEntry | None:
@@ -866,6 +937,21 @@ class RedisQueue(BaseQueue):
             "current-jobs-reserved": reserved,
             "current-jobs-delayed": delayed,
         }
+
+    def queue_stats(self) -> list[QueueDepth]:
+        """This queue's depth, then that of every other queue name under the
+        prefix that holds an entry, by name: one script of O(log n) reads
+        per name."""
+        now, *rows = self._server.run(
+            "depth", [self._names], [self._base, self._entries, self.queueName]
+        )
+        return [
+            QueueDepth(
+                name, int(ready), int(delayed), int(reserved),
+                None if since == "" else round((int(now) - int(since)) / 1e6, 3),
+            )
+            for name, ready, delayed, reserved, since in rows
+        ]  # fmt: skip
 
     def _entry_action(
         self, entry: RedisQueueEntry, action: str, held: bool, delay: float = 0
