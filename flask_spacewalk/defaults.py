@@ -21,6 +21,9 @@ JOB_TTR = 30
 #: ``SPACEWALK_CANCEL_GRACE``: seconds a cancelled job has to reach a
 #: progress call before its worker stops it by force.
 CANCEL_GRACE = 10
+#: ``SPACEWALK_HEARTBEAT``: seconds between a worker's looks at the datastore
+#: (whether its queue is paused).
+HEARTBEAT = 5
 #: Seconds a running job may take to finish after SIGTERM (``--grace``).
 SHUTDOWN_GRACE = 30
 #: ``SPACEWALK_API_VERSION``: ``info.version`` of the OpenAPI document.

@@ -28,6 +28,7 @@ __all__ = [
     "check_options",
     "config_defaults",
     "environ_values",
+    "heartbeat_from",
     "queue_name_for",
 ]
 
@@ -202,6 +203,22 @@ def run_inline_from(config: Mapping[str, Any]) -> bool | None:
     return _BY_NAME["SPACEWALK_RUN_INLINE"].read(  # type: ignore[no-any-return]
         config.get("SPACEWALK_RUN_INLINE"), _CONFIG
     )
+
+
+def heartbeat_from(*sources: Mapping[str, Any]) -> float:
+    """``SPACEWALK_HEARTBEAT``, seconds, from the first of ``sources`` (an
+    app's config, the environment) that sets it, else its default (5).
+
+    :raise ConfigurationError: a bad value.
+    """
+    for source in sources:
+        value = source.get("SPACEWALK_HEARTBEAT")
+        if value is not None and value != "":
+            try:
+                return _seconds(value)
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError(f"bad SPACEWALK_HEARTBEAT {value!r}: {exc}") from None
+    return float(defaults.HEARTBEAT)
 
 
 #: Where a value came from, for messages; ``{option}`` is the key's keyword.

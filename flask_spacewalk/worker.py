@@ -37,7 +37,7 @@ from .runtime.worker_loop import (
     install_cancel_handler,
     install_shutdown_handler,
 )
-from .settings import DEFAULTS, Settings, environ_values, queue_name_for
+from .settings import DEFAULTS, Settings, environ_values, heartbeat_from, queue_name_for
 
 __all__ = ["build_parser", "main", "queue_name_for", "run_workers", "worker_settings"]
 
@@ -58,6 +58,7 @@ def run_workers(
     instance_path: str | None = None,
     job_context: Callable[[], ContextManager[Any]] | None = None,
     cancel_grace: float = defaults.CANCEL_GRACE,
+    heartbeat: float = defaults.HEARTBEAT,
 ) -> int:
     """Supervise ``processes`` worker processes until SIGTERM or SIGINT.
 
@@ -81,6 +82,7 @@ def run_workers(
             max_memory=max_memory,
             parent_pid=parent,
             cancel_grace=cancel_grace,
+            heartbeat=heartbeat,
         )
         install_shutdown_handler(worker, grace)
         # A child that gives up on a stuck cancelled job exits; the
@@ -214,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Fail now, in the foreground, on a bad URL rather than in every child.
         settings = worker_settings(args)
+        heartbeat = heartbeat_from(os.environ)
         modules = [m for spec in args.jobs for m in import_modules(spec)]
         registry = JobRegistry(find_job_classes(modules))
         if not len(registry):
@@ -233,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_memory=args.max_memory * 2**20 if args.max_memory else None,
         instance_path=args.instance_path,
         cancel_grace=settings.cancel_grace,
+        heartbeat=heartbeat,
     )
 
 

@@ -46,6 +46,7 @@ from .job import RuntimeJob, make_key
 from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, Lifecycle
 from .outcome import NO_RESULT
 from .protocols import Datastore, Queue, QueueEntry, SpacewalkDatastore, SpacewalkQueue
+from .queue_control import PauseWatch
 from .registry import JobRegistry
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,8 @@ class Worker:
     :param parent_pid: stop when this process (the supervisor) is gone.
     :param cancel_grace: seconds a cancelled job has to reach a progress
         call before it is stopped by force (see :func:`install_cancel_handler`).
+    :param heartbeat: seconds between two reads of whether the queue is
+        paused (``SPACEWALK_HEARTBEAT``).
     """
 
     #: Delete an unloadable entry once it was reserved more often than this.
@@ -216,6 +219,7 @@ class Worker:
         max_memory: int | None = None,
         parent_pid: int | None = None,
         cancel_grace: float = defaults.CANCEL_GRACE,
+        heartbeat: float = defaults.HEARTBEAT,
     ):
         if cancel_grace <= 0:
             raise ValueError("cancel_grace must be > 0")
@@ -238,6 +242,7 @@ class Worker:
         self._lifecycle: Lifecycle | None = None
         self._backoff = 0.0
         self._lease = LeaseKeeper(ttr, self.CANCEL_POLL_INTERVAL)
+        self._pause_watch = PauseWatch(queue_name, heartbeat)
 
     @property
     def datastore(self) -> SpacewalkDatastore:
@@ -277,8 +282,16 @@ class Worker:
 
     def _run_loop(self, burst: bool) -> None:
         while not self.stopping:
+            if self._pause_watch.paused(self.datastore):
+                if burst or self._orphaned():
+                    return
+                time.sleep(min(self.RESERVE_TIMEOUT, self._pause_watch.time_left()))
+                continue
+            # never waiting past the next look at the pause, so that a
+            # pause stops the reserves within a heartbeat
+            timeout = min(self.RESERVE_TIMEOUT, self._pause_watch.time_left())
             try:
-                entry = self.queue.reserve(timeout=0 if burst else self.RESERVE_TIMEOUT)
+                entry = self.queue.reserve(timeout=0 if burst else timeout)
             except QueueError as exc:
                 self._pause(f"queue {self.queue_name} unavailable: {exc}")
                 continue
