@@ -34,13 +34,16 @@ def test_routes_lists_every_generated_endpoint(app: Flask) -> None:
     assert "GET   /examples/jobs" in lines
     assert "POST  /examples/cancel/<uuid>" in lines
     assert "DELETE /examples/job/<uuid>" in lines
+    assert "GET   /examples/queues" in lines
+    assert "POST  /examples/queues/<path:name>/pause" in lines
+    assert "POST  /examples/queues/<path:name>/resume" in lines
     assert "GET   /examples/console" in lines
     assert "GET   /examples/console/<path:filename>" in lines
     assert not any("<path:rest>" in line for line in lines)
     # branches, leaves, and the two 400 routes of the branch; post-schema and
     # job of each leaf; progress, info, data, dump, jobs, cancel and its alias;
-    # the console's page and files
-    assert len(lines) == 4 + 2 * 2 + 4 + 3 + 2
+    # the queues, pause and resume; the console's page and files
+    assert len(lines) == 4 + 2 * 2 + 4 + 3 + 3 + 2
 
 
 def test_worker_refuses_an_unknown_tree(app: Flask) -> None:

@@ -154,7 +154,7 @@ def generic_titles(document: dict[str, Any], app: Flask) -> set[str]:
             generic = "{root}" + path[len(state.root_path):]
         else:
             generic = "{prefix}" + path
-        generic = generic.replace("{uuid}", "<uuid>")
+        generic = re.sub(r"/\{(\w+)\}", r"/<\1>", generic)  # as the page writes them: <uuid>
         titles.update(f"{method.upper()} {generic}" for method in operations)
     return titles
 

@@ -49,6 +49,12 @@ class RouteKind(str, enum.Enum):
     JOBS = "jobs"
     #: ``POST R/cancel/<uuid>`` and ``DELETE R/job/<uuid>``.
     CANCEL = "cancel"
+    #: ``GET R/queues``: the queues' depth and pauses.
+    QUEUES = "queues"
+    #: ``POST R/queues/<name>/pause``.
+    QUEUE_PAUSE = "queue_pause"
+    #: ``POST R/queues/<name>/resume``.
+    QUEUE_RESUME = "queue_resume"
 
 
 def blueprint_name(root_path: str) -> str:
@@ -99,5 +105,10 @@ def routes(state: SpacewalkState) -> list[Route]:
         Route(f"{root}/jobs", "GET", "jobs", kind.JOBS),
         Route(f"{root}/cancel/<uuid>", "POST", "cancel", kind.CANCEL),
         Route(f"{root}/job/<uuid>", "DELETE", "cancel_job", kind.CANCEL),
+    ]
+    table += [
+        Route(f"{root}/queues", "GET", "queues", kind.QUEUES),
+        Route(f"{root}/queues/<path:name>/pause", "POST", "queue_pause", kind.QUEUE_PAUSE),
+        Route(f"{root}/queues/<path:name>/resume", "POST", "queue_resume", kind.QUEUE_RESUME),
     ]
     return table

@@ -27,6 +27,7 @@ from ..errors import ParamsInvalid, SpacewalkError
 from ..runtime.cancel import CancelAnswer
 from ..runtime.job import NO_RESULT, RuntimeJob, make_key
 from ..runtime.lifecycle import Lifecycle, cancel_job
+from ..runtime.queue_control import is_paused
 from ..tree import Branch, Leaf
 from . import listing
 from .csrf import check_request
@@ -46,6 +47,7 @@ from .http import (
     unexpected_error,
 )
 from .options import read_start_options
+from .queues import QueueViews
 from .routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ class Views:
         }
         #: ``GET R/jobs``.
         self.jobs = listing.jobs_view(state)
+        queues = QueueViews(state)
         kind = RouteKind
         #: How each kind of route gets its view, from the route.
         self.makers: dict[RouteKind, Callable[[Route], Callable[..., Response]]] = {
@@ -88,6 +91,9 @@ class Views:
             kind.DUMP: lambda route: self.dump,
             kind.JOBS: lambda route: self.jobs,
             kind.CANCEL: lambda route: self.cancel,
+            kind.QUEUES: lambda route: queues.queues,
+            kind.QUEUE_PAUSE: lambda route: queues.pause,
+            kind.QUEUE_RESUME: lambda route: queues.resume,
         }
 
     # -- discovery ---------------------------------------------------------
@@ -121,9 +127,14 @@ class Views:
             datastore, queue = self.state.connections()
             job = leaf.cls(datastore, queue, **params)
             lifecycle = Lifecycle(datastore, queue, self.state.registry)
-            if self.state.run_inline(current_app) and not options.get("delay"):
+            if (
+                self.state.run_inline(current_app)
+                and not options.get("delay")
+                and not is_paused(datastore, self.state.settings.queue_name)
+            ):
                 # a worker's run, in the request: users' tests need no worker;
-                # a delayed job is queued, as it would be (docs/api.rst)
+                # a delayed job, or one of a paused queue, is queued, as it
+                # would be (docs/api.rst)
                 lifecycle.run_inline(job, **options)
             else:
                 lifecycle.create(job, **options)
