@@ -1,10 +1,12 @@
 // The flask-spacewalk console: the job tree, a form per job, live jobs and
-// the recent-jobs list, all from the tree's own REST API. Views are chosen
-// by the URL's hash (#/, #/leaf/<path>, #/job/<uuid>), so the browser's
+// the recent-jobs list and the queues, all from the tree's own REST API.
+// Views are chosen by the URL's hash (#/, #/leaf/<path>, #/job/<uuid>,
+// #/queues), so the browser's
 // back button and links work. Every text from the server is set with
 // textContent (see h() in form.js): job messages are data, never markup.
 
 import { buildForm, h } from "./form.js";
+import { showQueues } from "./queues.js";
 
 const page = document.body.dataset;
 const SCRIPT_ROOT = page.scriptRoot || "";
@@ -599,6 +601,7 @@ function route() {
     next = path === null ? () => showInvalidLink(hash) : () => showLeaf(path);
   } else if ((match = /^#\/job\/([0-9a-f-]{36})$/.exec(hash))) next = () => showJob(match[1]);
   else if (hash === "#/" || hash === "#") next = showJobs;
+  else if (hash === "#/queues") next = () => showQueues({ call, show, problem, root: ROOT_PATH, own: page.queue });
   else if (hash.startsWith("#/")) next = () => showInvalidLink(hash);
   else return; // an anchor on the page, such as #main
   if (current) current.stop();
