@@ -453,10 +453,11 @@ def test_a_form_on_another_site_starts_no_job(page: Page, server: str) -> None:
             ("plain", "/examples/fizz_buzz/job", "text/plain"),
             ("cancel", "/examples/cancel/00000000-0000-4000-8000-000000000000",
              "application/x-www-form-urlencoded"),
+            ("pause", "/examples/queues/spacewalk_jobs/pause", "application/x-www-form-urlencoded"),
         )
     )
     page.route(f"{evil}/", lambda route: route.fulfill(content_type="text/html", body=forms))
-    for name in ("empty", "plain", "cancel"):
+    for name in ("empty", "plain", "cancel", "pause"):
         page.goto(f"{evil}/")
         with page.expect_response(lambda r: r.request.method == "POST") as answer:
             page.get_by_role("button", name=name).click()

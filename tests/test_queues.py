@@ -252,6 +252,26 @@ def test_a_queue_that_cannot_count_is_501(app: Flask, monkeypatch: pytest.Monkey
     assert "cannot count its entries" in response.get_json()["message"]
 
 
+def test_an_unreachable_queue_is_503(make_app: MakeApp) -> None:
+    app = make_app((runtime_jobs.TestRoot, RUNTIME_JOBS, {}),
+                   SPACEWALK_QUEUE_URL="redis://127.0.0.1:1/0")  # fmt: skip
+    response = app.test_client().get("/rt/queues")
+    assert response.status_code == 503
+    assert "Redis server 127.0.0.1:1/0 is unavailable" in response.get_json()["message"]
+
+
+def test_an_unreachable_datastore_is_503(make_app: MakeApp, tmp_path: Path) -> None:
+    # the queue answers; the pauses cannot be read or written
+    app = make_app((runtime_jobs.TestRoot, RUNTIME_JOBS, {}),
+                   SPACEWALK_DATASTORE_URL="redis://127.0.0.1:1/0",
+                   SPACEWALK_QUEUE_URL=f"sqlite:///{tmp_path / 'queue.sqlite3'}")  # fmt: skip
+    client = app.test_client()
+    for response in (client.get("/rt/queues"), client.post(f"/rt/queues/{QUEUE}/pause"),
+                     client.post(f"/rt/queues/{QUEUE}/resume")):  # fmt: skip
+        assert response.status_code == 503
+        assert "Redis server 127.0.0.1:1/0 is unavailable" in response.get_json()["message"]
+
+
 def test_a_paused_queue_runs_no_job_inline(make_app: MakeApp) -> None:
     app = make_app((runtime_jobs.TestRoot, RUNTIME_JOBS, {}), SPACEWALK_RUN_INLINE=True)
     client = app.test_client()
