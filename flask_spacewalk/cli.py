@@ -1,4 +1,5 @@
-"""The ``flask spacewalk`` command group: worker, routes, openapi, serve."""
+"""The ``flask spacewalk`` command group: worker, routes, openapi, requeue,
+queues, serve."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from . import defaults
 from .errors import ConfigurationError, SpacewalkError
+from .runtime.queue_control import pause_queue, queue_overview, resume_queue
 from .runtime.registry import JobRegistry
 from .settings import heartbeat_from
 from .web.routes import blueprint_name
@@ -255,8 +257,6 @@ def requeue_command(older_than: float, dry_run: bool, tree: str | None) -> None:
 def queues_command(ctx: click.Context, tree: str | None) -> None:
     """Print the queues: entries ready, delayed and reserved, the wait of
     the oldest ready one, and whether this project's workers skip it."""
-    from .runtime.queue_control import queue_overview
-
     ctx.meta["spacewalk.tree"] = tree
     if ctx.invoked_subcommand is not None:
         return
@@ -296,8 +296,6 @@ def queue_resume_command(ctx: click.Context, name: str) -> None:
 
 
 def _pause_or_resume(ctx: click.Context, name: str, pause: bool) -> None:
-    from .runtime.queue_control import pause_queue, resume_queue
-
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     state, _ = _worker_group(app, ctx.meta.get("spacewalk.tree"))
     own = state.settings.queue_name
