@@ -1,5 +1,5 @@
 """The ``flask spacewalk`` command group: worker, workers, routes, openapi,
-requeue, purge, serve."""
+requeue, purge, queues, serve."""
 from __future__ import annotations
 
 import datetime as dt
@@ -16,6 +16,7 @@ from . import defaults
 from .errors import SpacewalkError
 from .runtime.fleet import WorkerAction, find_worker, live_workers, request_action, request_for_host
 from .runtime.lifecycle import Lifecycle
+from .runtime.queue_control import pause_queue, queue_overview, resume_queue
 from .runtime.records import utcnow
 from .runtime.registry import JobRegistry
 from .runtime.retention import PURGEABLE, PurgeCount, cutoff, purge
@@ -356,6 +357,69 @@ def purge_command(
         click.echo(f"would delete {total.matched} job(s) {which}; dry run, nothing deleted")
     else:
         click.echo(f"deleted {total.deleted} job(s) {which}; {total.skipped} skipped")
+
+
+@spacewalk_cli.group("queues", invoke_without_command=True)
+@click.option("--tree", help="The tree at this root path (when trees use different queues).")
+@click.pass_context
+@with_appcontext
+def queues_command(ctx: click.Context, tree: str | None) -> None:
+    """Print the queues: entries ready, delayed and reserved, the wait of
+    the oldest ready one, and whether this project's workers skip it."""
+    ctx.meta["spacewalk.tree"] = tree
+    if ctx.invoked_subcommand is not None:
+        return
+    state, _ = _worker_group(current_app._get_current_object(), tree)  # type: ignore[attr-defined]
+    try:
+        items = queue_overview(*state.connections())
+    except SpacewalkError as exc:  # unreachable, or a queue that cannot count
+        raise click.ClickException(str(exc)) from exc
+    rows = [("QUEUE", "READY", "DELAYED", "RESERVED", "OLDEST READY", "PAUSED")]
+    for item in items:
+        age = item["oldestReadyAge"]
+        rows.append((item["name"], str(item["ready"]), str(item["delayed"]),
+                     str(item["reserved"]), "-" if age is None else f"{age:.1f} s",
+                     "yes" if item["paused"] else "no"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:-1], widths[1:-1])]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+@queues_command.command("pause")
+@click.argument("name")
+@click.pass_context
+def queue_pause_command(ctx: click.Context, name: str) -> None:
+    """Pause queue NAME: this project's workers take none of its entries
+    within one heartbeat (SPACEWALK_HEARTBEAT), until it is resumed."""
+    _pause_or_resume(ctx, name, pause=True)
+
+
+@queues_command.command("resume")
+@click.argument("name")
+@click.pass_context
+def queue_resume_command(ctx: click.Context, name: str) -> None:
+    """Resume queue NAME: workers take its entries again within one heartbeat."""
+    _pause_or_resume(ctx, name, pause=False)
+
+
+def _pause_or_resume(ctx: click.Context, name: str, pause: bool) -> None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    state, _ = _worker_group(app, ctx.meta.get("spacewalk.tree"))
+    own = state.settings.queue_name
+    if name != own:
+        raise click.UsageError(f"{name!r} is not this service's queue, {own!r}")
+    datastore, _ = state.connections()
+    try:
+        (pause_queue if pause else resume_queue)(datastore, name)
+    except SpacewalkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    within = f"within {state.settings.heartbeat:g} s"
+    if pause:
+        click.echo(f"paused {name}: workers take none of its entries {within}")
+    else:
+        click.echo(f"resumed {name}: workers take its entries again {within}")
 
 
 @spacewalk_cli.command("serve")

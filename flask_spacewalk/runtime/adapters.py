@@ -17,6 +17,9 @@ it has them and a default for the others:
   and ``delete``, the expiry kept in the value;
 - ``delete_jobs``: each job claimed with a compare-and-swap write of
   :data:`TOMBSTONE`, then deleted with ``delete`` (two writes a job);
+- ``queue_stats``: the counts of the object's own ``stats_tube()`` (beanstalkd's
+  ``current-jobs-*``) for its queue alone, with no oldest ready age, or
+  :exc:`~flask_spacewalk.errors.NotSupported` when it has none;
 - ``put_with_document``: None (the job is stored, then queued).
 
 So callers call the abilities directly, and mypy checks each call.
@@ -41,7 +44,9 @@ from .protocols import (
     ManyReader,
     Queue,
     QueueAbilities,
+    QueueDepth,
     QueueEntry,
+    QueueStats,
     SpacewalkDatastore,
     SpacewalkQueue,
     Value,
@@ -299,6 +304,7 @@ class ZeroGQueue(_Adapter):
         self._put_with_document = (
             inner.put_with_document if isinstance(inner, DocumentQueue) else None
         )
+        self._queue_stats = inner.queue_stats if isinstance(inner, QueueStats) else None
 
     @property
     def queueName(self) -> str:  # noqa: N802 - ZeroG's name
@@ -361,3 +367,28 @@ class ZeroGQueue(_Adapter):
         if self._put_with_document is None:
             return None
         return self._put_with_document(datastore, key, document, data, ttr, delay, priority)
+
+    def queue_stats(self) -> list[QueueDepth]:
+        """The wrapped object's ``queue_stats``, or its own queue's counts
+        from its ``stats_tube()``, with no oldest ready age.
+
+        :raises NotSupported: it has neither.
+        """
+        if self._queue_stats is not None:
+            return self._queue_stats()
+        stats_tube = getattr(self.inner, "stats_tube", None)
+        if stats_tube is None:
+            raise NotSupported(
+                f"this queue ({type(self.inner).__name__}) cannot count its entries:"
+                " it has no queue_stats or stats_tube method"
+            )
+        counts = stats_tube()
+        return [
+            QueueDepth(
+                self.queueName,
+                int(counts["current-jobs-ready"]),
+                int(counts["current-jobs-delayed"]),
+                int(counts["current-jobs-reserved"]),
+                None,
+            )
+        ]

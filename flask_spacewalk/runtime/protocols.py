@@ -8,8 +8,8 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 :class:`Datastore` and :class:`Queue` are what ZeroG's objects have. Each
 ability beyond them is a protocol of its own (:class:`ManyReader`,
 :class:`JobLister`, :class:`JobDeleter`, :class:`Closable`, :class:`KeyRecordStore`,
-:class:`WorkerRecords`,
-:class:`DocumentQueue`, :class:`EntryChecker`), and :class:`SpacewalkDatastore` and
+:class:`WorkerRecords`, :class:`DocumentQueue`, :class:`EntryChecker`,
+:class:`QueueStats`), and :class:`SpacewalkDatastore` and
 :class:`SpacewalkQueue` have them all: every backend of this package is one,
 and :func:`~flask_spacewalk.runtime.adapters.as_datastore` and
 :func:`~flask_spacewalk.runtime.adapters.as_queue` make one of any other
@@ -185,6 +185,33 @@ class EntryChecker(Protocol):
         with the body ``json.dumps(data)``."""
 
 
+class QueueDepth(NamedTuple):
+    """How many entries one queue holds, by state (``GET R/queues``)."""
+
+    #: The queue's name (beanstalkd's tube).
+    name: str
+    #: Entries a worker may reserve now.
+    ready: int
+    #: Entries waiting for their delay to run out.
+    delayed: int
+    #: Entries a worker holds.
+    reserved: int
+    #: Seconds since the oldest ready entry became ready (for a delayed one,
+    #: since its delay ran out); None when none is ready.
+    oldest_ready_age: float | None
+
+
+@runtime_checkable
+class QueueStats(Protocol):
+    """A queue that can count its entries by state (``GET R/queues`` and the
+    metrics need it; every queue of this package has it, reading indexes or
+    counters, never every entry)."""
+
+    def queue_stats(self) -> list[QueueDepth]:
+        """This queue's depth first, then that of every other queue of the
+        backend that holds an entry, by name."""
+
+
 class QueueEntry(Protocol):
     """A reserved queue entry, as a worker holds it."""
 
@@ -261,7 +288,7 @@ class DatastoreAbilities(
 
 
 @runtime_checkable
-class QueueAbilities(DocumentQueue, EntryChecker, Closable, Protocol):
+class QueueAbilities(DocumentQueue, EntryChecker, QueueStats, Closable, Protocol):
     """Every ability a queue of this package has beyond ZeroG's."""
 
 

@@ -53,6 +53,7 @@ from .job import RuntimeJob, make_key
 from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, Lifecycle
 from .outcome import NO_RESULT
 from .protocols import Datastore, Queue, QueueEntry, SpacewalkDatastore, SpacewalkQueue
+from .queue_control import PauseWatch
 from .registry import JobRegistry
 from .retention import BATCH, PURGE_INTERVAL, PeriodicPurge
 from .status import JobStatus
@@ -208,7 +209,9 @@ class Worker:
         keeps every job.
     :param heartbeat: seconds between two writes of this worker's record,
         which also reads the drain and retire requests; None: keep no record
-        and take no requests (a worker run inside a test, say).
+        and take no requests (a worker run inside a test, say). It is also
+        the time between two reads of whether the queue is paused
+        (:data:`~flask_spacewalk.defaults.HEARTBEAT` when None).
     :param service: the service name the record shows (default: the queue
         name without its ``_jobs``).
     """
@@ -293,6 +296,9 @@ class Worker:
         #: Set when a retire request stopped the worker.
         self.retired = False
         self._heartbeat: Heartbeat | None = None
+        self._pause_watch = PauseWatch(
+            queue_name, defaults.HEARTBEAT if heartbeat is None else heartbeat
+        )
 
     @property
     def datastore(self) -> SpacewalkDatastore:
@@ -347,10 +353,16 @@ class Worker:
                 if burst or self._orphaned():
                     return
                 continue
+            if self._pause_watch.paused(self.datastore):
+                if burst or self._orphaned():
+                    return
+                time.sleep(min(self.RESERVE_TIMEOUT, self._pause_watch.time_left()))
+                continue
+            # never waiting past the next look at the pause, so that a
+            # pause stops the reserves within a heartbeat
+            timeout = min(self.RESERVE_TIMEOUT, self._pause_watch.time_left())
             try:
-                entry = self.queue.reserve(
-                    timeout=0 if burst or purging else self.RESERVE_TIMEOUT
-                )
+                entry = self.queue.reserve(timeout=0 if burst or purging else timeout)
             except QueueError as exc:
                 self._pause(f"queue {self.queue_name} unavailable: {exc}")
                 continue

@@ -201,6 +201,32 @@ class WorkerActionAnswerSchema(Schema):
         validate=validate.OneOf([s.value for s in WorkerState]),
         metadata={"description": "The state the request moves the worker to."},
     )
+class QueueItemSchema(Schema):
+    name = fields.String(required=True, metadata={"description": "The queue's name."})
+    ready = fields.Integer(required=True, validate=validate.Range(min=0),
+                           metadata={"description": "Entries a worker may take now."})
+    delayed = fields.Integer(required=True, validate=validate.Range(min=0),
+                             metadata={"description": "Entries waiting for their delay."})
+    reserved = fields.Integer(required=True, validate=validate.Range(min=0),
+                              metadata={"description": "Entries a worker holds."})
+    paused = fields.Boolean(required=True,
+                            metadata={"description": "Whether this project's workers skip it."})
+    oldestReadyAge = fields.Float(
+        required=True,
+        allow_none=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "Seconds since the oldest ready entry became ready;"
+                                 " null when none is ready."},
+    )
+
+
+class QueueListSchema(Schema):
+    queues = fields.List(fields.Nested(QueueItemSchema), required=True)
+
+
+class QueuePauseSchema(Schema):
+    name = fields.String(required=True)
+    paused = fields.Boolean(required=True)
 
 
 #: Component name -> marshmallow schema, nested ones first.
@@ -223,6 +249,9 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "Worker": WorkerSchema,
     "WorkerList": WorkerListSchema,
     "WorkerActionAnswer": WorkerActionAnswerSchema,
+    "QueueItem": QueueItemSchema,
+    "QueueList": QueueListSchema,
+    "QueuePause": QueuePauseSchema,
 }
 #: Free-form bodies, which no marshmallow schema describes.
 FREE_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -233,6 +262,7 @@ FREE_SCHEMAS: dict[str, dict[str, Any]] = {
 ERRORS: dict[str, tuple[str, str]] = {
     "BadRequest": ("Error", "The request is malformed; the message says how."),
     "NotFound": ("Error", "No such job (unknown or malformed uuid, or another tree's)."),
+    "QueueNotFound": ("Error", "No queue of this service by that name."),
     "MethodNotAllowed": ("Error", "A method this path does not take; see Allow."),
     "Conflict": ("Error", "The job already has a result."),
     "RetryConflict": ("Error", "The job is not failed or cancelled, or a worker still holds"
@@ -241,7 +271,7 @@ ERRORS: dict[str, tuple[str, str]] = {
     "UnsupportedMediaType": ("Error", "A non-empty body that is not JSON."),
     "UnprocessableEntity": ("ValidationError", "The job parameters are not valid."),
     "InternalServerError": ("Error", "The stored job document cannot be read."),
-    "NotImplemented": ("Error", "The datastore cannot list jobs."),
+    "NotImplemented": ("Error", "The datastore cannot list jobs, or the queue count them."),
     "ServiceUnavailable": ("Error", "The datastore or the queue is unreachable."),
 }
 
@@ -388,6 +418,9 @@ class _Operations:
             kind.BULK_CANCEL: lambda route: self._bulk("cancel", "queued or running"),
             kind.WORKERS: self._workers,
             kind.WORKER_ACTION: self._worker_action,
+            kind.QUEUES: self._queues,
+            kind.QUEUE_PAUSE: self._queue_pause,
+            kind.QUEUE_RESUME: self._queue_pause,
         }
 
     def operation(self, route: Route) -> dict[str, Any]:
@@ -645,6 +678,20 @@ class _Operations:
             },
         }
 
+    def _queues(self, route: Route) -> dict[str, Any]:
+        return {
+            "summary": "The queues",
+            "description": (
+                "Entries by state and the wait of the oldest ready one: the service's"
+                " queue first, then every other queue of its backend that holds an entry."
+            ),
+            "responses": {
+                "200": _json("QueueList", "The queues."),
+                "501": "NotImplemented",
+                "503": "ServiceUnavailable",
+            },
+        }
+
     def _worker_action(self, route: Route) -> dict[str, Any]:
         action = worker_action(route)
         return {
@@ -658,6 +705,31 @@ class _Operations:
                 "503": "ServiceUnavailable",
             },
         }
+
+    def _queue_pause(self, route: Route) -> dict[str, Any]:
+        pause = route.kind is RouteKind.QUEUE_PAUSE
+        return {
+            "summary": "Pause the queue" if pause else "Resume the queue",
+            "description": (
+                "Within one heartbeat (SPACEWALK_HEARTBEAT) and until resumed, this"
+                " project's workers take none of the queue's entries; POSTs are still"
+                " accepted and stored. ZeroG's own workers do not know about pauses."
+                if pause else
+                "This project's workers take the queue's entries again within one heartbeat."
+            ),
+            "parameters": [{
+                "in": "path",
+                "name": "name",
+                "required": True,
+                "description": "The service's queue, <service>_jobs.",
+                "schema": {"type": "string", "enum": [self.state.settings.queue_name]},
+            }],
+            "responses": {
+                "202": _json("QueuePause", "Paused." if pause else "Resumed."),
+                "404": "QueueNotFound",
+                "503": "ServiceUnavailable",
+            },
+        }  # fmt: skip
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:

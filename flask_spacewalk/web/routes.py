@@ -60,6 +60,12 @@ class RouteKind(str, enum.Enum):
     WORKERS = "workers"
     #: ``POST R/workers/<id>/drain``, ``/undrain`` and ``/retire``.
     WORKER_ACTION = "worker_action"
+    #: ``GET R/queues``: the queues' depth and pauses.
+    QUEUES = "queues"
+    #: ``POST R/queues/<name>/pause``.
+    QUEUE_PAUSE = "queue_pause"
+    #: ``POST R/queues/<name>/resume``.
+    QUEUE_RESUME = "queue_resume"
 
 
 def blueprint_name(root_path: str) -> str:
@@ -117,6 +123,11 @@ def routes(state: SpacewalkState) -> list[Route]:
     ]
     table += [Route(f"{root}/workers/<id>/{action}", "POST", f"worker_{action}",
                     kind.WORKER_ACTION) for action in WorkerAction]  # fmt: skip
+    table += [
+        Route(f"{root}/queues", "GET", "queues", kind.QUEUES),
+        Route(f"{root}/queues/<path:name>/pause", "POST", "queue_pause", kind.QUEUE_PAUSE),
+        Route(f"{root}/queues/<path:name>/resume", "POST", "queue_resume", kind.QUEUE_RESUME),
+    ]
     return table
 
 
