@@ -1,7 +1,8 @@
-"""The ``flask spacewalk`` command group: worker, routes, openapi, requeue,
-purge, serve."""
+"""The ``flask spacewalk`` command group: worker, workers, routes, openapi,
+requeue, purge, queues, serve."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -9,11 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from . import defaults
 from .errors import SpacewalkError
+from .runtime.fleet import WorkerAction, find_worker, live_workers, request_action, request_for_host
 from .runtime.lifecycle import Lifecycle
+from .runtime.queue_control import pause_queue, queue_overview, resume_queue
+from .runtime.records import utcnow
 from .runtime.registry import JobRegistry
 from .runtime.retention import PURGEABLE, PurgeCount, cutoff, purge
 from .settings import parse_duration
@@ -91,6 +95,7 @@ def _run_workers(
         job_context=app.app_context,
         cancel_grace=settings.cancel_grace,
         retention=settings.retention,
+        heartbeat=settings.heartbeat,
         processes=processes,
         grace=grace,
         max_jobs=max_jobs,
@@ -127,6 +132,68 @@ def worker_command(
             app, tree, processes=processes, grace=grace, max_jobs=max_jobs, max_memory=max_memory
         )
     )
+
+
+@spacewalk_cli.group("workers", invoke_without_command=True)
+@click.option("--tree", help="The tree whose datastore to read (needed when several).")
+@click.pass_context
+@with_appcontext
+def workers_group(ctx: click.Context, tree: str | None) -> None:
+    """Print the live job workers; drain, undrain or retire them."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    datastore, _ = _worker_group(app, tree)[0].connections()
+    ctx.obj = datastore
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        workers = live_workers(datastore)
+    except SpacewalkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not workers:
+        click.echo("no live workers")
+        return
+    now = utcnow()
+    rows = [("ID", "HOST", "PID", "STATE", "JOB", "JOB TYPE", "DONE", "FAILED", "RSS", "SEEN")]
+    for w in workers:
+        seen = (now - dt.datetime.fromisoformat(w["lastSeen"])).total_seconds()
+        rows.append((w["id"], w["host"], str(w["pid"]), w["state"], w["job"] or "-",
+                     w["jobType"] or "-", str(w["jobsDone"]), str(w["jobsFailed"]),
+                     f"{w['rss'] / 2**20:.0f} MiB", f"{max(0, seen):.0f}s ago"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _worker_action(action: WorkerAction) -> click.Command:
+    @click.command(action.value, help=f"{action.value.capitalize()} one worker or every live"
+                   " worker of a host.")  # fmt: skip
+    @click.argument("worker_id", metavar="ID", required=False)
+    @click.option("--host", help="Every live worker of this host.")
+    @click.pass_obj
+    def command(datastore: Any, worker_id: str | None, host: str | None) -> None:
+        if (worker_id is None) == (host is None):
+            raise click.UsageError("give a worker ID or --host, not both")
+        try:
+            if host is not None:
+                moved = request_for_host(datastore, host, action)
+                if not moved:
+                    raise click.ClickException(f"no live worker on host {host}")
+            else:
+                assert worker_id is not None
+                record = find_worker(datastore, worker_id)
+                if record is None:
+                    raise click.ClickException(f"no live worker {worker_id}")
+                moved = [(worker_id, request_action(datastore, record, action))]
+        except SpacewalkError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for moved_id, state in moved:
+            click.echo(f"{moved_id}: {state}")
+
+    return command
+
+
+for _action in WorkerAction:
+    workers_group.add_command(_worker_action(_action))
 
 
 @spacewalk_cli.command("routes")
@@ -290,6 +357,69 @@ def purge_command(
         click.echo(f"would delete {total.matched} job(s) {which}; dry run, nothing deleted")
     else:
         click.echo(f"deleted {total.deleted} job(s) {which}; {total.skipped} skipped")
+
+
+@spacewalk_cli.group("queues", invoke_without_command=True)
+@click.option("--tree", help="The tree at this root path (when trees use different queues).")
+@click.pass_context
+@with_appcontext
+def queues_command(ctx: click.Context, tree: str | None) -> None:
+    """Print the queues: entries ready, delayed and reserved, the wait of
+    the oldest ready one, and whether this project's workers skip it."""
+    ctx.meta["spacewalk.tree"] = tree
+    if ctx.invoked_subcommand is not None:
+        return
+    state, _ = _worker_group(current_app._get_current_object(), tree)  # type: ignore[attr-defined]
+    try:
+        items = queue_overview(*state.connections())
+    except SpacewalkError as exc:  # unreachable, or a queue that cannot count
+        raise click.ClickException(str(exc)) from exc
+    rows = [("QUEUE", "READY", "DELAYED", "RESERVED", "OLDEST READY", "PAUSED")]
+    for item in items:
+        age = item["oldestReadyAge"]
+        rows.append((item["name"], str(item["ready"]), str(item["delayed"]),
+                     str(item["reserved"]), "-" if age is None else f"{age:.1f} s",
+                     "yes" if item["paused"] else "no"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:-1], widths[1:-1])]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+@queues_command.command("pause")
+@click.argument("name")
+@click.pass_context
+def queue_pause_command(ctx: click.Context, name: str) -> None:
+    """Pause queue NAME: this project's workers take none of its entries
+    within one heartbeat (SPACEWALK_HEARTBEAT), until it is resumed."""
+    _pause_or_resume(ctx, name, pause=True)
+
+
+@queues_command.command("resume")
+@click.argument("name")
+@click.pass_context
+def queue_resume_command(ctx: click.Context, name: str) -> None:
+    """Resume queue NAME: workers take its entries again within one heartbeat."""
+    _pause_or_resume(ctx, name, pause=False)
+
+
+def _pause_or_resume(ctx: click.Context, name: str, pause: bool) -> None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    state, _ = _worker_group(app, ctx.meta.get("spacewalk.tree"))
+    own = state.settings.queue_name
+    if name != own:
+        raise click.UsageError(f"{name!r} is not this service's queue, {own!r}")
+    datastore, _ = state.connections()
+    try:
+        (pause_queue if pause else resume_queue)(datastore, name)
+    except SpacewalkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    within = f"within {state.settings.heartbeat:g} s"
+    if pause:
+        click.echo(f"paused {name}: workers take none of its entries {within}")
+    else:
+        click.echo(f"resumed {name}: workers take its entries again {within}")
 
 
 @spacewalk_cli.command("serve")

@@ -24,6 +24,9 @@ CANCEL_GRACE = 10
 #: ``SPACEWALK_IDEMPOTENCY_TTL``: seconds an ``Idempotency-Key`` of
 #: ``POST L/job`` is remembered (one day).
 IDEMPOTENCY_TTL = 86_400
+#: ``SPACEWALK_HEARTBEAT``: seconds between two writes of a worker's record,
+#: and between its looks at whether its queue is paused.
+HEARTBEAT = 5
 #: Seconds a running job may take to finish after SIGTERM (``--grace``).
 SHUTDOWN_GRACE = 30
 #: ``SPACEWALK_API_VERSION``: ``info.version`` of the OpenAPI document.

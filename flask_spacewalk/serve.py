@@ -8,7 +8,8 @@ worker's exit. Here a web worker ending (SIGTERM, SIGHUP to gunicorn, a
 request past ``--timeout``, ``--max-requests``) touches nothing of the job
 side; the job supervisor dying is noticed and it is started again; gunicorn
 ending on its own stops the job supervisor and ends the serving process, so
-that the operator or the init system notices.
+that the operator or the init system notices. A job supervisor that exits 0
+(every worker of it was retired) is not started again.
 """
 from __future__ import annotations
 
@@ -126,7 +127,11 @@ class Serve:
                     self._stop(signal.SIGTERM)
             elif pid == self.jobs:
                 self.jobs = None
-                if not self.stopping:
+                if code == 0 and not self.stopping:
+                    # it ends on its own only once every worker was retired
+                    log.info("serve %d: every job worker retired; serving the web only",
+                             os.getpid())
+                elif not self.stopping:
                     self._jobs_died(pid, code)
 
     def _jobs_died(self, pid: int, code: int) -> None:

@@ -224,6 +224,8 @@ KEYS: tuple[Key, ...] = (
         "seconds a cancelled job has to reach a progress call"),
     Key("SPACEWALK_IDEMPOTENCY_TTL", defaults.IDEMPOTENCY_TTL, _seconds,
         "seconds an Idempotency-Key of POST {leaf}/job is remembered"),
+    Key("SPACEWALK_HEARTBEAT", defaults.HEARTBEAT, _seconds,
+        "seconds between two writes of a worker's record (GET {root}/workers)"),
     Key("SPACEWALK_RUN_INLINE", None, _optional_boolean,
         "run a POSTed job inside the request; None: follow app.testing"),
     Key("SPACEWALK_RETENTION", None, _retention,
@@ -333,6 +335,7 @@ class Settings:
     api_version: str = defaults.API_VERSION
     #: Seconds an ended job is kept; None: for ever.
     retention: float | None = None
+    heartbeat: float = defaults.HEARTBEAT
 
     @property
     def queue_name(self) -> str:
@@ -423,4 +426,5 @@ class Settings:
             api_title=values["api_title"] or app_name or defaults.SERVICE_NAME,
             api_version=values["api_version"],
             retention=values["retention"],
+            heartbeat=values["heartbeat"],
         )

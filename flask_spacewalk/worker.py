@@ -30,7 +30,7 @@ from .backends import make_datastore, make_queue
 from .discovery import find_job_classes, import_modules
 from .errors import ConfigurationError
 from .runtime.registry import JobRegistry
-from .runtime.supervisor import Supervisor
+from .runtime.supervisor import EXIT_RETIRED, Supervisor
 from .runtime.worker_loop import (
     Worker,
     WorkerShutdown,
@@ -59,10 +59,13 @@ def run_workers(
     job_context: Callable[[], ContextManager[Any]] | None = None,
     cancel_grace: float = defaults.CANCEL_GRACE,
     retention: float | None = None,
+    heartbeat: float = defaults.HEARTBEAT,
 ) -> int:
-    """Supervise ``processes`` worker processes until SIGTERM or SIGINT.
+    """Supervise ``processes`` worker processes until SIGTERM or SIGINT, or
+    until every one was retired.
 
-    Connections are opened in each child, after the fork.
+    Connections are opened in each child, after the fork; each child is a
+    worker with a record of its own, refreshed every ``heartbeat`` seconds.
 
     :param retention: seconds ended jobs are kept (``SPACEWALK_RETENTION``):
         the workers delete older ones; None keeps every job.
@@ -86,6 +89,8 @@ def run_workers(
             parent_pid=parent,
             cancel_grace=cancel_grace,
             retention=retention,
+            heartbeat=heartbeat,
+            service=service,
         )
         install_shutdown_handler(worker, grace)
         # A child that gives up on a stuck cancelled job exits; the
@@ -98,6 +103,9 @@ def run_workers(
             log.warning("worker %d: %s; job released", os.getpid(), exc)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        if worker.retired:
+            log.info("worker %d: retired", os.getpid())
+            return EXIT_RETIRED
         return 0
 
     return Supervisor(child, processes=processes, grace=grace).run()
@@ -161,6 +169,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="seconds a cancelled job has to reach a progress call before it is "
         "stopped by force (default: $SPACEWALK_CANCEL_GRACE or %(default)s)",
     )
+    parser.add_argument(
+        "--heartbeat",
+        type=positive_float,
+        default=default("SPACEWALK_HEARTBEAT"),
+        help="seconds between two writes of a worker's record "
+        "(default: $SPACEWALK_HEARTBEAT or %(default)s)",
+    )
     parser.add_argument("--max-jobs", type=int, help="recycle a process after N jobs")
     parser.add_argument(
         "--max-memory", type=int, help="recycle a process above this many MiB resident"
@@ -201,6 +216,7 @@ def worker_settings(
             "service_name": args.service,
             "job_ttr": args.ttr,
             "cancel_grace": args.cancel_grace,
+            "heartbeat": args.heartbeat,
         },
     )
 
@@ -239,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance_path=args.instance_path,
         cancel_grace=settings.cancel_grace,
         retention=settings.retention,
+        heartbeat=settings.heartbeat,
     )
 
 

@@ -226,7 +226,30 @@ def test_table_and_indexes(store: Any, schema: str) -> None:
             "CREATE INDEX spacewalk_idempotency_keys_expiry"
             f" ON {schema}.spacewalk_idempotency_keys USING btree (expires_at)"
         )
+        # the worker records' table, beside it (runtime/heartbeat.py)
+        assert indexes.pop("spacewalk_workers_pkey") == (
+            "CREATE UNIQUE INDEX spacewalk_workers_pkey"
+            f" ON {schema}.spacewalk_workers USING btree (id)"
+        )
         assert indexes == {}
+
+
+def test_a_table_of_version_3_gains_the_worker_records(store: Any, url: str, schema: str) -> None:
+    store.set("zerog_job_1", {"jobType": "a", "createdAt": "2021-11-20T02:55:10.967790"})
+    with admin() as conn:
+        conn.execute(f'DROP TABLE "{schema}".spacewalk_workers')
+        conn.execute(f"COMMENT ON TABLE {store.table} IS 'flask_spacewalk schema 3'")
+    upgraded = PostgresDatastore(url)
+    try:
+        upgraded.save_worker("w", {"id": "w"})
+        assert upgraded.list_workers() == [{"id": "w"}]
+        assert upgraded.read("zerog_job_1") == store.read("zerog_job_1")
+    finally:
+        upgraded.close()
+    with admin() as conn:
+        row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
+                           (store.table,)).fetchone()  # fmt: skip
+    assert row == (f"flask_spacewalk schema {postgres.SCHEMA_VERSION}",)
 
 
 def test_listings_use_the_indexes(store: Any) -> None:

@@ -144,12 +144,24 @@ def test_queue_layout(url: str, client: Any) -> None:
         assert set(client.scan_iter(match=f"{prefix}*")) == {
             f"{prefix}queue:last-id", f"{prefix}queue:entry:1", f"{prefix}queue:entry:2",
             f"{prefix}queue:jobs:delayed", f"{prefix}queue:jobs:leases",
-            f"{prefix}queue:jobs:wake",
+            f"{prefix}queue:jobs:wake", f"{prefix}queue:names",
         }  # fmt: skip
+        queue.put("c")
+        ready_at = int(client.hget(f"{prefix}queue:entry:3", "ready_at"))
+        assert client.zrange(f"{prefix}queue:jobs:ready2", 0, -1) == [f"{ready_at:020d}{3:020d}"]
+        # its twin, scored by that time: the oldest ready age is one read
+        assert client.zrange(f"{prefix}queue:jobs:since", 0, -1, withscores=True) == [
+            ("0" * 19 + "3", ready_at)
+        ]
+        assert client.smembers(f"{prefix}queue:names") == {"jobs"}
         entry.delete()
         assert queue.delete(2) is True
+        assert queue.delete(3) is True
         assert queue.reserve(timeout=0) is None  # drops the stale wake-up tokens
-        assert set(client.scan_iter(match=f"{prefix}*")) == {f"{prefix}queue:last-id"}
+        # the names set is kept: queue_stats forgets the names that hold none
+        assert set(client.scan_iter(match=f"{prefix}*")) == {
+            f"{prefix}queue:last-id", f"{prefix}queue:names"
+        }
     finally:
         _close(queue)
 
@@ -178,6 +190,32 @@ def test_entries_an_older_version_made_ready_are_kept(url: str, client: Any) -> 
         assert client.exists(ready, legacy) == 0
     finally:
         _close(queue)
+
+
+def test_queue_stats_rebuild_the_ready_times_an_older_version_did_not_keep(
+    url: str, client: Any
+) -> None:
+    queue, other = make_queue(url, "jobs"), make_queue(url, "other")
+    try:
+        queue.put("a")
+        put_at = time.time()
+        queue.put("b")
+        other.put("c")
+        assert other.delete(3)
+        # as an older version left them: ready entries without ready times
+        client.delete(f"{_prefix(url)}queue:jobs:since")
+        time.sleep(0.2)
+        (depth,) = queue.queue_stats()  # "other" holds none: not listed, forgotten
+        assert depth.ready == 2 and depth.oldest_ready_age is not None
+        assert 0.2 <= depth.oldest_ready_age <= time.time() - put_at + 0.05
+        assert client.smembers(f"{_prefix(url)}queue:names") == {"jobs"}
+        entry = queue.reserve(timeout=0)
+        assert entry is not None and entry.body == '"a"'
+        assert queue.queue_stats()[0].ready == 1
+        assert client.zcard(f"{_prefix(url)}queue:jobs:since") == 1
+    finally:
+        _close(queue)
+        _close(other)
 
 
 def test_wake_tokens_are_bounded(url: str, client: Any) -> None:

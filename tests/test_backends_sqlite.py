@@ -226,6 +226,7 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
         assert conn.execute("SELECT value FROM documents").fetchone()[0] == '"v"'
         # a file of version 2 loses the index on updated_at that nothing read
         conn.execute("CREATE INDEX documents_updated_at ON documents (updated_at)")
+        conn.execute("DROP TABLE workers")
         conn.execute("PRAGMA user_version = 2")
         conn.commit()
         sqlite_backend.SqliteDatastore(path).close()
@@ -235,6 +236,8 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         indexes = {name for (name,) in rows}
         assert "documents_updated_at" not in indexes and "jobs_created" in indexes
+        # version 7 added the worker records' table
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'workers'").fetchone()
         assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_backend.SCHEMA_VERSION
     finally:
         conn.close()

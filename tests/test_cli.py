@@ -37,13 +37,18 @@ def test_routes_lists_every_generated_endpoint(app: Flask) -> None:
     assert "POST  /examples/retry/<uuid>" in lines
     assert "POST  /examples/jobs/retry" in lines
     assert "POST  /examples/jobs/cancel" in lines
+    assert "GET   /examples/queues" in lines
+    assert "POST  /examples/queues/<path:name>/pause" in lines
+    assert "POST  /examples/queues/<path:name>/resume" in lines
     assert "GET   /examples/console" in lines
     assert "GET   /examples/console/<path:filename>" in lines
     assert not any("<path:rest>" in line for line in lines)
     # branches, leaves, and the two 400 routes of the branch; post-schema and
     # job of each leaf; progress, info, data, dump, jobs, cancel and its alias;
-    # retry and the two bulk actions; the console's page and files
-    assert len(lines) == 4 + 2 * 2 + 4 + 3 + 3 + 2
+    # retry and the two bulk actions; the console's page and files; the
+    # workers and their three actions; the queues, pause and resume
+    assert len(lines) == 4 + 2 * 2 + 4 + 3 + 3 + 2 + 4 + 3
+    assert "POST  /examples/workers/<id>/drain" in lines
 
 
 def test_worker_refuses_an_unknown_tree(app: Flask) -> None:

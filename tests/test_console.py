@@ -78,14 +78,14 @@ def test_the_page_and_every_file_it_loads_come_from_the_app(make_app: MakeApp) -
             assert answer.status_code == 200, link
         fetched.add(link.rsplit("/", 1)[1])
     assert {"console.js", "console.css", "docs"} <= fetched
-    # console.js imports form.js itself
+    # console.js imports form.js and queues.js itself
     script = client.get("/examples/console/console.js")
     assert script.mimetype in ("text/javascript", "application/javascript")
     assert script.headers["X-Content-Type-Options"] == "nosniff"
     assert "no-cache" in script.headers["Cache-Control"]
     imports = re.findall(r'from "\./([\w.]+)"', script.get_data(as_text=True))
     script.close()
-    assert imports == ["form.js"]
+    assert imports == ["form.js", "queues.js", "workers.js"]
     assert {"console.js", "console.css", *imports} == ASSETS
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -50,6 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "FLASK_SPACEWALK_RUN_INLINE": "false",
         # a cancelled job that does not report progress is stopped after 1 s
         "FLASK_SPACEWALK_CANCEL_GRACE": "1",
+        # the worker's record, a drain, and a paused queue, within half a second
+        "FLASK_SPACEWALK_HEARTBEAT": "0.5",
     }
     log_path = tmp / "serve.log"
     with open(log_path, "ab") as log:
@@ -159,6 +163,39 @@ def test_fizz_buzz_from_the_tree_to_its_output(page: Page, server: str, shots: P
     assert len(output) == 20 and output[14] == "FizzBuzz" and output[19] == "Buzz"
     expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
     page.screenshot(path=shots / "console-finished.png", full_page=True)
+
+
+def test_the_workers_page_shows_the_worker_and_drains_it(
+    page: Page, server: str, shots: Path
+) -> None:
+    uuid = post(server, "/examples/waste_time/job", {"delay": 600})
+    open_console(page, server, hash_="#/workers")
+    expect(page.get_by_role("heading", name="Workers")).to_be_visible()
+    first = page.locator("tr[data-worker]").first
+    expect(first).to_be_visible()
+    worker_id = first.get_attribute("data-worker")
+    row = page.locator(f'tr[data-worker="{worker_id}"]')
+    try:
+        # the worker runs the job; its row links to the job's page
+        expect(row.locator(".badge")).to_have_text("running")
+        expect(row.get_by_role("link", name="examples_waste_time")).to_have_attribute(
+            "href", f"#/job/{uuid}")
+        expect(row).to_contain_text(" MiB")
+        row.locator('[data-role="drain"]').click()
+        expect(page.locator(".list-note")).to_contain_text(f"Worker {worker_id}: draining")
+        expect(row.locator(".badge")).to_have_text("draining")
+        expect(row.locator('[data-role="undrain"]')).to_be_visible()
+        page.screenshot(path=shots / "console-workers.png")
+        row.locator('[data-role="undrain"]').click()
+        expect(row.locator(".badge")).to_have_text("running")
+    finally:
+        # the other tests need the worker, free and taking jobs
+        for path in (f"/examples/cancel/{uuid}", f"/examples/workers/{worker_id}/undrain"):
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{server}{path}", method="POST"),
+                                       timeout=10).close()
+            except OSError:
+                pass
 
 
 def test_invalid_values_are_shown_at_their_fields(page: Page, server: str, shots: Path) -> None:
@@ -534,10 +571,11 @@ def test_a_form_on_another_site_starts_no_job(page: Page, server: str) -> None:
             ("plain", "/examples/fizz_buzz/job", "text/plain"),
             ("cancel", "/examples/cancel/00000000-0000-4000-8000-000000000000",
              "application/x-www-form-urlencoded"),
+            ("pause", "/examples/queues/spacewalk_jobs/pause", "application/x-www-form-urlencoded"),
         )
     )
     page.route(f"{evil}/", lambda route: route.fulfill(content_type="text/html", body=forms))
-    for name in ("empty", "plain", "cancel"):
+    for name in ("empty", "plain", "cancel", "pause"):
         page.goto(f"{evil}/")
         with page.expect_response(lambda r: r.request.method == "POST") as answer:
             page.get_by_role("button", name=name).click()
@@ -575,3 +613,38 @@ def test_the_options_fold_starts_a_job_later_with_a_priority(
         assert kwargs["priority"] == 7 and 3500 < kwargs["delay"] <= 3600
     finally:
         cancel_and_wait(server, uuid)
+
+
+def test_the_queues_page_pauses_and_resumes_the_queue(
+    page: Page, server: str, shots: Path
+) -> None:
+    open_console(page, server)
+    page.get_by_role("link", name="Queues").click()
+    row = page.locator('tr[data-queue="spacewalk_jobs"]')
+    expect(row.locator(".badge")).to_have_text("active")
+    pause = row.get_by_role("button", name="Pause queue spacewalk_jobs")
+    try:
+        pause.click()
+        expect(row.locator(".badge")).to_have_text("paused")
+        expect(page.locator(".list-note")).to_contain_text("Queue spacewalk_jobs: paused")
+        assert get_json(server, "/examples/queues")["queues"][0]["paused"] is True
+        time.sleep(1)  # two heartbeats: the worker has seen the pause
+        uuid = post(server, "/examples/fizz_buzz/job", {"n": 3})
+        cells = row.locator("td")
+        expect(cells.nth(1)).to_have_text("1")  # ready, waiting for the resume
+        expect(cells.nth(4)).to_have_text(re.compile(r"^\d+ s$"))  # its wait
+        page.screenshot(path=shots / "console-queues.png")
+        assert get_json(server, f"/examples/progress/{uuid}")["result"] == -1
+        row.get_by_role("button", name="Resume queue spacewalk_jobs").click()
+        expect(row.locator(".badge")).to_have_text("active")
+        expect(cells.nth(1)).to_have_text("0")
+        assert wait_until(
+            lambda: get_json(server, f"/examples/progress/{uuid}")["result"] == 200,
+            timeout=30, interval=0.1,
+        )
+    finally:  # the other tests need a worker that takes jobs
+        request = urllib.request.Request(
+            f"{server}/examples/queues/spacewalk_jobs/resume", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10):
+            pass

@@ -156,7 +156,8 @@ def generic_titles(document: dict[str, Any], app: Flask) -> set[str]:
             generic = "{root}" + path[len(state.root_path):]
         else:
             generic = "{prefix}" + path
-        generic = generic.replace("{uuid}", "<uuid>")
+        # path parameters as api.rst writes them: <uuid>, <id>
+        generic = re.sub(r"/\{(\w+)\}", r"/<\1>", generic)
         titles.update(f"{method.upper()} {generic}" for method in operations)
     return titles
 

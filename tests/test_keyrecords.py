@@ -268,9 +268,7 @@ def test_postgresql_tables_of_version_2_gain_the_table(tmp_path: Path) -> None:
             comment = store._connections.run(lambda conn: conn.execute(
                 "SELECT obj_description(to_regclass(%s), 'pg_class')", (store.table,)
             ).fetchone()[0])  # fmt: skip
-            assert comment == f"flask_spacewalk schema {postgres.SCHEMA_VERSION}" == (
-                "flask_spacewalk schema 3"
-            )
+            assert comment == f"flask_spacewalk schema {postgres.SCHEMA_VERSION}"
         finally:
             store.close()
 

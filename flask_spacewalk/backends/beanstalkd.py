@@ -9,14 +9,17 @@ beanstalkd counts time in whole seconds. A ``ttr`` is rounded up to a whole
 number of at least 1 s, a ``delay`` and a ``reserve`` timeout are rounded
 up, and :meth:`BeanstalkdQueueEntry.stats` reports whole seconds.
 
-In each process a queue object holds two connections, opened on first use
-and again after a fork or a failure:
+In each process a queue object holds up to three connections, opened on
+first use and again after a fork or a failure:
 
 - the *producer* uses the tube and carries ``put``, ``delete(id)`` and the
   stats;
 - the *consumer* watches only the tube (not ``default``) and carries
   ``reserve`` and the ``touch``, ``release`` and ``delete`` of the entries
-  it reserved, which beanstalkd accepts only from the reserving connection.
+  it reserved, which beanstalkd accepts only from the reserving connection;
+- the *inspector* carries :meth:`~BeanstalkdQueue.queue_stats`, which uses
+  one tube after another to peek at them (so the producer's tube never
+  changes under a ``put``).
 
 So a ``put`` never waits behind a ``reserve`` blocked in another thread, and
 ``delete(id)`` never takes an entry that someone, this object included,
@@ -43,6 +46,7 @@ from urllib.parse import urlsplit
 import greenstalk
 
 from .. import defaults, errors
+from ..runtime.protocols import QueueDepth
 from . import _redact
 from ._fork import track
 from .base import BaseQueue, check_priority, lease_seconds, same_body
@@ -57,6 +61,9 @@ COMMAND_TIMEOUT = 10.0
 #: Pause between the reserves of a connection whose entry's lease is about
 #: to run out (beanstalkd answers ``DEADLINE_SOON`` at once for a second).
 DEADLINE_SOON_PAUSE = 0.1
+#: Peeks at a tube's next ready entry before giving up on its age (another
+#: worker may take each one between the peek and its stats).
+PEEK_TRIES = 3
 
 # beanstalkd's tube names: at most 200 bytes, no leading hyphen
 _TUBE = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9+/;.$_()-]{0,199}\Z")
@@ -258,6 +265,7 @@ class BeanstalkdQueue(BaseQueue):
         self.default_ttr = default_ttr
         self._producer = _Link(self, consumer=False)
         self._consumer = _Link(self, consumer=True)
+        self._inspector = _Link(self, consumer=False)
 
     @property
     def server(self) -> str:
@@ -279,6 +287,7 @@ class BeanstalkdQueue(BaseQueue):
         still reserved on them to the queue. The next call connects again."""
         self._producer.close()
         self._consumer.close()
+        self._inspector.close()
 
     def attach(self) -> None:
         """Connect now: use and watch the tube (ignoring ``default``).
@@ -395,6 +404,53 @@ class BeanstalkdQueue(BaseQueue):
     def stats_tube(self) -> dict[str, Any]:
         """beanstalkd's ``stats-tube`` of this queue's tube."""
         return dict(self._producer.run(lambda conn: conn.client.stats_tube(self.queueName)))
+
+    def queue_stats(self) -> list[QueueDepth]:
+        """This tube's depth, then that of every other tube of the server
+        (``list-tubes``) that holds an entry, by name, from ``stats-tube``.
+
+        beanstalkd does not tell when an entry became ready, so the oldest
+        ready age is an estimate, in whole seconds: that of the entry it
+        hands out next (``peek-ready``: the most urgent, then the first
+        put), counted from its put plus its delay (``stats-job``'s ``age``
+        less its ``delay``). It is exact when the ready entries share a
+        priority and none was released or timed out; a less urgent entry
+        may have waited longer, and a released one counts from its put.
+        """
+        def read(conn: _Connection) -> list[QueueDepth]:
+            client = conn.client
+            names = sorted(set(client.tubes()) - {self.queueName})
+            depths = []
+            for name in [self.queueName, *names]:
+                try:
+                    stats = client.stats_tube(name)
+                    ready, delayed, reserved = (
+                        stats["current-jobs-ready"], stats["current-jobs-delayed"],
+                        stats["current-jobs-reserved"],
+                    )  # fmt: skip
+                except greenstalk.NotFoundError:  # no entry and nobody uses it
+                    ready = delayed = reserved = 0
+                if name != self.queueName and not ready + delayed + reserved:
+                    continue
+                age = _ready_age(client, name) if ready else None
+                depths.append(QueueDepth(name, ready, delayed, reserved, age))
+            return depths
+
+        return self._inspector.run(read)
+
+
+def _ready_age(client: greenstalk.Client[str], tube: str) -> float | None:
+    """Seconds since the next ready entry of ``tube`` became ready, as
+    :meth:`BeanstalkdQueue.queue_stats` estimates it; None when none is."""
+    client.use(tube)
+    for _ in range(PEEK_TRIES):
+        try:
+            stats = client.stats_job(client.peek_ready())
+        except greenstalk.NotFoundError:  # none ready, or taken meanwhile
+            continue
+        if stats["state"] == "ready":
+            return float(max(0, int(stats["age"]) - int(stats["delay"])))
+    return None
 
 
 class BeanstalkdQueueEntry:

@@ -34,6 +34,8 @@ in a second table, ``spacewalk_idempotency_keys`` (``key``, ``token``,
 ``fingerprint``, ``claimed_at``, ``expires_at``, ``uuid``; times in seconds
 since the epoch), with an index on ``expires_at``: each claim deletes a few
 expired records in the same statement.
+A third, ``spacewalk_workers``, ``spacewalk_workers`` holds the record of each live job worker
+(``id text PRIMARY KEY, record jsonb NOT NULL``; runtime/heartbeat.py).
 
 The indexes serve these queries at any number of jobs::
 
@@ -83,10 +85,13 @@ log = logging.getLogger(__name__)
 TABLE = "spacewalk_documents"
 #: The table of idempotency key records.
 KEYS_TABLE = "spacewalk_idempotency_keys"
+#: The worker records' table, in the same schema.
+WORKERS_TABLE = "spacewalk_workers"
 #: 1: the table as first made (no comment); the listing read indexes over
 #: the JSON. 2: plain listing columns written with each document, and
 #: result 410 listed as ``cancelled``. 3: the table of idempotency key records.
-SCHEMA_VERSION = 3
+#: 4: the ``spacewalk_workers`` table.
+SCHEMA_VERSION = 4
 #: Rows recomputed per transaction by a migration.
 MIGRATION_BATCH = 500
 _VERSION_COMMENT = "flask_spacewalk schema "
@@ -201,6 +206,7 @@ _SCHEMA = (
         uuid text
     )""",
     f"CREATE INDEX IF NOT EXISTS {KEYS_TABLE}_expiry ON {{k}} (expires_at)",
+    f"CREATE TABLE IF NOT EXISTS {{s}}{WORKERS_TABLE} (id text PRIMARY KEY, record jsonb NOT NULL)",
 )
 #: Version 1's listing indexes, over the JSON: their names are taken again
 #: by the indexes on the columns.
@@ -525,6 +531,8 @@ class PostgresDatastore(CasDatastore):
         self._sql = {
             name: sql.format(t=self.table, k=self.keys_table) for name, sql in _SQL.items()
         }
+        qualified = "" if settings.schema is None else f"{_quote(settings.schema)}."
+        self.workers_table = qualified + WORKERS_TABLE
         self._connections = _Connections(settings, self._setup)
 
     def __repr__(self) -> str:
@@ -539,6 +547,7 @@ class PostgresDatastore(CasDatastore):
         unless the table is of :data:`SCHEMA_VERSION` with every index."""
         qualified = "" if self._schema is None else _quote(self._schema) + "."
         names = [self.table, self.keys_table, qualified + _quote(f"{KEYS_TABLE}_expiry")]
+        names += [self.workers_table]
         names += [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
         row = conn.execute(
             "SELECT bool_and(to_regclass(n) IS NOT NULL),"
@@ -565,8 +574,8 @@ class PostgresDatastore(CasDatastore):
                 for statement in _SCHEMA:
                     conn.execute(statement.format(t=self.table, s=qualified, k=self.keys_table))
             if version == 1:
-                # no row has its columns yet (version 2's change; 3 only
-                # added the key records' table)
+                # no row has its columns yet (version 2's change; 3 and 4
+                # only added tables)
                 self._reindex(conn, None)
             if version != SCHEMA_VERSION:
                 conn.execute(
@@ -725,6 +734,26 @@ class PostgresDatastore(CasDatastore):
             for rows in self._connections.run(statements)
         ]
         return newest_first(found, query.limit)
+
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """Create or replace the record of worker ``id`` (table ``spacewalk_workers``)."""
+        text = encode_value(record)
+        self._connections.run(lambda conn: conn.execute(
+            f"INSERT INTO {self.workers_table} (id, record) VALUES (%s, %s::jsonb)"
+            " ON CONFLICT (id) DO UPDATE SET record = excluded.record", (id, text)))
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every stored worker record."""
+        rows = self._connections.run(
+            lambda conn: conn.execute(f"SELECT record FROM {self.workers_table}").fetchall()
+        )
+        return [row[0] for row in rows]
+
+    def delete_worker(self, id: str) -> bool:
+        """Remove worker ``id``'s record; ``False`` when there was none."""
+        count = self._connections.run(lambda conn: conn.execute(
+            f"DELETE FROM {self.workers_table} WHERE id = %s", (id,)).rowcount)
+        return bool(count > 0)
 
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None

@@ -27,6 +27,9 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
     An idempotency key record (:mod:`~flask_spacewalk.runtime.keyrecords`):
     its JSON text, set with ``SET NX`` and a real expiry (``PX``), so Redis
     deletes it when it expires.
+``P workers``
+    The worker records: a hash of each live worker's id to its record's
+    JSON text (runtime/heartbeat.py).
 ``P queue:last-id``
     The counter of entry ids, shared by all queue names, as in beanstalkd.
 ``P queue:entry:<id>``
@@ -50,6 +53,15 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
     older version, or made ready by one of its processes still running
     during an upgrade, are kept; the new name keeps such a process from
     misreading the new members (it would drop them).
+``P queue:N:since``
+    The ready entries' ids again, scored by the time each became ready: the
+    age of the oldest over every priority is one read
+    (:meth:`RedisQueue.queue_stats`). Every script that changes ``ready2``
+    changes it too.
+``P queue:names``
+    The queue names that were given an entry (:meth:`RedisQueue.put` adds
+    its name); :meth:`RedisQueue.queue_stats` lists those that hold one and
+    forgets the others.
 ``P queue:N:wake``
     A list of wake-up tokens: :meth:`RedisQueue.put` and releases push one,
     and a blocked :meth:`RedisQueue.reserve` waits on it with ``BLPOP``.
@@ -79,7 +91,7 @@ import redis.retry
 
 from .. import defaults, errors
 from ..runtime.keyrecords import KeyRecord
-from ..runtime.protocols import JobDeletion, Value
+from ..runtime.protocols import JobDeletion, QueueDepth, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
 from . import _redact
@@ -235,6 +247,14 @@ local function wake(key)
     redis.call('RPUSH', key, '1')
   end
 end
+-- The ready set N:ready2 has a twin N:since of ids scored by the time each
+-- entry became ready (at, digits as the hash holds them): every change of
+-- one is made to both.
+local function since_key(ready) return string.sub(ready, 1, -7) .. 'since' end
+local function make_ready(ready, m, pri, at)
+  redis.call('ZADD', ready, pri, ready_member(at, m))
+  redis.call('ZADD', since_key(ready), at, m)
+end
 -- Make ready the entries whose delay or lease ran out, and move those an
 -- older version made ready (a batch at a time, so that a backlog cannot
 -- stall the server).
@@ -242,14 +262,14 @@ local function promote(ready, delayed, leases, legacy, base, now)
   if redis.call('EXISTS', legacy) == 1 then
     for _, m in ipairs(redis.call('ZRANGE', legacy, 0, 999)) do
       local f = redis.call('HMGET', entry_key(base, m), 'pri', 'ready_at', 'lease')
-      if f[1] and not f[3] then redis.call('ZADD', ready, f[1], ready_member(f[2], m)) end
+      if f[1] and not f[3] then make_ready(ready, m, f[1], f[2]) end
       redis.call('ZREM', legacy, m)
     end
   end
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
   for _, m in ipairs(due) do
     local f = redis.call('HMGET', entry_key(base, m), 'pri', 'ready_at')
-    if f[1] then redis.call('ZADD', ready, f[1], ready_member(f[2], m)) end
+    if f[1] then make_ready(ready, m, f[1], f[2]) end
     redis.call('ZREM', delayed, m)
   end
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
@@ -260,7 +280,7 @@ local function promote(ready, delayed, leases, legacy, base, now)
       redis.call('HDEL', key, 'lease')
       redis.call('HSET', key, 'ready_at', f[2])
       redis.call('HINCRBY', key, 'timeouts', 1)
-      redis.call('ZADD', ready, f[1], ready_member(f[2], m))
+      make_ready(ready, m, f[1], f[2])
     end
     redis.call('ZREM', leases, m)
   end
@@ -412,7 +432,7 @@ end
 return 1
 """
 
-# KEYS: ready, delayed, wake, counter.
+# KEYS: ready, delayed, wake, counter, names.
 # ARGV: entry base, tube, body, pri, ttr, delay (microseconds).
 _PUT = """
 local now = now_us()
@@ -425,8 +445,9 @@ redis.call('HSET', ARGV[1] .. int(id), 'tube', ARGV[2], 'body', ARGV[3],
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, member(id))
 else
-  redis.call('ZADD', KEYS[1], ARGV[4], ready_member(ready_at, member(id)))
+  make_ready(KEYS[1], member(id), ARGV[4], ready_at)
 end
+redis.call('SADD', KEYS[5], ARGV[2])
 wake(KEYS[3])
 return id
 """
@@ -442,6 +463,7 @@ while true do
   if #first == 0 then break end
   local m = string.sub(first[1], 21)
   local key = entry_key(ARGV[1], m)
+  redis.call('ZREM', since_key(KEYS[1]), m)
   local f = redis.call('HMGET', key, 'ttr', 'reserves', 'body', 'releases')
   if f[1] then
     local lease = now + tonumber(f[1])
@@ -482,6 +504,7 @@ else
   -- ready again (its lease ran out and nobody reserved it since), or
   -- delayed by a release
   redis.call('ZREM', KEYS[1], ready_member(f[5], m))
+  redis.call('ZREM', since_key(KEYS[1]), m)
   redis.call('ZREM', KEYS[5], m)
   redis.call('ZREM', KEYS[2], m)
 end
@@ -504,7 +527,7 @@ redis.call('HINCRBY', key, 'releases', 1)
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, m)
 else
-  redis.call('ZADD', KEYS[1], f[3], ready_member(ready_at, m))
+  make_ready(KEYS[1], m, f[3], ready_at)
 end
 -- also for a delay: a waiter then looks again when to wake
 wake(KEYS[4])
@@ -525,9 +548,9 @@ if f[1] and tonumber(f[1]) <= now then
   redis.call('HSET', key, 'ready_at', f[1])
   redis.call('HINCRBY', key, 'timeouts', 1)
   redis.call('ZREM', KEYS[3], m)
-  redis.call('ZADD', KEYS[1], f[3], ready_member(f[1], m))
+  make_ready(KEYS[1], m, f[3], f[1])
 elseif not f[1] and tonumber(f[2]) <= now and redis.call('ZREM', KEYS[2], m) == 1 then
-  redis.call('ZADD', KEYS[1], f[3], ready_member(f[2], m))
+  make_ready(KEYS[1], m, f[3], f[2])
 end
 local out = redis.call('HMGET', key, 'tube', 'pri', 'ttr', 'delay', 'created',
   'ready_at', 'reserves', 'timeouts', 'releases', 'lease')
@@ -542,7 +565,7 @@ local f = redis.call('HMGET', key, 'tube', 'lease', 'ready_at')
 if not f[1] or (f[2] and tonumber(f[2]) > now_us()) then return 0 end
 local m = member(ARGV[3])
 redis.call('ZREM', ARGV[1] .. f[1] .. ':ready2', ready_member(f[3], m))
-for _, set in ipairs({':ready', ':delayed', ':leases'}) do
+for _, set in ipairs({':ready', ':since', ':delayed', ':leases'}) do
   redis.call('ZREM', ARGV[1] .. f[1] .. set, m)
 end
 redis.call('DEL', key)
@@ -554,6 +577,59 @@ _STATS_TUBE = """
 promote(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], now_us())
 return {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[1], '-inf', '(1024'),
   redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[2])}
+"""
+
+
+# KEYS: the names set. ARGV: queue base, entry base, this queue's name.
+# Returns {now, {name, ready, delayed, reserved, when the oldest ready entry
+# became ready ('' for none)}...}: this queue, then every other name that
+# holds an entry, by name; names that hold none are forgotten. Nothing is
+# promoted: an entry whose delay or lease ran out counts as ready since then.
+_DEPTH = """
+local now = now_us()
+local function depth(name)
+  local tube = ARGV[1] .. name
+  local ready, legacy, since = tube .. ':ready2', tube .. ':ready', tube .. ':since'
+  local delayed, leases = tube .. ':delayed', tube .. ':leases'
+  if redis.call('ZCARD', since) ~= redis.call('ZCARD', ready) + redis.call('ZCARD', legacy) then
+    -- entries made ready by an older version, which kept no twin set: once
+    redis.call('DEL', since)
+    for _, r in ipairs(redis.call('ZRANGE', ready, 0, -1)) do
+      redis.call('ZADD', since, string.sub(r, 1, 20), string.sub(r, 21))
+    end
+    for _, m in ipairs(redis.call('ZRANGE', legacy, 0, -1)) do
+      local at = redis.call('HGET', entry_key(ARGV[2], m), 'ready_at')
+      if at then redis.call('ZADD', since, at, m) else redis.call('ZREM', legacy, m) end
+    end
+  end
+  local due = redis.call('ZCOUNT', delayed, '-inf', now)
+  local expired = redis.call('ZCOUNT', leases, '-inf', now)
+  local first = false
+  for _, set in ipairs({since, delayed, leases}) do
+    local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    if #head > 0 then
+      local at = tonumber(head[2])
+      if at <= now and (not first or at < first) then first = at end
+    end
+  end
+  return {name, redis.call('ZCARD', ready) + redis.call('ZCARD', legacy) + due + expired,
+    redis.call('ZCARD', delayed) - due, redis.call('ZCARD', leases) - expired,
+    first and int(first) or ''}
+end
+local names = redis.call('SMEMBERS', KEYS[1])
+table.sort(names)
+local out = {int(now), depth(ARGV[3])}
+for _, name in ipairs(names) do
+  if name ~= ARGV[3] then
+    local row = depth(name)
+    if row[2] + row[3] + row[4] > 0 then
+      table.insert(out, row)
+    else
+      redis.call('SREM', KEYS[1], name)
+    end
+  end
+end
+return out
 """
 
 
@@ -579,7 +655,7 @@ _SCRIPTS = {
         ("stats", _STATS), ("delete", _DELETE), ("stats_tube", _STATS_TUBE),
         ("delete_doc", _DELETE_DOC), ("list", _LIST), ("reindex", _REINDEX),
         ("claim_key", _CLAIM_KEY), ("replace_key", _REPLACE_KEY),
-        ("delete_jobs", _DELETE_JOBS),
+        ("delete_jobs", _DELETE_JOBS), ("depth", _DEPTH),
     ]
 }  # fmt: skip
 
@@ -690,6 +766,7 @@ class RedisDatastore(CasDatastore):
         self.prefix = settings.prefix + "doc:"
         self._jobs = settings.prefix + "jobs:"
         self._keys = settings.prefix + "idempotency:"
+        self._workers = settings.prefix + "workers"
 
     def __repr__(self) -> str:
         return f"<RedisDatastore {self._server.settings.server} prefix={self.prefix!r}>"
@@ -796,6 +873,22 @@ class RedisDatastore(CasDatastore):
     def release_key(self, key: str, token: str) -> bool:
         """Delete the record under ``key`` whose token is ``token``."""
         return bool(self._server.run("replace_key", [self._keys + key], [token]))
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """Create or replace the record of worker ``id`` (hash ``P workers``)."""
+        text = encode_value(record)
+        with self._server.connect() as client:
+            client.hset(self._workers, id, text)
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every stored worker record."""
+        with self._server.connect() as client:
+            texts = cast("dict[str, str]", client.hgetall(self._workers))
+        return [json.loads(text) for text in texts.values()]
+
+    def delete_worker(self, id: str) -> bool:
+        """Remove worker ``id``'s record; ``False`` when there was none."""
+        with self._server.connect() as client:
+            return bool(client.hdel(self._workers, id))
 
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None
@@ -906,6 +999,7 @@ class RedisQueue(BaseQueue):
         self._ready, self._delayed = tube + ":ready2", tube + ":delayed"
         self._leases, self._wake = tube + ":leases", tube + ":wake"
         self._legacy_ready = tube + ":ready"  # see the module
+        self._names = self._base + "names"
 
     def __repr__(self) -> str:
         return f"<RedisQueue {self.queueName!r} on {self._server.settings.server}>"
@@ -938,7 +1032,7 @@ class RedisQueue(BaseQueue):
             self._entries, self.queueName, json.dumps(data), check_priority(priority),
             max(1, round(ttr * 1e6)), round(max(delay, 0) * 1e6),
         ]  # fmt: skip
-        keys = [self._ready, self._delayed, self._wake, self._base + "last-id"]
+        keys = [self._ready, self._delayed, self._wake, self._base + "last-id", self._names]
         return int(self._server.run("put", keys, args))
 
     def reserve(self, timeout: float | None = None) -> RedisQueueEntry | None:
@@ -1003,6 +1097,21 @@ class RedisQueue(BaseQueue):
             "current-jobs-reserved": reserved,
             "current-jobs-delayed": delayed,
         }
+
+    def queue_stats(self) -> list[QueueDepth]:
+        """This queue's depth, then that of every other queue name under the
+        prefix that holds an entry, by name: one script of O(log n) reads
+        per name."""
+        now, *rows = self._server.run(
+            "depth", [self._names], [self._base, self._entries, self.queueName]
+        )
+        return [
+            QueueDepth(
+                name, int(ready), int(delayed), int(reserved),
+                None if since == "" else round((int(now) - int(since)) / 1e6, 3),
+            )
+            for name, ready, delayed, reserved, since in rows
+        ]  # fmt: skip
 
     def _entry_action(
         self, entry: RedisQueueEntry, action: str, held: bool, delay: float = 0

@@ -39,7 +39,7 @@ from urllib.parse import quote
 
 from .. import defaults, errors
 from ..runtime.keyrecords import SWEEP_BATCH, KeyRecord
-from ..runtime.protocols import JobDeletion, Value
+from ..runtime.protocols import JobDeletion, QueueDepth, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, index_columns, job_index
 from ._fork import abandon, track
@@ -69,7 +69,8 @@ WAKE_FALLBACK = 0.5
 #: 5 added the table of idempotency key records.
 #: 6 hands out equal priorities in the order they became ready: the index
 #: ``queue_next`` gains ``ready_at`` (see :func:`_migrate`).
-SCHEMA_VERSION = 6
+#: 7 added the ``workers`` table (worker records, runtime/heartbeat.py).
+SCHEMA_VERSION = 7
 #: Rows recomputed per transaction by a migration, so that it never holds
 #: the write lock for long.
 MIGRATION_BATCH = 500
@@ -139,6 +140,8 @@ _SCHEMA = (
     )""",
     """CREATE INDEX IF NOT EXISTS idempotency_keys_expiry
         ON idempotency_keys (expires_at)""",
+    # the record of each live worker, apart from the documents
+    "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, record TEXT NOT NULL)",
 )
 
 class _WriterLock:
@@ -479,6 +482,24 @@ class SqliteDatastore(CasDatastore):
                 ])  # fmt: skip
         return newest_first(found, query.limit)
 
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """Create or replace the record of worker ``id`` (table ``workers``)."""
+        text = encode_value(record)
+        with self._db.connect(lock=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO workers (id, record) VALUES (?, ?)", (id, text))
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every stored worker record."""
+        with self._db.connect() as conn:
+            rows = conn.execute("SELECT record FROM workers").fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def delete_worker(self, id: str) -> bool:
+        """Remove worker ``id``'s record; ``False`` when there was none."""
+        with self._db.connect(lock=True) as conn:
+            cursor = conn.execute("DELETE FROM workers WHERE id = ?", (id,))
+        return cursor.rowcount > 0
+
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None
     ) -> int:
@@ -712,6 +733,38 @@ _NEXT_EVENT = (
     "       (SELECT min(lease_until) FROM queue"
     "        WHERE tube = ? AND lease_until IS NOT NULL)"
 )
+# A queue's depth, read in its indexes without a write: a lease that ran out
+# counts as ready since it did, as the next reserve or stats would make it.
+# SQLite keeps no counts, so each count reads a range of an index (about a
+# millisecond per 8,000 entries); the minimums read one index entry each.
+_DEPTH = (
+    "SELECT"
+    " (SELECT count(*) FROM queue WHERE tube = :tube AND lease_until IS NULL"
+    "  AND ready_at <= :now),"
+    " (SELECT count(*) FROM queue WHERE tube = :tube AND lease_until IS NULL"
+    "  AND ready_at > :now),"
+    " (SELECT min(ready_at) FROM queue WHERE tube = :tube AND lease_until IS NULL),"
+    " (SELECT count(*) FROM queue WHERE tube = :tube AND lease_until IS NOT NULL"
+    "  AND lease_until > :now),"
+    " (SELECT count(*) FROM queue WHERE tube = :tube AND lease_until IS NOT NULL"
+    "  AND lease_until <= :now),"
+    " (SELECT min(lease_until) FROM queue WHERE tube = :tube AND lease_until IS NOT NULL)"
+)
+# The queue names in the file, one index seek per name (a loose index scan
+# of each partial index: a plain DISTINCT would read every entry).
+_TUBES = """WITH RECURSIVE
+  waiting(tube) AS (
+    SELECT min(tube) FROM queue WHERE lease_until IS NULL
+    UNION ALL
+    SELECT (SELECT min(tube) FROM queue WHERE lease_until IS NULL AND tube > waiting.tube)
+    FROM waiting WHERE waiting.tube IS NOT NULL),
+  held(tube) AS (
+    SELECT min(tube) FROM queue WHERE lease_until IS NOT NULL
+    UNION ALL
+    SELECT (SELECT min(tube) FROM queue WHERE lease_until IS NOT NULL AND tube > held.tube)
+    FROM held WHERE held.tube IS NOT NULL)
+SELECT tube FROM waiting WHERE tube IS NOT NULL
+UNION SELECT tube FROM held WHERE tube IS NOT NULL"""
 _STATS = (
     "SELECT id, tube, pri, ttr, delay, created_at, ready_at, lease_until,"
     " reserves, timeouts, releases FROM queue WHERE id = ?"
@@ -918,6 +971,25 @@ class SqliteQueue(BaseQueue):
             "current-jobs-reserved": reserved,
             "current-jobs-delayed": delayed,
         }
+
+    def queue_stats(self) -> list[QueueDepth]:
+        """This queue's depth, then that of every other queue name in the
+        file that holds an entry, by name; read without a write."""
+        with self._db.connect() as conn:
+            now = time.time()
+            names = [self.queueName]
+            names += sorted(
+                name for (name,) in conn.execute(_TUBES) if name != self.queueName
+            )
+            depths = []
+            for name in names:
+                ready, delayed, first_ready, held, expired, first_lease = conn.execute(
+                    _DEPTH, {"tube": name, "now": now}
+                ).fetchone()
+                since = [t for t in (first_ready, first_lease) if t is not None and t <= now]
+                oldest = round(now - min(since), 3) if since else None
+                depths.append(QueueDepth(name, ready + expired, delayed, held, oldest))
+        return depths
 
     def _entry_update(
         self, entry: SqliteQueueEntry, sql: str, args: tuple[Any, ...], held: bool

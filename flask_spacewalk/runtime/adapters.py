@@ -9,12 +9,17 @@ it has them and a default for the others:
 
 - ``read_many``: one ``read_with_cas`` per key;
 - ``close``: nothing to do;
-- ``list_jobs``, ``has_entry``: raise :exc:`~flask_spacewalk.errors.NotSupported`;
+- ``list_jobs``, ``has_entry``, the worker records (``save_worker``,
+  ``list_workers``, ``delete_worker``): raise
+  :exc:`~flask_spacewalk.errors.NotSupported`;
 - ``claim_key``, ``replace_key``, ``release_key``: idempotency key records
   as documents, built on ``create``, ``read_with_cas``, ``set_with_cas``
   and ``delete``, the expiry kept in the value;
 - ``delete_jobs``: each job claimed with a compare-and-swap write of
   :data:`TOMBSTONE`, then deleted with ``delete`` (two writes a job);
+- ``queue_stats``: the counts of the object's own ``stats_tube()`` (beanstalkd's
+  ``current-jobs-*``) for its queue alone, with no oldest ready age, or
+  :exc:`~flask_spacewalk.errors.NotSupported` when it has none;
 - ``put_with_document``: None (the job is stored, then queued).
 
 So callers call the abilities directly, and mypy checks each call.
@@ -39,10 +44,13 @@ from .protocols import (
     ManyReader,
     Queue,
     QueueAbilities,
+    QueueDepth,
     QueueEntry,
+    QueueStats,
     SpacewalkDatastore,
     SpacewalkQueue,
     Value,
+    WorkerRecords,
 )
 
 __all__ = ["TOMBSTONE", "ZeroGDatastore", "ZeroGQueue", "as_datastore", "as_queue"]
@@ -102,6 +110,7 @@ class ZeroGDatastore(_Adapter):
         self._list_jobs = inner.list_jobs if isinstance(inner, JobLister) else None
         self._key_records = inner if isinstance(inner, KeyRecordStore) else None
         self._delete_jobs = inner.delete_jobs if isinstance(inner, JobDeleter) else None
+        self._workers = inner if isinstance(inner, WorkerRecords) else None
 
     @property
     def casException(self) -> type[Exception]:  # noqa: N802 - ZeroG's name
@@ -256,6 +265,35 @@ class ZeroGDatastore(_Adapter):
                 deleted.append(job.key)
         return deleted
 
+    def _worker_records(self) -> WorkerRecords:
+        if self._workers is None:
+            raise NotSupported(
+                f"this datastore ({type(self.inner).__name__}) keeps no worker records:"
+                " it has no save_worker, list_workers and delete_worker methods"
+            )
+        return self._workers
+
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """The wrapped object's ``save_worker``.
+
+        :raises NotSupported: it has none.
+        """
+        self._worker_records().save_worker(id, record)
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """The wrapped object's ``list_workers``.
+
+        :raises NotSupported: it has none.
+        """
+        return self._worker_records().list_workers()
+
+    def delete_worker(self, id: str) -> bool:
+        """The wrapped object's ``delete_worker``.
+
+        :raises NotSupported: it has none.
+        """
+        return self._worker_records().delete_worker(id)
+
 
 class ZeroGQueue(_Adapter):
     """A queue with only ZeroG's methods, given the other abilities."""
@@ -266,6 +304,7 @@ class ZeroGQueue(_Adapter):
         self._put_with_document = (
             inner.put_with_document if isinstance(inner, DocumentQueue) else None
         )
+        self._queue_stats = inner.queue_stats if isinstance(inner, QueueStats) else None
 
     @property
     def queueName(self) -> str:  # noqa: N802 - ZeroG's name
@@ -328,3 +367,28 @@ class ZeroGQueue(_Adapter):
         if self._put_with_document is None:
             return None
         return self._put_with_document(datastore, key, document, data, ttr, delay, priority)
+
+    def queue_stats(self) -> list[QueueDepth]:
+        """The wrapped object's ``queue_stats``, or its own queue's counts
+        from its ``stats_tube()``, with no oldest ready age.
+
+        :raises NotSupported: it has neither.
+        """
+        if self._queue_stats is not None:
+            return self._queue_stats()
+        stats_tube = getattr(self.inner, "stats_tube", None)
+        if stats_tube is None:
+            raise NotSupported(
+                f"this queue ({type(self.inner).__name__}) cannot count its entries:"
+                " it has no queue_stats or stats_tube method"
+            )
+        counts = stats_tube()
+        return [
+            QueueDepth(
+                self.queueName,
+                int(counts["current-jobs-ready"]),
+                int(counts["current-jobs-delayed"]),
+                int(counts["current-jobs-reserved"]),
+                None,
+            )
+        ]

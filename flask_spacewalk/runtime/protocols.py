@@ -8,7 +8,8 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 :class:`Datastore` and :class:`Queue` are what ZeroG's objects have. Each
 ability beyond them is a protocol of its own (:class:`ManyReader`,
 :class:`JobLister`, :class:`JobDeleter`, :class:`Closable`, :class:`KeyRecordStore`,
-:class:`DocumentQueue`, :class:`EntryChecker`), and :class:`SpacewalkDatastore` and
+:class:`WorkerRecords`, :class:`DocumentQueue`, :class:`EntryChecker`,
+:class:`QueueStats`), and :class:`SpacewalkDatastore` and
 :class:`SpacewalkQueue` have them all: every backend of this package is one,
 and :func:`~flask_spacewalk.runtime.adapters.as_datastore` and
 :func:`~flask_spacewalk.runtime.adapters.as_queue` make one of any other
@@ -151,6 +152,28 @@ class KeyRecordStore(Protocol):
 
 
 @runtime_checkable
+class WorkerRecords(Protocol):
+    """A datastore that keeps the records of job workers, apart from its
+    documents (``GET R/workers`` needs it; see
+    :mod:`~flask_spacewalk.runtime.heartbeat`).
+
+    Every backend of this package has it, in a table or hash of its own;
+    for a datastore of your own without it, ``list_workers`` raises
+    :exc:`~flask_spacewalk.errors.NotSupported` and ``GET R/workers``
+    answers 501.
+    """
+
+    def save_worker(self, id: str, record: dict[str, Any]) -> None:
+        """Create or replace the record of worker ``id``."""
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every stored worker record, in no particular order."""
+
+    def delete_worker(self, id: str) -> bool:
+        """Remove worker ``id``'s record; ``False`` when there was none."""
+
+
+@runtime_checkable
 class EntryChecker(Protocol):
     """A queue that can tell whether an entry is still there (``flask
     spacewalk requeue --stale`` needs it; every queue of this package has
@@ -160,6 +183,33 @@ class EntryChecker(Protocol):
     def has_entry(self, id: int, data: Any) -> bool:
         """Whether entry ``id`` is in the queue (ready, delayed or reserved)
         with the body ``json.dumps(data)``."""
+
+
+class QueueDepth(NamedTuple):
+    """How many entries one queue holds, by state (``GET R/queues``)."""
+
+    #: The queue's name (beanstalkd's tube).
+    name: str
+    #: Entries a worker may reserve now.
+    ready: int
+    #: Entries waiting for their delay to run out.
+    delayed: int
+    #: Entries a worker holds.
+    reserved: int
+    #: Seconds since the oldest ready entry became ready (for a delayed one,
+    #: since its delay ran out); None when none is ready.
+    oldest_ready_age: float | None
+
+
+@runtime_checkable
+class QueueStats(Protocol):
+    """A queue that can count its entries by state (``GET R/queues`` and the
+    metrics need it; every queue of this package has it, reading indexes or
+    counters, never every entry)."""
+
+    def queue_stats(self) -> list[QueueDepth]:
+        """This queue's depth first, then that of every other queue of the
+        backend that holds an entry, by name."""
 
 
 class QueueEntry(Protocol):
@@ -232,13 +282,13 @@ class DocumentQueue(Protocol):
 
 @runtime_checkable
 class DatastoreAbilities(
-    ManyReader, JobLister, JobDeleter, KeyRecordStore, Closable, Protocol
+    ManyReader, JobLister, JobDeleter, KeyRecordStore, WorkerRecords, Closable, Protocol
 ):
     """Every ability a datastore of this package has beyond ZeroG's."""
 
 
 @runtime_checkable
-class QueueAbilities(DocumentQueue, EntryChecker, Closable, Protocol):
+class QueueAbilities(DocumentQueue, EntryChecker, QueueStats, Closable, Protocol):
     """Every ability a queue of this package has beyond ZeroG's."""
 
 

@@ -2,8 +2,10 @@
 
 Each child runs many jobs. A child that dies (killed, crashed, or recycled
 after ``max_jobs``) is replaced; the job it held comes back from the queue
-when its lease runs out. SIGTERM or SIGINT is passed on to the children,
-which finish their jobs within the grace period; past it (plus a margin) the
+when its lease runs out. A child that exits with :data:`EXIT_RETIRED` (an
+operator retired it) is not replaced, and once every child has retired the
+supervisor exits. SIGTERM or SIGINT is passed on to the children, which
+finish their jobs within the grace period; past it (plus a margin) the
 supervisor kills what is left.
 """
 from __future__ import annotations
@@ -24,6 +26,8 @@ HEALTHY_LIFETIME = 1.0
 MAX_RESTART_DELAY = 10.0
 #: Extra seconds the supervisor gives children past their grace period.
 KILL_MARGIN = 5.0
+#: The exit code of a child that retired: it is not restarted.
+EXIT_RETIRED = 4
 #: The signals the supervisor handles, blocked while it forks.
 _HANDLED = (signal.SIGTERM, signal.SIGINT)
 
@@ -55,7 +59,8 @@ class Supervisor:
         self._restart_delay = 0.0
 
     def run(self) -> int:
-        """Supervise until SIGTERM/SIGINT; return the exit code."""
+        """Supervise until SIGTERM/SIGINT or until every child retired;
+        return the exit code (0)."""
         self.pid = os.getpid()
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
@@ -65,6 +70,9 @@ class Supervisor:
             pid, status = os.waitpid(-1, 0)
             started = self.children.pop(pid, None)
             if started is None:
+                continue
+            if os.waitstatus_to_exitcode(status) == EXIT_RETIRED:
+                log.info("worker %d retired; %d left", pid, len(self.children))
                 continue
             if not self.stopping:
                 self._report(pid, status, time.monotonic() - started)

@@ -7,6 +7,10 @@ job is never handed to a second worker, and a job that already has its final
 result is never run again (a worker that died between recording a result and
 deleting the entry leaves such an entry behind).
 
+With a ``heartbeat``, the worker keeps a record of itself in the datastore
+and obeys the operator's drain and retire requests
+(:mod:`~flask_spacewalk.runtime.heartbeat`).
+
 The worker keeps the loop, the leases, the signals and the cancel watch,
 and runs the periodic purge of old jobs a batch at a time between jobs;
 every transition of a job (start, run, finish, recovery, the settling of
@@ -44,12 +48,15 @@ from .cancel import (
     main_thread_interrupter,
     on_interrupt_signal,
 )
+from .heartbeat import Activity, Heartbeat
 from .job import RuntimeJob, make_key
 from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, Lifecycle
 from .outcome import NO_RESULT
 from .protocols import Datastore, Queue, QueueEntry, SpacewalkDatastore, SpacewalkQueue
+from .queue_control import PauseWatch
 from .registry import JobRegistry
 from .retention import BATCH, PURGE_INTERVAL, PeriodicPurge
+from .status import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +207,13 @@ class Worker:
         jobs, one worker of the fleet every :attr:`PURGE_INTERVAL` seconds
         (:class:`~flask_spacewalk.runtime.retention.PeriodicPurge`); None
         keeps every job.
+    :param heartbeat: seconds between two writes of this worker's record,
+        which also reads the drain and retire requests; None: keep no record
+        and take no requests (a worker run inside a test, say). It is also
+        the time between two reads of whether the queue is paused
+        (:data:`~flask_spacewalk.defaults.HEARTBEAT` when None).
+    :param service: the service name the record shows (default: the queue
+        name without its ``_jobs``).
     """
 
     #: Delete an unloadable entry once it was reserved more often than this.
@@ -246,6 +260,8 @@ class Worker:
         parent_pid: int | None = None,
         cancel_grace: float = defaults.CANCEL_GRACE,
         retention: float | None = None,
+        heartbeat: float | None = None,
+        service: str | None = None,
     ):
         if cancel_grace <= 0:
             raise ValueError("cancel_grace must be > 0")
@@ -273,6 +289,16 @@ class Worker:
         self._purge: PeriodicPurge | None = None
         self._backoff = 0.0
         self._lease = LeaseKeeper(ttr, self.CANCEL_POLL_INTERVAL)
+        self.heartbeat_interval = heartbeat
+        self.service = service or queue_name.removesuffix("_jobs")
+        #: What this worker runs, for its record.
+        self.activity = Activity()
+        #: Set when a retire request stopped the worker.
+        self.retired = False
+        self._heartbeat: Heartbeat | None = None
+        self._pause_watch = PauseWatch(
+            queue_name, defaults.HEARTBEAT if heartbeat is None else heartbeat
+        )
 
     @property
     def datastore(self) -> SpacewalkDatastore:
@@ -304,25 +330,50 @@ class Worker:
     # -- the loop ------------------------------------------------------------
 
     def run(self, *, burst: bool = False) -> None:
-        """Run jobs until stopped, recycled, or (``burst``) the queue is empty."""
+        """Run jobs until stopped, recycled, retired, or (``burst``) the
+        queue is empty (or the worker drained)."""
+        if self.heartbeat_interval is not None:
+            self._heartbeat = Heartbeat(
+                self.datastore, self.heartbeat_interval, service=self.service,
+                queue=self.queue_name, activity=self.activity, memory=resident_memory,
+                on_retire=self._retire,
+            )  # fmt: skip
+            self._heartbeat.start()
         try:
             self._run_loop(burst)
         finally:
             self._lease.close()
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
 
     def _run_loop(self, burst: bool) -> None:
         while not self.stopping:
             purging = self._purge_step()
+            if self._drained(0 if burst else self.RESERVE_TIMEOUT):
+                if burst or self._orphaned():
+                    return
+                continue
+            if self._pause_watch.paused(self.datastore):
+                if burst or self._orphaned():
+                    return
+                time.sleep(min(self.RESERVE_TIMEOUT, self._pause_watch.time_left()))
+                continue
+            # never waiting past the next look at the pause, so that a
+            # pause stops the reserves within a heartbeat
+            timeout = min(self.RESERVE_TIMEOUT, self._pause_watch.time_left())
             try:
-                entry = self.queue.reserve(
-                    timeout=0 if burst or purging else self.RESERVE_TIMEOUT
-                )
+                entry = self.queue.reserve(timeout=0 if burst or purging else timeout)
             except QueueError as exc:
                 self._pause(f"queue {self.queue_name} unavailable: {exc}")
                 continue
             if entry is None:
                 if not purging and (burst or self._orphaned()):
                     return
+                continue
+            heartbeat = self._heartbeat
+            if heartbeat is not None and (heartbeat.draining or heartbeat.retiring):
+                # the request came while the reserve waited: the job is not ours
+                self.lifecycle.release(entry)
                 continue
             try:
                 self.process_entry(entry)
@@ -331,6 +382,8 @@ class Worker:
                 # run() (an overridden record_result, say) must not end the
                 # worker; the entry's lease brings the job back.
                 log.exception("entry %s: processing failed; its lease will return it", entry.id)
+            finally:
+                self.activity.job = self.activity.job_type = None
             self.jobs_done += 1
             if self._should_recycle() or self._orphaned():
                 return
@@ -353,6 +406,23 @@ class Worker:
     def stop(self) -> None:
         """Finish the current job, then leave :meth:`run`."""
         self.stopping = True
+
+    def _retire(self) -> None:
+        """Stop for good: a retire request was read (the heartbeat's thread)."""
+        self.retired = True
+        self.stop()
+
+    def _drained(self, wait: float) -> bool:
+        """Whether the worker is draining; if so, wait up to ``wait`` seconds
+        for that to change (or for a stop) first."""
+        heartbeat = self._heartbeat
+        if heartbeat is None:
+            return False
+        heartbeat.changed.clear()
+        if not heartbeat.draining:
+            return False
+        heartbeat.changed.wait(wait)
+        return True
 
     def _pause(self, reason: str) -> None:
         self._backoff = min(self.MAX_BACKOFF, max(0.1, self._backoff * 2))
@@ -396,6 +466,7 @@ class Worker:
             if loaded is None:
                 return
             job, watch = loaded
+            self.activity.job, self.activity.job_type = job.uuid, job.jobType
             if job.resultCode != NO_RESULT and not job.running:
                 log.info("job %s already finished; dropping entry %s", job.uuid, entry.id)
                 lifecycle.skip(job, entry)
@@ -424,6 +495,10 @@ class Worker:
                 lease.watcher = None
         self._backoff = 0.0  # the job was marked running: the store takes writes
         outage = lifecycle.finish(job, outcome, watch, entry)
+        if job.resultCode != NO_RESULT:
+            self.activity.jobs_done += 1
+            if JobStatus.of({"resultCode": job.resultCode}) is JobStatus.FAILED:
+                self.activity.jobs_failed += 1
         if outage is not None:
             # the entry comes back with its lease; the next ones would fail
             # alike, so wait instead of running them in vain

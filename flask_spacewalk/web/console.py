@@ -7,8 +7,9 @@ errors apply to it as to the API, and it works on a closed network: no CDN,
 no build step. Everything the scripts show comes from the API (discovery,
 post-schema, POST, progress with ``If-None-Match``, info, data, dump for
 whether a job is running and for a retry's stored Params, when the tree
-serves it, jobs, cancel, retry and the bulk actions) and is put on the page
-as text nodes, never as HTML.
+serves it, jobs, cancel, retry and the bulk actions, workers and their
+drain, undrain and retire, queues and their pause and resume) and is put
+on the page as text nodes, never as HTML.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ __all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "STATIC", "console_routes"]
 #: Where the console's files are, inside the package.
 STATIC = Path(__file__).resolve().parent / "static" / "console"
 #: The files served under ``<root>/console/``; nothing else is.
-ASSETS = frozenset({"console.js", "form.js", "console.css"})
+ASSETS = frozenset({"console.js", "form.js", "workers.js", "queues.js", "console.css"})
 #: The page runs only its own files and talks only to its own origin; no
 #: inline script or style, so injected markup could not run even if some
 #: were ever put on the page.
@@ -49,11 +50,13 @@ _PAGE = """<!DOCTYPE html>
 <script type="module" src="{assets}/console.js"></script>
 </head>
 <body data-script-root="{script_root}" data-root="{root}" data-title="{title}"
-      data-description="{description}" data-dump="{dump}" data-statuses="{statuses}">
+      data-description="{description}" data-dump="{dump}" data-statuses="{statuses}"
+      data-queue="{queue}">
 <a class="skip" href="#main">Skip to content</a>
 <header class="top">
 <h1><a href="#/">{title}</a> <span class="sub">job console</span></h1>
-<p class="top-links"><a href="#/">Recent jobs</a>{docs_link}</p>
+<p class="top-links"><a href="#/">Recent jobs</a> · <a href="#/workers">Workers</a>
+ · <a href="#/queues">Queues</a>{docs_link}</p>
 </header>
 <div class="layout">
 <nav id="tree" aria-label="Job tree"><h2>Jobs</h2><p>Loading the job tree…</p></nav>
@@ -86,6 +89,7 @@ def console_routes(state: SpacewalkState) -> list[tuple[str, str, Callable[..., 
             docs_link=docs_link,
             dump="true" if settings.expose_dump else "false",
             statuses=" ".join(STATUSES),
+            queue=html.escape(settings.queue_name),
         )
         response = Response(text, mimetype="text/html")
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

@@ -18,13 +18,15 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
 from ..backends.base import MAX_PRIORITY
+from ..runtime.fleet import WorkerAction
+from ..runtime.heartbeat import ID_PATTERN, WorkerState
 from ..runtime.status import STATUSES
 from ..tree import Branch, Leaf
 from .actions import DEFAULT_BULK_LIMIT, MAX_BULK_LIMIT
 from .idempotency import HEADER, MAX_LENGTH, REPLAYED_HEADER
 from .listing import DEFAULT_LIMIT, MAX_LIMIT
 from .options import DEFAULT_PRIORITY, MAX_START_DELAY
-from .routes import UUID_PATTERN, Route, RouteKind, routes
+from .routes import UUID_PATTERN, Route, RouteKind, routes, worker_action
 
 if TYPE_CHECKING:
     from .state import SpacewalkState
@@ -169,6 +171,64 @@ class BulkAnswerSchema(Schema):
     )
 
 
+class WorkerSchema(Schema):
+    id = fields.String(required=True, metadata={"description": "URL-safe: host-pid-random."})
+    host = fields.String(required=True)
+    pid = fields.Integer(required=True)
+    service = fields.String(required=True)
+    queue = fields.String(required=True)
+    state = fields.String(required=True, validate=validate.OneOf([s.value for s in WorkerState]))
+    job = fields.String(required=True, allow_none=True,
+                        metadata={"description": "The uuid of the job it runs; null if none."})
+    jobType = fields.String(required=True, allow_none=True)
+    startedAt = fields.String(required=True, metadata={"description": "Naive UTC ISO-8601."})
+    lastSeen = fields.String(required=True, metadata={"description": "Naive UTC ISO-8601."})
+    jobsDone = fields.Integer(required=True,
+                              metadata={"description": "Runs that recorded a result."})
+    jobsFailed = fields.Integer(required=True,
+                                metadata={"description": "Runs whose result is failed."})
+    rss = fields.Integer(required=True, metadata={"description": "Resident memory, bytes."})
+
+
+class WorkerListSchema(Schema):
+    workers = fields.List(fields.Nested(WorkerSchema), required=True)
+
+
+class WorkerActionAnswerSchema(Schema):
+    id = fields.String(required=True)
+    state = fields.String(
+        required=True,
+        validate=validate.OneOf([s.value for s in WorkerState]),
+        metadata={"description": "The state the request moves the worker to."},
+    )
+class QueueItemSchema(Schema):
+    name = fields.String(required=True, metadata={"description": "The queue's name."})
+    ready = fields.Integer(required=True, validate=validate.Range(min=0),
+                           metadata={"description": "Entries a worker may take now."})
+    delayed = fields.Integer(required=True, validate=validate.Range(min=0),
+                             metadata={"description": "Entries waiting for their delay."})
+    reserved = fields.Integer(required=True, validate=validate.Range(min=0),
+                              metadata={"description": "Entries a worker holds."})
+    paused = fields.Boolean(required=True,
+                            metadata={"description": "Whether this project's workers skip it."})
+    oldestReadyAge = fields.Float(
+        required=True,
+        allow_none=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "Seconds since the oldest ready entry became ready;"
+                                 " null when none is ready."},
+    )
+
+
+class QueueListSchema(Schema):
+    queues = fields.List(fields.Nested(QueueItemSchema), required=True)
+
+
+class QueuePauseSchema(Schema):
+    name = fields.String(required=True)
+    paused = fields.Boolean(required=True)
+
+
 #: Component name -> marshmallow schema, nested ones first.
 RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "Error": ErrorBodySchema,
@@ -186,6 +246,12 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "CancelAnswer": CancelAnswerSchema,
     "RetryAnswer": RetryAnswerSchema,
     "BulkAnswer": BulkAnswerSchema,
+    "Worker": WorkerSchema,
+    "WorkerList": WorkerListSchema,
+    "WorkerActionAnswer": WorkerActionAnswerSchema,
+    "QueueItem": QueueItemSchema,
+    "QueueList": QueueListSchema,
+    "QueuePause": QueuePauseSchema,
 }
 #: Free-form bodies, which no marshmallow schema describes.
 FREE_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -196,6 +262,7 @@ FREE_SCHEMAS: dict[str, dict[str, Any]] = {
 ERRORS: dict[str, tuple[str, str]] = {
     "BadRequest": ("Error", "The request is malformed; the message says how."),
     "NotFound": ("Error", "No such job (unknown or malformed uuid, or another tree's)."),
+    "QueueNotFound": ("Error", "No queue of this service by that name."),
     "MethodNotAllowed": ("Error", "A method this path does not take; see Allow."),
     "Conflict": ("Error", "The job already has a result."),
     "RetryConflict": ("Error", "The job is not failed or cancelled, or a worker still holds"
@@ -204,7 +271,7 @@ ERRORS: dict[str, tuple[str, str]] = {
     "UnsupportedMediaType": ("Error", "A non-empty body that is not JSON."),
     "UnprocessableEntity": ("ValidationError", "The job parameters are not valid."),
     "InternalServerError": ("Error", "The stored job document cannot be read."),
-    "NotImplemented": ("Error", "The datastore cannot list jobs."),
+    "NotImplemented": ("Error", "The datastore cannot list jobs, or the queue count them."),
     "ServiceUnavailable": ("Error", "The datastore or the queue is unreachable."),
 }
 
@@ -349,6 +416,11 @@ class _Operations:
             kind.RETRY: self._retry,
             kind.BULK_RETRY: lambda route: self._bulk("retry", "failed or cancelled"),
             kind.BULK_CANCEL: lambda route: self._bulk("cancel", "queued or running"),
+            kind.WORKERS: self._workers,
+            kind.WORKER_ACTION: self._worker_action,
+            kind.QUEUES: self._queues,
+            kind.QUEUE_PAUSE: self._queue_pause,
+            kind.QUEUE_RESUME: self._queue_pause,
         }
 
     def operation(self, route: Route) -> dict[str, Any]:
@@ -532,7 +604,6 @@ class _Operations:
             },
         }
 
-
     def _retry(self, route: Route) -> dict[str, Any]:
         return {
             "summary": "Retry a failed or cancelled job",
@@ -565,6 +636,20 @@ class _Operations:
             },
         }
 
+    def _workers(self, route: Route) -> dict[str, Any]:
+        return {
+            "summary": "The live job workers",
+            "description": (
+                "Every worker of the datastore seen within its last three heartbeats"
+                " (SPACEWALK_HEARTBEAT), by host."
+            ),
+            "responses": {
+                "200": _json("WorkerList", "The live workers."),
+                "501": _json("Error", "The datastore keeps no worker records."),
+                "503": "ServiceUnavailable",
+            },
+        }
+
     def _bulk(self, action: str, statuses: str) -> dict[str, Any]:
         limit = {"type": "integer", "minimum": 1, "default": DEFAULT_BULK_LIMIT}
         return {
@@ -593,9 +678,79 @@ class _Operations:
             },
         }
 
+    def _queues(self, route: Route) -> dict[str, Any]:
+        return {
+            "summary": "The queues",
+            "description": (
+                "Entries by state and the wait of the oldest ready one: the service's"
+                " queue first, then every other queue of its backend that holds an entry."
+            ),
+            "responses": {
+                "200": _json("QueueList", "The queues."),
+                "501": "NotImplemented",
+                "503": "ServiceUnavailable",
+            },
+        }
+
+    def _worker_action(self, route: Route) -> dict[str, Any]:
+        action = worker_action(route)
+        return {
+            "summary": f"{action.value.capitalize()} a worker",
+            "description": _WORKER_ACTIONS[action],
+            "parameters": [_WORKER_ID_PARAMETER],
+            "responses": {
+                "202": _json("WorkerActionAnswer", "Asked: the worker obeys within a heartbeat."),
+                "404": _json("Error", "No live worker has this id."),
+                "501": _json("Error", "The datastore keeps no worker records."),
+                "503": "ServiceUnavailable",
+            },
+        }
+
+    def _queue_pause(self, route: Route) -> dict[str, Any]:
+        pause = route.kind is RouteKind.QUEUE_PAUSE
+        return {
+            "summary": "Pause the queue" if pause else "Resume the queue",
+            "description": (
+                "Within one heartbeat (SPACEWALK_HEARTBEAT) and until resumed, this"
+                " project's workers take none of the queue's entries; POSTs are still"
+                " accepted and stored. ZeroG's own workers do not know about pauses."
+                if pause else
+                "This project's workers take the queue's entries again within one heartbeat."
+            ),
+            "parameters": [{
+                "in": "path",
+                "name": "name",
+                "required": True,
+                "description": "The service's queue, <service>_jobs.",
+                "schema": {"type": "string", "enum": [self.state.settings.queue_name]},
+            }],
+            "responses": {
+                "202": _json("QueuePause", "Paused." if pause else "Resumed."),
+                "404": "QueueNotFound",
+                "503": "ServiceUnavailable",
+            },
+        }  # fmt: skip
+
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"in": "query", "name": name, "schema": schema, "description": description}
+
+
+_WORKER_ID_PARAMETER = {
+    "in": "path",
+    "name": "id",
+    "required": True,
+    "description": "The worker's id, as GET workers lists it.",
+    "schema": {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$"},
+}
+_WORKER_ACTIONS = {
+    WorkerAction.DRAIN: "The worker finishes its current job, then takes no other"
+                        " until undrained (state draining).",
+    WorkerAction.UNDRAIN: "The worker takes jobs again (idle or running); a retiring"
+                          " worker stays retiring.",
+    WorkerAction.RETIRE: "The worker finishes its current job, then exits, and its"
+                         " supervisor starts no other in its place (state retiring).",
+}
 
 
 #: The starting options of ``POST L/job`` (web/options.py).

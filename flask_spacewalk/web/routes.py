@@ -11,12 +11,13 @@ import enum
 import re
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..runtime.fleet import WorkerAction
 from ..tree import Branch, Leaf
 
 if TYPE_CHECKING:
     from .state import SpacewalkState
 
-__all__ = ["UUID_PATTERN", "Route", "RouteKind", "blueprint_name", "routes"]
+__all__ = ["UUID_PATTERN", "Route", "RouteKind", "blueprint_name", "routes", "worker_action"]
 
 #: A uuid exactly as issued: lower-case hex in the canonical groups.
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -55,6 +56,16 @@ class RouteKind(str, enum.Enum):
     BULK_RETRY = "bulk_retry"
     #: ``POST R/jobs/cancel``: cancel the jobs a filter selects.
     BULK_CANCEL = "bulk_cancel"
+    #: ``GET R/workers``: the live job workers.
+    WORKERS = "workers"
+    #: ``POST R/workers/<id>/drain``, ``/undrain`` and ``/retire``.
+    WORKER_ACTION = "worker_action"
+    #: ``GET R/queues``: the queues' depth and pauses.
+    QUEUES = "queues"
+    #: ``POST R/queues/<name>/pause``.
+    QUEUE_PAUSE = "queue_pause"
+    #: ``POST R/queues/<name>/resume``.
+    QUEUE_RESUME = "queue_resume"
 
 
 def blueprint_name(root_path: str) -> str:
@@ -108,5 +119,18 @@ def routes(state: SpacewalkState) -> list[Route]:
         Route(f"{root}/retry/<uuid>", "POST", "retry", kind.RETRY),
         Route(f"{root}/jobs/retry", "POST", "bulk_retry", kind.BULK_RETRY),
         Route(f"{root}/jobs/cancel", "POST", "bulk_cancel", kind.BULK_CANCEL),
+        Route(f"{root}/workers", "GET", "workers", kind.WORKERS),
+    ]
+    table += [Route(f"{root}/workers/<id>/{action}", "POST", f"worker_{action}",
+                    kind.WORKER_ACTION) for action in WorkerAction]  # fmt: skip
+    table += [
+        Route(f"{root}/queues", "GET", "queues", kind.QUEUES),
+        Route(f"{root}/queues/<path:name>/pause", "POST", "queue_pause", kind.QUEUE_PAUSE),
+        Route(f"{root}/queues/<path:name>/resume", "POST", "queue_resume", kind.QUEUE_RESUME),
     ]
     return table
+
+
+def worker_action(route: Route) -> WorkerAction:
+    """The action of a ``WORKER_ACTION`` route: its path's last part."""
+    return WorkerAction(route.path.rsplit("/", 1)[1])

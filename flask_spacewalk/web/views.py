@@ -28,6 +28,7 @@ from ..runtime.cancel import CancelAnswer
 from ..runtime.job import NO_RESULT, RuntimeJob, make_key
 from ..runtime.keyrecords import KeyClaim, fingerprint
 from ..runtime.lifecycle import Lifecycle, cancel_job
+from ..runtime.queue_control import is_paused
 from ..tree import Branch, Leaf
 from . import listing
 from .actions import bulk_view, retry_answer
@@ -49,7 +50,9 @@ from .http import (
 )
 from .idempotency import holding, read_idempotency_key, taken_key_answer
 from .options import read_start_options
-from .routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes
+from .queues import QueueViews
+from .routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes, worker_action
+from .workers import action_view, workers_view
 
 if TYPE_CHECKING:
     from .state import SpacewalkState
@@ -71,6 +74,7 @@ class Views:
         #: ``GET R/jobs``.
         self.jobs = listing.jobs_view(state)
         self._retry = retry_answer(state)
+        queues = QueueViews(state)
         kind = RouteKind
         #: How each kind of route gets its view, from the route.
         self.makers: dict[RouteKind, Callable[[Route], Callable[..., Response]]] = {
@@ -95,6 +99,11 @@ class Views:
             kind.RETRY: lambda route: self.retry,
             kind.BULK_RETRY: lambda route: bulk_view(state, "retry"),
             kind.BULK_CANCEL: lambda route: bulk_view(state, "cancel"),
+            kind.WORKERS: lambda route: workers_view(state),
+            kind.WORKER_ACTION: lambda route: action_view(state, worker_action(route)),
+            kind.QUEUES: lambda route: queues.queues,
+            kind.QUEUE_PAUSE: lambda route: queues.pause,
+            kind.QUEUE_RESUME: lambda route: queues.resume,
         }
 
     # -- discovery ---------------------------------------------------------
@@ -151,9 +160,14 @@ class Views:
         """Create ``job`` with its starting options, or run it inline."""
         datastore, queue = self.state.connections()
         lifecycle = Lifecycle(datastore, queue, self.state.registry)
-        if self.state.run_inline(current_app) and not options.get("delay"):
+        if (
+            self.state.run_inline(current_app)
+            and not options.get("delay")
+            and not is_paused(datastore, self.state.settings.queue_name)
+        ):
             # a worker's run, in the request: users' tests need no worker;
-            # a delayed job is queued, as it would be (docs/api.rst)
+            # a delayed job, or one of a paused queue, is queued, as it
+            # would be (docs/api.rst)
             lifecycle.run_inline(job, **options)
         else:
             lifecycle.create(job, **options)

@@ -1,10 +1,13 @@
 // The flask-spacewalk console: the job tree, a form per job, live jobs and
-// the recent-jobs list, all from the tree's own REST API. Views are chosen
-// by the URL's hash (#/, #/leaf/<path>, #/job/<uuid>, #/retry/<uuid>), so
-// the browser's back button and links work. Every text from the server is set with
+// the recent-jobs list, the workers and the queues, all from the tree's own
+// REST API. Views are chosen by the URL's hash (#/, #/leaf/<path>,
+// #/job/<uuid>, #/retry/<uuid>, #/workers, #/queues), so the browser's back
+// button and links work. Every text from the server is set with
 // textContent (see h() in form.js): job messages are data, never markup.
 
 import { buildForm, h } from "./form.js";
+import { showQueues } from "./queues.js";
+import { showWorkers } from "./workers.js";
 
 const page = document.body.dataset;
 const SCRIPT_ROOT = page.scriptRoot || "";
@@ -796,6 +799,8 @@ function route() {
   } else if ((match = /^#\/job\/([0-9a-f-]{36})$/.exec(hash))) next = () => showJob(match[1]);
   else if ((match = /^#\/retry\/([0-9a-f-]{36})$/.exec(hash))) next = () => showRetry(match[1]);
   else if (hash === "#/" || hash === "#") next = showJobs;
+  else if (hash === "#/workers") next = () => showWorkers({ call, problem, show, rootPath: ROOT_PATH });
+  else if (hash === "#/queues") next = () => showQueues({ call, show, problem, root: ROOT_PATH, own: page.queue });
   else if (hash.startsWith("#/")) next = () => showInvalidLink(hash);
   else return; // an anchor on the page, such as #main
   if (current) current.stop();
