@@ -220,7 +220,7 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
         store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_backend.SCHEMA_VERSION
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT value FROM documents").fetchone()[0] == '"v"'
         # a file of version 2 loses the index on updated_at that nothing read
@@ -234,7 +234,7 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         indexes = {name for (name,) in rows}
         assert "documents_updated_at" not in indexes and "jobs_created" in indexes
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_backend.SCHEMA_VERSION
     finally:
         conn.close()
 

@@ -36,6 +36,12 @@ The indexes serve these queries at any number of jobs::
     ORDER BY job_created DESC, key DESC LIMIT 50;
     SELECT key FROM spacewalk_documents ORDER BY updated_at DESC LIMIT 50;
 
+Beside it, ``spacewalk_job_counts`` holds the number of jobs by
+``(job_type, status)``, kept by triggers on the listing's columns (the
+metrics read it, never counting the table). Each connection adds to a row of
+its own of :data:`COUNT_SHARDS` (``pg_backend_pid() % 16``), so that writers
+of one jobType do not queue on one row's lock; a read sums them.
+
 The table's comment holds its schema version (:data:`SCHEMA_VERSION`).
 When a process first connects, a table of an older version is migrated:
 missing columns and indexes are added (``CREATE INDEX`` blocks writes to
@@ -75,8 +81,12 @@ log = logging.getLogger(__name__)
 TABLE = "spacewalk_documents"
 #: 1: the table as first made (no comment); the listing read indexes over
 #: the JSON. 2: plain listing columns written with each document, and
-#: result 410 listed as ``cancelled``.
-SCHEMA_VERSION = 2
+#: result 410 listed as ``cancelled``. 3: the job counts table and its
+#: triggers, filled once from the rows.
+SCHEMA_VERSION = 3
+#: The job counts' table, and the rows of one (jobType, status) in it.
+COUNTS_TABLE = "spacewalk_job_counts"
+COUNT_SHARDS = 16
 #: Rows recomputed per transaction by a migration.
 MIGRATION_BATCH = 500
 _VERSION_COMMENT = "flask_spacewalk schema "
@@ -156,6 +166,47 @@ _SCHEMA = (
     # earlier versions made (jobType, createdAt), without the key and in the database's
     # collation; jobs_type_created serves its queries
     f"DROP INDEX IF EXISTS {{s}}{TABLE}_job_type_created_at",
+)
+# The job counts: {t} the documents, {c} the counts and {f} the trigger
+# function, each schema-qualified (a trigger runs with the writer's
+# search_path). A row that falls to 0 stays, so a status's gauge does not
+# vanish.
+_COUNTS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS {c} (
+        job_type text NOT NULL,  -- '' for a job without a jobType string
+        status text NOT NULL,
+        shard smallint NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (job_type, status, shard)
+    )""",
+    f"""CREATE OR REPLACE FUNCTION {{f}}() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        s smallint := pg_backend_pid() % {COUNT_SHARDS};
+    BEGIN
+        IF TG_OP <> 'INSERT' AND OLD.{CREATED} IS NOT NULL THEN
+            INSERT INTO {{c}}
+            VALUES (coalesce(OLD.{JOB_TYPE}, ''), coalesce(OLD.{STATUS}, ''), s, -1)
+            ON CONFLICT (job_type, status, shard) DO UPDATE SET n = {{c}}.n - 1;
+        END IF;
+        IF TG_OP <> 'DELETE' AND NEW.{CREATED} IS NOT NULL THEN
+            INSERT INTO {{c}}
+            VALUES (coalesce(NEW.{JOB_TYPE}, ''), coalesce(NEW.{STATUS}, ''), s, 1)
+            ON CONFLICT (job_type, status, shard) DO UPDATE SET n = {{c}}.n + 1;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    f"DROP TRIGGER IF EXISTS {COUNTS_TABLE}_insert ON {{t}}",
+    f"""CREATE TRIGGER {COUNTS_TABLE}_insert AFTER INSERT ON {{t}} FOR EACH ROW
+        WHEN (NEW.{CREATED} IS NOT NULL) EXECUTE FUNCTION {{f}}()""",
+    f"DROP TRIGGER IF EXISTS {COUNTS_TABLE}_update ON {{t}}",
+    f"""CREATE TRIGGER {COUNTS_TABLE}_update AFTER UPDATE ON {{t}} FOR EACH ROW
+        WHEN ((OLD.{CREATED} IS NULL) <> (NEW.{CREATED} IS NULL)
+            OR OLD.{JOB_TYPE} IS DISTINCT FROM NEW.{JOB_TYPE}
+            OR OLD.{STATUS} IS DISTINCT FROM NEW.{STATUS})
+        EXECUTE FUNCTION {{f}}()""",
+    f"DROP TRIGGER IF EXISTS {COUNTS_TABLE}_delete ON {{t}}",
+    f"""CREATE TRIGGER {COUNTS_TABLE}_delete AFTER DELETE ON {{t}} FOR EACH ROW
+        WHEN (OLD.{CREATED} IS NOT NULL) EXECUTE FUNCTION {{f}}()""",
 )
 #: Version 1's listing indexes, over the JSON: their names are taken again
 #: by the indexes on the columns.
@@ -473,6 +524,9 @@ class PostgresDatastore(CasDatastore):
         self.table = _quote(TABLE)
         if settings.schema is not None:
             self.table = f"{_quote(settings.schema)}.{self.table}"
+        self.counts_table = _quote(COUNTS_TABLE)
+        if settings.schema is not None:
+            self.counts_table = f"{_quote(settings.schema)}.{self.counts_table}"
         self._sql = {name: sql.format(t=self.table) for name, sql in _SQL.items()}
         self._connections = _Connections(settings, self._setup)
 
@@ -487,7 +541,8 @@ class PostgresDatastore(CasDatastore):
         """Create the schema, table and indexes, or migrate an older table,
         unless the table is of :data:`SCHEMA_VERSION` with every index."""
         qualified = "" if self._schema is None else _quote(self._schema) + "."
-        names = [self.table] + [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
+        names = [self.table, self.counts_table]
+        names += [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
         row = conn.execute(
             "SELECT bool_and(to_regclass(n) IS NOT NULL),"
             " obj_description(to_regclass(%s), 'pg_class')"
@@ -512,6 +567,7 @@ class PostgresDatastore(CasDatastore):
                         conn.execute(f"DROP INDEX IF EXISTS {qualified}{_quote(f'{TABLE}_{name}')}")
                 for statement in _SCHEMA:
                     conn.execute(statement.format(t=self.table, s=qualified))
+                self._add_job_counts(conn)
             if version == 1:
                 self._reindex(conn, None)  # no row has its columns yet
             elif version < SCHEMA_VERSION and version != 0:
@@ -532,6 +588,47 @@ class PostgresDatastore(CasDatastore):
                 )
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
+
+    def _add_job_counts(self, conn: psycopg.Connection[Any]) -> None:
+        """Make the counts table, its function and triggers, and fill it
+        from the rows when it is new, in the setup's transaction: the table
+        is locked against writes from the count to the triggers' creation."""
+        row = conn.execute("SELECT to_regclass(%s) IS NULL", (self.counts_table,)).fetchone()
+        new = bool(row and row[0])
+        schema = self._schema
+        if schema is None:  # the one the table was found in
+            row = conn.execute(
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.oid = to_regclass(%s)",
+                (self.table,),
+            ).fetchone()
+            schema = str(row[0]) if row else "public"
+        names = {"t": self.table, "c": f"{_quote(schema)}.{_quote(COUNTS_TABLE)}",
+                 "f": f"{_quote(schema)}.{_quote(COUNTS_TABLE + '_keep')}"}  # fmt: skip
+        conn.execute(f"LOCK TABLE {self.table} IN SHARE ROW EXCLUSIVE MODE")
+        for statement in _COUNTS_SCHEMA:
+            conn.execute(statement.format(**names))
+        if new:
+            conn.execute(
+                f"INSERT INTO {names['c']} SELECT coalesce({JOB_TYPE}, ''),"
+                f" coalesce({STATUS}, ''), 0, count(*) FROM {self.table} WHERE {IS_JOB}"
+                " GROUP BY 1, 2"
+            )
+
+    def count_jobs(self) -> dict[tuple[str, str], int]:
+        """The stored jobs by ``(jobType, status)``, as the triggers keep
+        them (a few rows, whatever the number of jobs)."""
+        rows = self._connections.run(
+            lambda conn: conn.execute(
+                f"SELECT job_type, status, sum(n) FROM {self.counts_table} GROUP BY 1, 2"
+            ).fetchall()
+        )
+        return {(job_type, status): int(n) for job_type, status, n in rows}
+
+    def ping(self) -> None:
+        """One round trip to the server: raise
+        :exc:`~flask_spacewalk.errors.DatastoreUnavailable` when it fails."""
+        self._connections.run(lambda conn: conn.execute("SELECT 1").fetchall())
 
     def _version(self, conn: psycopg.Connection[Any]) -> int:
         """The table's schema version: 0 when there is no table, 1 for a

@@ -7,8 +7,8 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 
 :class:`Datastore` and :class:`Queue` are what ZeroG's objects have. Each
 ability beyond them is a protocol of its own (:class:`ManyReader`,
-:class:`JobLister`, :class:`Closable`, :class:`DocumentQueue`,
-:class:`EntryChecker`), and :class:`SpacewalkDatastore` and
+:class:`JobLister`, :class:`JobCounter`, :class:`Pingable`, :class:`Closable`,
+:class:`DocumentQueue`, :class:`EntryChecker`), and :class:`SpacewalkDatastore` and
 :class:`SpacewalkQueue` have them all: every backend of this package is one,
 and :func:`~flask_spacewalk.runtime.adapters.as_datastore` and
 :func:`~flask_spacewalk.runtime.adapters.as_queue` make one of any other
@@ -99,6 +99,28 @@ class JobLister(Protocol):
 
 
 @runtime_checkable
+class JobCounter(Protocol):
+    """A datastore that keeps the number of its jobs by jobType and status
+    (``<prefix>/metrics`` needs it; for a datastore without it,
+    ``count_jobs`` raises :exc:`~flask_spacewalk.errors.NotSupported` and the
+    metrics leave ``spacewalk_jobs`` out)."""
+
+    def count_jobs(self) -> dict[tuple[str, str], int]:
+        """The listed jobs by ``(jobType, status)`` (``""`` for a job
+        without a jobType), read from counts kept by every write: the cost
+        does not grow with the number of jobs."""
+
+
+@runtime_checkable
+class Pingable(Protocol):
+    """A datastore or queue that answers a cheap request (``<prefix>/readyz``)."""
+
+    def ping(self) -> None:
+        """One cheap round trip; raise the store's unavailable error when
+        it fails."""
+
+
+@runtime_checkable
 class EntryChecker(Protocol):
     """A queue that can tell whether an entry is still there (``flask
     spacewalk requeue --stale`` needs it; every queue of this package has
@@ -179,12 +201,12 @@ class DocumentQueue(Protocol):
 
 
 @runtime_checkable
-class DatastoreAbilities(ManyReader, JobLister, Closable, Protocol):
+class DatastoreAbilities(ManyReader, JobLister, JobCounter, Pingable, Closable, Protocol):
     """Every ability a datastore of this package has beyond ZeroG's."""
 
 
 @runtime_checkable
-class QueueAbilities(DocumentQueue, EntryChecker, Closable, Protocol):
+class QueueAbilities(DocumentQueue, EntryChecker, Pingable, Closable, Protocol):
     """Every ability a queue of this package has beyond ZeroG's."""
 
 
