@@ -14,7 +14,7 @@ from . import defaults
 from .errors import SpacewalkError
 from .runtime.registry import JobRegistry
 from .web.routes import blueprint_name
-from .worker import run_workers
+from .worker import heartbeat_seconds, run_workers
 
 if TYPE_CHECKING:
     from .web.state import SpacewalkState
@@ -86,6 +86,7 @@ def _run_workers(
         instance_path=state.instance_path,
         job_context=app.app_context,
         cancel_grace=settings.cancel_grace,
+        heartbeat=heartbeat_seconds(settings),
         processes=processes,
         grace=grace,
         max_jobs=max_jobs,

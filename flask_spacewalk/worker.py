@@ -32,6 +32,7 @@ from .errors import ConfigurationError
 from .runtime.registry import JobRegistry
 from .runtime.supervisor import Supervisor
 from .runtime.worker_loop import (
+    DEFAULT_HEARTBEAT,
     Worker,
     WorkerShutdown,
     install_cancel_handler,
@@ -39,7 +40,14 @@ from .runtime.worker_loop import (
 )
 from .settings import DEFAULTS, Settings, environ_values, queue_name_for
 
-__all__ = ["build_parser", "main", "queue_name_for", "run_workers", "worker_settings"]
+__all__ = [
+    "build_parser",
+    "heartbeat_seconds",
+    "main",
+    "queue_name_for",
+    "run_workers",
+    "worker_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +66,14 @@ def run_workers(
     instance_path: str | None = None,
     job_context: Callable[[], ContextManager[Any]] | None = None,
     cancel_grace: float = defaults.CANCEL_GRACE,
+    heartbeat: float = DEFAULT_HEARTBEAT,
 ) -> int:
     """Supervise ``processes`` worker processes until SIGTERM or SIGINT.
 
     Connections are opened in each child, after the fork.
+
+    :param heartbeat: seconds between two flushes of each worker's run
+        durations (:func:`heartbeat_seconds`).
 
     :return: the process exit code.
     """
@@ -81,6 +93,7 @@ def run_workers(
             max_memory=max_memory,
             parent_pid=parent,
             cancel_grace=cancel_grace,
+            heartbeat=heartbeat,
         )
         install_shutdown_handler(worker, grace)
         # A child that gives up on a stuck cancelled job exits; the
@@ -96,6 +109,13 @@ def run_workers(
         return 0
 
     return Supervisor(child, processes=processes, grace=grace).run()
+
+
+def heartbeat_seconds(settings: Settings) -> float:
+    """``SPACEWALK_HEARTBEAT`` of ``settings``, or 5 s where the settings
+    have no such key."""
+    value = getattr(settings, "heartbeat", None)
+    return float(value) if value else DEFAULT_HEARTBEAT
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -233,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_memory=args.max_memory * 2**20 if args.max_memory else None,
         instance_path=args.instance_path,
         cancel_grace=settings.cancel_grace,
+        heartbeat=heartbeat_seconds(settings),
     )
 
 

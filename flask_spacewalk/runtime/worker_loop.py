@@ -42,17 +42,22 @@ from .cancel import (
     main_thread_interrupter,
     on_interrupt_signal,
 )
+from .durations import DurationRecorder
 from .job import RuntimeJob, make_key
 from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, Lifecycle
 from .outcome import NO_RESULT
 from .protocols import Datastore, Queue, QueueEntry, SpacewalkDatastore, SpacewalkQueue
 from .registry import JobRegistry
+from .status import JobStatus
 
 log = logging.getLogger(__name__)
 
 
 #: Longest wait for a stuck job's cancellation to be recorded before exiting.
 GIVE_UP_TIMEOUT = 10.0
+#: Seconds between two flushes of a worker's run durations when no
+#: ``SPACEWALK_HEARTBEAT`` is given.
+DEFAULT_HEARTBEAT = 5.0
 class WorkerShutdown(BaseException):
     """Raised inside a running job when the shutdown grace period is over."""
 
@@ -176,6 +181,9 @@ class Worker:
     :param parent_pid: stop when this process (the supervisor) is gone.
     :param cancel_grace: seconds a cancelled job has to reach a progress
         call before it is stopped by force (see :func:`install_cancel_handler`).
+    :param heartbeat: seconds between two flushes of the run durations
+        (:attr:`durations`) to the datastore; they are flushed when
+        :meth:`run` returns too.
     """
 
     #: Delete an unloadable entry once it was reserved more often than this.
@@ -216,6 +224,7 @@ class Worker:
         max_memory: int | None = None,
         parent_pid: int | None = None,
         cancel_grace: float = defaults.CANCEL_GRACE,
+        heartbeat: float = DEFAULT_HEARTBEAT,
     ):
         if cancel_grace <= 0:
             raise ValueError("cancel_grace must be > 0")
@@ -229,6 +238,10 @@ class Worker:
         self.max_memory = max_memory
         self.parent_pid = parent_pid
         self.cancel_grace = cancel_grace
+        self.heartbeat = heartbeat
+        #: The durations of this process's runs that recorded a result.
+        self.durations = DurationRecorder()
+        self._run_seconds: float | None = None
         #: Set by :func:`install_cancel_handler`: stop cancelled jobs by force.
         self.force_cancel = False
         self.jobs_done = 0
@@ -262,16 +275,28 @@ class Worker:
                 self.registry,
                 error_retry_delay=self.ERROR_RETRY_DELAY,
                 default_requeue_delay=self.DEFAULT_REQUEUE_DELAY,
-                job_context=self.job_context,
+                job_context=self._timed_run,
             )
         return self._lifecycle
+
+    @contextlib.contextmanager
+    def _timed_run(self) -> Iterator[None]:
+        """The job context, timing exactly the ``run()`` call inside it (a
+        forked child of the job exits inside, never reaching ``finally``)."""
+        started = time.monotonic()
+        try:
+            with self.job_context():
+                yield
+        finally:
+            self._run_seconds = time.monotonic() - started
 
     # -- the loop ------------------------------------------------------------
 
     def run(self, *, burst: bool = False) -> None:
         """Run jobs until stopped, recycled, or (``burst``) the queue is empty."""
         try:
-            self._run_loop(burst)
+            with self.durations.flushing(self.heartbeat, lambda: self.datastore):
+                self._run_loop(burst)
         finally:
             self._lease.close()
 
@@ -348,6 +373,7 @@ class Worker:
                 lifecycle.skip(job, entry)
                 return
             lease.watcher = watch.poll
+            self._run_seconds = None
             try:
                 # Only a worker that died mid-run leaves the flag set.
                 outcome = lifecycle.recover(job, watch) if job.running else None
@@ -371,6 +397,10 @@ class Worker:
                 lease.watcher = None
         self._backoff = 0.0  # the job was marked running: the store takes writes
         outage = lifecycle.finish(job, outcome, watch, entry)
+        if outage is None and self._run_seconds is not None and job.resultCode != NO_RESULT:
+            self.durations.observe(
+                job.jobType, self._run_seconds, JobStatus.of({"resultCode": job.resultCode}).value
+            )
         if outage is not None:
             # the entry comes back with its lease; the next ones would fail
             # alike, so wait instead of running them in vain
