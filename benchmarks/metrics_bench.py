@@ -1,0 +1,114 @@
+"""A scrape of ``/metrics`` at 1,000 and at 100,000 stored jobs, on every
+datastore.
+
+Run ``python benchmarks/metrics_bench.py`` (``make bench`` runs it). SQLite
+always; PostgreSQL (127.0.0.1:5432, database ``test``) and Redis
+(127.0.0.1:6379) when they answer. For each datastore it bulk-loads 1,000 job
+documents with the loaders of ``listing_bench.py`` (big transactions, ``COPY``,
+pipelined scripts: every write keeps the job counts as a real one does),
+times ``GET /metrics`` through a Flask test client, loads 99,000 more and
+times again. The scrape reads maintained counts, never the jobs, so the
+ratio of the two times should be near 1; a count over the jobs would make it
+grow with them.
+
+Each figure is the median of ``BENCH_METRICS_ROUNDS`` (default 30) scrapes.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flask import Flask  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from benchmarks.listing_bench import postgres_store, redis_store, sqlite_store  # noqa: E402
+from examples.jobs.examples import BaseExampleJob  # noqa: E402
+from flask_spacewalk import Spacewalk  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_METRICS_ROUNDS", "30"))
+#: Entries waiting in the queue while it is scraped (the same at both sizes).
+QUEUED = 20
+
+
+def store_url(store: Any) -> str:
+    """The URL of a store that listing_bench opened."""
+    if hasattr(store, "path"):
+        return f"sqlite:///{store.path}"
+    if hasattr(store, "_connections"):
+        settings = store._connections.settings
+        return f"postgresql://{settings.where}?schema={store.table.split('.')[0].strip(chr(34))}"
+    return f"redis://127.0.0.1:6379/0?prefix={store.prefix[: -len('doc:')]}"
+
+
+def scrape_ms(client: Any) -> tuple[float, float]:
+    """Median milliseconds of a scrape, and the jobs it reported."""
+    times = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        response = client.get("/metrics")
+        times.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.get_data(as_text=True)
+    text = response.get_data(as_text=True)
+    jobs = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "spacewalk_jobs"
+        for sample in family.samples
+    )
+    return statistics.median(times) * 1000, jobs
+
+
+def run(name: str, opener: Callable[[], Any]) -> tuple[float, float] | None:
+    try:
+        context = opener()
+        store, load = context.__enter__()
+    except Exception as exc:  # noqa: BLE001 - an absent server is skipped
+        print(f"\n{name}: skipped ({type(exc).__name__}: {exc})")
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = store_url(store)
+            app = Flask(__name__, instance_path=tmp)
+            app.config.update(
+                SPACEWALK_DATASTORE_URL=url,
+                SPACEWALK_QUEUE_URL=url if not url.startswith("postgresql") else
+                f"sqlite:///{tmp}/queue.sqlite3",
+                SPACEWALK_RUN_INLINE=False,
+            )  # fmt: skip
+            Spacewalk(app, ROOT / "examples" / "jobs", BaseExampleJob)
+            state = app.extensions["spacewalk"]["/examples"]
+            _, queue = state.connections()
+            for _ in range(QUEUED):
+                queue.put("bench")
+            client = app.test_client()
+            load(store, 0, 1_000)
+            small, small_jobs = scrape_ms(client)
+            load(store, 1_000, 100_000)
+            large, large_jobs = scrape_ms(client)
+            state.close()
+    finally:
+        context.__exit__(None, None, None)
+    assert (small_jobs, large_jobs) == (1_000, 100_000), (small_jobs, large_jobs)
+    print(f"{name:<12}{small:>12.3f}{large:>14.3f}{large / small:>8.2f}")
+    return small, large
+
+
+def main() -> None:
+    print(f"GET /metrics, ms (median of {ROUNDS} scrapes)")
+    print(f"{'datastore':<12}{'1,000 jobs':>12}{'100,000 jobs':>14}{'ratio':>8}")
+    for name, opener in (("SQLite", sqlite_store), ("PostgreSQL", postgres_store),
+                         ("Redis", redis_store)):  # fmt: skip
+        run(name, opener)
+
+
+if __name__ == "__main__":
+    main()
