@@ -11,6 +11,11 @@ through a Flask test client on each, in turns. The scrape reads maintained
 counts, never the jobs, so the ratio of the two times should be near 1; a
 count over the jobs would make it grow with them.
 
+Then, on SQLite and PostgreSQL, what keeping the counts costs a write: a
+job's four writes (create, start, progress, finish), 1,500 of each on a
+store with the counts' triggers and on one without, in batches taken in
+turns.
+
 Each figure is the median of ``BENCH_METRICS_ROUNDS`` (default 100) scrapes.
 """
 from __future__ import annotations
@@ -110,12 +115,79 @@ def run(name: str, opener: Callable[[], Any]) -> tuple[float, float] | None:
     return small, large
 
 
+# -- what the counts cost a write -------------------------------------------------
+
+#: Job document writes per kind and store, in batches taken in turns.
+WRITES, BATCH = 1_500, 50
+
+
+def _job(result: int, running: bool, completeness: float = 0.0) -> dict[str, Any]:
+    return {"documentType": "zerog_job", "jobType": "bench_noop", "resultCode": result,
+            "createdAt": "2024-05-01T00:00:00", "running": running,
+            "completeness": completeness, "events": [], "errors": []}  # fmt: skip
+
+
+#: A job's writes: the POST's create, then a worker's start, a progress
+#: report and the finish (only the progress changes no count).
+STEPS = (("create", None), ("start", _job(-1, True)), ("progress", _job(-1, True, 0.5)),
+         ("finish", _job(200, False, 1.0)))  # fmt: skip
+
+
+def without_counts(store: Any) -> None:
+    """Drop the triggers that keep ``store``'s job counts."""
+    if hasattr(store, "path"):
+        with store._db.connect(write=True) as conn:
+            for name in ("insert", "update", "delete"):
+                conn.execute(f"DROP TRIGGER job_counts_{name}")
+    else:
+        with store._connections.connection() as conn:
+            conn.execute(f"ALTER TABLE {store.table} DISABLE TRIGGER USER")
+
+
+def write_cost(name: str, opener: Callable[[], Any]) -> None:
+    """Microseconds per write of each step, with and without the counts."""
+    contexts = []
+    try:
+        for _ in range(2):
+            contexts.append(opener())
+        stores = [context.__enter__()[0] for context in contexts]
+    except Exception as exc:  # noqa: BLE001 - an absent server is skipped
+        print(f"{name}: skipped ({type(exc).__name__}: {exc})")
+        return
+    try:
+        stores[1].read("warm")  # made, so that its triggers can go
+        without_counts(stores[1])
+        spent = [dict.fromkeys([step for step, _ in STEPS], 0.0) for _ in stores]
+        keys = [f"zerog_job_{n}" for n in range(WRITES)]
+        for step, value in STEPS:
+            for first in range(0, WRITES, BATCH):
+                for i in (0, 1) if first // BATCH % 2 else (1, 0):
+                    started = time.perf_counter()
+                    for key in keys[first:first + BATCH]:
+                        if value is None:
+                            stores[i].create(key, _job(-1, False))
+                        else:
+                            stores[i].update(key, value)
+                    spent[i][step] += time.perf_counter() - started
+    finally:
+        for context in contexts:
+            context.__exit__(None, None, None)
+    print(f"{name:<12}" + "".join(
+        f"{spent[1][step] / WRITES * 1e6:>9.0f} ->{spent[0][step] / WRITES * 1e6:>5.0f}"
+        for step, _ in STEPS
+    ))  # fmt: skip
+
+
 def main() -> None:
     print(f"GET /metrics, ms (median of {ROUNDS} scrapes)")
     print(f"{'datastore':<12}{'1,000 jobs':>12}{'100,000 jobs':>14}{'ratio':>8}")
     for name, opener in (("SQLite", sqlite_store), ("PostgreSQL", postgres_store),
                          ("Redis", redis_store)):  # fmt: skip
         run(name, opener)
+    print(f"\njob document writes, us without -> with the counts (mean of {WRITES} each)")
+    print(f"{'datastore':<12}" + "".join(f"{step:>17}" for step, _ in STEPS))
+    for name, opener in (("SQLite", sqlite_store), ("PostgreSQL", postgres_store)):
+        write_cost(name, opener)
 
 
 if __name__ == "__main__":
