@@ -63,7 +63,9 @@ def test_concurrent_flushes_lose_nothing(db_url: str) -> None:
     def work(recorder: DurationRecorder, store: Any) -> None:
         for _ in range(25):
             recorder.observe("t", 0.01, "finished")
-            assert recorder.flush(store)
+            recorder.flush(store)  # a flush that kept conflicting keeps its counts
+        while not recorder.flush(store):
+            pass
 
     threads = [threading.Thread(target=work, args=pair) for pair in zip(recorders, stores)]
     for thread in threads:
