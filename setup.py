@@ -37,6 +37,8 @@ setup(
         "swagger-ui-bundle-v2>=5.0",
         # the web server of `flask spacewalk serve` and `make run`
         "gunicorn>=21.2",
+        # <prefix>/metrics: the Prometheus exposition, on by default
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "test": [

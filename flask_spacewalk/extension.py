@@ -82,7 +82,8 @@ class Spacewalk:
         ``SPACEWALK_MAX_CONTENT_LENGTH``, ``SPACEWALK_CORS_ORIGINS``,
         ``SPACEWALK_EXPOSE_DUMP``, ``SPACEWALK_JOB_TTR``,
         ``SPACEWALK_CANCEL_GRACE``, ``SPACEWALK_EXPOSE_DOCS``,
-        ``SPACEWALK_CONSOLE``, ``SPACEWALK_API_TITLE`` (default: the app's
+        ``SPACEWALK_CONSOLE``, ``SPACEWALK_EXPOSE_METRICS``,
+        ``SPACEWALK_API_TITLE`` (default: the app's
         name), ``SPACEWALK_API_VERSION`` and ``SPACEWALK_RUN_INLINE`` (read
         again at each request).
 
@@ -128,6 +129,10 @@ class Spacewalk:
             from .web.docs import register_docs
 
             register_docs(app, tree.url_prefix, state.decorators)
+        if settings.expose_metrics:
+            from .web.probes import register_probes
+
+            register_probes(app, tree.url_prefix, state.decorators)
         self._states[app] = state
         if "spacewalk" not in app.cli.commands:
             app.cli.add_command(spacewalk_cli)

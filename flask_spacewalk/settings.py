@@ -218,6 +218,8 @@ KEYS: tuple[Key, ...] = (
     Key("SPACEWALK_API_VERSION", defaults.API_VERSION, _api_version,
         "info.version of the OpenAPI document"),
     Key("SPACEWALK_CONSOLE", True, _boolean, "serve the web console"),
+    Key("SPACEWALK_EXPOSE_METRICS", True, _boolean,
+        "serve <prefix>/metrics, <prefix>/healthz and <prefix>/readyz"),
     Key("SPACEWALK_JOB_TTR", defaults.JOB_TTR, _seconds,
         "seconds of lease on a reserved job, renewed while it runs"),
     Key("SPACEWALK_CANCEL_GRACE", defaults.CANCEL_GRACE, _seconds,
@@ -330,6 +332,7 @@ class Settings:
     idempotency_ttl: float = defaults.IDEMPOTENCY_TTL
     expose_docs: bool = True
     console: bool = True
+    expose_metrics: bool = True
     #: ``info.title`` and ``info.version`` of the OpenAPI document.
     api_title: str = defaults.SERVICE_NAME
     api_version: str = defaults.API_VERSION
@@ -423,6 +426,7 @@ class Settings:
             idempotency_ttl=values["idempotency_ttl"],
             expose_docs=values["expose_docs"],
             console=values["console"],
+            expose_metrics=values["expose_metrics"],
             api_title=values["api_title"] or app_name or defaults.SERVICE_NAME,
             api_version=values["api_version"],
             retention=values["retention"],

@@ -39,7 +39,13 @@ from .runtime.worker_loop import (
 )
 from .settings import DEFAULTS, Settings, environ_values, queue_name_for
 
-__all__ = ["build_parser", "main", "queue_name_for", "run_workers", "worker_settings"]
+__all__ = [
+    "build_parser",
+    "main",
+    "queue_name_for",
+    "run_workers",
+    "worker_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,9 @@ def run_workers(
 
     :param retention: seconds ended jobs are kept (``SPACEWALK_RETENTION``):
         the workers delete older ones; None keeps every job.
+
+    :param heartbeat: seconds between two flushes of each worker's run
+        durations (:func:`heartbeat_seconds`).
 
     :return: the process exit code.
     """

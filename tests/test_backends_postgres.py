@@ -212,6 +212,11 @@ def test_table_and_indexes(store: Any, schema: str) -> None:
                 f"CREATE INDEX spacewalk_documents_{name} ON {schema}.spacewalk_documents"
                 f" USING btree ({columns}) WHERE ({predicate})"
             )
+        # the job counts' table (tests/test_job_counts.py)
+        assert indexes.pop("spacewalk_job_counts_pkey") == (
+            "CREATE UNIQUE INDEX spacewalk_job_counts_pkey ON"
+            f" {schema}.spacewalk_job_counts USING btree (job_type, status, shard)"
+        )
         row = conn.execute(
             "SELECT job_created, job_type, job_status FROM " + store.table + " WHERE key = %s",
             ("zerog_job_1",),

@@ -171,7 +171,8 @@ def test_the_api_page_is_in_step_with_the_openapi_document() -> None:
     app = create_app()  # the document needs no datastore: none is opened
     document = app.test_client().get("/openapi.json").get_json()
     expected = generic_titles(document, app) | {
-        "GET {prefix}/openapi.json", "GET {prefix}/docs", "GET {root}/console"
+        "GET {prefix}/openapi.json", "GET {prefix}/docs", "GET {root}/console",
+        "GET {prefix}/metrics", "GET {prefix}/healthz", "GET {prefix}/readyz",
     }
     by_branch = {"GET {branch}/post-schema", "POST {branch}/job"}
     assert not by_branch & expected

@@ -401,6 +401,12 @@ class BeanstalkdQueue(BaseQueue):
             return False
         return same_body(job.body, data)
 
+    def ping(self) -> None:
+        """One round trip (``list-tube-used``): raise
+        :exc:`~flask_spacewalk.errors.QueueUnavailable` when beanstalkd does
+        not answer."""
+        self._producer.run(lambda conn: conn.client.using())
+
     def stats_tube(self) -> dict[str, Any]:
         """beanstalkd's ``stats-tube`` of this queue's tube."""
         return dict(self._producer.run(lambda conn: conn.client.stats_tube(self.queueName)))

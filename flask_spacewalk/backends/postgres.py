@@ -44,6 +44,12 @@ The indexes serve these queries at any number of jobs::
     ORDER BY job_created DESC, key DESC LIMIT 50;
     SELECT key FROM spacewalk_documents ORDER BY updated_at DESC LIMIT 50;
 
+Beside it, ``spacewalk_job_counts`` holds the number of jobs by
+``(job_type, status)``, kept by triggers on the listing's columns (the
+metrics read it, never counting the table). Each connection adds to a row of
+its own of :data:`COUNT_SHARDS` (``pg_backend_pid() % 16``), so that writers
+of one jobType do not queue on one row's lock; a read sums them.
+
 The table's comment holds its schema version (:data:`SCHEMA_VERSION`).
 When a process first connects, a table of an older version is migrated:
 missing columns and indexes are added (``CREATE INDEX`` blocks writes to
@@ -91,7 +97,11 @@ WORKERS_TABLE = "spacewalk_workers"
 #: the JSON. 2: plain listing columns written with each document, and
 #: result 410 listed as ``cancelled``. 3: the table of idempotency key records.
 #: 4: the ``spacewalk_workers`` table.
-SCHEMA_VERSION = 4
+#: 5: the job counts table and its triggers, filled once from the rows.
+SCHEMA_VERSION = 5
+#: The job counts' table, and the rows of one (jobType, status) in it.
+COUNTS_TABLE = "spacewalk_job_counts"
+COUNT_SHARDS = 16
 #: Rows recomputed per transaction by a migration.
 MIGRATION_BATCH = 500
 _VERSION_COMMENT = "flask_spacewalk schema "
@@ -207,6 +217,47 @@ _SCHEMA = (
     )""",
     f"CREATE INDEX IF NOT EXISTS {KEYS_TABLE}_expiry ON {{k}} (expires_at)",
     f"CREATE TABLE IF NOT EXISTS {{s}}{WORKERS_TABLE} (id text PRIMARY KEY, record jsonb NOT NULL)",
+)
+# The job counts: {t} the documents, {c} the counts and {f} the trigger
+# function, each schema-qualified (a trigger runs with the writer's
+# search_path). A row that falls to 0 stays, so a status's gauge does not
+# vanish.
+_COUNTS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS {c} (
+        job_type text NOT NULL,  -- '' for a job without a jobType string
+        status text NOT NULL,
+        shard smallint NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (job_type, status, shard)
+    )""",
+    f"""CREATE OR REPLACE FUNCTION {{f}}() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        s smallint := pg_backend_pid() % {COUNT_SHARDS};
+    BEGIN
+        IF TG_OP <> 'INSERT' AND OLD.{CREATED} IS NOT NULL THEN
+            INSERT INTO {{c}}
+            VALUES (coalesce(OLD.{JOB_TYPE}, ''), coalesce(OLD.{STATUS}, ''), s, -1)
+            ON CONFLICT (job_type, status, shard) DO UPDATE SET n = {{c}}.n - 1;
+        END IF;
+        IF TG_OP <> 'DELETE' AND NEW.{CREATED} IS NOT NULL THEN
+            INSERT INTO {{c}}
+            VALUES (coalesce(NEW.{JOB_TYPE}, ''), coalesce(NEW.{STATUS}, ''), s, 1)
+            ON CONFLICT (job_type, status, shard) DO UPDATE SET n = {{c}}.n + 1;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    f"DROP TRIGGER IF EXISTS {COUNTS_TABLE}_insert ON {{t}}",
+    f"""CREATE TRIGGER {COUNTS_TABLE}_insert AFTER INSERT ON {{t}} FOR EACH ROW
+        WHEN (NEW.{CREATED} IS NOT NULL) EXECUTE FUNCTION {{f}}()""",
+    f"DROP TRIGGER IF EXISTS {COUNTS_TABLE}_update ON {{t}}",
+    f"""CREATE TRIGGER {COUNTS_TABLE}_update AFTER UPDATE ON {{t}} FOR EACH ROW
+        WHEN ((OLD.{CREATED} IS NULL) <> (NEW.{CREATED} IS NULL)
+            OR OLD.{JOB_TYPE} IS DISTINCT FROM NEW.{JOB_TYPE}
+            OR OLD.{STATUS} IS DISTINCT FROM NEW.{STATUS})
+        EXECUTE FUNCTION {{f}}()""",
+    f"DROP TRIGGER IF EXISTS {COUNTS_TABLE}_delete ON {{t}}",
+    f"""CREATE TRIGGER {COUNTS_TABLE}_delete AFTER DELETE ON {{t}} FOR EACH ROW
+        WHEN (OLD.{CREATED} IS NOT NULL) EXECUTE FUNCTION {{f}}()""",
 )
 #: Version 1's listing indexes, over the JSON: their names are taken again
 #: by the indexes on the columns.
@@ -533,6 +584,7 @@ class PostgresDatastore(CasDatastore):
         }
         qualified = "" if settings.schema is None else f"{_quote(settings.schema)}."
         self.workers_table = qualified + WORKERS_TABLE
+        self.counts_table = qualified + _quote(COUNTS_TABLE)
         self._connections = _Connections(settings, self._setup)
 
     def __repr__(self) -> str:
@@ -548,6 +600,7 @@ class PostgresDatastore(CasDatastore):
         qualified = "" if self._schema is None else _quote(self._schema) + "."
         names = [self.table, self.keys_table, qualified + _quote(f"{KEYS_TABLE}_expiry")]
         names += [self.workers_table]
+        names += [self.counts_table]
         names += [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
         row = conn.execute(
             "SELECT bool_and(to_regclass(n) IS NOT NULL),"
@@ -573,8 +626,9 @@ class PostgresDatastore(CasDatastore):
                         conn.execute(f"DROP INDEX IF EXISTS {qualified}{_quote(f'{TABLE}_{name}')}")
                 for statement in _SCHEMA:
                     conn.execute(statement.format(t=self.table, s=qualified, k=self.keys_table))
+                self._add_job_counts(conn)
             if version == 1:
-                # no row has its columns yet (version 2's change; 3 and 4
+                # no row has its columns yet (version 2's change; 3 to 5
                 # only added tables)
                 self._reindex(conn, None)
             if version != SCHEMA_VERSION:
@@ -593,6 +647,47 @@ class PostgresDatastore(CasDatastore):
                 )
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
+
+    def _add_job_counts(self, conn: psycopg.Connection[Any]) -> None:
+        """Make the counts table, its function and triggers, and fill it
+        from the rows when it is new, in the setup's transaction: the table
+        is locked against writes from the count to the triggers' creation."""
+        row = conn.execute("SELECT to_regclass(%s) IS NULL", (self.counts_table,)).fetchone()
+        new = bool(row and row[0])
+        schema = self._schema
+        if schema is None:  # the one the table was found in
+            row = conn.execute(
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.oid = to_regclass(%s)",
+                (self.table,),
+            ).fetchone()
+            schema = str(row[0]) if row else "public"
+        names = {"t": self.table, "c": f"{_quote(schema)}.{_quote(COUNTS_TABLE)}",
+                 "f": f"{_quote(schema)}.{_quote(COUNTS_TABLE + '_keep')}"}  # fmt: skip
+        conn.execute(f"LOCK TABLE {self.table} IN SHARE ROW EXCLUSIVE MODE")
+        for statement in _COUNTS_SCHEMA:
+            conn.execute(statement.format(**names))
+        if new:
+            conn.execute(
+                f"INSERT INTO {names['c']} SELECT coalesce({JOB_TYPE}, ''),"
+                f" coalesce({STATUS}, ''), 0, count(*) FROM {self.table} WHERE {IS_JOB}"
+                " GROUP BY 1, 2"
+            )
+
+    def count_jobs(self) -> dict[tuple[str, str], int]:
+        """The stored jobs by ``(jobType, status)``, as the triggers keep
+        them (a few rows, whatever the number of jobs)."""
+        rows = self._connections.run(
+            lambda conn: conn.execute(
+                f"SELECT job_type, status, sum(n) FROM {self.counts_table} GROUP BY 1, 2"
+            ).fetchall()
+        )
+        return {(job_type, status): int(n) for job_type, status, n in rows}
+
+    def ping(self) -> None:
+        """One round trip to the server: raise
+        :exc:`~flask_spacewalk.errors.DatastoreUnavailable` when it fails."""
+        self._connections.run(lambda conn: conn.execute("SELECT 1").fetchall())
 
     def _version(self, conn: psycopg.Connection[Any]) -> int:
         """The table's schema version: 0 when there is no table, 1 for a

@@ -20,6 +20,11 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
     :func:`~flask_spacewalk.runtime.status.job_index`), and remember a
     document's entry in its hash (``ix_member``, ``ix_type``,
     ``ix_status``) to move it when its status changes.
+``P jobs:counts``
+    The number of listed jobs by status and jobType: a hash of fields
+    ``<status>:<jobType>``, which the same scripts keep with the sets; a
+    document counted there has ``ix_counted`` in its hash. A field that falls
+    to 0 stays, so a status's gauge does not vanish.
 ``P jobs:version``
     The version of those indexes (:data:`INDEX_VERSION`); a datastore
     migrates older ones when a process first uses it.
@@ -116,8 +121,9 @@ WAKE_FALLBACK = 1.0
 WAKE_TOKENS = 100
 DEFAULT_PREFIX = "spacewalk:"
 #: The version of the job listing's indexes, kept under ``P jobs:version``:
-#: 2 lists result 410 as ``cancelled`` (it was ``failed``).
-INDEX_VERSION = 2
+#: 2 lists result 410 as ``cancelled`` (it was ``failed``); 3 counts the
+#: jobs by status and jobType (``P jobs:counts``).
+INDEX_VERSION = 3
 #: Index members a migration reads at a time.
 MIGRATION_BATCH = 500
 
@@ -286,23 +292,27 @@ local function promote(ready, delayed, leases, legacy, base, now)
   end
 end
 -- Move document doc's listing entry to (member, job_type, status); a nil
--- member takes it out of the listing.
+-- member takes it out of the listing. The job counts follow; a document
+-- listed before they were kept (no ix_counted) is counted by the migration.
 local function reindex(doc, base, member, job_type, status)
-  local old = redis.call('HMGET', doc, 'ix_member', 'ix_type', 'ix_status')
+  local old = redis.call('HMGET', doc, 'ix_member', 'ix_type', 'ix_status', 'ix_counted')
   if old[1] == member and old[2] == job_type and old[3] == status then return end
   if old[1] then
     redis.call('ZREM', base .. 'all', old[1])
     redis.call('ZREM', base .. 'status:' .. old[3], old[1])
     if old[2] ~= '' then redis.call('ZREM', base .. 'type:' .. old[2], old[1]) end
+    if old[4] then redis.call('HINCRBY', base .. 'counts', old[3] .. ':' .. old[2], -1) end
   end
   if not member then
-    redis.call('HDEL', doc, 'ix_member', 'ix_type', 'ix_status')
+    redis.call('HDEL', doc, 'ix_member', 'ix_type', 'ix_status', 'ix_counted')
     return
   end
   redis.call('ZADD', base .. 'all', 0, member)
   redis.call('ZADD', base .. 'status:' .. status, 0, member)
   if job_type ~= '' then redis.call('ZADD', base .. 'type:' .. job_type, 0, member) end
-  redis.call('HSET', doc, 'ix_member', member, 'ix_type', job_type, 'ix_status', status)
+  redis.call('HINCRBY', base .. 'counts', status .. ':' .. job_type, 1)
+  redis.call('HSET', doc, 'ix_member', member, 'ix_type', job_type, 'ix_status', status,
+    'ix_counted', 1)
 end
 """.replace("WAKE_TOKENS", str(WAKE_TOKENS))
 
@@ -369,6 +379,19 @@ _REINDEX = """
 if redis.call('HGET', KEYS[1], 'cas') ~= ARGV[2] then return 0 end
 reindex(KEYS[1], ARGV[1], ARGV[3] ~= '' and ARGV[3] or nil, ARGV[4], ARGV[5])
 return 1
+"""
+
+# KEYS: documents listed before the counts were kept. ARGV: the listing's
+# index base. Counts each that is listed and not counted yet.
+_COUNT = """
+for _, doc in ipairs(KEYS) do
+  local f = redis.call('HMGET', doc, 'ix_member', 'ix_type', 'ix_status', 'ix_counted')
+  if f[1] and not f[4] then
+    redis.call('HINCRBY', ARGV[1] .. 'counts', f[3] .. ':' .. f[2], 1)
+    redis.call('HSET', doc, 'ix_counted', 1)
+  end
+end
+return 0
 """
 
 # KEYS: the sets to read, newest first. ARGV: job documents' key prefix
@@ -655,7 +678,7 @@ _SCRIPTS = {
         ("stats", _STATS), ("delete", _DELETE), ("stats_tube", _STATS_TUBE),
         ("delete_doc", _DELETE_DOC), ("list", _LIST), ("reindex", _REINDEX),
         ("claim_key", _CLAIM_KEY), ("replace_key", _REPLACE_KEY),
-        ("delete_jobs", _DELETE_JOBS), ("depth", _DEPTH),
+        ("delete_jobs", _DELETE_JOBS), ("depth", _DEPTH), ("count", _COUNT),
     ]
 }  # fmt: skip
 
@@ -814,6 +837,24 @@ class RedisDatastore(CasDatastore):
             args += [job.key, str(int(job.cas)), len(job.side_keys), *job.side_keys]
         return list(self._server.run("delete_jobs", [], args))
 
+    def count_jobs(self) -> dict[tuple[str, str], int]:
+        """The stored jobs by ``(jobType, status)``, as the write scripts
+        keep them (one hash, whatever the number of jobs)."""
+        with self._server.connect() as client:
+            # decode_responses: str, whatever redis-py's types say
+            fields = cast("dict[str, str]", client.hgetall(self._jobs + "counts"))
+        counts = {}
+        for field, n in fields.items():
+            status, _, job_type = field.partition(":")
+            counts[job_type, status] = int(n)
+        return counts
+
+    def ping(self) -> None:
+        """``PING``: raise :exc:`~flask_spacewalk.errors.DatastoreUnavailable`
+        when the server does not answer."""
+        with self._server.connect() as client:
+            client.ping()
+
     def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
         """The jobs ``query`` selects, newest first (see
         :class:`~flask_spacewalk.runtime.query.JobQuery`).
@@ -911,17 +952,38 @@ class RedisDatastore(CasDatastore):
 
     def _migrate(self, client: redis.Redis) -> None:
         """Bring the listing's indexes to :data:`INDEX_VERSION` (once per
-        process, at its first call: one ``GET`` when they are).
-
-        Version 2 lists result 410 as ``cancelled``: the members of the
-        ``failed`` set are read a batch at a time, and each whose document
-        is of another status now is moved, unless its document changed
-        meanwhile (its write moved it).
-        """
+        process, at its first call: one ``GET`` when they are)."""
         version_key = self._jobs + "version"
         version = client.get(version_key)
         if version is not None and int(version) >= INDEX_VERSION:
             return
+        if version is None or int(version) < 2:
+            self._list_cancelled(client)
+        self._count_jobs(client)
+        client.set(version_key, INDEX_VERSION)
+
+    def _count_jobs(self, client: redis.Redis) -> None:
+        """Version 3: count the listed jobs that no write counted yet, a
+        batch of :data:`MIGRATION_BATCH` at a time (a write meanwhile counts
+        its document itself, and each is counted once)."""
+        low = "-"
+        while True:
+            members = cast(
+                "list[str]",
+                client.zrangebylex(self._jobs + "all", low, "+", start=0, num=MIGRATION_BATCH),
+            )
+            if not members:
+                return
+            keys = [self.prefix + JOB_KEY_PREFIX + m.rpartition(" ")[2] for m in members]
+            _SCRIPTS["count"](client, keys, [self._jobs])
+            low = "(" + members[-1]
+
+    def _list_cancelled(self, client: redis.Redis) -> None:
+        """Version 2 lists result 410 as ``cancelled``: the members of the
+        ``failed`` set are read a batch at a time, and each whose document
+        is of another status now is moved, unless its document changed
+        meanwhile (its write moved it).
+        """
         failed = f"{self._jobs}status:{JobStatus.FAILED.value}"
         low = "-"
         while True:
@@ -943,7 +1005,6 @@ class RedisDatastore(CasDatastore):
                     _SCRIPTS["reindex"](client, [self.prefix + key],
                                         [self._jobs, cas, *_entry(key, index)])  # fmt: skip
             low = "(" + members[-1]
-        client.set(version_key, INDEX_VERSION)
 
 
 def _expiry_ms(record: KeyRecord) -> int:
@@ -1085,6 +1146,12 @@ class RedisQueue(BaseQueue):
         with self._server.connect() as client:
             body = client.hget(self._entries + str(id), "body")
         return isinstance(body, str) and same_body(body, data)
+
+    def ping(self) -> None:
+        """``PING``: raise :exc:`~flask_spacewalk.errors.QueueUnavailable`
+        when the server does not answer."""
+        with self._server.connect() as client:
+            client.ping()
 
     def stats_tube(self) -> dict[str, Any]:
         """beanstalkd's ``stats-tube`` counts for this queue name."""

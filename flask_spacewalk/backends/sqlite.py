@@ -70,7 +70,9 @@ WAKE_FALLBACK = 0.5
 #: 6 hands out equal priorities in the order they became ready: the index
 #: ``queue_next`` gains ``ready_at`` (see :func:`_migrate`).
 #: 7 added the ``workers`` table (worker records, runtime/heartbeat.py).
-SCHEMA_VERSION = 7
+#: 8 keeps the jobs' counts by jobType and status in ``job_counts``
+#: (:data:`_COUNTS_SCHEMA`), filled once from the rows.
+SCHEMA_VERSION = 8
 #: Rows recomputed per transaction by a migration, so that it never holds
 #: the write lock for long.
 MIGRATION_BATCH = 500
@@ -143,6 +145,40 @@ _SCHEMA = (
     # the record of each live worker, apart from the documents
     "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, record TEXT NOT NULL)",
 )
+
+# The jobs by jobType and status, for the metrics: kept by triggers on the
+# listing's columns, so that every write (ours, a migration's, a purge's, an
+# older release's) keeps them, and a scrape reads a few rows instead of
+# counting the index. A row that falls to 0 stays, so a status's gauge does
+# not vanish.
+_COUNTS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS job_counts (
+        job_type TEXT NOT NULL,  -- '' for a job without a jobType string
+        status TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (job_type, status)
+    ) WITHOUT ROWID""",
+    f"""CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON documents
+        WHEN new.{_IS_JOB} BEGIN
+        INSERT INTO job_counts VALUES (coalesce(new.{_TYPE}, ''), coalesce(new.{_STATUS}, ''), 1)
+            ON CONFLICT (job_type, status) DO UPDATE SET n = n + 1;
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS job_counts_update
+        AFTER UPDATE OF {_CREATED}, {_TYPE}, {_STATUS} ON documents
+        WHEN (old.{_CREATED} IS NULL) != (new.{_CREATED} IS NULL)
+            OR old.{_TYPE} IS NOT new.{_TYPE} OR old.{_STATUS} IS NOT new.{_STATUS} BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE old.{_IS_JOB}
+            AND job_type = coalesce(old.{_TYPE}, '') AND status = coalesce(old.{_STATUS}, '');
+        INSERT INTO job_counts SELECT coalesce(new.{_TYPE}, ''), coalesce(new.{_STATUS}, ''), 1
+            WHERE new.{_IS_JOB} ON CONFLICT (job_type, status) DO UPDATE SET n = n + 1;
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON documents
+        WHEN old.{_IS_JOB} BEGIN
+        UPDATE job_counts SET n = n - 1
+            WHERE job_type = coalesce(old.{_TYPE}, '') AND status = coalesce(old.{_STATUS}, '');
+    END""",
+)
+
 
 class _WriterLock:
     """An ``flock`` on ``<db>-lock`` that our writers take around each write.
@@ -464,6 +500,19 @@ class SqliteDatastore(CasDatastore):
                     )
         return deleted
 
+    def count_jobs(self) -> dict[tuple[str, str], int]:
+        """The stored jobs by ``(jobType, status)``, as triggers keep them
+        (a few rows, whatever the number of jobs)."""
+        with self._db.connect() as conn:
+            rows = conn.execute("SELECT job_type, status, n FROM job_counts").fetchall()
+        return {(job_type, status): n for job_type, status, n in rows}
+
+    def ping(self) -> None:
+        """Open the file (once) and read from it: raise
+        :exc:`~flask_spacewalk.errors.DatastoreUnavailable` when it cannot."""
+        with self._db.connect() as conn:
+            conn.execute("SELECT 1 FROM documents LIMIT 0").fetchall()
+
     def list_jobs(self, query: JobQuery) -> list[dict[str, Any]]:
         """The jobs ``query`` selects, newest first (see
         :class:`~flask_spacewalk.runtime.query.JobQuery`).
@@ -636,6 +685,7 @@ def _migrate(conn: sqlite3.Connection, version: int) -> bool:
             conn.execute("DROP INDEX IF EXISTS queue_next")
         for statement in _SCHEMA[1:]:
             conn.execute(statement)
+        _add_job_counts(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -647,6 +697,20 @@ def _migrate(conn: sqlite3.Connection, version: int) -> bool:
         _reindex(conn, f"{_STATUS} = ?", JobStatus.FAILED.value)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return created
+
+
+def _add_job_counts(conn: sqlite3.Connection) -> None:
+    """Make ``job_counts`` and its triggers, and fill it from the rows, in
+    the migration's transaction: no write falls between the count and the
+    triggers. Nothing to do when the table exists."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'job_counts'").fetchone():
+        return
+    for statement in _COUNTS_SCHEMA:
+        conn.execute(statement)
+    conn.execute(
+        f"INSERT INTO job_counts SELECT coalesce({_TYPE}, ''), coalesce({_STATUS}, ''), count(*)"
+        f" FROM documents WHERE {_IS_JOB} GROUP BY 1, 2"
+    )
 
 
 def _reindex(conn: sqlite3.Connection, where: str, *args: Any) -> None:
@@ -947,6 +1011,12 @@ class SqliteQueue(BaseQueue):
         with self._db.connect() as conn:
             row = conn.execute("SELECT body FROM queue WHERE id = ?", (id,)).fetchone()
         return row is not None and same_body(row[0], data)
+
+    def ping(self) -> None:
+        """Open the file (once) and read from it: raise
+        :exc:`~flask_spacewalk.errors.QueueUnavailable` when it cannot."""
+        with self._db.connect() as conn:
+            conn.execute("SELECT 1 FROM queue LIMIT 0").fetchall()
 
     def stats_tube(self) -> dict[str, Any]:
         """beanstalkd's ``stats-tube`` counts for this queue name."""

@@ -9,7 +9,7 @@ it has them and a default for the others:
 
 - ``read_many``: one ``read_with_cas`` per key;
 - ``close``: nothing to do;
-- ``list_jobs``, ``has_entry``, the worker records (``save_worker``,
+- ``list_jobs``, ``count_jobs``, ``has_entry``, the worker records (``save_worker``,
   ``list_workers``, ``delete_worker``): raise
   :exc:`~flask_spacewalk.errors.NotSupported`;
 - ``claim_key``, ``replace_key``, ``release_key``: idempotency key records
@@ -20,6 +20,9 @@ it has them and a default for the others:
 - ``queue_stats``: the counts of the object's own ``stats_tube()`` (beanstalkd's
   ``current-jobs-*``) for its queue alone, with no oldest ready age, or
   :exc:`~flask_spacewalk.errors.NotSupported` when it has none;
+- ``ping``: a datastore reads a key; a queue raises
+  :exc:`~flask_spacewalk.errors.NotSupported` (ZeroG's protocol has no
+  request that is both cheap and harmless);
 - ``put_with_document``: None (the job is stored, then queued).
 
 So callers call the abilities directly, and mypy checks each call.
@@ -37,11 +40,13 @@ from .protocols import (
     DatastoreAbilities,
     DocumentQueue,
     EntryChecker,
+    JobCounter,
     JobDeleter,
     JobDeletion,
     JobLister,
     KeyRecordStore,
     ManyReader,
+    Pingable,
     Queue,
     QueueAbilities,
     QueueDepth,
@@ -111,6 +116,8 @@ class ZeroGDatastore(_Adapter):
         self._key_records = inner if isinstance(inner, KeyRecordStore) else None
         self._delete_jobs = inner.delete_jobs if isinstance(inner, JobDeleter) else None
         self._workers = inner if isinstance(inner, WorkerRecords) else None
+        self._count_jobs = inner.count_jobs if isinstance(inner, JobCounter) else None
+        self._ping = inner.ping if isinstance(inner, Pingable) else None
 
     @property
     def casException(self) -> type[Exception]:  # noqa: N802 - ZeroG's name
@@ -294,6 +301,25 @@ class ZeroGDatastore(_Adapter):
         """
         return self._worker_records().delete_worker(id)
 
+    def count_jobs(self) -> dict[tuple[str, str], int]:
+        """The wrapped object's ``count_jobs``.
+
+        :raises NotSupported: it has none.
+        """
+        if self._count_jobs is None:
+            raise NotSupported(
+                f"this datastore ({type(self.inner).__name__}) keeps no job counts:"
+                " it has no count_jobs method"
+            )
+        return self._count_jobs()
+
+    def ping(self) -> None:
+        """The wrapped object's ``ping``, or a read of a key nobody writes."""
+        if self._ping is not None:
+            self._ping()
+        else:
+            self.inner.read("spacewalk_ping")
+
 
 class ZeroGQueue(_Adapter):
     """A queue with only ZeroG's methods, given the other abilities."""
@@ -301,6 +327,7 @@ class ZeroGQueue(_Adapter):
     def __init__(self, inner: Queue) -> None:
         super().__init__(inner)
         self._has_entry = inner.has_entry if isinstance(inner, EntryChecker) else None
+        self._ping = inner.ping if isinstance(inner, Pingable) else None
         self._put_with_document = (
             inner.put_with_document if isinstance(inner, DocumentQueue) else None
         )
@@ -351,6 +378,18 @@ class ZeroGQueue(_Adapter):
                 " is still there: it has no has_entry method"
             )
         return self._has_entry(id, data)
+
+    def ping(self) -> None:
+        """The wrapped object's ``ping``.
+
+        :raises NotSupported: it has none.
+        """
+        if self._ping is None:
+            raise NotSupported(
+                f"this queue ({type(self.inner).__name__}) cannot be pinged: it has no"
+                " ping method"
+            )
+        self._ping()
 
     def put_with_document(
         self,

@@ -8,8 +8,9 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 :class:`Datastore` and :class:`Queue` are what ZeroG's objects have. Each
 ability beyond them is a protocol of its own (:class:`ManyReader`,
 :class:`JobLister`, :class:`JobDeleter`, :class:`Closable`, :class:`KeyRecordStore`,
-:class:`WorkerRecords`, :class:`DocumentQueue`, :class:`EntryChecker`,
-:class:`QueueStats`), and :class:`SpacewalkDatastore` and
+:class:`WorkerRecords`, :class:`JobCounter`, :class:`Pingable`,
+:class:`DocumentQueue`, :class:`EntryChecker`, :class:`QueueStats`), and
+:class:`SpacewalkDatastore` and
 :class:`SpacewalkQueue` have them all: every backend of this package is one,
 and :func:`~flask_spacewalk.runtime.adapters.as_datastore` and
 :func:`~flask_spacewalk.runtime.adapters.as_queue` make one of any other
@@ -174,6 +175,28 @@ class WorkerRecords(Protocol):
 
 
 @runtime_checkable
+class JobCounter(Protocol):
+    """A datastore that keeps the number of its jobs by jobType and status
+    (``<prefix>/metrics`` needs it; for a datastore without it,
+    ``count_jobs`` raises :exc:`~flask_spacewalk.errors.NotSupported` and the
+    metrics leave ``spacewalk_jobs`` out)."""
+
+    def count_jobs(self) -> dict[tuple[str, str], int]:
+        """The listed jobs by ``(jobType, status)`` (``""`` for a job
+        without a jobType), read from counts kept by every write: the cost
+        does not grow with the number of jobs."""
+
+
+@runtime_checkable
+class Pingable(Protocol):
+    """A datastore or queue that answers a cheap request (``<prefix>/readyz``)."""
+
+    def ping(self) -> None:
+        """One cheap round trip; raise the store's unavailable error when
+        it fails."""
+
+
+@runtime_checkable
 class EntryChecker(Protocol):
     """A queue that can tell whether an entry is still there (``flask
     spacewalk requeue --stale`` needs it; every queue of this package has
@@ -282,13 +305,14 @@ class DocumentQueue(Protocol):
 
 @runtime_checkable
 class DatastoreAbilities(
-    ManyReader, JobLister, JobDeleter, KeyRecordStore, WorkerRecords, Closable, Protocol
+    ManyReader, JobLister, JobDeleter, KeyRecordStore, WorkerRecords, JobCounter, Pingable,
+    Closable, Protocol,
 ):
     """Every ability a datastore of this package has beyond ZeroG's."""
 
 
 @runtime_checkable
-class QueueAbilities(DocumentQueue, EntryChecker, QueueStats, Closable, Protocol):
+class QueueAbilities(DocumentQueue, EntryChecker, QueueStats, Pingable, Closable, Protocol):
     """Every ability a queue of this package has beyond ZeroG's."""
 
 

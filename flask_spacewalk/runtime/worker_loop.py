@@ -48,6 +48,7 @@ from .cancel import (
     main_thread_interrupter,
     on_interrupt_signal,
 )
+from .durations import DurationRecorder
 from .heartbeat import Activity, Heartbeat
 from .job import RuntimeJob, make_key
 from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, Lifecycle
@@ -211,7 +212,9 @@ class Worker:
         which also reads the drain and retire requests; None: keep no record
         and take no requests (a worker run inside a test, say). It is also
         the time between two reads of whether the queue is paused
-        (:data:`~flask_spacewalk.defaults.HEARTBEAT` when None).
+        (:data:`~flask_spacewalk.defaults.HEARTBEAT` when None), and between
+        two flushes of the run durations (:attr:`durations`) to the
+        datastore; they are flushed when :meth:`run` returns too.
     :param service: the service name the record shows (default: the queue
         name without its ``_jobs``).
     """
@@ -278,6 +281,9 @@ class Worker:
         self.parent_pid = parent_pid
         self.cancel_grace = cancel_grace
         self.retention = retention
+        #: The durations of this process's runs that recorded a result.
+        self.durations = DurationRecorder()
+        self._run_seconds: float | None = None
         #: Set by :func:`install_cancel_handler`: stop cancelled and timed-out
         #: jobs by force.
         self.force_cancel = False
@@ -296,9 +302,8 @@ class Worker:
         #: Set when a retire request stopped the worker.
         self.retired = False
         self._heartbeat: Heartbeat | None = None
-        self._pause_watch = PauseWatch(
-            queue_name, defaults.HEARTBEAT if heartbeat is None else heartbeat
-        )
+        self._beat = float(defaults.HEARTBEAT if heartbeat is None else heartbeat)
+        self._pause_watch = PauseWatch(queue_name, self._beat)
 
     @property
     def datastore(self) -> SpacewalkDatastore:
@@ -323,9 +328,20 @@ class Worker:
                 self.registry,
                 error_retry_delay=self.ERROR_RETRY_DELAY,
                 default_requeue_delay=self.DEFAULT_REQUEUE_DELAY,
-                job_context=self.job_context,
+                job_context=self._timed_run,
             )
         return self._lifecycle
+
+    @contextlib.contextmanager
+    def _timed_run(self) -> Iterator[None]:
+        """The job context, timing exactly the ``run()`` call inside it (a
+        forked child of the job exits inside, never reaching ``finally``)."""
+        started = time.monotonic()
+        try:
+            with self.job_context():
+                yield
+        finally:
+            self._run_seconds = time.monotonic() - started
 
     # -- the loop ------------------------------------------------------------
 
@@ -340,7 +356,8 @@ class Worker:
             )  # fmt: skip
             self._heartbeat.start()
         try:
-            self._run_loop(burst)
+            with self.durations.flushing(self._beat, lambda: self.datastore):
+                self._run_loop(burst)
         finally:
             self._lease.close()
             if self._heartbeat is not None:
@@ -472,6 +489,7 @@ class Worker:
                 lifecycle.skip(job, entry)
                 return
             lease.watcher = watch.poll
+            self._run_seconds = None
             try:
                 # Only a worker that died mid-run leaves the flag set.
                 outcome = lifecycle.recover(job, watch) if job.running else None
@@ -499,6 +517,10 @@ class Worker:
             self.activity.jobs_done += 1
             if JobStatus.of({"resultCode": job.resultCode}) is JobStatus.FAILED:
                 self.activity.jobs_failed += 1
+        if outage is None and self._run_seconds is not None and job.resultCode != NO_RESULT:
+            self.durations.observe(
+                job.jobType, self._run_seconds, JobStatus.of({"resultCode": job.resultCode}).value
+            )
         if outage is not None:
             # the entry comes back with its lease; the next ones would fail
             # alike, so wait instead of running them in vain
