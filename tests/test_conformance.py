@@ -585,6 +585,25 @@ def test_expired_holder_may_act_until_someone_else_reserves(
     assert queue.reserve(timeout=0) is None
 
 
+@pytest.mark.parametrize("action", ["delete", "release"])
+def test_an_expired_holder_leaves_no_ready_copy_behind(
+    queue: Queue, queue_url: str, action: str
+) -> None:
+    if queue_url.startswith("beanstalkd:"):
+        pytest.skip("beanstalkd takes a lease from its holder when it runs out (touch"
+                    " answers NOT_FOUND); test_backends_beanstalkd.py tests that")
+    queue.put("x", ttr=0.1)
+    entry = queue.reserve(timeout=0)
+    assert entry is not None
+    time.sleep(0.2)
+    assert entry.stats()["state"] == "ready"  # nobody took it yet
+    if action == "delete":
+        entry.delete()
+    else:
+        entry.release(delay=60)
+    assert queue.reserve(timeout=0) is None
+
+
 def test_touch_extends_the_lease(queue: Queue, queue_url: str) -> None:
     skip_whole_seconds(queue_url, "a sub-second touch")
     queue.put("x", ttr=10)
