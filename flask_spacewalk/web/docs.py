@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from .console import CONTENT_SECURITY_POLICY as CONSOLE_POLICY
 from .http import encode, http_error, json_bytes_response
 from .openapi import openapi_document
+from .state import states_at
 
 if TYPE_CHECKING:
     from .state import SpacewalkState, ViewDecorator
@@ -82,12 +83,7 @@ def _bundle() -> tuple[str, str]:
 
 def docs_states(app: Flask, prefix: str) -> list[SpacewalkState]:
     """The trees at ``prefix`` whose document is served."""
-    states: dict[str, SpacewalkState] = app.extensions.get("spacewalk", {})
-    return [
-        state
-        for state in states.values()
-        if state.tree.url_prefix == prefix and state.settings.expose_docs
-    ]
+    return states_at(app, prefix, lambda settings: settings.expose_docs)
 
 
 def register_docs(app: Flask, prefix: str, decorators: Sequence[ViewDecorator] = ()) -> None:

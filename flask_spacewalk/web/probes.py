@@ -23,6 +23,7 @@ from ..errors import SpacewalkError
 from ..runtime.metrics import MetricsSource, SpacewalkCollector
 from ..runtime.readiness import Readiness
 from .http import error_response, http_error, json_response, spacewalk_error, unexpected_error
+from .state import states_at
 
 if TYPE_CHECKING:
     from ..runtime.protocols import SpacewalkDatastore, SpacewalkQueue
@@ -33,12 +34,7 @@ __all__ = ["metrics_states", "register_probes"]
 
 def metrics_states(app: Flask, prefix: str) -> list[SpacewalkState]:
     """The trees at ``prefix`` that serve the metrics and health checks."""
-    states: dict[str, SpacewalkState] = app.extensions.get("spacewalk", {})
-    return [
-        state
-        for state in states.values()
-        if state.tree.url_prefix == prefix and state.settings.expose_metrics
-    ]
+    return states_at(app, prefix, lambda settings: settings.expose_metrics)
 
 
 def register_probes(app: Flask, prefix: str, decorators: Sequence[ViewDecorator] = ()) -> None:

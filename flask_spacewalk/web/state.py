@@ -93,3 +93,14 @@ class SpacewalkState:
         if value is None:
             value = run_inline_from(app.config)
         return app.testing if value is None else value
+
+
+def states_at(app: Flask, prefix: str, serves: Callable[[Settings], bool]) -> list[SpacewalkState]:
+    """The trees of ``app`` mounted at ``prefix`` whose settings ``serves``
+    (the per-prefix routes: the document and docs, the metrics and probes)."""
+    states: dict[str, SpacewalkState] = app.extensions.get("spacewalk", {})
+    return [
+        state
+        for state in states.values()
+        if state.tree.url_prefix == prefix and serves(state.settings)
+    ]
