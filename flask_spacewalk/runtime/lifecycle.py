@@ -654,7 +654,7 @@ class Lifecycle:
         """
         if job_status(job) not in RETRYABLE:
             return RetryAnswer.NOT_RETRYABLE
-        if not self._drop_ended_entry(job):
+        if not self._drop_entry_of(job.uuid, job.queueJobId):
             return RetryAnswer.ENTRY_HELD
         kept = job.queueKwargs if isinstance(job.queueKwargs, dict) else {}
         kwargs = {name: kept[name] for name in _KEPT_ON_REQUEUE if name in kept}
@@ -690,18 +690,20 @@ class Lifecycle:
             self._run_here(job)
         return RetryAnswer.RETRIED
 
-    def _drop_ended_entry(self, job: RuntimeJob) -> bool:
-        """Delete the entry an ended job left; False while a worker holds it
-        (it drops it on seeing the job ended)."""
-        entry_id = job.queueJobId
+    def _drop_entry_of(self, uuid: str, entry_id: Any) -> bool:
+        """Delete entry ``entry_id`` if it is still there with the body
+        ``uuid`` (after a queue's reset an id may be another job's); whether
+        none is left: False while a worker holds it (it drops it on seeing
+        the job ended or gone). A queue that cannot tell (ZeroG's) keeps it.
+        """
+        if isinstance(entry_id, bool) or not isinstance(entry_id, int) or entry_id <= 0:
+            return True
         try:
-            # by its body too: after a queue's reset, an id may be another job's
-            if not isinstance(entry_id, int) or entry_id <= 0 \
-                    or not self.queue.has_entry(entry_id, job.uuid):
+            if not self.queue.has_entry(entry_id, uuid):
                 return True
         except NotSupported:
-            return True  # a ZeroG queue cannot tell
-        return self.queue.delete(entry_id) or not self.queue.has_entry(entry_id, job.uuid)
+            return True
+        return self.queue.delete(entry_id) or not self.queue.has_entry(entry_id, uuid)
 
     def _undo_retry(self, job: RuntimeJob, before: dict[str, Any], exc: Exception) -> None:
         """Put back a retried job that could not be queued (unless changed
@@ -740,23 +742,11 @@ class Lifecycle:
         ]))  # fmt: skip
         for uuid, _, queue_job_id in jobs:
             if JOB_KEY_PREFIX + uuid in deleted:
-                self._drop_purged_entry(uuid, queue_job_id)
+                try:
+                    self._drop_entry_of(uuid, queue_job_id)
+                except QueueError as exc:
+                    log.warning("job %s: cannot delete its queue entry: %s", uuid, exc)
         return {uuid for uuid, _, _ in jobs if JOB_KEY_PREFIX + uuid in deleted}
-
-    def _drop_purged_entry(self, uuid: str, queue_job_id: Any) -> None:
-        """Delete a purged job's queue entry, if it is still there (a
-        worker died before dropping it). Only an entry whose body is the
-        uuid: a beanstalkd restarted without a binlog reuses ids. A queue
-        that cannot tell keeps it; a worker drops an entry whose job is gone."""
-        if isinstance(queue_job_id, bool) or not isinstance(queue_job_id, int) or queue_job_id < 1:
-            return
-        try:
-            if self.queue.has_entry(queue_job_id, uuid):
-                self.queue.delete(queue_job_id)
-        except NotSupported:
-            pass
-        except QueueError as exc:
-            log.warning("job %s: cannot delete its queue entry: %s", uuid, exc)
 
     # -- inline ------------------------------------------------------------------
 
