@@ -31,3 +31,9 @@ HEARTBEAT = 5
 SHUTDOWN_GRACE = 30
 #: ``SPACEWALK_API_VERSION``: ``info.version`` of the OpenAPI document.
 API_VERSION = "1"
+#: ``SPACEWALK_MAX_WAIT``: the most seconds a ``Prefer: wait=N`` request
+#: holds its answer (SPEC section 9).
+MAX_WAIT = 30
+#: ``SPACEWALK_STREAM_MAX``: seconds after which the server ends an event
+#: stream, for the client to resume (SPEC section 9).
+STREAM_MAX = 300

@@ -228,6 +228,10 @@ KEYS: tuple[Key, ...] = (
         "seconds an Idempotency-Key of POST {leaf}/job is remembered"),
     Key("SPACEWALK_HEARTBEAT", defaults.HEARTBEAT, _seconds,
         "seconds between two writes of a worker's record (GET {root}/workers)"),
+    Key("SPACEWALK_MAX_WAIT", defaults.MAX_WAIT, _seconds,
+        "the most seconds a request with Prefer: wait=N holds its answer"),
+    Key("SPACEWALK_STREAM_MAX", defaults.STREAM_MAX, _seconds,
+        "seconds after which the server ends an event stream (the client resumes)"),
     Key("SPACEWALK_RUN_INLINE", None, _optional_boolean,
         "run a POSTed job inside the request; None: follow app.testing"),
     Key("SPACEWALK_RETENTION", None, _retention,
@@ -339,6 +343,8 @@ class Settings:
     #: Seconds an ended job is kept; None: for ever.
     retention: float | None = None
     heartbeat: float = defaults.HEARTBEAT
+    max_wait: float = defaults.MAX_WAIT
+    stream_max: float = defaults.STREAM_MAX
 
     @property
     def queue_name(self) -> str:
@@ -431,4 +437,6 @@ class Settings:
             api_version=values["api_version"],
             retention=values["retention"],
             heartbeat=values["heartbeat"],
+            max_wait=values["max_wait"],
+            stream_max=values["stream_max"],
         )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends import make_datastore, make_queue
 from ..runtime.adapters import as_datastore, as_queue
+from ..runtime.changes import JobWatch
 from ..runtime.protocols import SpacewalkDatastore, SpacewalkQueue
 from ..runtime.registry import JobRegistry
 from ..settings import Settings, run_inline_from
@@ -47,6 +48,7 @@ class SpacewalkState:
     schemas: dict[str, LeafSchemas] = field(default_factory=dict)
     decorators: tuple[ViewDecorator, ...] = ()
     _connections: tuple[SpacewalkDatastore, SpacewalkQueue] | None = None
+    _watch: JobWatch | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -68,10 +70,22 @@ class SpacewalkState:
                     self._connections = pair
         return pair
 
+    def watch(self) -> JobWatch:
+        """What waits for this tree's jobs to change (one per process)."""
+        watch = self._watch
+        if watch is None:
+            datastore, _ = self.connections()
+            with self._lock:
+                if self._watch is None:
+                    self._watch = JobWatch(datastore)
+                watch = self._watch
+        return watch
+
     def close(self) -> None:
         """Close this process's connections; the next request opens new ones."""
         with self._lock:
             pair, self._connections = self._connections, None
+            self._watch = None
         if pair is not None:
             for backend in pair:
                 backend.close()
