@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,23 +127,51 @@ def new_app(tmp_path: Path, datastore_url: str, queue_url: str) -> Flask:
     return app
 
 
-def start_worker(datastore_url: str, queue_url: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "flask_spacewalk.worker", "--jobs", str(EXAMPLE_JOBS),
-         "--datastore", datastore_url, "--queue", queue_url, "--ttr", str(TTR),
-         "--grace", "2"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+class WorkerProcess(subprocess.Popen[str]):
+    """``python -m flask_spacewalk.worker`` writing its log to a file, so
+    that a test can wait for a line while it runs."""
+
+    def __init__(self, datastore_url: str, queue_url: str) -> None:
+        with tempfile.NamedTemporaryFile("wb", prefix="worker-", suffix=".log",
+                                         delete=False) as file:
+            self.log_path = Path(file.name)
+            super().__init__(
+                [sys.executable, "-m", "flask_spacewalk.worker", "--jobs", str(EXAMPLE_JOBS),
+                 "--datastore", datastore_url, "--queue", queue_url, "--ttr", str(TTR),
+                 "--grace", "2"],
+                cwd=ROOT, stdout=file, stderr=subprocess.STDOUT, text=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        """Until the log shows ``text``: the worker has met the outage (a
+        fixed sleep would race its start-up on a loaded machine)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            assert self.poll() is None, "the worker must wait, not crash:\n" + self.log()
+            if time.monotonic() > deadline:
+                pytest.fail(f"the worker did not log {text!r} in {timeout} s:\n{self.log()}")
+            time.sleep(0.05)
+        assert self.poll() is None, "the worker must wait, not crash"
 
 
-def stop_worker(proc: subprocess.Popen[str]) -> str:
+def start_worker(datastore_url: str, queue_url: str) -> WorkerProcess:
+    return WorkerProcess(datastore_url, queue_url)
+
+
+def stop_worker(proc: WorkerProcess) -> str:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
-        return proc.communicate(timeout=30)[0]
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        return proc.communicate()[0]
+        proc.wait()
+    log = proc.log()
+    proc.log_path.unlink(missing_ok=True)
+    return log
 
 
 def post(client: FlaskClient, leaf: str, body: dict[str, Any]) -> Any:
@@ -176,8 +205,7 @@ def test_a_redis_outage(tmp_path: Path, redis_server: Server, make_client: Any) 
         assert refused.status_code == 503
         assert refused.get_json()["message"].startswith("datastore unavailable")
         assert client.get(f"/examples/progress/{before}").status_code == 503
-        time.sleep(2)
-        assert worker.poll() is None, "the worker must wait, not crash"
+        worker.wait_for("retrying in")
 
         redis_server.start()
         after = post(client, "fizz_buzz", {"n": 5})
@@ -215,8 +243,7 @@ def test_a_beanstalkd_outage(tmp_path: Path, beanstalkd: Server, make_client: An
 
     worker = start_worker(datastore_url, queue_url)
     try:
-        time.sleep(2)
-        assert worker.poll() is None, "the worker must wait, not crash"
+        worker.wait_for("retrying in")
         beanstalkd.start()
         after = post(client, "fizz_buzz", {"n": 5})
         assert after.status_code == 201
@@ -309,8 +336,7 @@ def test_a_worker_under_a_refusing_redis_waits_and_resumes(
         assert "maxmemory" in refused.get_json()["message"]
         worker = start_worker(url, url)
         try:
-            time.sleep(2)
-            assert worker.poll() is None, "the worker must wait, not crash"
+            worker.wait_for("retrying in")
             # reads are still served, and nothing ran
             for uuid in queued:
                 assert client.get(f"/examples/progress/{uuid}").get_json()["result"] == -1
@@ -351,8 +377,7 @@ def test_a_postgres_refusal_is_a_503_and_workers_wait(
         assert client.get(f"/examples/progress/{before}").status_code == 503
         worker = start_worker(datastore_url, queue_url)
         try:
-            time.sleep(2)
-            assert worker.poll() is None, "the worker must wait, not crash"
+            worker.wait_for("retrying in")
             conn.execute("COMMIT")
             after = post(client, "fizz_buzz", {"n": 5})
             assert after.status_code == 201

@@ -49,7 +49,10 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 45) -> None:
+    # generous: a bound on liveness, met in a second on a quiet machine, not
+    # a timing (an orphaned gunicorn worker notices its arbiter's death on
+    # its next loop, which a loaded machine delays)
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
