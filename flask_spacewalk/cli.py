@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from flask import Flask, current_app
@@ -63,6 +63,14 @@ def _worker_group(app: Flask, tree: str | None) -> tuple[SpacewalkState, JobRegi
     return states[0], registry
 
 
+def _progress_roots(app: Flask) -> Callable[[str], str | None]:
+    """A jobType's tree root path, for the webhook body's ``progress``."""
+    states: dict[str, SpacewalkState] = app.extensions.get("spacewalk", {})
+    roots = {leaf.job_type: path for path, state in states.items()
+             for leaf in state.tree.leaves()}  # fmt: skip
+    return roots.get
+
+
 def _configure_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -96,6 +104,8 @@ def _run_workers(
         cancel_grace=settings.cancel_grace,
         retention=settings.retention,
         heartbeat=settings.heartbeat,
+        webhooks=settings.webhooks,
+        progress_root=_progress_roots(app),
         processes=processes,
         grace=grace,
         max_jobs=max_jobs,
