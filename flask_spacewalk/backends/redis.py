@@ -1015,8 +1015,8 @@ class RedisDatastore(CasDatastore):
             if uuid is not None:
                 ids = list(client.smembers(self._job_deliveries + uuid))
             else:
-                ids = client.zrevrange(self._deliveries[2], 0,
-                                       (DELIVERY_SCAN if status else limit) - 1)  # fmt: skip
+                ids = cast("list[Any]", client.zrevrange(
+                    self._deliveries[2], 0, (DELIVERY_SCAN if status else limit) - 1))
             texts = client.hmget(self._deliveries[0], ids) if ids else []
         found = [Delivery.from_text(text) for text in texts if text is not None]
         found = [d for d in found if status is None or d.status == status]
