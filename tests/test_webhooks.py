@@ -442,3 +442,25 @@ def test_a_worker_killed_while_delivering_is_followed_by_the_same_webhook_id(tmp
     finally:
         stop_process(proc)
         _close(app)
+
+
+def test_openapi_lists_the_three_webhooks(tmp_path):
+    from openapi_spec_validator import OpenAPIV31SpecValidator
+
+    app = _app(tmp_path, [])
+    try:
+        doc = app.test_client().get("/openapi.json").json
+        OpenAPIV31SpecValidator(doc).validate()
+        assert set(doc["webhooks"]) == {"job.finished", "job.failed", "job.cancelled"}
+        post = doc["webhooks"]["job.failed"]["post"]
+        assert [p["name"] for p in post["parameters"]] == [
+            "webhook-id", "webhook-timestamp", "webhook-signature"]
+        assert all(p["in"] == "header" and p["required"] for p in post["parameters"])
+        ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        body = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        assert set(body["required"]) == {"type", "timestamp", "data"}
+        data = doc["components"]["schemas"]["WebhookData"]
+        assert set(data["required"]) == {"uuid", "jobType", "status", "result",
+                                         "completeness", "progress"}
+    finally:
+        _close(app)
