@@ -464,3 +464,19 @@ def test_openapi_lists_the_three_webhooks(tmp_path):
                                          "completeness", "progress"}
     finally:
         _close(app)
+
+
+def test_webhooks_from_the_environment_are_written_back_and_read_again(tmp_path, monkeypatch):
+    hooks = [{"url": "http://127.0.0.1:9/h", "secret": SECRET, "events": ["job.failed"]}]
+    monkeypatch.setenv("SPACEWALK_WEBHOOKS", json.dumps(hooks))
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config["SPACEWALK_DATASTORE_URL"] = f"sqlite:///{tmp_path / 'jobs.db'}"
+    Spacewalk(app, RUNTIME_JOBS, runtime_jobs.TestRoot)
+    assert app.config["SPACEWALK_WEBHOOKS"] == parse_webhooks(hooks)
+    # a second tree reads the value written back
+    from fleet_jobs.jobs import FleetRoot
+
+    Spacewalk(app, TESTS / "fleet_jobs", FleetRoot)
+    assert {s.settings.webhooks for s in app.extensions["spacewalk"].values()} == {
+        parse_webhooks(hooks)}
+    _close(app)

@@ -104,6 +104,8 @@ def parse_webhooks(value: Any) -> tuple[Webhook, ...]:
 
 
 def _webhook(index: int, entry: Any) -> Webhook:
+    if isinstance(entry, Webhook):  # checked already (init_app wrote it back)
+        return entry
     where = f"entry {index}"
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: expected an object with url, secret and events")
