@@ -480,3 +480,51 @@ def test_webhooks_from_the_environment_are_written_back_and_read_again(tmp_path,
     assert {s.settings.webhooks for s in app.extensions["spacewalk"].values()} == {
         parse_webhooks(hooks)}
     _close(app)
+
+
+def test_the_standalone_worker_knows_each_job_types_progress_path():
+    from flask_spacewalk.runtime.job import RuntimeJob
+    from flask_spacewalk.worker import progress_roots
+
+    class Plain(RuntimeJob):  # a ZeroG job, of no tree
+        JOB_TYPE = "plain"
+
+    roots = progress_roots(JobRegistry([NoopJob, FailJob, Plain]), "/api")
+    assert roots(NoopJob.JOB_TYPE) == "/api/rt" and roots("plain") is None
+
+
+def test_deliveries_that_cannot_be_written_keep_the_entry(tmp_path, receiver, monkeypatch,
+                                                         caplog):
+    from flask_spacewalk.errors import DatastoreUnavailable
+
+    r = receiver()
+    with sqlite_url(tmp_path) as url:
+        worker = _worker(url, url, r.hooks())
+        job = NoopJob(worker.datastore, worker.queue)
+        Lifecycle(worker.datastore, worker.queue, worker.registry).create(job)
+
+        def down(deliveries: Any) -> int:
+            raise DatastoreUnavailable("disk full")
+
+        monkeypatch.setattr(worker.datastore, "add_deliveries", down)
+        entry = worker.queue.reserve(timeout=1)
+        assert entry is not None
+        worker.process_entry(entry)
+        stored = worker.datastore.read(f"zerog_job_{job.uuid}")
+        assert stored["resultCode"] == 200  # type: ignore[index]
+        assert worker.queue.has_entry(entry.id, job.uuid)  # its next holder records them
+        assert "cannot record outcome: disk full" in caplog.text
+        worker.datastore.close()
+        worker.queue.close()
+
+
+def test_a_datastore_without_deliveries_only_logs(caplog):
+    class Plain:
+        casException = lockedException = existsException = Exception
+
+    job = NoopJob(as_datastore(Plain()), None)
+    job.resultCode, job.completeness = 200, 1.0
+    recorder = WebhookRecorder(parse_webhooks([{"url": "http://x", "secret": SECRET,
+                                                "events": ALL_EVENTS}]))
+    recorder.job_ended(as_datastore(Plain()), job)
+    assert "no webhook delivery recorded" in caplog.text and SECRET not in caplog.text
