@@ -370,6 +370,12 @@ def test_delivery_store_on_every_datastore(datastore_url):
         due = {d.id: d for d in store.claim_deliveries(200.0, 5.0, 5, "t5")}
         assert set(due) == {"a", "b"}  # b's lease ran out at 105
         assert due["a"].attempts[0]["status"] == 500 and due["a"].status == "pending"
+        due["b"].status, due["b"].claim = DeliveryStatus.DELIVERED, None
+        assert store.save_delivery(due["b"], "t5")
+        assert store.purge_deliveries(1.5, 10) == 0  # b was recorded at 2.0
+        assert store.purge_deliveries(1000.0, 10) == 1  # a is pending: kept
+        assert [d.id for d in store.list_deliveries()] == ["a"]
+        assert store.list_deliveries(uuid="u2") == []
     finally:
         store.close()
 

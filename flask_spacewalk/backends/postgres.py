@@ -956,6 +956,14 @@ class PostgresDatastore(CasDatastore):
 
         return bool(self._connections.run(statements))
 
+    def purge_deliveries(self, before: float, limit: int) -> int:
+        """Delete old delivered or failed deliveries, ``limit`` at most."""
+        count = self._connections.run(lambda conn: conn.execute(
+            f"DELETE FROM {self.deliveries_table} WHERE id IN (SELECT id FROM"
+            f" {self.deliveries_table} WHERE created_at < %s AND status <> 'pending'"
+            " ORDER BY created_at LIMIT %s)", (before, limit)).rowcount)
+        return int(count)
+
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None
     ) -> int:

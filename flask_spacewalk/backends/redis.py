@@ -699,6 +699,25 @@ for _, id in ipairs(ids) do
 end
 return redis.call('HMGET', KEYS[1], unpack(ids))
 """
+_PURGE_DELIVERIES = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+local gone = 0
+for _, id in ipairs(ids) do
+    local text = redis.call('HGET', KEYS[1], id)
+    local due = redis.call('ZSCORE', KEYS[2], id)
+    if not due then  -- delivered or failed: only pending ones are due
+        if text then
+            local uuid = cjson.decode(text)['uuid']
+            redis.call('SREM', ARGV[3] .. uuid, id)
+        end
+        redis.call('HDEL', KEYS[1], id)
+        redis.call('HDEL', KEYS[4], id)
+        redis.call('ZREM', KEYS[3], id)
+        gone = gone + 1
+    end
+end
+return gone
+"""
 _SAVE_DELIVERY = """
 if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -720,7 +739,7 @@ _SCRIPTS = {
         ("claim_key", _CLAIM_KEY), ("replace_key", _REPLACE_KEY),
         ("delete_jobs", _DELETE_JOBS), ("depth", _DEPTH), ("count", _COUNT),
         ("add_deliveries", _ADD_DELIVERIES), ("claim_deliveries", _CLAIM_DELIVERIES),
-        ("save_delivery", _SAVE_DELIVERY),
+        ("save_delivery", _SAVE_DELIVERY), ("purge_deliveries", _PURGE_DELIVERIES),
     ]
 }  # fmt: skip
 
@@ -1040,6 +1059,12 @@ class RedisDatastore(CasDatastore):
                 pipe.hdel(claims, id)
                 pipe.execute()
         return True
+
+    def purge_deliveries(self, before: float, limit: int) -> int:
+        """Delete old delivered or failed deliveries, among the ``limit``
+        oldest recorded before ``before``."""
+        args = [before, limit, self._job_deliveries]
+        return int(self._server.run("purge_deliveries", self._deliveries, args))
 
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None

@@ -709,6 +709,16 @@ class SqliteDatastore(CasDatastore):
             )
         return True
 
+    def purge_deliveries(self, before: float, limit: int) -> int:
+        """Delete old delivered or failed deliveries, ``limit`` at most."""
+        with self._db.connect(lock=True) as conn:
+            cursor = conn.execute(
+                "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+                " WHERE created_at < ? AND status != 'pending' ORDER BY created_at LIMIT ?)",
+                (before, limit),
+            )
+        return cursor.rowcount
+
 
 _KEY_COLUMNS = "token, fingerprint, claimed_at, expires_at, uuid"
 _SWEEP_KEYS = (

@@ -306,6 +306,9 @@ class ZeroGDatastore(_Adapter):
     def retry_delivery(self, id: str, now: float) -> bool:
         return self._delivery_store().retry_delivery(id, now)
 
+    def purge_deliveries(self, before: float, limit: int) -> int:
+        return self._delivery_store().purge_deliveries(before, limit)
+
     def _worker_records(self) -> WorkerRecords:
         if self._workers is None:
             raise NotSupported(

@@ -56,6 +56,11 @@ POLL = 1.0
 STOP_WAIT = SEND_TIMEOUT + 1.0
 #: Characters of an error kept on an attempt.
 ERROR_CHARS = 300
+#: Seconds a delivered or failed delivery stays in the delivery log.
+KEEP = 7 * 86400.0
+#: Seconds between two purges of the log by one sender, and deliveries
+#: deleted at most by one.
+PURGE_INTERVAL, PURGE_BATCH = 3600.0, 1000
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -109,6 +114,7 @@ class DeliverySender:
         self.token = secrets.token_hex(8)
         # read when made: tests shorten them
         self.backoff, self.lease, self.timeout, self.poll = BACKOFF, LEASE, SEND_TIMEOUT, POLL
+        self._next_purge = time.monotonic() + random.uniform(0, PURGE_INTERVAL)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,6 +145,7 @@ class DeliverySender:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                self._purge()
                 sent = self.send_due()
             except NotSupported as exc:
                 log.error("webhooks: no delivery can be sent: %s", exc)
@@ -152,6 +159,17 @@ class DeliverySender:
             if not sent:
                 self._wake.wait(self.poll)
                 self._wake.clear()
+
+    def _purge(self) -> None:
+        """Drop the deliveries ended :data:`KEEP` seconds ago, at most once
+        per :data:`PURGE_INTERVAL` (started at random, so that the workers
+        of a fleet take turns)."""
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_INTERVAL
+        gone = self.datastore.purge_deliveries(time.time() - KEEP, PURGE_BATCH)
+        if gone:
+            log.info("webhooks: %d old delivery(ies) purged from the log", gone)
 
     def send_due(self, limit: int = 100) -> int:
         """Claim and send due deliveries, one at a time, up to ``limit``;

@@ -206,6 +206,10 @@ class DeliveryStore(Protocol):
         """Make a failed or pending delivery due at ``now``, with no claim;
         False when there is no such delivery, or it was delivered."""
 
+    def purge_deliveries(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` delivered or failed deliveries recorded
+        before ``before``; how many went."""
+
 
 @runtime_checkable
 class JobCounter(Protocol):
