@@ -534,3 +534,23 @@ def test_a_datastore_without_deliveries_only_logs(caplog):
                                                 "events": ALL_EVENTS}]))
     recorder.job_ended(as_datastore(Plain()), job)
     assert "no webhook delivery recorded" in caplog.text and SECRET not in caplog.text
+
+
+def test_a_redirect_is_retried_and_an_endpoint_no_longer_configured_fails(tmp_path, receiver,
+                                                                          quick):
+    r = receiver([302])
+    with sqlite_url(tmp_path) as url:
+        store = as_datastore(make_datastore(url))
+        now = time.time()
+        kept = Delivery("msg_kept", r.url, "job.finished", "u1", "{}", now, now, now)
+        gone = Delivery("msg_gone", "http://127.0.0.1:9/old", "job.failed", "u2", "{}",
+                        now, now, now)  # fmt: skip
+        store.add_deliveries([kept, gone])
+        sender = DeliverySender(store, parse_webhooks(r.hooks()))
+        assert wait_until(lambda: sender.send_due() == 0 and len(r.calls) == 2, 10)
+        by_id = {d.id: d for d in store.list_deliveries()}
+        assert [a["status"] for a in by_id["msg_kept"].attempts] == [302, 200]
+        assert by_id["msg_kept"].status == DeliveryStatus.DELIVERED
+        assert by_id["msg_gone"].status == DeliveryStatus.FAILED
+        assert "no longer in SPACEWALK_WEBHOOKS" in by_id["msg_gone"].attempts[0]["error"]
+        store.close()
