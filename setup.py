@@ -35,6 +35,8 @@ setup(
         # fork bundles Swagger UI 5, the first to show OpenAPI 3.1 (same module,
         # swagger_ui_bundle, as swagger-ui-bundle 1.x: do not install both)
         "swagger-ui-bundle-v2>=5.0",
+        # webhook signatures as Standard Webhooks 1.0 specifies (SPEC section 9)
+        "standardwebhooks>=1.0",
         # the web server of `flask spacewalk serve` and `make run`
         "gunicorn>=21.2",
         # <prefix>/metrics: the Prometheus exposition, on by default

@@ -6,7 +6,8 @@ import datetime as dt
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from flask import Flask, current_app
@@ -20,6 +21,7 @@ from .runtime.queue_control import pause_queue, queue_overview, resume_queue
 from .runtime.records import utcnow
 from .runtime.registry import JobRegistry
 from .runtime.retention import PURGEABLE, PurgeCount, cutoff, purge
+from .runtime.webhooks import DeliveryStatus
 from .settings import parse_duration
 from .web.routes import blueprint_name
 from .worker import run_workers
@@ -63,6 +65,14 @@ def _worker_group(app: Flask, tree: str | None) -> tuple[SpacewalkState, JobRegi
     return states[0], registry
 
 
+def _progress_roots(app: Flask) -> Callable[[str], str | None]:
+    """A jobType's tree root path, for the webhook body's ``progress``."""
+    states: dict[str, SpacewalkState] = app.extensions.get("spacewalk", {})
+    roots = {leaf.job_type: path for path, state in states.items()
+             for leaf in state.tree.leaves()}  # fmt: skip
+    return roots.get
+
+
 def _configure_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -96,6 +106,8 @@ def _run_workers(
         cancel_grace=settings.cancel_grace,
         retention=settings.retention,
         heartbeat=settings.heartbeat,
+        webhooks=settings.webhooks,
+        progress_root=_progress_roots(app),
         processes=processes,
         grace=grace,
         max_jobs=max_jobs,
@@ -420,6 +432,50 @@ def _pause_or_resume(ctx: click.Context, name: str, pause: bool) -> None:
         click.echo(f"paused {name}: workers take none of its entries {within}")
     else:
         click.echo(f"resumed {name}: workers take its entries again {within}")
+
+
+@spacewalk_cli.command("webhooks")
+@click.option("--failed", is_flag=True, help="Only deliveries that gave up.")
+@click.option("--pending", is_flag=True, help="Only deliveries not yet answered with a 2xx.")
+@click.option("--job", "uuid", metavar="UUID", help="Only the deliveries of this job.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000),
+              help="At most this many, newest first.")
+@click.option("--retry", "retry_id", metavar="ID",
+              help="Send this failed or pending delivery (its webhook-id) again now.")
+@click.option("--tree", help="The tree whose datastore to read (needed when several).")
+@with_appcontext
+def webhooks_command(failed: bool, pending: bool, uuid: str | None, limit: int,
+                     retry_id: str | None, tree: str | None) -> None:
+    """List recent webhook deliveries, or retry one now (a worker sends it)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    datastore, _ = _worker_group(app, tree)[0].connections()
+    if failed and pending:
+        raise click.UsageError("give --failed or --pending, not both")
+    try:
+        if retry_id is not None:
+            if not datastore.retry_delivery(retry_id, time.time()):
+                raise click.ClickException(
+                    f"no failed or pending delivery {retry_id} (delivered ones are not resent)")
+            click.echo(f"{retry_id}: pending, due now")
+            return
+        status = DeliveryStatus.FAILED if failed else DeliveryStatus.PENDING if pending else None
+        found = datastore.list_deliveries(status, uuid, limit)
+    except SpacewalkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not found:
+        click.echo("no webhook deliveries")
+        return
+    rows = [("ID", "EVENT", "JOB", "URL", "STATUS", "TRIES", "LAST", "NEXT TRY")]
+    for d in found:
+        last = d.attempts[-1] if d.attempts else None
+        answer = "-" if last is None else str(last["status"] or last["error"])
+        next_try = "-" if d.next_at is None or d.status != DeliveryStatus.PENDING else (
+            dt.datetime.fromtimestamp(d.next_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"))
+        rows.append((d.id, d.event, d.uuid, d.url, d.status, str(len(d.attempts)), answer,
+                     next_try))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 @spacewalk_cli.command("serve")

@@ -18,6 +18,7 @@ from typing import Any
 from . import defaults
 from .backends import check_url
 from .errors import ConfigurationError
+from .runtime.webhooks import Webhook, parse_webhooks
 
 __all__ = [
     "DEFAULTS",
@@ -232,6 +233,9 @@ KEYS: tuple[Key, ...] = (
         "the most seconds a request with Prefer: wait=N holds its answer"),
     Key("SPACEWALK_STREAM_MAX", defaults.STREAM_MAX, _seconds,
         "seconds after which the server ends an event stream (the client resumes)"),
+    Key("SPACEWALK_WEBHOOKS", None, parse_webhooks,
+        "endpoints POSTed to when a job ends: a list of {url, secret, events}"
+        " (JSON in the environment)", shows_value=False),
     Key("SPACEWALK_RUN_INLINE", None, _optional_boolean,
         "run a POSTed job inside the request; None: follow app.testing"),
     Key("SPACEWALK_RETENTION", None, _retention,
@@ -345,6 +349,8 @@ class Settings:
     heartbeat: float = defaults.HEARTBEAT
     max_wait: float = defaults.MAX_WAIT
     stream_max: float = defaults.STREAM_MAX
+    #: ``SPACEWALK_WEBHOOKS``, checked.
+    webhooks: tuple[Webhook, ...] = ()
 
     @property
     def queue_name(self) -> str:
@@ -439,4 +445,5 @@ class Settings:
             heartbeat=values["heartbeat"],
             max_wait=values["max_wait"],
             stream_max=values["stream_max"],
+            webhooks=values["webhooks"],
         )

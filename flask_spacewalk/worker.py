@@ -27,10 +27,12 @@ from typing import Any, Callable
 
 from . import defaults
 from .backends import make_datastore, make_queue
+from .base_job import BaseJob, parent_branch
 from .discovery import find_job_classes, import_modules
 from .errors import ConfigurationError
 from .runtime.registry import JobRegistry
 from .runtime.supervisor import EXIT_RETIRED, Supervisor
+from .runtime.webhooks import Webhook, WebhookRecorder
 from .runtime.worker_loop import (
     Worker,
     WorkerShutdown,
@@ -38,10 +40,12 @@ from .runtime.worker_loop import (
     install_shutdown_handler,
 )
 from .settings import DEFAULTS, Settings, environ_values, queue_name_for
+from .tree import build_tree
 
 __all__ = [
     "build_parser",
     "main",
+    "progress_roots",
     "queue_name_for",
     "run_workers",
     "worker_settings",
@@ -66,6 +70,8 @@ def run_workers(
     cancel_grace: float = defaults.CANCEL_GRACE,
     retention: float | None = None,
     heartbeat: float = defaults.HEARTBEAT,
+    webhooks: Sequence[Webhook] = (),
+    progress_root: Callable[[str], str | None] = lambda job_type: None,
 ) -> int:
     """Supervise ``processes`` worker processes until SIGTERM or SIGINT, or
     until every one was retired.
@@ -78,6 +84,10 @@ def run_workers(
 
     :param heartbeat: seconds between two flushes of each worker's run
         durations (:func:`heartbeat_seconds`).
+    :param webhooks: ``SPACEWALK_WEBHOOKS``: each worker records the
+        deliveries of the jobs it ends, and a thread of it sends due ones.
+    :param progress_root: a jobType's tree root path, for the webhook
+        body's ``progress``.
 
     :return: the process exit code.
     """
@@ -100,6 +110,7 @@ def run_workers(
             retention=retention,
             heartbeat=heartbeat,
             service=service,
+            webhooks=WebhookRecorder(webhooks, progress_root) if webhooks else None,
         )
         install_shutdown_handler(worker, grace)
         # A child that gives up on a stuck cancelled job exits; the
@@ -265,7 +276,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         cancel_grace=settings.cancel_grace,
         retention=settings.retention,
         heartbeat=settings.heartbeat,
+        webhooks=settings.webhooks,
+        progress_root=progress_roots(registry, settings.url_prefix),
     )
+
+
+def progress_roots(registry: JobRegistry, url_prefix: str) -> Callable[[str], str | None]:
+    """A jobType's tree root path under ``url_prefix``, as the app serving
+    these classes mounts them (None for a class of no tree)."""
+    roots: dict[str, str] = {}
+    classes = registry.get_registered_classes()
+    for cls in classes:
+        top = cls
+        while (parent := parent_branch(top)) is not None:
+            top = parent
+        if not isinstance(top, type) or not issubclass(top, BaseJob):
+            continue
+        try:
+            tree = build_tree(top, classes, url_prefix)
+        except ConfigurationError:
+            continue
+        roots.update((leaf.job_type, tree.root.path) for leaf in tree.leaves())
+    return roots.get
 
 
 if __name__ == "__main__":

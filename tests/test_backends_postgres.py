@@ -236,6 +236,21 @@ def test_table_and_indexes(store: Any, schema: str) -> None:
             "CREATE UNIQUE INDEX spacewalk_workers_pkey"
             f" ON {schema}.spacewalk_workers USING btree (id)"
         )
+        # the webhook deliveries' table (runtime/webhooks.py, version 6)
+        deliveries = f"{schema}.spacewalk_webhook_deliveries"
+        assert indexes.pop("spacewalk_webhook_deliveries_pkey") == (
+            f"CREATE UNIQUE INDEX spacewalk_webhook_deliveries_pkey ON {deliveries}"
+            " USING btree (id)"
+        )
+        assert indexes.pop("spacewalk_webhook_deliveries_due") == (
+            f"CREATE INDEX spacewalk_webhook_deliveries_due ON {deliveries}"
+            " USING btree (due_at) WHERE (status = 'pending'::text)"
+        )
+        for column in ("created", "uuid"):
+            assert indexes.pop(f"spacewalk_webhook_deliveries_{column}") == (
+                f"CREATE INDEX spacewalk_webhook_deliveries_{column} ON {deliveries}"
+                f" USING btree ({'created_at' if column == 'created' else column})"
+            )
         assert indexes == {}
 
 

@@ -124,7 +124,7 @@ def test_a_cancel_that_keeps_meeting_conflicts_is_503_with_retry_after(
     from flask_spacewalk.errors import JobUpdateConflict
     from flask_spacewalk.web import views
 
-    def always_conflicting(job: Any) -> Any:
+    def always_conflicting(job: Any, *args: Any) -> Any:
         raise JobUpdateConflict("gave up after 10 conflicting writes")
 
     monkeypatch.setattr(views, "cancel_job", always_conflicting)

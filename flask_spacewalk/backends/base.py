@@ -185,3 +185,16 @@ class HeldEntry:
         """
         return self._queue._entry_stats(self.id)  # type: ignore[no-any-return]
 
+
+
+def delivery_filter(status: str | None, uuid: str | None, mark: str) -> tuple[str, list[str]]:
+    """The ``WHERE`` clause (or ``""``) and its arguments of a delivery log
+    listing in SQL, with ``mark`` as the driver's placeholder."""
+    conditions, args = [], []
+    if status is not None:
+        conditions.append(f"status = {mark}")
+        args.append(status)
+    if uuid is not None:
+        conditions.append(f"uuid = {mark}")
+        args.append(uuid)
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), args

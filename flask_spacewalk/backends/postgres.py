@@ -81,8 +81,9 @@ from ..runtime.keyrecords import SWEEP_BATCH, KeyRecord
 from ..runtime.protocols import JobDeletion, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, index_columns, job_index
+from ..runtime.webhooks import Delivery, retried
 from ._fork import abandon, track
-from .base import CasDatastore, encode_value
+from .base import CasDatastore, delivery_filter, encode_value
 
 __all__ = ["PostgresDatastore", "check_url"]
 
@@ -93,12 +94,15 @@ TABLE = "spacewalk_documents"
 KEYS_TABLE = "spacewalk_idempotency_keys"
 #: The worker records' table, in the same schema.
 WORKERS_TABLE = "spacewalk_workers"
+#: The webhook deliveries' table (runtime/webhooks.py), likewise.
+DELIVERIES_TABLE = "spacewalk_webhook_deliveries"
 #: 1: the table as first made (no comment); the listing read indexes over
 #: the JSON. 2: plain listing columns written with each document, and
 #: result 410 listed as ``cancelled``. 3: the table of idempotency key records.
 #: 4: the ``spacewalk_workers`` table.
 #: 5: the job counts table and its triggers, filled once from the rows.
-SCHEMA_VERSION = 5
+#: 6: the ``spacewalk_webhook_deliveries`` table (:data:`_DELIVERIES_SCHEMA`).
+SCHEMA_VERSION = 6
 #: The job counts' table, and the rows of one (jobType, status) in it.
 COUNTS_TABLE = "spacewalk_job_counts"
 COUNT_SHARDS = 16
@@ -217,6 +221,23 @@ _SCHEMA = (
     )""",
     f"CREATE INDEX IF NOT EXISTS {KEYS_TABLE}_expiry ON {{k}} (expires_at)",
     f"CREATE TABLE IF NOT EXISTS {{s}}{WORKERS_TABLE} (id text PRIMARY KEY, record jsonb NOT NULL)",
+)
+# Webhook deliveries (version 6): the record, with the columns a sender's
+# claim and the delivery log select on; {d} the table, {s} its schema.
+_DELIVERIES_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS {d} (
+        id text PRIMARY KEY,
+        uuid text NOT NULL,
+        status text NOT NULL,
+        due_at double precision NOT NULL,
+        created_at double precision NOT NULL,
+        claim text,
+        record jsonb NOT NULL
+    )""",
+    f"""CREATE INDEX IF NOT EXISTS {DELIVERIES_TABLE}_due
+        ON {{d}} (due_at) WHERE status = 'pending'""",
+    f"CREATE INDEX IF NOT EXISTS {DELIVERIES_TABLE}_created ON {{d}} (created_at)",
+    f"CREATE INDEX IF NOT EXISTS {DELIVERIES_TABLE}_uuid ON {{d}} (uuid)",
 )
 # The job counts: {t} the documents, {c} the counts and {f} the trigger
 # function, each schema-qualified (a trigger runs with the writer's
@@ -584,6 +605,7 @@ class PostgresDatastore(CasDatastore):
         }
         qualified = "" if settings.schema is None else f"{_quote(settings.schema)}."
         self.workers_table = qualified + WORKERS_TABLE
+        self.deliveries_table = qualified + DELIVERIES_TABLE
         self.counts_table = qualified + _quote(COUNTS_TABLE)
         self._connections = _Connections(settings, self._setup)
 
@@ -599,7 +621,7 @@ class PostgresDatastore(CasDatastore):
         unless the table is of :data:`SCHEMA_VERSION` with every index."""
         qualified = "" if self._schema is None else _quote(self._schema) + "."
         names = [self.table, self.keys_table, qualified + _quote(f"{KEYS_TABLE}_expiry")]
-        names += [self.workers_table]
+        names += [self.workers_table, self.deliveries_table]
         names += [self.counts_table]
         names += [qualified + _quote(f"{TABLE}_{i}") for i in _INDEXES]
         row = conn.execute(
@@ -627,6 +649,8 @@ class PostgresDatastore(CasDatastore):
                 for statement in _SCHEMA:
                     conn.execute(statement.format(t=self.table, s=qualified, k=self.keys_table))
                 self._add_job_counts(conn)
+                for statement in _DELIVERIES_SCHEMA:
+                    conn.execute(statement.format(d=self.deliveries_table))
             if version == 1:
                 # no row has its columns yet (version 2's change; 3 to 5
                 # only added tables)
@@ -849,6 +873,96 @@ class PostgresDatastore(CasDatastore):
         count = self._connections.run(lambda conn: conn.execute(
             f"DELETE FROM {self.workers_table} WHERE id = %s", (id,)).rowcount)
         return bool(count > 0)
+
+    # -- webhook deliveries (runtime/protocols.py DeliveryStore) -----------
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        """Insert each delivery whose id is new, in one transaction."""
+        if not deliveries:
+            return 0
+
+        def statements(conn: psycopg.Connection[Any]) -> int:
+            added = 0
+            with conn.transaction():
+                for d in deliveries:
+                    added += conn.execute(
+                        f"INSERT INTO {self.deliveries_table}"
+                        " (id, uuid, status, due_at, created_at, claim, record)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING",
+                        (d.id, d.uuid, d.status, d.due_at, d.created_at, d.claim, d.to_text()),
+                    ).rowcount
+            return added
+
+        return int(self._connections.run(statements))
+
+    def claim_deliveries(self, now: float, lease: float, limit: int, token: str) -> list[Delivery]:
+        """Take the due pending deliveries; rows another sender is claiming
+        are skipped, not waited for."""
+
+        def statements(conn: psycopg.Connection[Any]) -> list[Delivery]:
+            with conn.transaction():
+                rows = conn.execute(
+                    f"SELECT record FROM {self.deliveries_table} WHERE status = 'pending'"
+                    " AND due_at <= %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (now, limit),
+                ).fetchall()
+                taken = [Delivery.from_record(row[0]) for row in rows]
+                for d in taken:
+                    d.claim, d.due_at = token, now + lease
+                    conn.execute(
+                        f"UPDATE {self.deliveries_table} SET claim = %s, due_at = %s,"
+                        " record = %s::jsonb WHERE id = %s", (token, d.due_at, d.to_text(), d.id),
+                    )
+            return taken
+
+        return list(self._connections.run(statements))
+
+    def save_delivery(self, delivery: Delivery, token: str) -> bool:
+        """Store ``delivery`` if still claimed with ``token``."""
+        d = delivery
+        count = self._connections.run(lambda conn: conn.execute(
+            f"UPDATE {self.deliveries_table} SET status = %s, due_at = %s, claim = %s,"
+            " record = %s::jsonb WHERE id = %s AND claim = %s",
+            (d.status, d.due_at, d.claim, d.to_text(), d.id, token)).rowcount)
+        return bool(count > 0)
+
+    def list_deliveries(
+        self, status: str | None = None, uuid: str | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """The newest deliveries first."""
+        where, args = delivery_filter(status, uuid, "%s")
+        rows = self._connections.run(lambda conn: conn.execute(
+            f"SELECT record FROM {self.deliveries_table}{where}"
+            " ORDER BY created_at DESC, id LIMIT %s", (*args, limit)).fetchall())
+        return [Delivery.from_record(row[0]) for row in rows]
+
+    def retry_delivery(self, id: str, now: float) -> bool:
+        """Make a failed or pending delivery due now."""
+
+        def statements(conn: psycopg.Connection[Any]) -> bool:
+            with conn.transaction():
+                row = conn.execute(
+                    f"SELECT record FROM {self.deliveries_table}"
+                    " WHERE id = %s AND status <> 'delivered' FOR UPDATE", (id,),
+                ).fetchone()
+                if row is None:
+                    return False
+                d = retried(Delivery.from_record(row[0]), now)
+                conn.execute(
+                    f"UPDATE {self.deliveries_table} SET status = %s, due_at = %s, claim = NULL,"
+                    " record = %s::jsonb WHERE id = %s", (d.status, d.due_at, d.to_text(), id),
+                )
+            return True
+
+        return bool(self._connections.run(statements))
+
+    def purge_deliveries(self, before: float, limit: int) -> int:
+        """Delete old delivered or failed deliveries, ``limit`` at most."""
+        count = self._connections.run(lambda conn: conn.execute(
+            f"DELETE FROM {self.deliveries_table} WHERE id IN (SELECT id FROM"
+            f" {self.deliveries_table} WHERE created_at < %s AND status <> 'pending'"
+            " ORDER BY created_at LIMIT %s)", (before, limit)).rowcount)
+        return int(count)
 
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None

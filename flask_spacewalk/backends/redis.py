@@ -99,6 +99,7 @@ from ..runtime.keyrecords import KeyRecord
 from ..runtime.protocols import JobDeletion, QueueDepth, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
+from ..runtime.webhooks import Delivery, DeliveryStatus, retried
 from . import _redact
 from ._fork import abandon, track
 from .base import (
@@ -124,6 +125,9 @@ DEFAULT_PREFIX = "spacewalk:"
 #: 2 lists result 410 as ``cancelled`` (it was ``failed``); 3 counts the
 #: jobs by status and jobType (``P jobs:counts``).
 INDEX_VERSION = 3
+#: Deliveries, newest first, among which ``list_deliveries`` looks for
+#: those of one status.
+DELIVERY_SCAN = 10_000
 #: Index members a migration reads at a time.
 MIGRATION_BATCH = 500
 
@@ -671,6 +675,61 @@ class _Script:
             return client.eval(self.text, len(keys), *keys, *args)
 
 
+# Webhook deliveries: KEYS records (hash id -> JSON), due (zset of pending
+# ids by due_at), created (zset by created_at), claims (hash id -> token).
+_ADD_DELIVERIES = """
+local added = 0
+for i = 2, #ARGV, 5 do
+    local id = ARGV[i]
+    if redis.call('HSETNX', KEYS[1], id, ARGV[i + 4]) == 1 then
+        redis.call('ZADD', KEYS[2], ARGV[i + 1], id)
+        redis.call('ZADD', KEYS[3], ARGV[i + 2], id)
+        redis.call('SADD', ARGV[1] .. ARGV[i + 3], id)
+        added = added + 1
+    end
+end
+return added
+"""
+_CLAIM_DELIVERIES = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+if #ids == 0 then return {} end
+for _, id in ipairs(ids) do
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    redis.call('HSET', KEYS[4], id, ARGV[4])
+end
+return redis.call('HMGET', KEYS[1], unpack(ids))
+"""
+_PURGE_DELIVERIES = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+local gone = 0
+for _, id in ipairs(ids) do
+    local text = redis.call('HGET', KEYS[1], id)
+    local due = redis.call('ZSCORE', KEYS[2], id)
+    if not due then  -- delivered or failed: only pending ones are due
+        if text then
+            local uuid = cjson.decode(text)['uuid']
+            redis.call('SREM', ARGV[3] .. uuid, id)
+        end
+        redis.call('HDEL', KEYS[1], id)
+        redis.call('HDEL', KEYS[4], id)
+        redis.call('ZREM', KEYS[3], id)
+        gone = gone + 1
+    end
+end
+return gone
+"""
+_SAVE_DELIVERY = """
+if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if ARGV[4] == 'pending' then
+    redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+else
+    redis.call('ZREM', KEYS[2], ARGV[1])
+end
+redis.call('HDEL', KEYS[4], ARGV[1])
+return 1
+"""
+
 _SCRIPTS = {
     name: _Script(body)
     for name, body in [
@@ -679,6 +738,8 @@ _SCRIPTS = {
         ("delete_doc", _DELETE_DOC), ("list", _LIST), ("reindex", _REINDEX),
         ("claim_key", _CLAIM_KEY), ("replace_key", _REPLACE_KEY),
         ("delete_jobs", _DELETE_JOBS), ("depth", _DEPTH), ("count", _COUNT),
+        ("add_deliveries", _ADD_DELIVERIES), ("claim_deliveries", _CLAIM_DELIVERIES),
+        ("save_delivery", _SAVE_DELIVERY), ("purge_deliveries", _PURGE_DELIVERIES),
     ]
 }  # fmt: skip
 
@@ -790,6 +851,9 @@ class RedisDatastore(CasDatastore):
         self._jobs = settings.prefix + "jobs:"
         self._keys = settings.prefix + "idempotency:"
         self._workers = settings.prefix + "workers"
+        hooks = settings.prefix + "webhooks"
+        self._deliveries = [hooks, hooks + ":due", hooks + ":created", hooks + ":claims"]
+        self._job_deliveries = hooks + ":job:"
 
     def __repr__(self) -> str:
         return f"<RedisDatastore {self._server.settings.server} prefix={self.prefix!r}>"
@@ -930,6 +994,77 @@ class RedisDatastore(CasDatastore):
         """Remove worker ``id``'s record; ``False`` when there was none."""
         with self._server.connect() as client:
             return bool(client.hdel(self._workers, id))
+
+    # -- webhook deliveries (runtime/protocols.py DeliveryStore) -----------
+    # The record's JSON as Python wrote it (Lua's cjson would turn an empty
+    # list into an object), its due time in a sorted set, its claim in a
+    # hash: each change is one script.
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        """Store each delivery whose id is new, in one script."""
+        if not deliveries:
+            return 0
+        args: list[Any] = [self._job_deliveries]
+        for d in deliveries:
+            args += [d.id, d.due_at, d.created_at, d.uuid, d.to_text()]
+        return int(self._server.run("add_deliveries", self._deliveries, args))
+
+    def claim_deliveries(self, now: float, lease: float, limit: int, token: str) -> list[Delivery]:
+        """Take the due pending deliveries, oldest due first."""
+        texts = self._server.run("claim_deliveries", self._deliveries,
+                                 [now, now + lease, limit, token])  # fmt: skip
+        taken = [Delivery.from_text(text) for text in texts if text is not None]
+        for d in taken:
+            d.claim, d.due_at = token, now + lease
+        return taken
+
+    def save_delivery(self, delivery: Delivery, token: str) -> bool:
+        """Store ``delivery`` if still claimed with ``token``."""
+        d = delivery
+        args = [d.id, token, d.to_text(), d.status, d.due_at]
+        return bool(self._server.run("save_delivery", self._deliveries, args))
+
+    def list_deliveries(
+        self, status: str | None = None, uuid: str | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """The newest deliveries first; a status filter reads the newest
+        :data:`DELIVERY_SCAN` deliveries."""
+        with self._server.connect() as client:
+            ids: list[Any]
+            if uuid is not None:
+                ids = list(client.smembers(self._job_deliveries + uuid))
+            else:
+                ids = cast("list[Any]", client.zrevrange(
+                    self._deliveries[2], 0, (DELIVERY_SCAN if status else limit) - 1))
+            texts = client.hmget(self._deliveries[0], ids) if ids else []
+        found = [Delivery.from_text(text) for text in texts if text is not None]
+        found = [d for d in found if status is None or d.status == status]
+        found.sort(key=lambda d: (-d.created_at, d.id))
+        return found[:limit]
+
+    def retry_delivery(self, id: str, now: float) -> bool:
+        """Make a failed or pending delivery due now."""
+        records, due, _, claims = self._deliveries
+        with self._server.connect() as client:
+            text = client.hget(records, id)
+            if text is None:
+                return False
+            d = Delivery.from_text(text)
+            if d.status == DeliveryStatus.DELIVERED:
+                return False
+            retried(d, now)
+            with client.pipeline() as pipe:
+                pipe.hset(records, id, d.to_text())
+                pipe.zadd(due, {id: now})
+                pipe.hdel(claims, id)
+                pipe.execute()
+        return True
+
+    def purge_deliveries(self, before: float, limit: int) -> int:
+        """Delete old delivered or failed deliveries, among the ``limit``
+        oldest recorded before ``before``."""
+        args = [before, limit, self._job_deliveries]
+        return int(self._server.run("purge_deliveries", self._deliveries, args))
 
     def _write(
         self, key: str, value: Value, cas: int | None, create: bool, index: JobIndex | None

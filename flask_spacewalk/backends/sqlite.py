@@ -42,12 +42,14 @@ from ..runtime.keyrecords import SWEEP_BATCH, KeyRecord
 from ..runtime.protocols import JobDeletion, QueueDepth, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, index_columns, job_index
+from ..runtime.webhooks import Delivery, retried
 from ._fork import abandon, track
 from .base import (
     BaseQueue,
     CasDatastore,
     HeldEntry,
     check_priority,
+    delivery_filter,
     encode_value,
     lease_seconds,
     same_body,
@@ -72,7 +74,9 @@ WAKE_FALLBACK = 0.5
 #: 7 added the ``workers`` table (worker records, runtime/heartbeat.py).
 #: 8 keeps the jobs' counts by jobType and status in ``job_counts``
 #: (:data:`_COUNTS_SCHEMA`), filled once from the rows.
-SCHEMA_VERSION = 8
+#: 9 added the ``webhook_deliveries`` table (:data:`_DELIVERIES_SCHEMA`,
+#: runtime/webhooks.py).
+SCHEMA_VERSION = 9
 #: Rows recomputed per transaction by a migration, so that it never holds
 #: the write lock for long.
 MIGRATION_BATCH = 500
@@ -144,6 +148,25 @@ _SCHEMA = (
         ON idempotency_keys (expires_at)""",
     # the record of each live worker, apart from the documents
     "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, record TEXT NOT NULL)",
+)
+
+# Webhook deliveries (runtime/webhooks.py): the record as JSON, with the
+# columns a sender's claim and the delivery log select on.
+_DELIVERIES_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS webhook_deliveries (
+        id TEXT PRIMARY KEY,
+        uuid TEXT NOT NULL,
+        status TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        claim TEXT,
+        record TEXT NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS webhook_deliveries_due
+        ON webhook_deliveries (due_at) WHERE status = 'pending'""",
+    """CREATE INDEX IF NOT EXISTS webhook_deliveries_created
+        ON webhook_deliveries (created_at)""",
+    """CREATE INDEX IF NOT EXISTS webhook_deliveries_uuid ON webhook_deliveries (uuid)""",
 )
 
 # The jobs by jobType and status, for the metrics: kept by triggers on the
@@ -613,6 +636,89 @@ class SqliteDatastore(CasDatastore):
             )
         return cursor.rowcount > 0
 
+    # -- webhook deliveries (runtime/protocols.py DeliveryStore) -----------
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        """Insert each delivery whose id is new, in one transaction."""
+        if not deliveries:
+            return 0
+        with self._db.connect(write=True) as conn:
+            added = 0
+            for d in deliveries:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO webhook_deliveries"
+                    " (id, uuid, status, due_at, created_at, claim, record)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (d.id, d.uuid, d.status, d.due_at, d.created_at, d.claim, d.to_text()),
+                )
+                added += cursor.rowcount
+        return added
+
+    def claim_deliveries(self, now: float, lease: float, limit: int, token: str) -> list[Delivery]:
+        """Take the due pending deliveries in one write transaction."""
+        with self._db.connect(write=True) as conn:
+            rows = conn.execute(
+                "SELECT record FROM webhook_deliveries WHERE status = 'pending'"
+                " AND due_at <= ? ORDER BY due_at LIMIT ?", (now, limit),
+            ).fetchall()
+            taken = [Delivery.from_text(row[0]) for row in rows]
+            for d in taken:
+                d.claim, d.due_at = token, now + lease
+                conn.execute(
+                    "UPDATE webhook_deliveries SET claim = ?, due_at = ?, record = ? WHERE id = ?",
+                    (token, d.due_at, d.to_text(), d.id),
+                )
+        return taken
+
+    def save_delivery(self, delivery: Delivery, token: str) -> bool:
+        """Store ``delivery`` if still claimed with ``token``."""
+        d = delivery
+        with self._db.connect(lock=True) as conn:
+            cursor = conn.execute(
+                "UPDATE webhook_deliveries SET status = ?, due_at = ?, claim = ?, record = ?"
+                " WHERE id = ? AND claim = ?",
+                (d.status, d.due_at, d.claim, d.to_text(), d.id, token),
+            )
+        return cursor.rowcount > 0
+
+    def list_deliveries(
+        self, status: str | None = None, uuid: str | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """The newest deliveries first."""
+        where, args = delivery_filter(status, uuid, "?")
+        with self._db.connect() as conn:
+            rows = conn.execute(
+                f"SELECT record FROM webhook_deliveries{where}"
+                " ORDER BY created_at DESC, id LIMIT ?", (*args, limit),
+            ).fetchall()
+        return [Delivery.from_text(row[0]) for row in rows]
+
+    def retry_delivery(self, id: str, now: float) -> bool:
+        """Make a failed or pending delivery due now."""
+        with self._db.connect(write=True) as conn:
+            row = conn.execute(
+                "SELECT record FROM webhook_deliveries WHERE id = ? AND status != 'delivered'",
+                (id,),
+            ).fetchone()
+            if row is None:
+                return False
+            d = retried(Delivery.from_text(row[0]), now)
+            conn.execute(
+                "UPDATE webhook_deliveries SET status = ?, due_at = ?, claim = NULL, record = ?"
+                " WHERE id = ?", (d.status, d.due_at, d.to_text(), id),
+            )
+        return True
+
+    def purge_deliveries(self, before: float, limit: int) -> int:
+        """Delete old delivered or failed deliveries, ``limit`` at most."""
+        with self._db.connect(lock=True) as conn:
+            cursor = conn.execute(
+                "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+                " WHERE created_at < ? AND status != 'pending' ORDER BY created_at LIMIT ?)",
+                (before, limit),
+            )
+        return cursor.rowcount
+
 
 _KEY_COLUMNS = "token, fingerprint, claimed_at, expires_at, uuid"
 _SWEEP_KEYS = (
@@ -686,6 +792,8 @@ def _migrate(conn: sqlite3.Connection, version: int) -> bool:
         for statement in _SCHEMA[1:]:
             conn.execute(statement)
         _add_job_counts(conn)
+        for statement in _DELIVERIES_SCHEMA:  # version 9
+            conn.execute(statement)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -10,7 +10,8 @@ it has them and a default for the others:
 - ``read_many``: one ``read_with_cas`` per key;
 - ``close``: nothing to do;
 - ``list_jobs``, ``count_jobs``, ``has_entry``, the worker records (``save_worker``,
-  ``list_workers``, ``delete_worker``): raise
+  ``list_workers``, ``delete_worker``), the webhook deliveries
+  (``add_deliveries``...): raise
   :exc:`~flask_spacewalk.errors.NotSupported`;
 - ``claim_key``, ``replace_key``, ``release_key``: idempotency key records
   as documents, built on ``create``, ``read_with_cas``, ``set_with_cas``
@@ -38,6 +39,7 @@ from .protocols import (
     Closable,
     Datastore,
     DatastoreAbilities,
+    DeliveryStore,
     DocumentQueue,
     EntryChecker,
     JobCounter,
@@ -57,6 +59,7 @@ from .protocols import (
     Value,
     WorkerRecords,
 )
+from .webhooks import Delivery
 
 __all__ = ["TOMBSTONE", "ZeroGDatastore", "ZeroGQueue", "as_datastore", "as_queue"]
 
@@ -116,6 +119,7 @@ class ZeroGDatastore(_Adapter):
         self._key_records = inner if isinstance(inner, KeyRecordStore) else None
         self._delete_jobs = inner.delete_jobs if isinstance(inner, JobDeleter) else None
         self._workers = inner if isinstance(inner, WorkerRecords) else None
+        self._deliveries = inner if isinstance(inner, DeliveryStore) else None
         self._count_jobs = inner.count_jobs if isinstance(inner, JobCounter) else None
         self._ping = inner.ping if isinstance(inner, Pingable) else None
 
@@ -271,6 +275,39 @@ class ZeroGDatastore(_Adapter):
                     self.inner.delete(key)
                 deleted.append(job.key)
         return deleted
+
+    def _delivery_store(self) -> DeliveryStore:
+        if self._deliveries is None:
+            raise NotSupported(
+                f"this datastore ({type(self.inner).__name__}) keeps no webhook deliveries:"
+                " it has no add_deliveries, claim_deliveries, save_delivery,"
+                " list_deliveries and retry_delivery methods"
+            )
+        return self._deliveries
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        """The wrapped object's ``add_deliveries``.
+
+        :raises NotSupported: it has none (so for the other four).
+        """
+        return self._delivery_store().add_deliveries(deliveries)
+
+    def claim_deliveries(self, now: float, lease: float, limit: int, token: str) -> list[Delivery]:
+        return self._delivery_store().claim_deliveries(now, lease, limit, token)
+
+    def save_delivery(self, delivery: Delivery, token: str) -> bool:
+        return self._delivery_store().save_delivery(delivery, token)
+
+    def list_deliveries(
+        self, status: str | None = None, uuid: str | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        return self._delivery_store().list_deliveries(status, uuid, limit)
+
+    def retry_delivery(self, id: str, now: float) -> bool:
+        return self._delivery_store().retry_delivery(id, now)
+
+    def purge_deliveries(self, before: float, limit: int) -> int:
+        return self._delivery_store().purge_deliveries(before, limit)
 
     def _worker_records(self) -> WorkerRecords:
         if self._workers is None:

@@ -72,6 +72,7 @@ from .status import JOB_KEY_PREFIX, JobStatus
 if TYPE_CHECKING:
     from .job import RuntimeJob
     from .registry import JobRegistry
+    from .webhooks import WebhookRecorder
 
 log = logging.getLogger(__name__)
 #: The run log: one line per failed run, interrupt and killed run, under
@@ -108,6 +109,10 @@ class Lifecycle:
         a delay of its own runs again.
     :param job_context: a context manager factory every ``run()`` call runs
         in (a Flask app context, for instance).
+    :param webhooks: records the webhook deliveries of each job end, after
+        the end is saved and before the job's queue entry goes (a crash in
+        between leaves the entry, whose next holder records them: see
+        :meth:`skip`).
     """
 
     #: Runs of an inline job that keep answering ``NO_RESULT``.
@@ -122,6 +127,7 @@ class Lifecycle:
         error_retry_delay: float = ERROR_RETRY_DELAY,
         default_requeue_delay: float = DEFAULT_REQUEUE_DELAY,
         job_context: Callable[[], ContextManager[Any]] | None = None,
+        webhooks: WebhookRecorder | None = None,
     ):
         self.datastore = as_datastore(datastore)
         self.queue = as_queue(queue)
@@ -129,6 +135,7 @@ class Lifecycle:
         self.error_retry_delay = error_retry_delay
         self.default_requeue_delay = default_requeue_delay
         self.job_context = job_context or contextlib.nullcontext
+        self.webhooks = webhooks
 
     # -- onto the queue --------------------------------------------------------
 
@@ -414,10 +421,14 @@ class Lifecycle:
         def record() -> None:
             nonlocal cancelled
             cancelled = self._record_outcome(job, outcome, watch, requeue)
+            if entry is not None:
+                # raising here keeps the entry: its next holder records them
+                self._job_ended(job)
 
         outage = None
         if entry is None:
             record()
+            self._job_ended_logged(job)
         else:
             outage = self._settle(entry, record)
         if cancelled:
@@ -495,8 +506,13 @@ class Lifecycle:
     def skip(self, job: RuntimeJob, entry: QueueEntry) -> None:
         """Drop the entry of a job that already has its result (a worker
         died between recording it and deleting the entry), with any cancel
-        request left by a cancel that raced."""
-        self._settle(entry)
+        request left by a cancel that raced.
+
+        The webhook deliveries of its end are recorded first (again, if
+        they were: once per webhook-id), for the worker may have died
+        before it recorded them.
+        """
+        self._settle(entry, lambda: self._job_ended(job))
         clear_cancel(self.datastore, job.uuid)
 
     def drop(self, entry: QueueEntry) -> None:
@@ -582,9 +598,28 @@ class Lifecycle:
             # Settled here: no worker needs the request (one that is about to
             # mark the job running conflicts and finds the result).
             clear_cancel(self.datastore, job.uuid)
-        if answer == CancelAnswer.CANCELLED:
+        if answer == CancelAnswer.CANCELLED and self._job_ended_logged(job):
+            # left when the deliveries were not recorded: a worker that
+            # meets it records them (skip)
             self._drop_entry(job)
         return answer
+
+    def _job_ended(self, job: RuntimeJob) -> None:
+        """Record the webhook deliveries of ``job``'s end, if it ended.
+
+        :raises SpacewalkError: they could not be written.
+        """
+        if self.webhooks is not None and job.resultCode != NO_RESULT:
+            self.webhooks.job_ended(self.datastore, job)
+
+    def _job_ended_logged(self, job: RuntimeJob) -> bool:
+        """:meth:`_job_ended`, logging a failure: whether it did not fail."""
+        try:
+            self._job_ended(job)
+        except SpacewalkError as exc:
+            log.error("job %s: its webhook deliveries are not recorded: %s", job.uuid, exc)
+            return False
+        return True
 
     def _drop_entry(self, job: RuntimeJob) -> None:
         """Delete a cancelled job's queue entry, unless a worker holds it.
@@ -609,6 +644,7 @@ class Lifecycle:
             raise TypeError("cancel_stuck needs a Lifecycle with a registry")
         job = self.registry.get_job(uuid, self.datastore, self.queue)
         job.record_change(_apply_cancelled, job)
+        self._job_ended(job)
         clear_cancel(self.datastore, uuid)
         entry.delete()
 
@@ -783,9 +819,9 @@ class Lifecycle:
 _UNSET = object()
 
 
-def cancel_job(job: RuntimeJob) -> CancelAnswer:
+def cancel_job(job: RuntimeJob, webhooks: WebhookRecorder | None = None) -> CancelAnswer:
     """:meth:`Lifecycle.cancel` on ``job``'s own connections."""
-    return Lifecycle(job.datastore, job.queue).cancel(job)
+    return Lifecycle(job.datastore, job.queue, webhooks=webhooks).cancel(job)
 
 
 def _apply_cancelled(job: RuntimeJob) -> None:

@@ -8,7 +8,7 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 :class:`Datastore` and :class:`Queue` are what ZeroG's objects have. Each
 ability beyond them is a protocol of its own (:class:`ManyReader`,
 :class:`JobLister`, :class:`JobDeleter`, :class:`Closable`, :class:`KeyRecordStore`,
-:class:`WorkerRecords`, :class:`JobCounter`, :class:`Pingable`,
+:class:`WorkerRecords`, :class:`DeliveryStore`, :class:`JobCounter`, :class:`Pingable`,
 :class:`DocumentQueue`, :class:`EntryChecker`, :class:`QueueStats`), and
 :class:`SpacewalkDatastore` and
 :class:`SpacewalkQueue` have them all: every backend of this package is one,
@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, Protocol, Union, runtime_checkable
 
 from .keyrecords import KeyRecord
 from .query import JobQuery
+from .webhooks import Delivery
 
 #: What a datastore holds under a key.
 Value = Union[dict[str, Any], str]
@@ -175,6 +176,42 @@ class WorkerRecords(Protocol):
 
 
 @runtime_checkable
+class DeliveryStore(Protocol):
+    """A datastore that keeps webhook deliveries
+    (:mod:`~flask_spacewalk.runtime.webhooks`) apart from its documents.
+
+    Every backend of this package has it, in a table or hashes of its own;
+    for a datastore of your own without it, each method raises
+    :exc:`~flask_spacewalk.errors.NotSupported` and no webhook is sent.
+    """
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        """Store each delivery whose id is not stored yet; how many were new."""
+
+    def claim_deliveries(self, now: float, lease: float, limit: int, token: str) -> list[Delivery]:
+        """Take up to ``limit`` pending deliveries due at ``now`` (oldest due
+        first): each gets ``claim = token`` and ``due_at = now + lease``, so
+        that no other sender takes it before the lease runs out."""
+
+    def save_delivery(self, delivery: Delivery, token: str) -> bool:
+        """Store ``delivery`` (its attempts, status, ``due_at``; its claim
+        as given) if it is still claimed with ``token``; False otherwise."""
+
+    def list_deliveries(
+        self, status: str | None = None, uuid: str | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """The newest deliveries first, of one ``status`` or job if given."""
+
+    def retry_delivery(self, id: str, now: float) -> bool:
+        """Make a failed or pending delivery due at ``now``, with no claim;
+        False when there is no such delivery, or it was delivered."""
+
+    def purge_deliveries(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` delivered or failed deliveries recorded
+        before ``before``; how many went."""
+
+
+@runtime_checkable
 class JobCounter(Protocol):
     """A datastore that keeps the number of its jobs by jobType and status
     (``<prefix>/metrics`` needs it; for a datastore without it,
@@ -305,8 +342,8 @@ class DocumentQueue(Protocol):
 
 @runtime_checkable
 class DatastoreAbilities(
-    ManyReader, JobLister, JobDeleter, KeyRecordStore, WorkerRecords, JobCounter, Pingable,
-    Closable, Protocol,
+    ManyReader, JobLister, JobDeleter, KeyRecordStore, WorkerRecords, DeliveryStore,
+    JobCounter, Pingable, Closable, Protocol,
 ):
     """Every ability a datastore of this package has beyond ZeroG's."""
 

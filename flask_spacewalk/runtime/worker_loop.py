@@ -48,6 +48,7 @@ from .cancel import (
     main_thread_interrupter,
     on_interrupt_signal,
 )
+from .delivery import DeliverySender
 from .durations import DurationRecorder
 from .heartbeat import Activity, Heartbeat
 from .job import RuntimeJob, make_key
@@ -58,6 +59,7 @@ from .queue_control import PauseWatch
 from .registry import JobRegistry
 from .retention import BATCH, PURGE_INTERVAL, PeriodicPurge
 from .status import JobStatus
+from .webhooks import WebhookRecorder
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +267,7 @@ class Worker:
         retention: float | None = None,
         heartbeat: float | None = None,
         service: str | None = None,
+        webhooks: WebhookRecorder | None = None,
     ):
         if cancel_grace <= 0:
             raise ValueError("cancel_grace must be > 0")
@@ -280,6 +283,10 @@ class Worker:
         self.max_memory = max_memory
         self.parent_pid = parent_pid
         self.cancel_grace = cancel_grace
+        #: Records each job end's webhook deliveries; a thread of this
+        #: process sends them (:mod:`~flask_spacewalk.runtime.delivery`).
+        self.webhooks = webhooks
+        self._sender: DeliverySender | None = None
         self.retention = retention
         #: The durations of this process's runs that recorded a result.
         self.durations = DurationRecorder()
@@ -329,6 +336,7 @@ class Worker:
                 error_retry_delay=self.ERROR_RETRY_DELAY,
                 default_requeue_delay=self.DEFAULT_REQUEUE_DELAY,
                 job_context=self._timed_run,
+                webhooks=self.webhooks,
             )
         return self._lifecycle
 
@@ -355,6 +363,10 @@ class Worker:
                 on_retire=self._retire,
             )  # fmt: skip
             self._heartbeat.start()
+        if self.webhooks is not None and self.webhooks.webhooks:
+            self._sender = DeliverySender(self.datastore, self.webhooks.webhooks)
+            self.webhooks.on_record = self._sender.wake
+            self._sender.start()
         try:
             with self.durations.flushing(self._beat, lambda: self.datastore):
                 self._run_loop(burst)
@@ -362,6 +374,8 @@ class Worker:
             self._lease.close()
             if self._heartbeat is not None:
                 self._heartbeat.stop()
+            if self._sender is not None:
+                self._sender.stop()
 
     def _run_loop(self, burst: bool) -> None:
         while not self.stopping:
@@ -601,7 +615,8 @@ class Worker:
 
         def settle() -> None:
             lifecycle = Lifecycle(self.make_datastore(), self.queue, self.registry,
-                                  error_retry_delay=self.ERROR_RETRY_DELAY)
+                                  error_retry_delay=self.ERROR_RETRY_DELAY,
+                                  webhooks=self.webhooks)
             if reason is StopReason.TIMEOUT and timeout is not None:
                 lifecycle.time_out_stuck(uuid, entry, timeout)
             else:

@@ -74,7 +74,8 @@ def retry_answer(state: SpacewalkState) -> Callable[[RuntimeJob, dict[str, Any]]
         params = validator.validate({**stored_params(validator.schema, document), **body})
         datastore, queue = state.connections()
         inline = state.run_inline(current_app) and not options.get("delay")
-        lifecycle = Lifecycle(datastore, queue, state.registry)
+        lifecycle = Lifecycle(datastore, queue, state.registry,
+                          webhooks=state.recorder(current_app))
         done = lifecycle.retry(job, params, inline=inline, **options)
         if done is RetryAnswer.NOT_RETRYABLE:
             raise Conflict(f"job {job.uuid} changed meanwhile (another retry?); it is no"
@@ -144,7 +145,8 @@ def _dry_run(text: str | None) -> bool:
 def _action(state: SpacewalkState, action: str) -> Action:
     """What is done to each job: retried or cancelled, through the lifecycle."""
     datastore, queue = state.connections()
-    lifecycle = Lifecycle(datastore, queue, state.registry)
+    lifecycle = Lifecycle(datastore, queue, state.registry,
+                          webhooks=state.recorder(current_app))
     inline = state.run_inline(current_app)
 
     def act(document: dict[str, Any], cas: int) -> bool:

@@ -21,6 +21,7 @@ from ..backends.base import MAX_PRIORITY
 from ..runtime.fleet import WorkerAction
 from ..runtime.heartbeat import ID_PATTERN, WorkerState
 from ..runtime.status import STATUSES
+from ..runtime.webhooks import EVENTS
 from ..tree import Branch, Leaf
 from .actions import DEFAULT_BULK_LIMIT, MAX_BULK_LIMIT
 from .idempotency import HEADER, MAX_LENGTH, REPLAYED_HEADER
@@ -229,6 +230,24 @@ class QueuePauseSchema(Schema):
     paused = fields.Boolean(required=True)
 
 
+class WebhookDataSchema(Schema):
+    uuid = fields.String(required=True)
+    jobType = fields.String(required=True)  # noqa: N815 - the API's name
+    status = fields.String(required=True, validate=validate.OneOf(
+        ["finished", "failed", "cancelled"]))
+    result = fields.Integer(required=True)
+    completeness = fields.Float(required=True, validate=validate.Range(min=0, max=1))
+    progress = fields.String(required=True, allow_none=True, metadata={
+        "description": "The job's progress URL path, as in listing items."})
+
+
+class WebhookEventSchema(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(list(EVENTS.values())))
+    timestamp = fields.String(required=True, metadata={
+        "format": "date-time", "description": "When the job ended (UTC)."})
+    data = fields.Nested(WebhookDataSchema, required=True)
+
+
 #: Component name -> marshmallow schema, nested ones first.
 RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "Error": ErrorBodySchema,
@@ -252,6 +271,8 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "QueueItem": QueueItemSchema,
     "QueueList": QueueListSchema,
     "QueuePause": QueuePauseSchema,
+    "WebhookData": WebhookDataSchema,
+    "WebhookEvent": WebhookEventSchema,
 }
 #: Free-form bodies, which no marshmallow schema describes.
 FREE_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -881,4 +902,40 @@ def openapi_document(
     for path, operations_ in paths.items():
         spec.path(path=path, operations=operations_)
     document = spec.to_dict()
+    document["webhooks"] = _webhooks()
     return {"openapi": document.pop("openapi"), **document}
+
+
+#: The Standard Webhooks headers of every webhook POST.
+_WEBHOOK_HEADERS = (
+    ("webhook-id", "The delivery's id: the same on every attempt of one job end at one"
+                   " endpoint; a receiver drops one it has processed."),
+    ("webhook-timestamp", "The attempt's time, in seconds since the epoch; a receiver"
+                          " refuses one far from its clock (standardwebhooks: 5 minutes)."),
+    ("webhook-signature", "v1,<base64 HMAC-SHA256> of id.timestamp.body under the"
+                          " endpoint's secret."),
+)
+
+
+def _webhooks() -> dict[str, Any]:
+    """The POSTs of ``SPACEWALK_WEBHOOKS`` endpoints, by event (docs/live.rst)."""
+    parameters = [
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"},
+         "description": description}
+        for name, description in _WEBHOOK_HEADERS
+    ]  # fmt: skip
+    return {
+        event: {"post": {
+            "summary": f"A job ended {status.value}",
+            "description": f"Sent to each endpoint of SPACEWALK_WEBHOOKS whose events include"
+                           f" {event}, signed as Standard Webhooks 1.0 specifies; retried with"
+                           " backoff for about an hour until a 2xx answer.",
+            "operationId": f"webhook_{event.replace('.', '_')}",
+            "parameters": parameters,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/WebhookEvent"}}}},
+            "responses": {"2XX": {"description": "Received; any other answer, or none"
+                                                 " within 10 s, is tried again later."}},
+        }}
+        for status, event in EVENTS.items()
+    }  # fmt: skip

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 from ..backends import make_datastore, make_queue
 from ..runtime.adapters import as_datastore, as_queue
 from ..runtime.changes import JobWatch
+from ..runtime.delivery import DeliverySender
 from ..runtime.protocols import SpacewalkDatastore, SpacewalkQueue
 from ..runtime.registry import JobRegistry
+from ..runtime.webhooks import WebhookRecorder
 from ..settings import Settings, run_inline_from
 from ..tree import Tree
 
@@ -49,6 +51,7 @@ class SpacewalkState:
     decorators: tuple[ViewDecorator, ...] = ()
     _connections: tuple[SpacewalkDatastore, SpacewalkQueue] | None = None
     _watch: JobWatch | None = None
+    _sender: DeliverySender | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -81,11 +84,36 @@ class SpacewalkState:
                 watch = self._watch
         return watch
 
+    def recorder(self, app: Flask) -> WebhookRecorder | None:
+        """What records the webhook deliveries of the jobs this process
+        ends (an API cancel, an inline run); None without webhooks.
+
+        Workers send the deliveries; when jobs run inline (tests, no
+        worker) this process sends them, from a thread it starts when it
+        records the first.
+        """
+        if not self.settings.webhooks:
+            return None
+        root = self.root_path
+        on_record = self._send_here if self.run_inline(app) else None
+        return WebhookRecorder(self.settings.webhooks, lambda job_type: root, on_record)
+
+    def _send_here(self) -> None:
+        with self._lock:
+            if self._sender is None or not self._sender.running:
+                self._sender = DeliverySender(self.connections()[0], self.settings.webhooks)
+                self._sender.start()
+            sender = self._sender
+        sender.wake()
+
     def close(self) -> None:
         """Close this process's connections; the next request opens new ones."""
         with self._lock:
             pair, self._connections = self._connections, None
             self._watch = None
+            sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.stop()
         if pair is not None:
             for backend in pair:
                 backend.close()

@@ -159,7 +159,8 @@ class Views:
     def _start(self, job: RuntimeJob, options: dict[str, Any]) -> None:
         """Create ``job`` with its starting options, or run it inline."""
         datastore, queue = self.state.connections()
-        lifecycle = Lifecycle(datastore, queue, self.state.registry)
+        lifecycle = Lifecycle(datastore, queue, self.state.registry,
+                              webhooks=self.state.recorder(current_app))
         if (
             self.state.run_inline(current_app)
             and not options.get("delay")
@@ -238,7 +239,7 @@ class Views:
     def cancel(self, uuid: str) -> Response:
         """200 cancelled (never runs), 202 cancelling (running), 409 finished."""
         document, cas = self._document(uuid)
-        answer = cancel_job(self._job(document, cas))
+        answer = cancel_job(self._job(document, cas), self.state.recorder(current_app))
         if answer is CancelAnswer.FINISHED:
             raise Conflict(f"job {uuid} already has its result; nothing to cancel")
         status = 200 if answer is CancelAnswer.CANCELLED else 202
