@@ -5,11 +5,12 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -432,35 +433,43 @@ JOBS = 4
 
 
 @pytest.fixture
-def gthread_service(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    port = free_port()
-    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-    env = dict(os.environ, SPACEWALK_DATASTORE_URL=url, SPACEWALK_STREAM_MAX="90")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
-         "--threads", str(STREAMS + 10), "--bind", f"127.0.0.1:{port}", "examples.app:app"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
+def gthread_service(tmp_path: Path) -> Iterator[Callable[[int], tuple[str, str]]]:
+    """Starts the example service on one gunicorn gthread process of
+    ``threads`` threads; gives its host:port and datastore URL."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def serve(threads: int) -> tuple[str, str]:
+        port = free_port()
+        url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+        env = dict(os.environ, SPACEWALK_DATASTORE_URL=url, SPACEWALK_STREAM_MAX="90")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
+             "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "examples.app:app"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        procs.append(proc)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/examples/branches")
+                conn.getresponse().read()
+                conn.close()
+                return f"127.0.0.1:{port}", url
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail("gunicorn did not start:\n" + proc.communicate()[0])
+                time.sleep(0.1)
+
+    yield serve
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/examples/branches")
-            conn.getresponse().read()
-            conn.close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("gunicorn did not start:\n" + proc.communicate()[0])
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}", url
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 def follow(host: str, uuid: str, started: threading.Semaphore, out: list[Any]) -> None:
@@ -493,9 +502,9 @@ def follow(host: str, uuid: str, started: threading.Semaphore, out: list[Any]) -
 
 @pytest.mark.slow
 def test_200_concurrent_streams_on_one_gthread_process(
-    gthread_service: tuple[str, str], make_app: Any
+    gthread_service: Callable[[int], tuple[str, str]], make_app: Any
 ) -> None:
-    host, url = gthread_service
+    host, url = gthread_service(STREAMS + 10)
     # the test's own app on the same datastore plays the jobs' worker
     app = new_app(make_app, SPACEWALK_DATASTORE_URL=url)
     client = app.test_client()
@@ -523,3 +532,32 @@ def test_200_concurrent_streams_on_one_gthread_process(
     for uuid, messages, last in out:
         assert messages == [f"{uuid} {index}" for index in range(3)], (uuid, messages)
         assert last["event"] == "end" and last["data"] == {"completeness": 1.0, "result": 200}
+
+
+@pytest.mark.slow
+def test_a_client_that_goes_away_frees_its_thread(
+    gthread_service: Callable[[int], tuple[str, str]], make_app: Any
+) -> None:
+    # one thread: the next request is answered only once the stream of the
+    # client that left has ended, long before SPACEWALK_STREAM_MAX
+    host, url = gthread_service(1)
+    app = new_app(make_app, SPACEWALK_DATASTORE_URL=url)
+    uuid = start(app.test_client())
+    conn = http.client.HTTPConnection(*host.split(":"), timeout=30)
+    conn.request("GET", f"/examples/events/{uuid}")
+    response = conn.getresponse()
+    assert b"event: progress" in response.read1(65536)
+    conn.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+    conn.close()
+    job = stored_job(app, uuid)
+    began = time.monotonic()
+    for index in range(5):
+        # the first write after the close may still be accepted; a later
+        # one fails and ends the generator
+        time.sleep(0.3)
+        job.job_log_info(f"nobody reads {index}")
+    other = http.client.HTTPConnection(*host.split(":"), timeout=30)
+    other.request("GET", f"/examples/progress/{uuid}")
+    assert other.getresponse().status == 200
+    other.close()
+    assert time.monotonic() - began < 30
