@@ -378,6 +378,23 @@ def test_ids_resume_exactly_when_records_share_a_timestamp() -> None:
     assert whole[-1]["id"] == f"2.1.1.{progress_tag(progress)}"
 
 
+def test_each_list_keeps_its_order_when_its_stamps_go_back() -> None:
+    # two workers with skewed clocks: the counts in the ids stay exact
+    document = {
+        "resultCode": -1,
+        "events": [{"msg": "e0", "timeStamp": "2026-01-02T03:00:09"},
+                   {"msg": "e1", "timeStamp": "2026-01-02T03:00:01"}],
+        "warnings": [{"msg": "w0", "timeStamp": "2026-01-02T03:00:05"}],
+        "errors": [],
+    }  # fmt: skip
+    whole = parse("".join(JobStream(StreamPosition(), lambda d, c: {}).advance(document, 1)))
+    assert logs(whole) == ["w0", "e0", "e1"]
+    for cut in range(3):
+        position = StreamPosition.parse(whole[cut]["id"])
+        rest = parse("".join(JobStream(position, lambda d, c: {}).advance(document, 1)))
+        assert sorted(logs(whole[: cut + 1]) + logs(rest)) == ["e0", "e1", "w0"]
+
+
 def test_unreadable_timestamps_and_records_still_stream() -> None:
     document = {
         "resultCode": -1,

@@ -155,15 +155,27 @@ class JobStream:
         return chunks
 
     def _new_records(self, document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        found = []
-        for order, (name, kind) in enumerate(LOG_KINDS):
-            records = _records(document, name)
-            for index in range(self.position.count(name), len(records)):
-                record = records[index]
-                found.append((_when(record), order, index, name, kind, record))
-        # timeStamp order; ties in list order, then as stored
-        found.sort(key=lambda item: item[:3])
-        return [(kind, record) for *_, kind, record in found]
+        # A merge, not a sort: each list keeps its stored order (the counts
+        # in the ids need it), the next record of the three is the earliest,
+        # and ties go in list order.
+        pending = [
+            (kind, _records(document, name)[self.position.count(name):])
+            for name, kind in LOG_KINDS
+        ]
+        found: list[tuple[str, dict[str, Any]]] = []
+        heads = [0] * len(pending)
+        while True:
+            candidates = [
+                (_when(records[heads[order]]), order)
+                for order, (_, records) in enumerate(pending)
+                if heads[order] < len(records)
+            ]
+            if not candidates:
+                return found
+            _, order = min(candidates)
+            kind, records = pending[order]
+            found.append((kind, records[heads[order]]))
+            heads[order] += 1
 
     def _log_event(self, kind: str, record: dict[str, Any]) -> str:
         self.position = self.position.after(f"{kind}s")
