@@ -20,6 +20,7 @@ from conftest import EXAMPLE_JOBS
 from flask import Flask
 from flask.testing import FlaskClient
 from jobtrees.api_tree import ApiRoot
+from jobtrees.api_tree.special import Staged
 from seed import free_port
 from werkzeug.exceptions import Unauthorized
 
@@ -284,6 +285,21 @@ def test_a_custom_progress_is_streamed_as_progress_answers_it(make_app: Any) -> 
     ]
 
 
+def test_a_progress_that_fails_at_the_start_is_500_json(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Any) -> dict[str, Any]:
+        raise ValueError("secret detail of a failing progress")
+
+    monkeypatch.setattr(Staged, "progress", broken)
+    app = make_app((ApiRoot, API_JOBS, {}))
+    client = app.test_client()
+    uuid = client.post("/svc/special/staged/job", json={}).get_json()["uuid"]
+    response = client.get(f"/svc/events/{uuid}")
+    assert response.status_code == 500 and response.get_json()["code"] == 500
+    assert "secret" not in response.get_data(as_text=True)
+
+
 # -- bad requests ----------------------------------------------------------------
 
 
@@ -415,6 +431,21 @@ def test_a_datastore_gone_mid_stream_ends_it() -> None:
     stream = JobStream(StreamPosition(), lambda d, c: {})
     text = "".join(event_stream(FailingWatch(), UNKNOWN, 1, stream, [], 30))  # type: ignore[arg-type]
     assert text == f"retry: {events.RETRY_MS}\n\n"
+
+
+class ChangingWatch:
+    def wait(self, uuid: str, seen_cas: int, timeout: float) -> tuple[dict[str, Any], int]:
+        return {"resultCode": -1, "events": []}, seen_cas + 1
+
+
+def test_a_progress_that_fails_mid_stream_ends_it(caplog: pytest.LogCaptureFixture) -> None:
+    def progress_of(document: dict[str, Any], cas: int) -> dict[str, Any]:
+        raise ValueError("a broken progress()")
+
+    stream = JobStream(StreamPosition(), progress_of)
+    chunks = list(event_stream(ChangingWatch(), UNKNOWN, 1, stream, ["first"], 30))  # type: ignore[arg-type]
+    assert chunks == [f"retry: {events.RETRY_MS}\n\nfirst"]
+    assert "event stream of job" in caplog.text and "a broken progress()" in caplog.text
 
 
 # -- other datastores --------------------------------------------------------------

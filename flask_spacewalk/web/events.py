@@ -203,7 +203,13 @@ def event_stream(
     current: dict[str, Any] | None = None
     while not stream.ended:
         if current is not None:
-            chunks = stream.advance(current, cas)
+            try:
+                chunks = stream.advance(current, cas)
+            except Exception:
+                # too late for an error answer: log it, end the stream; the
+                # client's reconnect gets the JSON error
+                log.exception("event stream of job %s ends", uuid)
+                return
             if chunks:
                 yield "".join(chunks)
                 last_sent = time.monotonic()
