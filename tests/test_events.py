@@ -313,7 +313,10 @@ def test_unknown_or_malformed_uuid_is_404_json(make_app: Any, uuid: str) -> None
     }
 
 
-@pytest.mark.parametrize("last_id", ["garbage", "1.2.3", "1.2.3.xyz", "-1.0.0.", "0.0.0.abc"])
+@pytest.mark.parametrize(
+    "last_id",
+    ["garbage", "1.2.3", "1.2.3.xyz", "-1.0.0.", "0.0.0.abc", "\u0661.0.0.", "0" * 10 + ".0.0."],
+)
 def test_a_malformed_last_event_id_is_400_json(make_app: Any, last_id: str) -> None:
     client = new_app(make_app).test_client()
     uuid = start(client)

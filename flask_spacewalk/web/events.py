@@ -41,6 +41,7 @@ __all__ = [
     "StreamPosition",
     "event_stream",
     "events_view",
+    "progress_tag",
     "read_last_event_id",
 ]
 
@@ -55,13 +56,14 @@ RETRY_MS = 2000
 #: order that breaks ties between records of one timeStamp.
 LOG_KINDS = (("events", "event"), ("warnings", "warning"), ("errors", "error"))
 
-_ID = re.compile(r"(\d{1,9})\.(\d{1,9})\.(\d{1,9})\.([0-9a-f]{12})?")
+#: An id of :meth:`StreamPosition.encode`: three counts, then the tag.
+_ID = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})\.([0-9a-f]{12})?")
 
-#: Finds a stored document and its cas, 404 when the uuid names no job of
-#: the tree; then gives the progress object of a document as ``GET
-#: R/progress`` answers it.
-Lookup = Callable[[str], "tuple[dict[str, Any], int]"]
-ProgressOf = Callable[["dict[str, Any]", int], "dict[str, Any]"]
+#: A stored job's document and cas by uuid; 404 when the uuid names no job
+#: of the tree.
+Lookup = Callable[[str], tuple[dict[str, Any], int]]
+#: A document's progress object, as ``GET R/progress`` answers it.
+ProgressOf = Callable[[dict[str, Any], int], dict[str, Any]]
 
 
 class StreamPosition(NamedTuple):
