@@ -530,8 +530,10 @@ function showJob(uuid) {
   let source = null;
   /** Bumped by each progress shown, so an older one still reading `running` is dropped. */
   let shownProgress = 0;
-
+  /** The last progress the stream sent. */
   let lastProgress = null;
+  /** Whether a log line's look at `running` is under way. */
+  let looking = false;
 
   async function showWithRunning(progress) {
     lastProgress = progress;
@@ -567,7 +569,13 @@ function showJob(uuid) {
       if (list) list.append(record);
       // a job that logs has started: a queued one shown is worth a look,
       // since starting changes no progress
-      if (lastProgress && running !== true) showWithRunning(lastProgress);
+      // (one look at a time: a burst of lines asks once)
+      if (lastProgress && running !== true && !looking) {
+        looking = true;
+        showWithRunning(lastProgress).finally(() => {
+          looking = false;
+        });
+      }
     });
     stream.addEventListener("progress", (event) => {
       failures = 0;
