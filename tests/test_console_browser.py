@@ -54,6 +54,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "FLASK_SPACEWALK_CANCEL_GRACE": "1",
         # the worker's record, a drain, and a paused queue, within half a second
         "FLASK_SPACEWALK_HEARTBEAT": "0.5",
+        # threads (gthread): a job's page holds an event stream, which would
+        # hold a whole sync web worker
+        "GUNICORN_CMD_ARGS": "--threads 8",
     }
     log_path = tmp / "serve.log"
     with open(log_path, "ab") as log:
@@ -238,6 +241,9 @@ def test_cancel_a_long_job_and_see_it_cancelled(page: Page, server: str, shots: 
             progress.append((response.status, response.request.headers.get("if-none-match")))
 
     page.on("response", seen)
+    # the polling the console falls back to without EventSource (a job's
+    # page follows its event stream otherwise)
+    page.add_init_script("delete window.EventSource")
     open_console(page, server, hash_="#/leaf/examples/waste_time")
     page.get_by_label("delay").fill("600")
     page.get_by_role("button", name="Start job").click()
@@ -388,6 +394,46 @@ def test_a_job_no_worker_has_taken_is_queued_not_running(
             cancel_and_wait(server, waiting)
     finally:
         cancel_and_wait(server, busy)
+
+
+def test_a_running_jobs_log_lines_come_by_its_event_stream(
+    page: Page, server: str, shots: Path
+) -> None:
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    uuid = post(server, "/examples/waste_time/job", {"delay": 6})
+    open_console(page, server, hash_=f"#/job/{uuid}")
+    expect(page.locator("main")).to_have_attribute("data-job-stream", "open")
+    # lines while it runs, then its end, all without polling info
+    expect(page.locator(".log-events li").nth(2)).to_be_attached(timeout=20_000)
+    assert page.locator("main").get_attribute("data-job-done") is None  # still running
+    wait_finished(page)
+    expect(page.locator(".pct")).to_have_text("100%")
+    expect(page.locator(".job-status")).to_have_text("finished")
+    events = get_json(server, f"/examples/info/{uuid}")["events"]
+    expect(page.locator(".log-events li")).to_have_count(len(events))
+    expect(page.locator(".log-events .msg").last).to_have_text(events[-1]["msg"])
+    assert any(f"/examples/events/{uuid}" in u for u in asked)
+    assert not any(f"/examples/info/{uuid}" in u for u in asked)
+    page.screenshot(path=shots / "console-stream.png", full_page=True)
+
+
+def test_without_event_source_a_job_is_polled(page: Page, server: str) -> None:
+    page.add_init_script("delete window.EventSource")
+    uuid = post(server, "/console_tests/shout/job", {"message": "polled"})
+    open_console(page, server, "/console_tests", f"#/job/{uuid}")
+    wait_finished(page)
+    expect(page.locator(".log-warnings .msg")).to_have_text("polled")
+    expect(page.locator("main")).not_to_have_attribute("data-job-stream", "open")
+
+
+def test_a_stream_that_keeps_failing_falls_back_to_polling(page: Page, server: str) -> None:
+    page.route("**/events/**", lambda route: route.abort())
+    uuid = post(server, "/console_tests/shout/job", {"message": "fallback"})
+    open_console(page, server, "/console_tests", f"#/job/{uuid}")
+    expect(page.locator("main")).to_have_attribute("data-job-stream", "polling", timeout=30_000)
+    wait_finished(page)
+    expect(page.locator(".log-errors .msg")).to_have_text("fallback")
 
 
 def test_a_traceback_keeps_its_line_breaks(page: Page, server: str, shots: Path) -> None:

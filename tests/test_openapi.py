@@ -171,6 +171,31 @@ def test_dump_is_left_out_when_not_exposed(make_app: MakeApp) -> None:
     assert documented_pairs(doc) == served_pairs(app)
 
 
+def test_the_event_stream_is_documented(make_app: MakeApp) -> None:
+    app = make_app()
+    doc = document(app.test_client())
+    operation = doc["paths"]["/examples/events/{uuid}"]["get"]
+    params = {p["name"]: p for p in operation["parameters"]}
+    assert set(params) == {"uuid", "Last-Event-ID"}
+    assert params["Last-Event-ID"]["in"] == "header"
+    assert set(operation["responses"]) == {"200", "400", "404", "405", "500", "503"}
+    stream = operation["responses"]["200"]["content"]["text/event-stream"]
+    kinds = {
+        item["properties"]["event"]["const"]: item["properties"]["data"]["contentSchema"]
+        for item in stream["x-itemSchema"]["oneOf"]
+    }
+    assert kinds == {
+        "log": {"$ref": "#/components/schemas/StreamLog"},
+        "progress": {"$ref": "#/components/schemas/Progress"},
+        "end": {"$ref": "#/components/schemas/Progress"},
+    }
+    log = doc["components"]["schemas"]["StreamLog"]
+    assert log["properties"]["kind"]["enum"] == ["event", "warning", "error"]
+    assert set(log["required"]) == {"kind", "msg", "timeStamp"}
+    for word in ("id", "Last-Event-ID", "end"):
+        assert word in operation["responses"]["200"]["description"]
+
+
 def test_listing_and_cancel_are_documented(make_app: MakeApp) -> None:
     # Their views come from other branches; the document knows their routes.
     state = make_app().extensions["spacewalk"]["/examples"]

@@ -115,6 +115,11 @@ class ErrorRecordSchema(LogRecordSchema):
     errorCode = fields.Integer(required=True)
 
 
+class StreamLogSchema(LogRecordSchema):
+    kind = fields.String(required=True, validate=validate.OneOf(["event", "warning", "error"]))
+    errorCode = fields.Integer(metadata={"description": "Errors only."})
+
+
 class InfoSchema(ProgressSchema):
     events = fields.List(fields.Nested(LogRecordSchema), required=True)
     errors = fields.List(fields.Nested(ErrorRecordSchema), required=True)
@@ -260,6 +265,7 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "LogRecord": LogRecordSchema,
     "ErrorRecord": ErrorRecordSchema,
     "Info": InfoSchema,
+    "StreamLog": StreamLogSchema,
     "JobListItem": JobListItemSchema,
     "JobList": JobListSchema,
     "CancelAnswer": CancelAnswerSchema,
@@ -413,6 +419,23 @@ _LINK = {
 }
 
 
+def _sse_event(event: str, data_schema: str) -> dict[str, Any]:
+    """One kind of Server-Sent Event: its ``event`` name and JSON ``data``."""
+    return {
+        "type": "object",
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string"},
+            "event": {"const": event},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": f"#/components/schemas/{data_schema}"},
+            },
+        },
+    }
+
+
 class _Operations:
     """The operation of each route kind, for the trees of one document."""
 
@@ -432,6 +455,7 @@ class _Operations:
             kind.INFO: self._info,
             kind.DATA: self._data,
             kind.DUMP: self._dump,
+            kind.EVENTS: self._events,
             kind.JOBS: self._jobs,
             kind.CANCEL: self._cancel,
             kind.RETRY: self._retry,
@@ -573,6 +597,52 @@ class _Operations:
             query=[show_logs],
             errors={"400": "BadRequest"},
         )
+
+    def _events(self, route: Route) -> dict[str, Any]:
+        last_event_id = {
+            "in": "header",
+            "name": "Last-Event-ID",
+            "description": "The id of the last event a client got (browsers send it when they"
+                           " reconnect): the stream resumes after it. An id the stream"
+                           " cannot have given is 400.",
+            "schema": {"type": "string"},
+        }
+        stream = {
+            "description": (
+                "Server-Sent Events, each with an opaque id: `log` (data: a StreamLog) for"
+                " each log record not yet sent, in timeStamp order; `progress` (data: the"
+                " progress object) when it changes; `end` (data: the progress object) once"
+                " the job has a result, after which the server closes the stream. A comment"
+                " line every 15 s of silence; the stream ends after SPACEWALK_STREAM_MAX"
+                " seconds, for the client to resume with Last-Event-ID."
+            ),
+            "headers": {
+                "Cache-Control": {"description": "no-cache", "schema": {"type": "string"}},
+            },
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string"},
+                    # OpenAPI 3.2's itemSchema, which a 3.1 document may only
+                    # carry as an extension
+                    "x-itemSchema": {
+                        "description": "One event of the stream.",
+                        "oneOf": [
+                            _sse_event("log", "StreamLog"),
+                            _sse_event("progress", "Progress"),
+                            _sse_event("end", "Progress"),
+                        ],
+                    },
+                }
+            },
+        }
+        return {
+            "summary": "A job's events as they happen",
+            "description": "Follow a job: its log records, progress and end as Server-Sent"
+                           " Events (text/event-stream).",
+            "parameters": [_UUID_PARAMETER, last_event_id],
+            "responses": {"200": stream, "400": "BadRequest", "404": "NotFound",
+                          "500": "InternalServerError", "503": "ServiceUnavailable"},
+        }
 
     def _filters(self) -> list[dict[str, Any]]:
         """The listing's filters, which the bulk actions take too."""

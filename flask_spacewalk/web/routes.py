@@ -46,6 +46,8 @@ class RouteKind(str, enum.Enum):
     DATA = "data"
     #: ``GET R/dump/<uuid>`` (``SPACEWALK_EXPOSE_DUMP``).
     DUMP = "dump"
+    #: ``GET R/events/<uuid>``: the job as Server-Sent Events.
+    EVENTS = "events"
     #: ``GET R/jobs``: the listing.
     JOBS = "jobs"
     #: ``POST R/cancel/<uuid>`` and ``DELETE R/job/<uuid>``.
@@ -108,7 +110,7 @@ def routes(state: SpacewalkState) -> list[Route]:
             Route(f"{leaf.path}/job", "POST", f"job_{index}", kind.JOB, leaf),
         ]
     root = state.root_path
-    for by_uuid in (kind.PROGRESS, kind.INFO, kind.DATA, kind.DUMP):
+    for by_uuid in (kind.PROGRESS, kind.INFO, kind.DATA, kind.DUMP, kind.EVENTS):
         if by_uuid is not kind.DUMP or state.settings.expose_dump:
             name = by_uuid.value
             table.append(Route(f"{root}/{name}/<uuid>", "GET", name, by_uuid))

@@ -33,6 +33,7 @@ from ..tree import Branch, Leaf
 from . import listing
 from .actions import bulk_view, retry_answer
 from .csrf import check_request
+from .events import events_view
 from .http import (
     cors_headers,
     encode,
@@ -94,6 +95,7 @@ class Views:
             kind.INFO: lambda route: self.info,
             kind.DATA: lambda route: self.data,
             kind.DUMP: lambda route: self.dump,
+            kind.EVENTS: lambda route: events_view(state, self._document, self.progress_of),
             kind.JOBS: lambda route: self.jobs,
             kind.CANCEL: lambda route: self.cancel,
             kind.RETRY: lambda route: self.retry,
@@ -192,6 +194,12 @@ class Views:
         datastore, queue = self.state.connections()
         document["cas"] = cas
         return self.state.registry.make_job(document, datastore, queue)
+
+    def progress_of(self, document: dict[str, Any], cas: int) -> dict[str, Any]:
+        """The progress object of a stored document, as ``progress`` answers it."""
+        if self._fast_progress[document["jobType"]]:
+            return _progress(document)
+        return self._job(document, cas).progress()
 
     def progress(self, uuid: str) -> Response:
         document, cas = self._document(uuid)

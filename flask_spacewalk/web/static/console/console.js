@@ -18,6 +18,9 @@ const HAS_DUMP = page.dump === "true";
 const POLL_MS = 300;
 /** ... and when the tab is hidden or the server did not answer. */
 const SLOW_POLL_MS = 2000;
+/** Stream failures in a row (no answer in between) after which a job's
+ * page polls instead; a stream the server ends in time just reconnects. */
+const STREAM_FAILURES = 3;
 /** How often the recent-jobs list is read again while it is shown. */
 const LIST_MS = 2000;
 const LIST_LIMIT = 20;
@@ -381,31 +384,41 @@ function logSection(kind, title) {
   const empty = h("p", { class: "none", text: "None yet." });
   const section = h("section", { class: `logs ${kind}`, "aria-label": title }, h("h3", {}, `${title} `, count), empty, list);
   let shown = 0;
+  function add(record) {
+    list.append(
+      h(
+        "li",
+        {},
+        h("time", { text: String(record.timeStamp ?? "") }),
+        record.errorCode !== undefined ? h("span", { class: "code", text: String(record.errorCode) }) : null,
+        // a block that keeps line breaks: tracebacks have many
+        h("pre", { class: "msg", text: String(record.msg ?? "") }),
+      ),
+    );
+    shown += 1;
+  }
+  /** Adds the records, keeping the newest in sight if the reader was there. */
+  function adding(records) {
+    const atEnd = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+    records.forEach(add);
+    count.textContent = String(shown);
+    empty.hidden = shown > 0;
+    if (atEnd) list.scrollTop = list.scrollHeight;
+  }
   return {
     section,
+    /** The whole list as info answers it: the records not shown yet. */
     update(records) {
       if (!Array.isArray(records)) return;
       if (records.length < shown) {
         list.replaceChildren();
         shown = 0;
       }
-      const atEnd = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
-      for (const record of records.slice(shown)) {
-        list.append(
-          h(
-            "li",
-            {},
-            h("time", { text: String(record.timeStamp ?? "") }),
-            record.errorCode !== undefined ? h("span", { class: "code", text: String(record.errorCode) }) : null,
-            // a block that keeps line breaks: tracebacks have many
-            h("pre", { class: "msg", text: String(record.msg ?? "") }),
-          ),
-        );
-      }
-      shown = records.length;
-      count.textContent = String(shown);
-      empty.hidden = shown > 0;
-      if (atEnd) list.scrollTop = list.scrollHeight;
+      adding(records.slice(shown));
+    },
+    /** One record of the event stream (it sends each list in its order). */
+    append(record) {
+      adding([record]);
     },
   };
 }
@@ -494,6 +507,100 @@ function showJob(uuid) {
     }
   }
 
+  /** Reads `running` again (only dump holds it) while the job is unfinished. */
+  async function readRunning(progress) {
+    if (HAS_DUMP && progress.result === -1) {
+      const dump = await call(`${ROOT_PATH}/dump/${uuid}`);
+      running = dump.status === 200 && dump.data ? dump.data.running === true : null;
+    }
+  }
+
+  async function finished(progress) {
+    showProgress(progress);
+    const answer = await call(`${ROOT_PATH}/data/${uuid}`);
+    if (stopped) return;
+    data.textContent = answer.status === 200 ? JSON.stringify(answer.data, null, 2) : `The data could not be read: ${problem(answer)}`;
+    dataSection.hidden = false;
+    main.dataset.jobDone = "true";
+  }
+
+  // Following the job: its event stream (GET events/<uuid>) when the
+  // browser has EventSource, else, or once the stream fails again and
+  // again, polling progress and info with If-None-Match.
+  let source = null;
+  /** Bumped by each progress shown, so an older one still reading `running` is dropped. */
+  let shownProgress = 0;
+  /** The last progress the stream sent. */
+  let lastProgress = null;
+  /** Whether a log line's look at `running` is under way. */
+  let looking = false;
+
+  async function showWithRunning(progress) {
+    lastProgress = progress;
+    const mine = ++shownProgress;
+    try {
+      await readRunning(progress);
+    } catch {
+      running = null;
+    }
+    if (!stopped && mine === shownProgress) showProgress(progress);
+  }
+
+  function follow() {
+    if (typeof EventSource !== "function") {
+      tick();
+      return;
+    }
+    let failures = 0;
+    const stream = new EventSource(url(`${ROOT_PATH}/events/${uuid}`));
+    source = stream;
+    main.dataset.jobStream = "open";
+    const drop = () => {
+      stream.close();
+      if (source === stream) source = null;
+    };
+    stream.addEventListener("open", () => {
+      failures = 0;
+    });
+    stream.addEventListener("log", (event) => {
+      failures = 0;
+      const record = JSON.parse(event.data);
+      const list = logs[`${record.kind}s`];
+      if (list) list.append(record);
+      // a job that logs has started: a queued one shown is worth a look,
+      // since starting changes no progress
+      // (one look at a time: a burst of lines asks once)
+      if (lastProgress && running !== true && !looking) {
+        looking = true;
+        showWithRunning(lastProgress).finally(() => {
+          looking = false;
+        });
+      }
+    });
+    stream.addEventListener("progress", (event) => {
+      failures = 0;
+      showWithRunning(JSON.parse(event.data));
+    });
+    stream.addEventListener("end", (event) => {
+      // the server closes the stream; without this the browser would reconnect
+      drop();
+      shownProgress += 1;
+      finished(JSON.parse(event.data)).catch((error) => {
+        state.textContent = `The data could not be read: ${error.message}`;
+      });
+    });
+    stream.addEventListener("error", () => {
+      if (stopped || source !== stream) return;
+      failures += 1;
+      // CLOSED: the answer was no stream (a 404, say), which polling shows
+      if (stream.readyState === EventSource.CLOSED || failures >= STREAM_FAILURES) {
+        drop();
+        main.dataset.jobStream = "polling";
+        tick();
+      }
+    });
+  }
+
   async function tick() {
     if (stopped) return;
     let delay = document.hidden ? SLOW_POLL_MS : POLL_MS;
@@ -514,20 +621,13 @@ function showJob(uuid) {
         }
         // Every write changes the ETag, taking the job included, so the
         // stored `running` is read again only when progress changed.
-        if (HAS_DUMP && progress.data.result === -1) {
-          const dump = await call(`${ROOT_PATH}/dump/${uuid}`);
-          if (stopped) return;
-          running = dump.status === 200 && dump.data ? dump.data.running === true : null;
-        }
-        showProgress(progress.data);
+        await readRunning(progress.data);
+        if (stopped) return;
         if (progress.data.result !== -1) {
-          const answer = await call(`${ROOT_PATH}/data/${uuid}`);
-          if (stopped) return;
-          data.textContent = answer.status === 200 ? JSON.stringify(answer.data, null, 2) : `The data could not be read: ${problem(answer)}`;
-          dataSection.hidden = false;
-          main.dataset.jobDone = "true";
+          await finished(progress.data);
           return; // finished: no more polling
         }
+        showProgress(progress.data);
       } else if (progress.status !== 304) {
         state.textContent = `The progress could not be read: ${problem(progress)}; trying again.`;
         delay = SLOW_POLL_MS;
@@ -538,13 +638,15 @@ function showJob(uuid) {
     }
     if (!stopped) timer = setTimeout(tick, delay);
   }
-  tick();
+  follow();
   return {
     stop() {
       stopped = true;
       clearTimeout(timer);
+      if (source) source.close();
       delete main.dataset.jobStatus;
       delete main.dataset.jobDone;
+      delete main.dataset.jobStream;
     },
   };
 }
