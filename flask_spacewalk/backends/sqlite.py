@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import astuple
 from typing import Any, Callable
 from urllib.parse import quote
@@ -53,6 +53,7 @@ from .base import (
     same_body,
 )
 from .wakeup import Waker
+from .write_listener import WriteListener
 
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
 
@@ -441,13 +442,27 @@ class SqliteDatastore(CasDatastore):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._db = _Database(os.fspath(path), errors.DatastoreUnavailable)
         self.path = self._db.path
+        # a job write sends its uuid to the listeners' sockets (wakeup.py)
+        self._writes = Waker(self.path, JOB_WRITES)
+        self._listener = WriteListener(f"sqlite {self.path}", self._receiver)
 
     def __repr__(self) -> str:
         return f"<SqliteDatastore {self.path!r}>"
 
     def close(self) -> None:
         """Close this process's connection; the next call opens it again."""
+        self._listener.close()
+        self._writes.close()
         self._db.close()
+
+    def job_writes(self, uuid: str) -> AbstractContextManager[threading.Event]:
+        """An event set after each write of job ``uuid`` (see
+        :class:`~flask_spacewalk.runtime.protocols.JobWriteNotifier`): this
+        process's one wake-up socket hears the uuids writers send."""
+        return self._listener.job_writes(uuid)
+
+    def _receiver(self) -> _SocketReceiver:
+        return _SocketReceiver(self.path)
 
     def read(self, key: str) -> Value | None:
         return self.read_with_cas(key)[0]
@@ -570,9 +585,13 @@ class SqliteDatastore(CasDatastore):
                 raise self.casException(
                     f"document {key!r} changed or was deleted since cas {cas}"
                 )
-            return new_cas
-        with self._db.connect(write=True) as conn:
-            return _write_document(conn, key, text, listing, create)
+        else:
+            with self._db.connect(write=True) as conn:
+                new_cas = _write_document(conn, key, text, listing, create)
+        if new_cas and key.startswith(JOB_KEY_PREFIX):
+            # after the commit: a waiter woken reads the new document
+            self._writes.notify(key[len(JOB_KEY_PREFIX):].encode())
+        return new_cas
 
     # -- idempotency key records (runtime/protocols.py KeyRecordStore) -----
 
@@ -620,6 +639,26 @@ _SWEEP_KEYS = (
     " WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
 )
 
+
+
+#: The wake-up sockets' name for job writes (no queue name holds a NUL).
+JOB_WRITES = "\0job writes"
+
+
+class _SocketReceiver:
+    """A wake-up socket of its own hearing the uuids of job writes."""
+
+    def __init__(self, path: str) -> None:
+        self._waker = Waker(path, JOB_WRITES)
+        if self._waker.listen() is None:
+            raise OSError("no directory takes a wake-up socket")
+
+    def receive(self, timeout: float) -> Iterator[str]:
+        for message in self._waker.receive(timeout):
+            yield message.decode("ascii", "replace")
+
+    def close(self) -> None:
+        self._waker.close()
 
 
 def _write_document(
