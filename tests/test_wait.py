@@ -451,3 +451,38 @@ def test_a_gone_job_ends_the_wait(tmp_path: Path) -> None:
         start = time.monotonic()
         assert JobWatch(datastore).wait(uuid, cas, 5) == (None, 0)
         assert time.monotonic() - start < 3.0
+
+
+# -- serving ------------------------------------------------------------------------
+
+
+def test_serve_runs_threaded_web_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gunicorn.app.base
+
+    from flask_spacewalk import serve
+
+    seen: dict[str, Any] = {}
+
+    def run(self: Any) -> None:  # gunicorn's Application.run, not serving
+        seen.update(worker_class=self.cfg.worker_class_str, threads=self.cfg.threads)
+
+    class Serve:
+        def __init__(self, run_web: Any, run_jobs: Any) -> None:
+            self.run_web = run_web
+
+        def run(self) -> int:
+            self.run_web()
+            return 0
+
+    monkeypatch.setattr(gunicorn.app.base.BaseApplication, "run", run)
+    monkeypatch.setattr(serve, "Serve", Serve)
+    monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)
+    with live_app("sqlite", tmp_path) as app:
+        runner = app.test_cli_runner()
+        result = runner.invoke(args=["spacewalk", "serve"])
+        assert result.exit_code == 0, result.output
+        assert seen == {"worker_class": "gthread", "threads": 8}
+        result = runner.invoke(args=["spacewalk", "serve", "--threads", "3"])
+        assert seen == {"worker_class": "gthread", "threads": 3}
+        result = runner.invoke(args=["spacewalk", "serve", "--threads", "0"])
+        assert result.exit_code == 2 and "--threads" in result.output
