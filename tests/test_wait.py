@@ -486,3 +486,57 @@ def test_serve_runs_threaded_web_workers(tmp_path: Path, monkeypatch: pytest.Mon
         assert seen == {"worker_class": "gthread", "threads": 3}
         result = runner.invoke(args=["spacewalk", "serve", "--threads", "0"])
         assert result.exit_code == 2 and "--threads" in result.output
+
+
+def _wait_in_child(datastore: Any, uuid: str, cas: int) -> float:
+    """In a forked child: wait for a write the child makes; seconds taken."""
+    written: list[float] = []
+    timer = threading.Timer(0.2, lambda: written.append(
+        datastore.set(make_key(uuid), {"n": 2}) and time.monotonic()))
+    timer.start()
+    document, _ = JobWatch(datastore).wait(uuid, cas, 5)
+    took = time.monotonic() - written[0]
+    timer.join()
+    assert document == {"n": 2}
+    return took
+
+
+def in_child(func: Any, *args: Any, timeout: float) -> Any:
+    """``func(*args)`` in a forked child; its result, or its error raised."""
+    import multiprocessing
+    import traceback
+
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe(duplex=False)
+
+    def call() -> None:
+        try:
+            there.send(("ok", func(*args)))
+        except BaseException:
+            there.send(("error", traceback.format_exc()))
+
+    child = ctx.Process(target=call, daemon=True)
+    child.start()
+    try:
+        assert here.poll(timeout), "the child gave no answer"
+        status, value = here.recv()
+    finally:
+        child.join(10)
+    assert status == "ok", value
+    return value
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_forked_child_listens_on_its_own(store: str, tmp_path: Path) -> None:
+    with store_with_job(store, tmp_path) as (datastore, uuid, cas):
+        # the parent's listener runs, with its connection, before the fork
+        threading.Timer(0.2, lambda: datastore.set(make_key(uuid), {"n": 1})).start()
+        _, cas = JobWatch(datastore).wait(uuid, cas, 5)
+        took = in_child(_wait_in_child, datastore, uuid, cas, timeout=30)
+        assert took < RECHECK_INTERVAL / 2  # heard, not re-read
+        # and the parent's listener still hears
+        _, cas = datastore.read_with_cas(make_key(uuid))
+        threading.Timer(0.2, lambda: datastore.set(make_key(uuid), {"n": 3})).start()
+        start = time.monotonic()
+        assert JobWatch(datastore).wait(uuid, cas, 5)[0] == {"n": 3}
+        assert time.monotonic() - start < 0.2 + RECHECK_INTERVAL / 2
