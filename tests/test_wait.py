@@ -185,8 +185,12 @@ def test_a_malformed_wait_is_ignored(prefer: str, tmp_path: Path) -> None:
     ([("Prefer", 'foo="a, wait=9", wait=2')], 2),
     ([("Prefer", "wait=1, wait=3")], 1),  # the first counts (RFC 7240 section 2)
     ([("Prefer", "wait=abc, wait=3")], None),
+    ([("Prefer", "wait=5 5, wait=3")], None),
+    ([("Prefer", "waiting=5, wait=3")], 3),
     ([("Prefer", "wait=0")], 0),
     ([("Prefer", "wait=45")], 30),
+    ([("Prefer", "wait=" + "0" * 5000 + "7")], 7),
+    ([("Prefer", "wait=" + "9" * 5000)], 30),
     ([("Prefer", "return=minimal")], None),
     ([("Prefer", "")], None),
     ([], None),
@@ -494,11 +498,11 @@ def _wait_in_child(datastore: Any, uuid: str, cas: int) -> float:
     timer = threading.Timer(0.2, lambda: written.append(
         datastore.set(make_key(uuid), {"n": 2}) and time.monotonic()))
     timer.start()
-    document, _ = JobWatch(datastore).wait(uuid, cas, 5)
-    took = time.monotonic() - written[0]
+    document, _ = JobWatch(datastore).wait(uuid, cas, 10)
+    answered = time.monotonic()
     timer.join()
-    assert document == {"n": 2}
-    return took
+    assert document == {"n": 2}, document
+    return answered - written[0]
 
 
 def in_child(func: Any, *args: Any, timeout: float) -> Any:
@@ -531,7 +535,8 @@ def test_a_forked_child_listens_on_its_own(store: str, tmp_path: Path) -> None:
     with store_with_job(store, tmp_path) as (datastore, uuid, cas):
         # the parent's listener runs, with its connection, before the fork
         threading.Timer(0.2, lambda: datastore.set(make_key(uuid), {"n": 1})).start()
-        _, cas = JobWatch(datastore).wait(uuid, cas, 5)
+        document, cas = JobWatch(datastore).wait(uuid, cas, 10)
+        assert document == {"n": 1}
         took = in_child(_wait_in_child, datastore, uuid, cas, timeout=30)
         assert took < RECHECK_INTERVAL / 2  # heard, not re-read
         # and the parent's listener still hears
@@ -540,3 +545,64 @@ def test_a_forked_child_listens_on_its_own(store: str, tmp_path: Path) -> None:
         start = time.monotonic()
         assert JobWatch(datastore).wait(uuid, cas, 5)[0] == {"n": 3}
         assert time.monotonic() - start < 0.2 + RECHECK_INTERVAL / 2
+
+
+# -- the listener itself -----------------------------------------------------------------
+
+
+class FakeReceiver:
+    """Hands out the uuids put on ``inbox``; raises when told to break."""
+
+    def __init__(self, inbox: list[str], broken: threading.Event) -> None:
+        self.inbox, self.broken, self.closed = inbox, broken, False
+
+    def receive(self, timeout: float) -> Iterator[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.broken.is_set():
+                self.broken.clear()
+                raise ConnectionError("cut")
+            while self.inbox:
+                yield self.inbox.pop(0)
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_listener_reconnects_and_wakes_every_waiter() -> None:
+    from flask_spacewalk.backends.write_listener import WriteListener
+
+    inbox: list[str] = []
+    broken = threading.Event()
+    attempts: list[FakeReceiver] = []
+
+    def connect() -> FakeReceiver:
+        if len(attempts) < 2 or len(attempts) == 3:  # fails twice, then once more
+            attempts.append(FakeReceiver(inbox, broken))
+            raise ConnectionError("refused")
+        attempts.append(FakeReceiver(inbox, broken))
+        return attempts[-1]
+
+    listener = WriteListener("fake", connect)
+    try:
+        with listener.job_writes("a") as a:
+            # connecting failed twice before it listened: connecting wakes all
+            assert a.wait(5)
+            a.clear()
+            b_writes = listener.job_writes("b")
+            b = b_writes.__enter__()
+            inbox.append("a")
+            assert a.wait(5) and not b.is_set()
+            a.clear()
+            broken.set()  # the connection breaks; one refused attempt later it is back
+            assert a.wait(5) and b.wait(5)
+            assert attempts[2].closed
+            assert listener.waiting() == 2
+            b_writes.__exit__(None, None, None)
+            assert listener.waiting() == 1
+        assert listener.waiting() == 0
+    finally:
+        listener.close()
+    assert listener._thread is None
+    assert not any(t.name == "spacewalk writes fake" for t in threading.enumerate())

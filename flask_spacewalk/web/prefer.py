@@ -20,9 +20,8 @@ __all__ = ["preference_applied", "read_wait"]
 
 # RFC 9110's token; a value is a token or a quoted string (RFC 7240 section 2)
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_PREFERENCE = re.compile(
-    rf"\s*({_TOKEN})(?:\s*=\s*({_TOKEN}|\"(?:[^\"\\]|\\.)*\"))?\s*(?:;.*)?$", re.DOTALL
-)
+_NAME = re.compile(rf"\s*({_TOKEN})")
+_VALUE = re.compile(rf"(?:\s*=\s*({_TOKEN}|\"(?:[^\"\\]|\\.)*\"))?\s*(?:;.*)?$", re.DOTALL)
 #: More digits than this is more than any cap: no need to read them all.
 _MAX_DIGITS = 9
 
@@ -34,14 +33,16 @@ def read_wait(max_wait: float) -> int | None:
     cap = max(int(max_wait), 0)
     for header in request.headers.getlist("Prefer"):
         for preference in _split(header):
-            match = _PREFERENCE.match(preference)
-            if match is None or match.group(1).lower() != "wait":
+            name = _NAME.match(preference)
+            if name is None or name.group(1).lower() != "wait":
                 continue
-            value = match.group(2) or ""
+            match = _VALUE.match(preference, name.end())
+            value = (match.group(1) or "") if match else ""
             if value.startswith('"'):
                 value = re.sub(r"\\(.)", r"\1", value[1:-1])
             if not value.isascii() or not value.isdigit():
                 return None  # the first wait counts, understood or not
+            value = value.lstrip("0") or "0"
             if len(value) > _MAX_DIGITS:
                 return cap
             return min(int(value), cap)
