@@ -186,9 +186,9 @@ class Views:
             document, cas = watch.wait(uuid, cas, left)
         if not isinstance(document, dict) or document.get("resultCode", NO_RESULT) == NO_RESULT:
             return json_response({"uuid": uuid}, pending, headers)
-        answer = _progress(document)
-        answer = {"uuid": uuid, **answer, "data": self._job(document, cas).get_data()}
-        return json_response(answer, 200, headers)
+        # data as GET R/data answers it: what the loaded job's get_data() gives
+        body = {"uuid": uuid, **_progress(document), "data": self._job(document, cas).get_data()}
+        return json_response(body, 200, headers)
 
     def _start(self, job: RuntimeJob, options: dict[str, Any]) -> None:
         """Create ``job`` with its starting options, or run it inline."""
