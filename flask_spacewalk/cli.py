@@ -429,7 +429,8 @@ def _pause_or_resume(ctx: click.Context, name: str, pause: bool) -> None:
               help="gunicorn worker processes.")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(min=1),
               help="Threads of each gunicorn worker (gthread): a request that waits"
-                   " (Prefer: wait) holds one.")
+                   " (Prefer: wait) holds one. 1: sync workers, which --timeout"
+                   " restarts when a request outlasts it.")
 @click.option("--timeout", "-t", default=30, show_default=True,
               help="gunicorn restarts a web worker silent for this many seconds.")
 @worker_options
@@ -462,7 +463,7 @@ def serve_command(
     # gthread: a request waiting for a job's result (Prefer: wait, the long
     # poll) holds a thread, not the whole worker process (docs/live.rst)
     options = {"bind": bind, "workers": web_workers, "timeout": timeout,
-               "worker_class": "gthread", "threads": threads}  # fmt: skip
+               "worker_class": "gthread" if threads > 1 else "sync", "threads": threads}
     given = {
         key for key, param in (("bind", "bind"), ("workers", "web_workers"),
                                ("timeout", "timeout"), ("threads", "threads"))

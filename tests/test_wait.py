@@ -488,6 +488,8 @@ def test_serve_runs_threaded_web_workers(tmp_path: Path, monkeypatch: pytest.Mon
         assert seen == {"worker_class": "gthread", "threads": 8}
         result = runner.invoke(args=["spacewalk", "serve", "--threads", "3"])
         assert seen == {"worker_class": "gthread", "threads": 3}
+        result = runner.invoke(args=["spacewalk", "serve", "--threads", "1"])
+        assert seen == {"worker_class": "sync", "threads": 1}
         result = runner.invoke(args=["spacewalk", "serve", "--threads", "0"])
         assert result.exit_code == 2 and "--threads" in result.output
 
