@@ -608,3 +608,18 @@ def test_the_listener_reconnects_and_wakes_every_waiter() -> None:
         listener.close()
     assert listener._thread is None
     assert not any(t.name == "spacewalk writes fake" for t in threading.enumerate())
+
+
+def test_a_listener_that_cannot_connect_costs_latency_not_a_hang(tmp_path: Path) -> None:
+    with store_with_job("sqlite", tmp_path) as (datastore, uuid, cas):
+        def refuse() -> Any:
+            raise OSError("no socket for you")
+
+        datastore._listener._connect = refuse
+        threading.Timer(0.2, lambda: datastore.set(make_key(uuid), {"n": 1})).start()
+        start = time.monotonic()
+        document, _ = JobWatch(datastore).wait(uuid, cas, 10)
+        took = time.monotonic() - start
+        assert document == {"n": 1}
+        # a READY_WAIT for the listener, then re-reads a RECHECK_INTERVAL apart
+        assert took < 0.2 + 1.0 + RECHECK_INTERVAL * 2
