@@ -413,6 +413,7 @@ def test_a_lost_listener_costs_latency_not_a_hang(store: str, tmp_path: Path) ->
         thread = threading.Thread(target=lambda: answer.append(watch.wait(uuid, cas, 10)))
         thread.start()
         waiting(datastore, 1)
+        receiver = datastore._listener._receiver
         break_listener(store, datastore)
         time.sleep(0.1)
         written = time.monotonic()
@@ -422,6 +423,17 @@ def test_a_lost_listener_costs_latency_not_a_hang(store: str, tmp_path: Path) ->
         assert answer and answer[0][0] == {"n": 1}
         print(f"{store}: woken {took * 1000:.0f} ms after a write with the listener cut")
         assert took < RECHECK_INTERVAL * 3
+        # the listener connects again (a new socket), and hears again
+        waiting(datastore, 0)
+        deadline = time.monotonic() + 10
+        while datastore._listener._receiver is receiver:
+            assert time.monotonic() < deadline, "the listener did not connect again"
+            time.sleep(0.05)
+        _, cas = datastore.read_with_cas(make_key(uuid))
+        threading.Timer(0.2, lambda: datastore.set(make_key(uuid), {"n": 2})).start()
+        start = time.monotonic()
+        assert watch.wait(uuid, cas, 10)[0] == {"n": 2}
+        assert time.monotonic() - start < 0.2 + RECHECK_INTERVAL / 2
 
 
 def test_a_datastore_that_does_not_tell_is_polled(tmp_path: Path) -> None:

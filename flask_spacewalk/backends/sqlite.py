@@ -650,11 +650,17 @@ class _SocketReceiver:
 
     def __init__(self, path: str) -> None:
         self._waker = Waker(path, JOB_WRITES)
-        if self._waker.listen() is None:
+        sock = self._waker.listen()
+        if sock is None:
             raise OSError("no directory takes a wake-up socket")
+        self._path: str = sock.getsockname()
 
     def receive(self, timeout: float) -> Iterator[str]:
-        for message in self._waker.receive(timeout):
+        messages = self._waker.receive(timeout)
+        if not messages and not os.path.exists(self._path):
+            # removed (a /tmp cleaner): no writer can reach it any more
+            raise OSError(f"the wake-up socket {self._path} was removed")
+        for message in messages:
             yield message.decode("ascii", "replace")
 
     def close(self) -> None:
