@@ -44,13 +44,15 @@ $(BENCH_STAMP): $(STAMP) setup.py
 
 ## make bench: the suite of benchmarks/README.md (needs wrk, beanstalkd, PostgreSQL and
 ## Redis on loopback); writes its results into docs/performance.rst, benchmarks/results.md
-## and docs/_static/bench.png, then the job listing, purge and metrics scrape benchmarks.
+## and docs/_static/bench.png, then the job listing, purge, metrics scrape and
+## Prefer: wait benchmarks.
 ## Missed targets are reported at the end, and do not fail the target.
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run
 	$(PY) benchmarks/listing_bench.py
 	$(PY) benchmarks/purge_bench.py
 	$(PY) benchmarks/metrics_bench.py
+	$(PY) benchmarks/wait_bench.py
 
 ## make docs: the HTML documentation in docs/_build/html (warnings are errors)
 docs: $(STAMP)

@@ -483,6 +483,10 @@ def webhooks_command(failed: bool, pending: bool, uuid: str | None, limit: int,
               help="Address gunicorn listens on.")
 @click.option("--web-workers", "-w", default=2, show_default=True,
               help="gunicorn worker processes.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Threads of each gunicorn worker (gthread): a request that waits"
+                   " (Prefer: wait) holds one. 1: sync workers, which --timeout"
+                   " restarts when a request outlasts it.")
 @click.option("--timeout", "-t", default=30, show_default=True,
               help="gunicorn restarts a web worker silent for this many seconds.")
 @worker_options
@@ -491,6 +495,7 @@ def serve_command(
     ctx: click.Context,
     bind: str,
     web_workers: int,
+    threads: int,
     timeout: int,
     processes: int,
     grace: float,
@@ -511,10 +516,13 @@ def serve_command(
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     _worker_group(app, tree)  # fail before forking on a bad choice
     _configure_logging()
-    options = {"bind": bind, "workers": web_workers, "timeout": timeout}
+    # gthread: a request waiting for a job's result (Prefer: wait, the long
+    # poll) holds a thread, not the whole worker process (docs/live.rst)
+    options = {"bind": bind, "workers": web_workers, "timeout": timeout,
+               "worker_class": "gthread" if threads > 1 else "sync", "threads": threads}
     given = {
         key for key, param in (("bind", "bind"), ("workers", "web_workers"),
-                               ("timeout", "timeout"))
+                               ("timeout", "timeout"), ("threads", "threads"))
         if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT
     }
 

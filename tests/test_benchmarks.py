@@ -228,3 +228,14 @@ def test_the_purge_benchmark_seeds_and_purges_a_small_store(tmp_path: Path) -> N
     store.close()
     summary = latency_summary([0.002, 0.001, 0.003, 0.250])
     assert summary["count"] == 4 and summary["max"] == 250.0 and summary["p50"] == 2.5
+
+
+def test_the_wait_benchmark_runs_a_few_jobs() -> None:
+    from benchmarks.wait_bench import run
+
+    results = run(jobs=3, interval=0.02, warmup=1)
+    for name in ("wait", "poll"):
+        assert results[name]["count"] == 3
+        assert results[name]["p50"] > 0
+    assert results["wait"]["requests_per_job"] == 1.0
+    assert results["poll"]["requests_per_job"] >= 2.0

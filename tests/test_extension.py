@@ -607,7 +607,7 @@ def test_cors_for_listed_origins_only(new_app: NewApp, db_url: str) -> None:
     response = client.post(f"{FIZZ}/job", json={"n": 1}, headers=good)
     assert response.headers["Access-Control-Allow-Origin"] == "https://a.example"
     assert set(response.headers["Access-Control-Expose-Headers"].split(", ")) == {
-        "Location", "Link", "ETag", "Retry-After", "Idempotent-Replayed"
+        "Location", "Link", "ETag", "Retry-After", "Idempotent-Replayed", "Preference-Applied"
     }
     # error answers too, or a browser cannot read them
     response = client.post(f"{FIZZ}/job", json={"n": "x"}, headers=good)

@@ -140,13 +140,20 @@ def test_deep_tree_tags_summaries_and_responses(make_app: MakeApp) -> None:
 
     progress = paths["/api/v1/deep/progress/{uuid}"]["get"]
     assert progress["tags"] == ["deep"]
-    (uuid, if_none_match) = progress["parameters"]
+    (uuid, if_none_match, prefer) = progress["parameters"]
     assert uuid["in"] == "path" and uuid["required"] is True
     assert uuid["schema"]["pattern"] == f"^{UUID_PATTERN.pattern}$"
     assert (if_none_match["in"], if_none_match["name"]) == ("header", "If-None-Match")
+    # the long poll (SPEC section 9)
+    assert (prefer["in"], prefer["name"]) == ("header", "Prefer")
     assert set(progress["responses"]) == {"200", "304", "404", "405", "500", "503"}
-    assert set(progress["responses"]["200"]["headers"]) == {"ETag"}
+    assert set(progress["responses"]["200"]["headers"]) == {"ETag", "Preference-Applied"}
+    assert set(progress["responses"]["304"]["headers"]) == {"ETag", "Preference-Applied"}
     assert "content" not in progress["responses"]["304"]
+    # the other GETs of a job do not wait
+    data = paths["/api/v1/deep/data/{uuid}"]["get"]
+    assert [p["name"] for p in data["parameters"]] == ["uuid", "If-None-Match"]
+    assert set(data["responses"]["200"]["headers"]) == {"ETag"}
     dump = paths["/api/v1/deep/dump/{uuid}"]["get"]
     show_logs = dump["parameters"][1]
     assert show_logs["name"] == "showLogs" and show_logs["in"] == "query"
@@ -282,19 +289,25 @@ def test_post_job_documents_its_idempotency_key(make_app: MakeApp) -> None:
     doc = document(make_app().test_client())
     OpenAPIV31SpecValidator(doc).validate()
     post = doc["paths"]["/examples/fizz_buzz/job"]["post"]
-    (header,) = [p for p in post["parameters"] if p["in"] == "header"]
+    (header, prefer) = [p for p in post["parameters"] if p["in"] == "header"]
     assert header["name"] == "Idempotency-Key"
     assert header["schema"] == {
         "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"
     }
+    assert prefer["name"] == "Prefer"
     replay = post["responses"]["200"]
-    assert replay["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Created"
-    }
+    assert replay["content"]["application/json"]["schema"] == {"anyOf": [
+        {"$ref": "#/components/schemas/JobResult"}, {"$ref": "#/components/schemas/Created"}
+    ]}
     assert replay["headers"]["Idempotent-Replayed"]["schema"] == {
         "type": "string", "enum": ["true"]
     }
     assert replay["headers"]["Location"]["required"] is True
+    assert replay["headers"]["Preference-Applied"]["schema"]["pattern"] == "^wait=[0-9]+$"
+    assert "Preference-Applied" in post["responses"]["201"]["headers"]
+    assert doc["components"]["schemas"]["JobResult"]["required"] == [
+        "completeness", "data", "result", "uuid"
+    ]
     assert post["responses"]["409"]["headers"]["Retry-After"]["required"] is True
     # a key used with other Params is 422 without field errors
     refs = post["responses"]["422"]["content"]["application/json"]["schema"]["anyOf"]

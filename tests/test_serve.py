@@ -180,7 +180,8 @@ def test_sighup_to_the_arbiter_leaves_the_job_workers_running(serve):
 
 
 def test_a_request_past_the_timeout_leaves_the_job_workers_running(serve):
-    served = serve("--timeout", "1")
+    # sync web workers: one request holds the worker, which --timeout restarts
+    served = serve("--timeout", "1", "--threads", "1")
     _, arbiter = served.web_worker()
     before = served.job_side(arbiter)
     with pytest.raises((urllib.error.URLError, ConnectionError)):
@@ -188,6 +189,15 @@ def test_a_request_past_the_timeout_leaves_the_job_workers_running(serve):
         urllib.request.urlopen(served.base + "/serve-test/sleep/8.0", timeout=10).read()
     assert "WORKER TIMEOUT" in served.output()
     served.assert_job_side_untouched(arbiter, before)
+
+
+def test_a_threaded_web_worker_outlives_a_request_past_the_timeout(serve):
+    # gthread (the default): a request that waits holds a thread, and the
+    # worker still tells the arbiter it is alive (docs/deployment.rst)
+    served = serve("--timeout", "1")
+    with urllib.request.urlopen(served.base + "/serve-test/sleep/2.5", timeout=10) as answer:
+        assert answer.status == 200
+    assert "WORKER TIMEOUT" not in served.output()
 
 
 def test_web_workers_recycled_by_max_requests_leave_the_job_workers_running(serve):

@@ -15,8 +15,11 @@ workers = int(os.environ.get("SPACEWALK_WEB_WORKERS", "2"))
 # and beanstalkd, time another request can use (measured when the PostgreSQL
 # backend came: 536 POST/s with sync workers, 937 with these threads; see
 # docs/performance.rst).
+# A request that waits for a job's result (Prefer: wait=N, a long poll of
+# progress) holds one thread for up to SPACEWALK_MAX_WAIT seconds: threads
+# is how many such requests a worker holds at once (docs/live.rst).
 worker_class = "gthread"
-threads = 4
+threads = int(os.environ.get("SPACEWALK_WEB_THREADS", "8"))
 preload_app = True
 # A request that waits on the datastore's busy timeout must not be killed
 # before it can answer 503.

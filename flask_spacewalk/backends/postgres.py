@@ -67,7 +67,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import astuple
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -84,6 +84,7 @@ from ..runtime.status import JOB_KEY_PREFIX, JobIndex, index_columns, job_index
 from ..runtime.webhooks import Delivery, retried
 from ._fork import abandon, track
 from .base import CasDatastore, delivery_filter, encode_value
+from .write_listener import WriteListener
 
 __all__ = ["PostgresDatastore", "check_url"]
 
@@ -179,6 +180,12 @@ _SQL = {
     ),
     "delete_many": "DELETE FROM {t} WHERE key = ANY(%s)",
 }
+# The writes of a job's document, telling of themselves: the channel and the
+# job's uuid come last.
+_SQL.update({
+    f"{name}_notify": f"WITH w AS ({_SQL[name]}) SELECT cas, pg_notify(%s, %s) FROM w"
+    for name in ("update", "update_cas", "set")
+})
 # The job listing's columns; job_created is "C": createdAt strings compare
 # byte by byte, as in SQLite, Redis and Python, and their string order is
 # time order.
@@ -608,13 +615,28 @@ class PostgresDatastore(CasDatastore):
         self.deliveries_table = qualified + DELIVERIES_TABLE
         self.counts_table = qualified + _quote(COUNTS_TABLE)
         self._connections = _Connections(settings, self._setup)
+        #: The ``NOTIFY`` channel of this table's job writes (a channel is
+        #: an identifier of 63 bytes at most: the table's name hashed).
+        self.channel = "spacewalk_writes_" + hashlib.sha1(self.table.encode()).hexdigest()[:16]
+        self._listener = WriteListener(f"postgresql {settings.where}", self._receiver)
 
     def __repr__(self) -> str:
         return f"<PostgresDatastore {self._connections.settings.where} {self.table}>"
 
     def close(self) -> None:
-        """Close this process's pool; the next call opens a new one."""
+        """Close this process's pool and listener; the next call opens new ones."""
+        self._listener.close()
         self._connections.close()
+
+    def job_writes(self, uuid: str) -> AbstractContextManager[threading.Event]:
+        """An event set after each write of job ``uuid`` (see
+        :class:`~flask_spacewalk.runtime.protocols.JobWriteNotifier`): each
+        write of a job calls ``pg_notify`` in its own statement, and this
+        process's one ``LISTEN`` connection hears it after the commit."""
+        return self._listener.job_writes(uuid)
+
+    def _receiver(self) -> _NotifyReceiver:
+        return _NotifyReceiver(self._connections.settings.conninfo, self.channel)
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
         """Create the schema, table and indexes, or migrate an older table,
@@ -971,20 +993,45 @@ class PostgresDatastore(CasDatastore):
         and ``create`` is false."""
         text = encode_value(value)
         columns = index_columns(index)
+        # a job's write tells of itself in the same statement, so in the
+        # same transaction: listeners hear it once it is committed
+        notify: tuple[str, ...] = ()
+        suffix = ""
+        if key.startswith(JOB_KEY_PREFIX):
+            notify, suffix = (self.channel, key[len(JOB_KEY_PREFIX):]), "_notify"
         if cas:
-            row, _ = self._execute("update_cas", (text, *columns, key, cas))
+            row, _ = self._execute("update_cas" + suffix, (text, *columns, key, cas, *notify))
             if row is None:
                 raise self.casException(
                     f"document {key!r} changed or was deleted since cas {cas}"
                 )
         elif create:
-            row, _ = self._execute("set", (key, text, *columns))
+            row, _ = self._execute("set" + suffix, (key, text, *columns, *notify))
         else:
-            row, _ = self._execute("update", (text, *columns, key))
+            row, _ = self._execute("update" + suffix, (text, *columns, key, *notify))
             if row is None:
                 return 0
         return int(row[0])
 
+
+
+class _NotifyReceiver:
+    """A connection of its own, hearing the job writes of one channel."""
+
+    def __init__(self, conninfo: str, channel: str) -> None:
+        self._conn = psycopg.connect(conninfo, autocommit=True)
+        try:
+            self._conn.execute(f'LISTEN "{channel}"')
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def receive(self, timeout: float) -> Iterator[str]:
+        for notification in self._conn.notifies(timeout=timeout):
+            yield notification.payload
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 _SUMMARY = ("jobType", "createdAt", "updatedAt", "completeness", "resultCode", "running")

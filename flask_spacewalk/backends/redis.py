@@ -35,6 +35,9 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
 ``P workers``
     The worker records: a hash of each live worker's id to its record's
     JSON text (runtime/heartbeat.py).
+``P job-writes``
+    Not a key: the pub/sub channel on which each write of a job document
+    publishes the job's uuid (:meth:`RedisDatastore.job_writes`).
 ``P queue:last-id``
     The counter of entry ids, shared by all queue names, as in beanstalkd.
 ``P queue:entry:<id>``
@@ -85,7 +88,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -111,6 +114,7 @@ from .base import (
     lease_seconds,
     same_body,
 )
+from .write_listener import WriteListener
 
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
 
@@ -337,14 +341,19 @@ end
 reindex(KEYS[1], ARGV[4], ARGV[5] ~= '' and ARGV[5] or nil, ARGV[6], ARGV[7])
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
+local cas
 if not old or #now > #old or (#now == #old and now > old) then
   redis.call('HSET', KEYS[1], 'value', ARGV[1], 'cas', now)
-  return now
+  cas = now
+else
+  -- the clock did not move on (or went back): HINCRBY counts in 64 bits
+  redis.call('HSET', KEYS[1], 'value', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'cas', 1)
+  cas = redis.call('HGET', KEYS[1], 'cas')
 end
--- the clock did not move on (or went back): HINCRBY counts in 64 bits
-redis.call('HSET', KEYS[1], 'value', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'cas', 1)
-return redis.call('HGET', KEYS[1], 'cas')
+-- a job's write tells of itself: ARGV[8] the channel, ARGV[9] its uuid
+if ARGV[8] and ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
+return cas
 """
 
 # KEYS: doc. ARGV: the listing's index base. Returns 1 when deleted.
@@ -854,13 +863,27 @@ class RedisDatastore(CasDatastore):
         hooks = settings.prefix + "webhooks"
         self._deliveries = [hooks, hooks + ":due", hooks + ":created", hooks + ":claims"]
         self._job_deliveries = hooks + ":job:"
+        #: The pub/sub channel of job writes: each carries the job's uuid.
+        self.channel = settings.prefix + "job-writes"
+        self._listener = WriteListener(f"redis {settings.server}", self._receiver)
 
     def __repr__(self) -> str:
         return f"<RedisDatastore {self._server.settings.server} prefix={self.prefix!r}>"
 
     def close(self) -> None:
         """Close this process's connections; the next call opens them again."""
+        self._listener.close()
         self._server.close()
+
+    def job_writes(self, uuid: str) -> AbstractContextManager[threading.Event]:
+        """An event set after each write of job ``uuid`` (see
+        :class:`~flask_spacewalk.runtime.protocols.JobWriteNotifier`): the
+        write's script publishes the uuid, and this process's one subscriber
+        hears it."""
+        return self._listener.job_writes(uuid)
+
+    def _receiver(self) -> _PubSubReceiver:
+        return _PubSubReceiver(self._server.settings, self.channel)
 
     def read(self, key: str) -> Value | None:
         return self.read_with_cas(key)[0]
@@ -1078,6 +1101,8 @@ class RedisDatastore(CasDatastore):
         and ``mode`` is ``update``."""
         args = [encode_value(value), str(int(cas)) if cas else "", mode, self._jobs,
                 *_entry(key, index)]  # fmt: skip
+        if key.startswith(JOB_KEY_PREFIX) and mode != "create":
+            args += [self.channel, key[len(JOB_KEY_PREFIX):]]
         result = self._server.run("write", [self.prefix + key], args)
         if result == -2:
             raise self.existsException(f"document {key!r} already exists")
@@ -1140,6 +1165,37 @@ class RedisDatastore(CasDatastore):
                     _SCRIPTS["reindex"](client, [self.prefix + key],
                                         [self._jobs, cas, *_entry(key, index)])  # fmt: skip
             low = "(" + members[-1]
+
+
+class _PubSubReceiver:
+    """A connection of its own, subscribed to the job writes' channel."""
+
+    def __init__(self, settings: _Settings, channel: str) -> None:
+        self._client = redis.Redis(
+            host=settings.host, port=settings.port, db=settings.db,
+            username=settings.username, password=settings.password,
+            socket_connect_timeout=settings.socket_connect_timeout,
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0), decode_responses=True,
+        )  # fmt: skip
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            self._pubsub.subscribe(channel)
+            # the confirmation: listening from here on
+            self._pubsub.get_message(timeout=settings.socket_connect_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def receive(self, timeout: float) -> Iterator[str]:
+        message = self._pubsub.get_message(timeout=timeout)
+        while message is not None:
+            if message.get("type") == "message":
+                yield str(message["data"])
+            message = self._pubsub.get_message(timeout=0)
+
+    def close(self) -> None:
+        self._pubsub.close()
+        self._client.close()
 
 
 def _expiry_ms(record: KeyRecord) -> int:

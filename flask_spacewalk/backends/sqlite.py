@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import astuple
 from typing import Any, Callable
 from urllib.parse import quote
@@ -55,6 +55,7 @@ from .base import (
     same_body,
 )
 from .wakeup import Waker
+from .write_listener import WriteListener
 
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
 
@@ -464,13 +465,27 @@ class SqliteDatastore(CasDatastore):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._db = _Database(os.fspath(path), errors.DatastoreUnavailable)
         self.path = self._db.path
+        # a job write sends its uuid to the listeners' sockets (wakeup.py)
+        self._writes = Waker(self.path, JOB_WRITES)
+        self._listener = WriteListener(f"sqlite {self.path}", self._receiver)
 
     def __repr__(self) -> str:
         return f"<SqliteDatastore {self.path!r}>"
 
     def close(self) -> None:
         """Close this process's connection; the next call opens it again."""
+        self._listener.close()
+        self._writes.close()
         self._db.close()
+
+    def job_writes(self, uuid: str) -> AbstractContextManager[threading.Event]:
+        """An event set after each write of job ``uuid`` (see
+        :class:`~flask_spacewalk.runtime.protocols.JobWriteNotifier`): this
+        process's one wake-up socket hears the uuids writers send."""
+        return self._listener.job_writes(uuid)
+
+    def _receiver(self) -> _SocketReceiver:
+        return _SocketReceiver(self.path)
 
     def read(self, key: str) -> Value | None:
         return self.read_with_cas(key)[0]
@@ -593,9 +608,13 @@ class SqliteDatastore(CasDatastore):
                 raise self.casException(
                     f"document {key!r} changed or was deleted since cas {cas}"
                 )
-            return new_cas
-        with self._db.connect(write=True) as conn:
-            return _write_document(conn, key, text, listing, create)
+        else:
+            with self._db.connect(write=True) as conn:
+                new_cas = _write_document(conn, key, text, listing, create)
+        if new_cas and key.startswith(JOB_KEY_PREFIX):
+            # after the commit: a waiter woken reads the new document
+            self._writes.notify(key[len(JOB_KEY_PREFIX):].encode())
+        return new_cas
 
     # -- idempotency key records (runtime/protocols.py KeyRecordStore) -----
 
@@ -726,6 +745,32 @@ _SWEEP_KEYS = (
     " WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
 )
 
+
+
+#: The wake-up sockets' name for job writes (no queue name holds a NUL).
+JOB_WRITES = "\0job writes"
+
+
+class _SocketReceiver:
+    """A wake-up socket of its own hearing the uuids of job writes."""
+
+    def __init__(self, path: str) -> None:
+        self._waker = Waker(path, JOB_WRITES)
+        sock = self._waker.listen()
+        if sock is None:
+            raise OSError("no directory takes a wake-up socket")
+        self._path: str = sock.getsockname()
+
+    def receive(self, timeout: float) -> Iterator[str]:
+        messages = self._waker.receive(timeout)
+        if not messages and not os.path.exists(self._path):
+            # removed (a /tmp cleaner): no writer can reach it any more
+            raise OSError(f"the wake-up socket {self._path} was removed")
+        for message in messages:
+            yield message.decode("ascii", "replace")
+
+    def close(self) -> None:
+        self._waker.close()
 
 
 def _write_document(

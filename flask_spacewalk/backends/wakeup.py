@@ -3,10 +3,12 @@
 A blocked :meth:`~flask_spacewalk.backends.sqlite.SqliteQueue.reserve` waits
 on an ``AF_UNIX`` datagram socket; a put and a release send a byte to the
 sockets of the queue's waiters, so a waiter in another process wakes within a
-millisecond. The socket directory is ``<db>-wake/`` next to the database
-(every process that can write the database can write there, and it is not
-hidden by a private ``/tmp``), or ``spacewalk-<hash>/`` in the temporary
-directory when that path is too long for a socket. A notification is only a
+millisecond. The SQLite datastore tells of its job writes the same way,
+each datagram carrying the job's uuid (:meth:`Waker.receive`). The socket
+directory is ``<db>-wake/`` next to the database (every process that can
+write the database can write there, and it is not hidden by a private
+``/tmp``), or ``spacewalk-<hash>/`` in the temporary directory when that
+path is too long for a socket. A notification is only a
 hint: the queue never depends on one arriving.
 """
 
@@ -25,6 +27,9 @@ from typing import Any
 from ._fork import track
 
 __all__ = ["Waker", "wake_dirs"]
+
+#: Seconds a directory must have gone unchanged for its listing to be kept.
+SETTLED = 0.05
 
 
 def wake_dirs(db_path: str) -> list[str]:
@@ -52,6 +57,8 @@ class Waker:
         self._sender: socket.socket | None = None
         self._listener: socket.socket | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        #: each directory's modification time and waiters, when last listed
+        self._seen: dict[str, tuple[int, list[str]]] = {}
         track(self)
 
     def _after_fork(self) -> None:
@@ -64,8 +71,9 @@ class Waker:
         self._listener = self._sender = self._finalizer = None
         self._lock = threading.Lock()
 
-    def notify(self) -> None:
-        """Send one byte to every waiter of this queue name."""
+    def notify(self, message: bytes = b"\0") -> None:
+        """Send ``message`` (a byte unless told) to every waiter of this
+        queue name."""
         with self._lock:
             if self._sender is None:
                 self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -73,20 +81,38 @@ class Waker:
                 # closed with the Waker, even if nobody calls close()
                 weakref.finalize(self, self._sender.close)
             for directory in self._dirs:
-                try:
-                    names = os.listdir(directory)
-                except OSError:
-                    continue
-                for name in names:
-                    if not name.startswith(self._prefix):
-                        continue
-                    path = os.path.join(directory, name)
+                for path in self._waiters_in(directory):
                     try:
-                        self._sender.sendto(b"\0", path)
+                        self._sender.sendto(message, path)
                     except (ConnectionRefusedError, FileNotFoundError):
                         _unlink(path)  # its owner died without cleaning up
+                        self._seen.pop(directory, None)
                     except OSError:
                         pass  # a full buffer already holds a wake-up
+
+    def _waiters_in(self, directory: str) -> list[str]:
+        """The sockets of this queue name's waiters in ``directory``.
+
+        Listed again only when the directory changed: a write that nobody
+        waits for costs a ``stat``, not a listing. A listing is kept only
+        when the directory had not changed for :data:`SETTLED` seconds, as a
+        file system's clock may be too coarse to tell two changes apart.
+        """
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+        except OSError:
+            return []
+        seen = self._seen.get(directory)
+        if seen is not None and seen[0] == mtime:
+            return seen[1]
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return []
+        paths = [os.path.join(directory, n) for n in names if n.startswith(self._prefix)]
+        if time.time_ns() - mtime > SETTLED * 1e9:
+            self._seen[directory] = (mtime, paths)
+        return paths
 
     def listen(self) -> socket.socket | None:
         """Bind this process's socket, once; None if no directory allows it.
@@ -130,6 +156,28 @@ class Waker:
                 sock.recv(64)
         except OSError:
             pass
+
+    def receive(self, timeout: float) -> list[bytes]:
+        """The messages that came within ``timeout`` seconds: waits for the
+        first, then takes those already there.
+
+        :raise OSError: no directory allows a socket.
+        """
+        sock = self.listen()
+        if sock is None:
+            raise OSError(f"no directory of {self._dirs} takes a wake-up socket")
+        sock.settimeout(max(timeout, 0.0))
+        try:
+            messages = [sock.recv(256)]
+        except (socket.timeout, BlockingIOError):
+            return []
+        sock.setblocking(False)
+        try:
+            while True:
+                messages.append(sock.recv(256))
+        except OSError:
+            pass
+        return messages
 
     def close(self) -> None:
         """Close the sockets and remove this process's socket file."""

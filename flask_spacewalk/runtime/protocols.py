@@ -11,14 +11,17 @@ ability beyond them is a protocol of its own (:class:`ManyReader`,
 :class:`WorkerRecords`, :class:`DeliveryStore`, :class:`JobCounter`, :class:`Pingable`,
 :class:`DocumentQueue`, :class:`EntryChecker`, :class:`QueueStats`), and
 :class:`SpacewalkDatastore` and
-:class:`SpacewalkQueue` have them all: every backend of this package is one,
+:class:`SpacewalkQueue` have them all (but :class:`JobWriteNotifier`, which
+a datastore may lack without harm): every backend of this package is one,
 and :func:`~flask_spacewalk.runtime.adapters.as_datastore` and
 :func:`~flask_spacewalk.runtime.adapters.as_queue` make one of any other
 object where it enters, so that callers call the abilities directly.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, Union, runtime_checkable
 
 from .keyrecords import KeyRecord
@@ -243,6 +246,25 @@ class EntryChecker(Protocol):
     def has_entry(self, id: int, data: Any) -> bool:
         """Whether entry ``id`` is in the queue (ready, delayed or reserved)
         with the body ``json.dumps(data)``."""
+
+
+@runtime_checkable
+class JobWriteNotifier(Protocol):
+    """A datastore that tells of its job writes, so that a waiting request
+    (``Prefer: wait``, the long poll, the event stream) wakes at once
+    (:mod:`~flask_spacewalk.runtime.changes`).
+
+    Every datastore of this package has it (a wake-up socket, ``LISTEN`` and
+    ``NOTIFY``, pub/sub; see ``docs/live.rst``); it is not part of
+    :class:`SpacewalkDatastore`: without it, a waiter re-reads the job every
+    50 ms. A notification is a hint: one may be lost, so a waiter re-reads
+    now and then anyway.
+    """
+
+    def job_writes(self, uuid: str) -> AbstractContextManager[threading.Event]:
+        """While the context lasts, an event set after each committed write
+        of job ``uuid`` (and whenever notifications may have been missed,
+        as after a reconnect); the caller clears it."""
 
 
 class QueueDepth(NamedTuple):

@@ -366,7 +366,7 @@ def cors_headers(origins: tuple[str, ...]) -> Callable[[Response], Response]:
         if not allow_any:
             response.vary.add("Origin")
         response.headers["Access-Control-Expose-Headers"] = (
-            "Location, Link, ETag, Retry-After, Idempotent-Replayed"
+            "Location, Link, ETag, Retry-After, Idempotent-Replayed, Preference-Applied"
         )
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = response.headers.get(

@@ -104,6 +104,14 @@ class ProgressSchema(Schema):
     )
 
 
+class JobResultSchema(ProgressSchema):
+    uuid = fields.UUID(required=True)
+    data = fields.Raw(
+        required=True,
+        metadata={"description": "What GET R/data/<uuid> answers: the job's get_data()."},
+    )
+
+
 class LogRecordSchema(Schema):
     msg = fields.String(required=True)
     timeStamp = fields.String(
@@ -262,6 +270,7 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "PostSchema": PostSchemaSchema,
     "Created": CreatedSchema,
     "Progress": ProgressSchema,
+    "JobResult": JobResultSchema,
     "LogRecord": LogRecordSchema,
     "ErrorRecord": ErrorRecordSchema,
     "Info": InfoSchema,
@@ -403,6 +412,20 @@ _NOT_MODIFIED = {
     "description": "Not modified: the job is as the If-None-Match ETag says; no body.",
     "headers": {"ETag": _ETAG},
 }
+#: ``Prefer: wait=N`` (RFC 7240; web/prefer.py), of POST L/job and the long polls.
+_PREFER = {
+    "in": "header",
+    "name": "Prefer",
+    "description": "wait=N (whole seconds, at most SPACEWALK_MAX_WAIT): hold the answer"
+                   " (RFC 7240). Other preferences, and a wait value that is no whole"
+                   " number, are ignored.",
+    "schema": {"type": "string", "examples": ["wait=10"]},
+}
+PREFERENCE_APPLIED = "Preference-Applied"
+_PREFERENCE_APPLIED = {
+    "description": "wait=N: the request waited up to N seconds (its wait, capped).",
+    "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
+}
 _REPLAYED = {
     "description": "true: the answer of an earlier request with this Idempotency-Key.",
     "required": True,
@@ -519,7 +542,13 @@ class _Operations:
         return {
             "summary": node.name,
             "description": node.description,
-            "parameters": [*_START_OPTIONS, _IDEMPOTENCY_KEY],
+            "parameters": [*_START_OPTIONS, _IDEMPOTENCY_KEY, {
+                **_PREFER,
+                "description": "wait=N: hold the answer up to N seconds (at most"
+                               " SPACEWALK_MAX_WAIT) for the job's result, answered 200"
+                               " with it (RFC 7240). Other preferences, and a wait value"
+                               " that is no whole number, are ignored.",
+            }],
             "requestBody": {
                 # An empty body means {}.
                 "required": False,
@@ -531,14 +560,25 @@ class _Operations:
             },
             "responses": {
                 "200": {
-                    **_json("Created", "A replay: the Idempotency-Key was used before with"
-                                       " the same Params; nothing is created, the first"
-                                       " job's uuid is answered."),
-                    "headers": {"Location": _LOCATION, REPLAYED_HEADER: _REPLAYED},
+                    **_json(
+                        {"anyOf": [{"$ref": "#/components/schemas/JobResult"},
+                                   {"$ref": "#/components/schemas/Created"}]},
+                        "With Prefer: wait, the job's result came in time: its uuid,"
+                        " completeness, result and data. Or a replay: the"
+                        " Idempotency-Key was used before with the same Params; nothing is"
+                        " created, the first job's uuid is answered (its result, if it"
+                        " has one within the wait).",
+                    ),
+                    "headers": {
+                        "Location": _LOCATION,
+                        REPLAYED_HEADER: {**_REPLAYED, "required": False},
+                        PREFERENCE_APPLIED: _PREFERENCE_APPLIED,
+                    },
                 },
                 "201": {
-                    **_json("Created", "The job is stored and queued."),
-                    "headers": {"Location": _LOCATION},
+                    **_json("Created", "The job is stored and queued (with Prefer: wait,"
+                                       " it had no result in time)."),
+                    "headers": {"Location": _LOCATION, PREFERENCE_APPLIED: _PREFERENCE_APPLIED},
                 },
                 "400": "BadRequest",
                 "409": {
@@ -564,21 +604,38 @@ class _Operations:
         ok: dict[str, Any],
         query: Sequence[dict[str, Any]] = (),
         errors: dict[str, str] | None = None,
+        long_poll: bool = False,
     ) -> dict[str, Any]:
         """A GET about one stored job: an ETag, 304 for If-None-Match, 404 for
-        no such job, 500 for an unreadable document."""
-        responses = {"200": {**ok, "headers": {"ETag": _ETAG}}, "304": _NOT_MODIFIED,
+        no such job, 500 for an unreadable document; with ``long_poll``,
+        ``Prefer: wait`` too."""
+        headers: dict[str, Any] = {"ETag": _ETAG}
+        parameters = [_UUID_PARAMETER, *query, _IF_NONE_MATCH]
+        not_modified: dict[str, Any] = _NOT_MODIFIED
+        if long_poll:
+            headers[PREFERENCE_APPLIED] = _PREFERENCE_APPLIED
+            not_modified = {**_NOT_MODIFIED, "headers": headers}
+            parameters.append({
+                **_PREFER,
+                "description": "wait=N, with an If-None-Match that matches: hold the answer"
+                               " up to N seconds (at most SPACEWALK_MAX_WAIT) for the job"
+                               " to change (a long poll), then 200 or 304 (RFC 7240)."
+                               " Ignored without a matching If-None-Match.",
+            })
+        responses = {"200": {**ok, "headers": headers}, "304": not_modified,
                      "404": "NotFound", "500": "InternalServerError",
                      "503": "ServiceUnavailable", **(errors or {})}
-        return {"summary": summary, "parameters": [_UUID_PARAMETER, *query, _IF_NONE_MATCH],
-                "responses": responses}
+        return {"summary": summary, "parameters": parameters, "responses": responses}
 
     def _progress(self, route: Route) -> dict[str, Any]:
-        return self._by_uuid("A job's progress", _json("Progress", "Completeness and result."))
+        return self._by_uuid(
+            "A job's progress", _json("Progress", "Completeness and result."), long_poll=True
+        )
 
     def _info(self, route: Route) -> dict[str, Any]:
         return self._by_uuid(
-            "A job's progress and logs", _json("Info", "Progress, events, errors, warnings.")
+            "A job's progress and logs", _json("Info", "Progress, events, errors, warnings."),
+            long_poll=True,
         )
 
     def _data(self, route: Route) -> dict[str, Any]:

@@ -11,6 +11,7 @@ routes come from :func:`.routes.routes`; the HTTP helpers from :mod:`.http`.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -51,6 +52,7 @@ from .http import (
 )
 from .idempotency import holding, read_idempotency_key, taken_key_answer
 from .options import read_start_options
+from .prefer import preference_applied, read_wait
 from .queues import QueueViews
 from .routes import UUID_PATTERN, Route, RouteKind, blueprint_name, routes, worker_action
 from .workers import action_view, workers_view
@@ -138,6 +140,8 @@ class Views:
             # Idempotency-Key header, its fields
             options = read_start_options()
             key = read_idempotency_key()
+            # never an error: a wait not understood is no wait (RFC 7240)
+            wait = read_wait(self.state.settings.max_wait)
             params = validator.validate(body)
             datastore, queue = self.state.connections()
             job = leaf.cls(datastore, queue, **params)
@@ -150,13 +154,43 @@ class Views:
                 )  # fmt: skip
                 found = claim.claim()
                 if found is not None:
-                    return taken_key_answer(claim, found, root)
+                    answer = taken_key_answer(claim, found, root)
+                    if wait is None or found.uuid is None or answer.status_code != 200:
+                        return answer
+                    # a replay waits as the first POST would have (docs/live.rst)
+                    return self._result_answer(found.uuid, wait, 200, dict(answer.headers))
                 with holding(claim, root, job.uuid):
                     self._start(job, options)
             location = f"{request.script_root}{root}/progress/{job.uuid}"
-            return json_response({"uuid": job.uuid}, 201, {"Location": location})
+            if wait is None:
+                return json_response({"uuid": job.uuid}, 201, {"Location": location})
+            return self._result_answer(job.uuid, wait, 201, {"Location": location})
 
         return view
+
+    def _result_answer(
+        self, uuid: str, wait: int, pending: int, headers: dict[str, str]
+    ) -> Response:
+        """The answer of a POST that prefers to wait ``wait`` seconds for
+        job ``uuid``'s result: 200 with the result and the job's data once
+        it has one, else status ``pending`` with the uuid."""
+        headers = {name: value for name, value in headers.items()
+                   if name not in ("Content-Type", "Content-Length")}  # fmt: skip
+        headers.update(preference_applied(wait))
+        datastore, _ = self.state.connections()
+        document, cas = datastore.read_with_cas(make_key(uuid))
+        deadline = time.monotonic() + wait
+        watch = self.state.watch()
+        while isinstance(document, dict) and document.get("resultCode", NO_RESULT) == NO_RESULT:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            document, cas = watch.wait(uuid, cas, left)
+        if not isinstance(document, dict) or document.get("resultCode", NO_RESULT) == NO_RESULT:
+            return json_response({"uuid": uuid}, pending, headers)
+        # data as GET R/data answers it: what the loaded job's get_data() gives
+        body = {"uuid": uuid, **_progress(document), "data": self._job(document, cas).get_data()}
+        return json_response(body, 200, headers)
 
     def _start(self, job: RuntimeJob, options: dict[str, Any]) -> None:
         """Create ``job`` with its starting options, or run it inline."""
@@ -201,18 +235,28 @@ class Views:
             return _progress(document)
         return self._job(document, cas).progress()
 
-    def progress(self, uuid: str) -> Response:
+    def _changed_document(self, uuid: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """The job's document and cas, with its answer's headers; with
+        ``Prefer: wait=N`` and an ``If-None-Match`` that matches, read once
+        the job changed or N seconds passed (the long poll)."""
         document, cas = self._document(uuid)
         headers = etag_headers(cas)
+        wait = read_wait(self.state.settings.max_wait)
+        if wait is None or not not_modified(headers):
+            return document, cas, headers
+        changed, cas = self.state.watch().wait(uuid, cas, wait)
+        if changed is None or changed.get("jobType") != document["jobType"]:
+            raise NotFound(f"no job {uuid}")  # deleted (and made anew) meanwhile
+        return changed, cas, {**etag_headers(cas), **preference_applied(wait)}
+
+    def progress(self, uuid: str) -> Response:
+        document, cas, headers = self._changed_document(uuid)
         if not_modified(headers):
             return not_modified_response(headers)
-        if self._fast_progress[document["jobType"]]:
-            return json_response(_progress(document), headers=headers)
-        return json_response(self._job(document, cas).progress(), headers=headers)
+        return json_response(self.progress_of(document, cas), headers=headers)
 
     def info(self, uuid: str) -> Response:
-        document, cas = self._document(uuid)
-        headers = etag_headers(cas)
+        document, cas, headers = self._changed_document(uuid)
         if not_modified(headers):
             return not_modified_response(headers)
         if self._fast_progress[document["jobType"]]:
