@@ -380,6 +380,8 @@ class PostgresQueue(BaseQueue):
             return None
         args = self._put_args(data, ttr, delay, priority)
         set_sql = datastore._sql["set"]
+        # its tables made on its first use (no round trip after that)
+        datastore._connections._current()
 
         def statements(conn: psycopg.Connection[Any]) -> tuple[int, int]:
             with conn.transaction():
