@@ -101,7 +101,7 @@ def test_the_claim_reads_the_jobs_document_and_cancel_request(
     assert entry.documents(sqlite, keys) is None
 
 
-def test_a_job_without_a_document_is_claimed_with_none(
+def test_a_job_without_a_document_is_left_to_the_caller_to_read(
     pair: tuple[PostgresDatastore, PostgresQueue],
 ) -> None:
     datastore, queue = pair
@@ -110,8 +110,7 @@ def test_a_job_without_a_document_is_claimed_with_none(
     queue.put({"not": "a uuid"})
     first = queue.reserve(timeout=0)
     assert isinstance(first, DocumentEntry)
-    assert first.documents(datastore, [JOB_KEY_PREFIX + "gone", cancel_key("gone")]) == [
-        (None, 0), (None, 0)]
+    assert first.documents(datastore, [JOB_KEY_PREFIX + "gone", cancel_key("gone")]) is None
     second = queue.reserve(timeout=0)
     assert second is not None and json.loads(second.body) == {"not": "a uuid"}
     assert second.documents(datastore, ["a", "b"]) is None  # type: ignore[attr-defined]
@@ -193,6 +192,43 @@ def test_the_table_keeps_its_own_schema_version(url: str) -> None:
             ).fetchone() == (None,)
     finally:
         queue.close()
+
+
+def test_a_document_committed_with_its_entry_is_read_with_the_claim(
+    pair: tuple[PostgresDatastore, PostgresQueue], url: str,
+) -> None:
+    """The claim and the read of the document are two statements of the
+    reserve: one taken just as the POST commits still finds the document
+    (a single statement's snapshot, older than the claim's, did not)."""
+    datastore, queue = pair
+    datastore.set("unrelated", "x")
+    worker_queue = make_queue(url, "jobs")
+    found: list[Any] = []
+    stop = threading.Event()
+
+    def reserve() -> None:
+        while not stop.is_set():
+            entry = worker_queue.reserve(timeout=0.5)
+            if entry is not None:
+                uuid = json.loads(entry.body)
+                found.append(entry.documents(datastore, [JOB_KEY_PREFIX + uuid, cancel_key(uuid)]))
+                entry.delete()
+
+    thread = threading.Thread(target=reserve)
+    thread.start()
+    try:
+        for n in range(50):
+            queue.put_with_document(datastore, f"{JOB_KEY_PREFIX}u{n}", job_document(f"u{n}"),
+                                    f"u{n}")
+        deadline = time.monotonic() + 30
+        while len(found) < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join()
+        worker_queue.close()
+    assert len(found) == 50
+    assert all(read is not None and read[0][0] is not None for read in found)
 
 
 def test_bad_arguments_are_refused_before_writing(
