@@ -154,7 +154,13 @@ def test_a_lost_connection_is_made_again(
         pool_pids = [c.info.backend_pid for c in queue._connections._pool._pool]  # type: ignore[union-attr]
         for pid in pool_pids:
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    entry.delete()  # on a new pool
+    # A statement sent before the server's goodbye arrived fails, as
+    # unavailable; the next call connects again.
+    try:
+        entry.delete()
+    except errors.QueueUnavailable as exc:
+        assert "terminating connection" in str(exc)
+        entry.delete()
     queue.put("after")
     again = queue.reserve(timeout=5)
     assert again is not None and json.loads(again.body) == "after"
@@ -240,3 +246,18 @@ def test_bad_arguments_are_refused_before_writing(
     with pytest.raises(ValueError, match="ttr"):
         queue.put("x", ttr=0)
     assert queue.stats_tube()["current-jobs-ready"] == 0
+
+
+def test_a_bad_queue_url_is_a_configuration_error() -> None:
+    from flask_spacewalk.backends import check_url
+
+    check_url("postgresql://db.example/jobs?schema=s", "queue")
+    for url, problem in [
+        ("postgresql://db.example/", "names no database"),
+        ("postgresql://db.example/jobs?pool_max_size=x", "integers"),
+        ("postgresql://db.example/jobs?schema=", "schema is empty"),
+    ]:
+        with pytest.raises(errors.ConfigurationError, match=problem):
+            check_url(url, "queue")
+        with pytest.raises(errors.ConfigurationError, match=problem):
+            make_queue(url, "jobs")

@@ -180,14 +180,20 @@ _SQL = {
         " (SELECT min(lease_until) FROM {q} WHERE tube = %(tube)s"
         "  AND lease_until IS NOT NULL)"
     ),
-    # the queue names, one index seek each (a loose index scan)
+    # the queue names, one index seek each: a loose index scan of each
+    # partial index (a plain DISTINCT would read every entry)
     "tubes": (
-        "WITH RECURSIVE t(tube) AS ("
-        " (SELECT tube FROM {q} ORDER BY tube LIMIT 1)"
-        " UNION ALL"
-        " SELECT (SELECT q.tube FROM {q} AS q WHERE q.tube > t.tube ORDER BY q.tube LIMIT 1)"
-        " FROM t WHERE t.tube IS NOT NULL)"
-        f" SELECT tube, {_NOW} FROM t WHERE tube IS NOT NULL"
+        "WITH RECURSIVE"
+        " waiting(tube) AS ((SELECT tube FROM {q} WHERE lease_until IS NULL"
+        "  ORDER BY tube LIMIT 1) UNION ALL"
+        " SELECT (SELECT q.tube FROM {q} AS q WHERE q.lease_until IS NULL AND q.tube > w.tube"
+        "  ORDER BY q.tube LIMIT 1) FROM waiting AS w WHERE w.tube IS NOT NULL),"
+        " held(tube) AS ((SELECT tube FROM {q} WHERE lease_until IS NOT NULL"
+        "  ORDER BY tube LIMIT 1) UNION ALL"
+        " SELECT (SELECT q.tube FROM {q} AS q WHERE q.lease_until IS NOT NULL"
+        "  AND q.tube > h.tube ORDER BY q.tube LIMIT 1) FROM held AS h WHERE h.tube IS NOT NULL)"
+        f" SELECT tube, {_NOW} FROM (SELECT tube FROM waiting UNION SELECT tube FROM held) AS t"
+        " WHERE tube IS NOT NULL"
     ),
     "stats_tube": (
         "SELECT count(*), count(lease_until) FILTER (WHERE lease_until > n.t),"
