@@ -2,8 +2,9 @@
 beside RQ's SimpleWorker on the same Redis, in the same run.
 
 Part of ``make bench`` (``python -m benchmarks.run``, see
-benchmarks/README.md). Backends: a SQLite file; PostgreSQL (a schema of its
-own in database ``test``) with a beanstalkd of its own; Redis (a key prefix
+benchmarks/README.md). Backends: a SQLite file; PostgreSQL alone (a schema
+of its own in database ``test``, documents and queue); PostgreSQL with a
+beanstalkd of its own; Redis (a key prefix
 of its own on the shared server, deleted afterwards). RQ uses its own queue
 name, job ids and worker names on the same Redis, deleted afterwards too.
 """
@@ -38,7 +39,7 @@ from .procs import in_child, in_children
 REDIS = ("127.0.0.1", 6379, 0)
 POSTGRES = "postgresql://127.0.0.1:5432/test"
 QUEUE_NAME = "spacewalk_jobs"  # bench_app's service is the default, "spacewalk"
-BACKENDS = ("SQLite", "PostgreSQL + beanstalkd", "Redis")
+BACKENDS = ("SQLite", "PostgreSQL", "PostgreSQL + beanstalkd", "Redis")
 #: A job that has not finished this long after its POST fails the run.
 JOB_DEADLINE = 10.0
 
@@ -50,6 +51,28 @@ JOB_DEADLINE = 10.0
 def sqlite_backend() -> Iterator[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/jobs.sqlite3"
+        yield url, url
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """The URL of a new schema in database ``test``, dropped afterwards."""
+    import psycopg
+
+    schema = f"bench_{secrets.token_hex(5)}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{POSTGRES}?schema={schema}"
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@contextlib.contextmanager
+def postgres_backend() -> Iterator[tuple[str, str]]:
+    """Documents and queue in one schema."""
+    with postgres_schema() as url:
         yield url, url
 
 
@@ -105,6 +128,7 @@ def redis_backend() -> Iterator[tuple[str, str]]:
 
 BACKEND_FACTORIES: dict[str, Callable[[], contextlib.AbstractContextManager[tuple[str, str]]]] = {
     "SQLite": sqlite_backend,
+    "PostgreSQL": postgres_backend,
     "PostgreSQL + beanstalkd": postgres_beanstalkd_backend,
     "Redis": redis_backend,
 }

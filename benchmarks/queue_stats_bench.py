@@ -1,12 +1,14 @@
 """``queue_stats`` (``GET R/queues``, the metrics' queue gauges) at 1,000 and
 at 100,000 queued entries, on every queue.
 
-Run ``python benchmarks/queue_stats_bench.py``. SQLite always; Redis
-(127.0.0.1:6379) when it answers; beanstalkd when it is installed (a server
+Run ``python benchmarks/queue_stats_bench.py``. SQLite always; PostgreSQL
+(a schema of its own in database ``test`` at 127.0.0.1:5432, dropped
+afterwards) and Redis (127.0.0.1:6379) when they answer; beanstalkd when it is installed (a server
 of its own on a free port). Each queue gets 1,000 entries (one in ten
 delayed, ten reserved), is timed, gets 99,000 more and is timed again. Redis
 and beanstalkd answer from sorted sets and counters (the ratio should be near
-1); SQLite counts ranges of its indexes, so its cost grows with the entries.
+1); SQLite and PostgreSQL count ranges of their indexes, so their cost grows
+with the entries.
 
 Each figure is the median of ``BENCH_QUEUE_ROUNDS`` (default 30) calls.
 """
@@ -39,6 +41,24 @@ SIZES = (1_000, 100_000)
 def sqlite_url() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         yield f"sqlite:///{tmp}/queue.sqlite3"
+
+
+@contextlib.contextmanager
+def postgres_url() -> Iterator[str]:
+    import psycopg
+
+    server = "postgresql://127.0.0.1:5432/test"
+    schema = f"bench_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(server, autocommit=True, connect_timeout=2) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.OperationalError as exc:
+        raise OSError(f"no PostgreSQL server at 127.0.0.1:5432: {exc}") from exc
+    try:
+        yield f"{server}?schema={schema}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @contextlib.contextmanager
@@ -77,7 +97,8 @@ def beanstalkd_url() -> Iterator[str]:
 
 
 QUEUES: dict[str, Callable[[], contextlib.AbstractContextManager[str]]] = {
-    "SQLite": sqlite_url, "Redis": redis_url, "beanstalkd": beanstalkd_url,
+    "SQLite": sqlite_url, "PostgreSQL": postgres_url, "Redis": redis_url,
+    "beanstalkd": beanstalkd_url,
 }
 
 

@@ -19,10 +19,11 @@ ENDPOINTS = ("leaves", "post-schema", "POST job", "progress", "info")
 HTTP_TARGETS = {"leaves": 1.0, "post-schema": 1.0, "progress": 0.9, "info": 0.9,
                 "POST job": 0.5}
 #: Worker throughput targets: ratio to RQ's SimpleWorker, same process count.
-THROUGHPUT_TARGETS = {"SQLite": 8.0, "PostgreSQL + beanstalkd": 4.0, "Redis": 4.0}
+THROUGHPUT_TARGETS = {"SQLite": 8.0, "PostgreSQL": 5.0, "PostgreSQL + beanstalkd": 4.0,
+                      "Redis": 4.0}
 #: POST-to-finished p50 target, ms (over HTTP).
-LATENCY_TARGETS = {"SQLite": 3.0}
-JOB_BACKENDS = ("SQLite", "PostgreSQL + beanstalkd", "Redis")
+LATENCY_TARGETS = {"SQLite": 3.0, "PostgreSQL": 5.0}
+JOB_BACKENDS = ("SQLite", "PostgreSQL", "PostgreSQL + beanstalkd", "Redis")
 
 
 @dataclass

@@ -35,6 +35,8 @@ __all__ = [
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
+#: Datastore URL schemes whose database holds the queue too, by default.
+_QUEUE_TOO = ("sqlite:", "postgresql:", "postgres:")
 
 
 def queue_name_for(service: str) -> str:
@@ -204,7 +206,8 @@ KEYS: tuple[Key, ...] = (
         "where job documents live; a relative sqlite path is in the instance folder",
         shows_value=False),
     Key("SPACEWALK_QUEUE_URL", None, _queue_url,
-        "the queue; None: the datastore URL when that is SQLite, else required",
+        "the queue; None: the datastore URL when that is SQLite or PostgreSQL,"
+        " else required",
         shows_value=False),
     Key("SPACEWALK_URL_PREFIX", "", _url_prefix, "where the tree is mounted"),
     Key("SPACEWALK_MAX_CONTENT_LENGTH", defaults.MAX_CONTENT_LENGTH, _byte_count,
@@ -417,10 +420,10 @@ class Settings:
         datastore_url: str = values["datastore_url"]
         queue_url: str | None = values["queue_url"]
         if queue_url is None:
-            if not datastore_url.startswith("sqlite:"):
+            if not datastore_url.lower().startswith(_QUEUE_TOO):
                 raise ConfigurationError(
-                    "a queue URL is required when the datastore is not SQLite: "
-                    "set SPACEWALK_QUEUE_URL (or --queue of python -m "
+                    "a queue URL is required when the datastore is not SQLite or "
+                    "PostgreSQL: set SPACEWALK_QUEUE_URL (or --queue of python -m "
                     "flask_spacewalk.worker)"
                 )
             queue_url = datastore_url

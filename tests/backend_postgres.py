@@ -67,3 +67,4 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
 
 
 DATASTORES = {"postgresql": postgres_url}
+QUEUES = {"postgresql": postgres_url}

@@ -806,7 +806,7 @@ def connections(backend: Any) -> set[Any]:
     """What names ``backend``'s connections: the server's ids of them where
     the server has them, else this process's objects of them."""
     name = type(backend).__name__
-    if name == "PostgresDatastore":  # the idle pool's (it may grow meanwhile)
+    if name in ("PostgresDatastore", "PostgresQueue"):  # the idle pool's (it may grow meanwhile)
         return {conn.info.backend_pid for conn in backend._connections._pool._pool}
     if name.startswith("Redis"):
         with backend._server.connect() as client:

@@ -1,11 +1,13 @@
-"""The distributed deployment of docs/deployment.rst, on loopback.
+"""The distributed deployments of docs/deployment.rst, on loopback.
 
 Two gunicorn workers (examples/distributed/gunicorn.conf.py) and two job
-worker processes share PostgreSQL and a beanstalkd of the test's own; the
-seed README's walkthrough runs through them.
+worker processes share PostgreSQL alone (documents and queue, as
+examples/distributed/spacewalk.env has it), or PostgreSQL and a beanstalkd
+of the test's own; the seed README's walkthrough runs through them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,20 +38,27 @@ def stop(proc: subprocess.Popen) -> str:
     return out
 
 
-@pytest.fixture(scope="module")
-def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if "postgresql" not in DATASTORES or "beanstalkd" not in QUEUES:
-        requires_ci_or_skip("the PostgreSQL and beanstalkd backends are not available")
+@pytest.fixture(scope="module", params=["postgresql", "beanstalkd"],
+                ids=["postgresql", "postgresql+beanstalkd"])
+def topology(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    queue = request.param
+    if "postgresql" not in DATASTORES or queue not in QUEUES:
+        requires_ci_or_skip(f"the PostgreSQL and {queue} backends are not available")
     tmp = tmp_path_factory.mktemp("distributed")
-    with DATASTORES["postgresql"](tmp) as datastore_url, QUEUES["beanstalkd"](tmp) as queue_url:
+    with contextlib.ExitStack() as stack:
+        datastore_url = stack.enter_context(DATASTORES["postgresql"](tmp))
         port = free_port()
         env = dict(
             os.environ,
             FLASK_SPACEWALK_DATASTORE_URL=datastore_url,
-            FLASK_SPACEWALK_QUEUE_URL=queue_url,
             FLASK_SPACEWALK_SERVICE_NAME="distributed",
             SPACEWALK_BIND=f"127.0.0.1:{port}",
         )
+        env.pop("FLASK_SPACEWALK_QUEUE_URL", None)  # PostgreSQL's own by default
+        if queue != "postgresql":
+            env["FLASK_SPACEWALK_QUEUE_URL"] = stack.enter_context(QUEUES[queue](tmp))
         web = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "examples/distributed/gunicorn.conf.py"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -77,7 +86,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert workers.returncode == 0, workers_out
 
 
-def test_seed_walkthrough_on_postgresql_and_beanstalkd(topology):
+def test_seed_walkthrough(topology):
     seed_walkthrough(topology)
 
 

@@ -104,7 +104,7 @@ def beanstalkd(tmp_path: Path) -> Iterator[Server]:
 def make_client() -> Iterator[Any]:
     apps: list[Flask] = []
 
-    def make(tmp_path: Path, datastore_url: str, queue_url: str) -> FlaskClient:
+    def make(tmp_path: Path, datastore_url: str, queue_url: str | None) -> FlaskClient:
         app = new_app(tmp_path, datastore_url, queue_url)
         apps.append(app)
         return app.test_client()
@@ -115,7 +115,7 @@ def make_client() -> Iterator[Any]:
             state.close()
 
 
-def new_app(tmp_path: Path, datastore_url: str, queue_url: str) -> Flask:
+def new_app(tmp_path: Path, datastore_url: str, queue_url: str | None) -> Flask:
     app = Flask(__name__, instance_path=str(tmp_path))
     app.config.update(
         SPACEWALK_DATASTORE_URL=datastore_url,
@@ -390,6 +390,69 @@ def test_a_postgres_refusal_is_a_503_and_workers_wait(
     assert worker.returncode == 0, log
     assert "lock timeout" in log and "retrying in" in log, log
     assert log.count("retrying in") < 40, log
+
+
+def test_postgresql_as_the_whole_backend_survives_its_connections_dropped_under_load(
+    tmp_path: Path, make_client: Any
+) -> None:
+    """What a restart of the server does to every client, on the shared
+    server other tests use (so not restarted): each of our connections
+    terminated, again and again, while jobs are posted and run. Every job
+    answered 201 runs to its result; the worker stays up and resumes."""
+    import threading
+
+    from backend_postgres import admin, postgres_url
+
+    with postgres_url(tmp_path) as base:
+        name = f"sw_outage_{base.rpartition('schema=')[2]}"
+        url = f"{base}&application_name={name}"
+        client = make_client(tmp_path, url, None)  # the queue: the same database
+        worker = start_worker(url, url)
+        stop = threading.Event()
+        drops = []
+
+        def drop_connections() -> None:
+            with admin() as conn:
+                while not stop.wait(0.3):
+                    rows = conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE application_name = %s", (name,)).fetchall()
+                    drops.append(len(rows))
+
+        dropper = threading.Thread(target=drop_connections)
+        try:
+            first = post(client, "fizz_buzz", {"n": 3}).get_json()["uuid"]
+            assert wait_result(client, first)["result"] == 200
+            dropper.start()
+            answers = []
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                answer = post(client, "fizz_buzz", {"n": 5})
+                assert answer.status_code in (201, 503), answer.get_json()
+                answers.append(answer)
+                time.sleep(0.01)
+            stop.set()
+            dropper.join()
+            accepted = [a.get_json()["uuid"] for a in answers if a.status_code == 201]
+            assert len(accepted) >= 10 and sum(drops) >= 5, (len(accepted), drops)
+            for answer in answers:
+                if answer.status_code == 503:
+                    assert answer.get_json()["message"].startswith(
+                        ("datastore unavailable", "queue unavailable"))
+            for uuid in accepted:
+                assert wait_result(client, uuid)["result"] == 200
+            assert worker.poll() is None, "the worker must wait, not crash"
+            after = post(client, "fizz_buzz", {"n": 6})
+            assert after.status_code == 201
+            assert wait_result(client, after.get_json()["uuid"])["result"] == 200
+        finally:
+            stop.set()
+            if dropper.is_alive():
+                dropper.join()
+            log = stop_worker(worker)
+            for state in client.application.extensions["spacewalk"].values():
+                state.close()  # before the schema is dropped
+    assert worker.returncode == 0, log
 
 
 def test_a_draining_beanstalkd_is_a_503_naming_it(

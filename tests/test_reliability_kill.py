@@ -1,5 +1,6 @@
 """Kill tests (issue 6, item 1): workers SIGKILLed at random lose no job and
-record no final result twice, on SQLite and on PostgreSQL + beanstalkd.
+record no final result twice, on SQLite, on PostgreSQL + beanstalkd and on
+PostgreSQL alone (its queue).
 
 Three worker processes run 1,000 jobs that each report progress four times
 while a controller SIGKILLs a random worker every ~0.5 s; the supervisor
@@ -10,6 +11,7 @@ as properties.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -19,16 +21,21 @@ from reliability_support import kill_round
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
-BACKENDS = [("sqlite", "sqlite"), ("postgresql", "beanstalkd")]
+BACKENDS = [("sqlite", "sqlite"), ("postgresql", "beanstalkd"), ("postgresql", "postgresql")]
 
 
-@pytest.mark.parametrize(("datastore", "queue"), BACKENDS, ids=["sqlite", "postgresql+beanstalkd"])
+@pytest.mark.parametrize(("datastore", "queue"), BACKENDS,
+                         ids=["sqlite", "postgresql+beanstalkd", "postgresql"])
 def test_sigkilled_workers_lose_no_job_and_record_no_result_twice(
     datastore: str, queue: str, tmp_path: Path, record_property: pytest.RecordProperty
 ) -> None:
     if datastore not in DATASTORES or queue not in QUEUES:
         requires_ci_or_skip(f"the {datastore} and {queue} backends are not available")
-    with DATASTORES[datastore](tmp_path) as datastore_url, QUEUES[queue](tmp_path) as queue_url:
+    with contextlib.ExitStack() as stack:
+        datastore_url = stack.enter_context(DATASTORES[datastore](tmp_path))
+        # one database for both: the queue's entries beside the documents
+        queue_url = datastore_url if queue == datastore else stack.enter_context(
+            QUEUES[queue](tmp_path))
         report = kill_round(f"{datastore}+{queue}", datastore_url, queue_url, tmp_path)
     print(report.summary())
     for name in ("jobs", "kills", "reruns", "runs"):

@@ -563,3 +563,15 @@ def test_run_inline_switched_on_a_live_app_is_read_as_its_type(
         assert progress["result"] == (200 if inline else -1)
     finally:
         app.extensions["spacewalk"]["/examples"].close()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///jobs.db", "postgresql://db.example/jobs",
+                                 "postgres://db.example/jobs"])
+def test_the_queue_defaults_to_a_sqlite_or_postgresql_datastore(url: str) -> None:
+    settings = Settings.from_mapping({"SPACEWALK_DATASTORE_URL": url}, {}, {})
+    assert settings.queue_url == url
+
+
+def test_a_redis_datastore_needs_a_queue_url() -> None:
+    with pytest.raises(ConfigurationError, match="not SQLite or PostgreSQL"):
+        Settings.from_mapping({"SPACEWALK_DATASTORE_URL": "redis://127.0.0.1:6379/0"}, {}, {})

@@ -185,7 +185,7 @@ def test_worker_cli_rejects_bad_input(db_url, tmp_path):
     assert proc.returncode == 2 and "no job classes" in proc.stderr
     remote = subprocess.run(
         [sys.executable, "-m", "flask_spacewalk.worker", "--jobs", str(JOBS),
-         "--datastore", "postgresql://localhost/x"], cwd=ROOT, capture_output=True,
+         "--datastore", "redis://localhost/0"], cwd=ROOT, capture_output=True,
         text=True, timeout=60,
     )
     assert remote.returncode == 2 and "queue URL is required" in remote.stderr

@@ -12,7 +12,8 @@ a URL names it. ``functools.partial(make_datastore, url)`` and
 ``sqlite:////absolute/path.db``
     An absolute path.
 ``postgresql://user@host:5432/dbname`` (or ``postgres://``)
-    Documents in PostgreSQL (psycopg 3): datastore only.
+    Documents or queue in PostgreSQL (psycopg 3); one database may hold
+    both.
 ``redis://host:6379/0``
     Documents or queue in Redis (redis-py).
 ``beanstalkd://host:11300``
@@ -35,6 +36,7 @@ from ..runtime.protocols import SpacewalkQueue as Queue
 if TYPE_CHECKING:
     # mypy checks here that every backend has every ability.
     from .beanstalkd import BeanstalkdQueue
+    from .pgqueue import PostgresQueue
     from .postgres import PostgresDatastore
     from .redis import RedisDatastore, RedisQueue
     from .sqlite import SqliteDatastore, SqliteQueue
@@ -42,7 +44,9 @@ if TYPE_CHECKING:
     _DATASTORE_CLASSES: tuple[type[Datastore], ...] = (
         SqliteDatastore, PostgresDatastore, RedisDatastore,
     )
-    _QUEUE_CLASSES: tuple[type[Queue], ...] = (SqliteQueue, RedisQueue, BeanstalkdQueue)
+    _QUEUE_CLASSES: tuple[type[Queue], ...] = (
+        SqliteQueue, PostgresQueue, RedisQueue, BeanstalkdQueue,
+    )
 
 __all__ = ["check_url", "make_datastore", "make_queue", "resolve_sqlite_path"]
 
@@ -158,7 +162,7 @@ def _remote_check(name: str, extra: str) -> Callable[[str], object]:
 
 _POSTGRES = _Backend(
     _remote_datastore("postgres", "postgresql", "PostgresDatastore"),
-    None,
+    _remote_queue("pgqueue", "postgresql", "PostgresQueue"),
     _remote_check("postgres", "postgresql"),
 )
 _BACKENDS: dict[str, _Backend] = {

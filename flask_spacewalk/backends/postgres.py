@@ -447,10 +447,17 @@ class _Connections:
     """
 
     def __init__(
-        self, settings: _Settings, setup: Callable[[psycopg.Connection[Any]], None]
+        self,
+        settings: _Settings,
+        setup: Callable[[psycopg.Connection[Any]], None],
+        error: type[errors.DatastoreUnavailable | errors.QueueUnavailable] = (
+            errors.DatastoreUnavailable
+        ),
     ) -> None:
         self.settings = settings
         self._setup = setup
+        # what an outage raises: the queue (backends/pgqueue.py) shares this
+        self._error = error
         self._ready = False
         self._pool: _ProcessPool | None = None
         self._lock = threading.Lock()
@@ -460,8 +467,8 @@ class _Connections:
         self._failure = ""
         track(self)
 
-    def unavailable(self, reason: str) -> errors.DatastoreUnavailable:
-        return errors.DatastoreUnavailable(
+    def unavailable(self, reason: str) -> errors.DatastoreUnavailable | errors.QueueUnavailable:
+        return self._error(
             f"PostgreSQL at {self.settings.where} is unavailable: {reason}"
         )
 
@@ -556,7 +563,7 @@ class _Connections:
         try:
             with self.connection() as conn:
                 return statement(conn)
-        except errors.DatastoreUnavailable as exc:
+        except self._error as exc:
             cause = exc.__cause__
             if not isinstance(cause, psycopg.Error) or not (
                 cause.sqlstate or ""

@@ -313,6 +313,19 @@ class QueueEntry(Protocol):
         """beanstalkd's per-job stats: ``state``, ``reserves``, ``timeouts``..."""
 
 
+@runtime_checkable
+class DocumentEntry(Protocol):
+    """A reserved entry that was claimed with its job's documents read in
+    the same round trip (the PostgreSQL queue beside its datastore)."""
+
+    def documents(
+        self, datastore: Datastore, keys: Sequence[str]
+    ) -> list[tuple[Value | None, int]] | None:
+        """``keys``' values and cas as ``read_many`` gives them, when they
+        are what the claim read from ``datastore``; None when the caller
+        must read them itself."""
+
+
 class Queue(Protocol):
     """A work queue with delays, priorities and time-to-run leases."""
 

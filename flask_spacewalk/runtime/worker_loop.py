@@ -54,7 +54,14 @@ from .heartbeat import Activity, Heartbeat
 from .job import RuntimeJob, make_key
 from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, Lifecycle
 from .outcome import NO_RESULT
-from .protocols import Datastore, Queue, QueueEntry, SpacewalkDatastore, SpacewalkQueue
+from .protocols import (
+    Datastore,
+    DocumentEntry,
+    Queue,
+    QueueEntry,
+    SpacewalkDatastore,
+    SpacewalkQueue,
+)
 from .queue_control import PauseWatch
 from .registry import JobRegistry
 from .retention import BATCH, PURGE_INTERVAL, PeriodicPurge
@@ -551,9 +558,11 @@ class Worker:
             # The job and its cancel request in one round trip (two reads on
             # a ZeroG datastore): the check before marking the job running
             # then needs no read of its own.
-            (data, cas), (request, _) = self.datastore.read_many(
-                [make_key(uuid), cancel_key(uuid)]
-            )
+            # A queue in the same database read both with the claim.
+            keys = [make_key(uuid), cancel_key(uuid)]
+            read = entry.documents(self.datastore, keys) if isinstance(
+                entry, DocumentEntry) else None
+            (data, cas), (request, _) = read or self.datastore.read_many(keys)
             job = self.registry.stored_job(
                 uuid, data, cas, self.datastore, self.queue, watch.keepalive
             )
