@@ -1,6 +1,7 @@
 """Fixtures shared by the whole suite."""
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,19 @@ sys.path.insert(0, str(TESTS))
 from runtime_jobs import jobs as runtime_jobs  # noqa: E402
 
 EXAMPLE_JOBS = ROOT / "examples" / "jobs"
+
+
+def pytest_report_header() -> str:
+    return f"marshmallow {importlib.metadata.version('marshmallow')}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test-mm3` shadows marshmallow 4 with a marshmallow 3 on PYTHONPATH
+    # and names the version it expects: a run on another one must not pass.
+    expected = os.environ.get("SPACEWALK_TEST_MARSHMALLOW")
+    found = importlib.metadata.version("marshmallow")
+    if expected and found != expected and not found.startswith(expected + "."):
+        raise pytest.UsageError(f"expected marshmallow {expected}, imported {found}")
 MakeApp = Callable[..., Flask]
 
 
