@@ -355,9 +355,14 @@ def test_a_datastore_that_is_not_sqlite_needs_a_queue_url(
     app = new_app(SPACEWALK_DATASTORE_URL="fakedb://host/jobs")
     with pytest.raises(ConfigurationError, match="SPACEWALK_QUEUE_URL"):
         Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob)
-    with pytest.raises(ConfigurationError):
-        Spacewalk(new_app(SPACEWALK_DATASTORE_URL="postgresql://db/jobs"), EXAMPLE_JOBS,
+    with pytest.raises(ConfigurationError, match="SPACEWALK_QUEUE_URL"):
+        Spacewalk(new_app(SPACEWALK_DATASTORE_URL="redis://db/0"), EXAMPLE_JOBS,
                   BaseExampleJob)  # fmt: skip
+    # PostgreSQL is a queue too: its URL serves for both
+    app = new_app(SPACEWALK_DATASTORE_URL="postgresql://db/jobs")
+    Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob)
+    (state,) = app.extensions["spacewalk"].values()
+    assert state.settings.queue_url == "postgresql://db/jobs"
     app = new_app(SPACEWALK_DATASTORE_URL="fakedb://host/jobs", SPACEWALK_QUEUE_URL=db_url)
     Spacewalk(app, EXAMPLE_JOBS, BaseExampleJob)
     assert progress(app.test_client(), "/examples", start(app.test_client(), FIZZ))["result"] == 200

@@ -72,13 +72,13 @@ def until_saved(change: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[
 
 @_reporting
 def write(
-    datastore_url: str, queue_url: str, uuid: str, start_at: float, writer: int
+    datastore_url: str, queue_url: str, uuid: str, start: Any, writer: int
 ) -> tuple[int, int]:
     """What a running job does: events and attribute updates, each its own
     save; returns the conflicts met and the calls that gave up."""
     job = open_job(datastore_url, queue_url, uuid)
     conflicts = count_conflicts(job)
-    time.sleep(max(0.0, start_at - time.time()))
+    start.wait(60)  # every process is up: they write at once
     given_up = 0
     for step in range(STEPS):
         given_up += until_saved(job.record_event, f"w{writer}-{step}")[1]
@@ -90,11 +90,11 @@ def write(
 
 @_reporting
 def cancel(
-    datastore_url: str, queue_url: str, uuid: str, start_at: float, times: int
+    datastore_url: str, queue_url: str, uuid: str, start: Any, times: int
 ) -> list[str]:
     """What the API does on POST R/cancel/<uuid>, again and again."""
     answers = []
-    time.sleep(max(0.0, start_at - time.time()))
+    start.wait(60)  # every process is up: they write at once
     for _ in range(times):
         job = open_job(datastore_url, queue_url, uuid)
         answers.append(until_saved(cancel_job, job)[0].value)
@@ -129,8 +129,10 @@ def contend(
     job = ContendedJob(make_datastore(datastore_url), make_queue(queue_url, "c_jobs"))
     job.running = running
     job.save()
-    # All start writing at once, once every process is up (spawn is slow).
-    common = (datastore_url, queue_url, job.uuid, time.time() + 2)
+    # All start writing at once, once every process is up (spawn is slow,
+    # and slower on a loaded machine: a fixed start time let them miss
+    # each other).
+    common = (datastore_url, queue_url, job.uuid, SPAWN.Barrier(WRITERS + 1))
     calls: list[tuple[Any, tuple[Any, ...]]] = [
         (write, (*common, writer)) for writer in range(WRITERS)
     ]
