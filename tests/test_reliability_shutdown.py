@@ -32,6 +32,13 @@ from flask_spacewalk import make_datastore, make_queue
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.worker import queue_name_for
 
+
+def _has_children(pid: int) -> bool:
+    try:
+        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except OSError:
+        return False
+
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 SERVICE = "shutdown"
@@ -62,6 +69,10 @@ def test_sigterm_to_a_worker_finishes_or_hands_back_its_job(
         # A second supervisor, started once the first holds the job.
         second = start_workers(url, url, tmp_path / "second.log", service=SERVICE,
                                processes=1, ttr=2, grace=grace)
+        # Up means its signal handlers are set (it forks after): a SIGTERM
+        # while it still imports would kill it with -15, on a loaded machine.
+        assert wait_until(lambda: _has_children(second.pid), timeout=30), (
+            "the second supervisor never started its worker")
         started = time.monotonic()
         first.send_signal(signal.SIGTERM)
         assert first.wait(grace + 20) == 0, log_tail(tmp_path / "first.log")
