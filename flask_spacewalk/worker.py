@@ -34,6 +34,7 @@ from .runtime.supervisor import EXIT_RETIRED, Supervisor
 from .runtime.worker_loop import (
     Worker,
     WorkerShutdown,
+    check_batch,
     install_cancel_handler,
     install_shutdown_handler,
 )
@@ -66,6 +67,7 @@ def run_workers(
     cancel_grace: float = defaults.CANCEL_GRACE,
     retention: float | None = None,
     heartbeat: float = defaults.HEARTBEAT,
+    batch: int = 1,
 ) -> int:
     """Supervise ``processes`` worker processes until SIGTERM or SIGINT, or
     until every one was retired.
@@ -78,9 +80,14 @@ def run_workers(
 
     :param heartbeat: seconds between two flushes of each worker's run
         durations (:func:`heartbeat_seconds`).
+    :param batch: entries each worker claims at a time
+        (:class:`~flask_spacewalk.runtime.worker_loop.Worker`'s ``batch``).
 
     :return: the process exit code.
+    :raises ValueError: ``batch`` is not an integer from 1 to
+        :data:`~flask_spacewalk.runtime.worker_loop.MAX_BATCH`.
     """
+    check_batch(batch)
     parent = os.getpid()
 
     def child() -> int:
@@ -100,6 +107,7 @@ def run_workers(
             retention=retention,
             heartbeat=heartbeat,
             service=service,
+            batch=batch,
         )
         install_shutdown_handler(worker, grace)
         # A child that gives up on a stuck cancelled job exits; the
@@ -187,6 +195,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     parser.add_argument("--max-jobs", type=int, help="recycle a process after N jobs")
     parser.add_argument(
+        "--batch",
+        type=batch_size,
+        default=1,
+        help="claim up to N ready jobs at a time and run them one after another "
+        "(SQLite; a crash re-runs the unfinished ones after their lease; default: 1)",
+    )
+    parser.add_argument(
         "--max-memory", type=int, help="recycle a process above this many MiB resident"
     )
     parser.add_argument(
@@ -208,6 +223,15 @@ def positive_float(text: str) -> float:
     if not value > 0:  # NaN included
         raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
     return value
+
+
+def batch_size(text: str) -> int:
+    """An argparse type: how many entries a worker claims at a time."""
+    try:
+        return check_batch(int(text))
+    except ValueError as exc:
+        message = str(exc) if text.strip().lstrip("+-").isdigit() else "it is not an integer"
+        raise argparse.ArgumentTypeError(f"{text!r}: {message}") from None
 
 
 def worker_settings(
@@ -265,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cancel_grace=settings.cancel_grace,
         retention=settings.retention,
         heartbeat=settings.heartbeat,
+        batch=args.batch,
     )
 
 

@@ -323,6 +323,7 @@ class Worker:
         self.job_context = job_context or contextlib.nullcontext
         self.max_jobs = max_jobs
         self.batch = batch
+        self._warned_batch = False
         self.max_memory = max_memory
         self.parent_pid = parent_pid
         self.cancel_grace = cancel_grace
@@ -443,6 +444,10 @@ class Worker:
         claims = self.lifecycle.claim(self.batch, timeout)
         if claims is not None:
             return claims
+        if self.batch > 1 and not self._warned_batch:
+            self._warned_batch = True
+            log.warning("queue %s cannot claim in batches (only a queue in the datastore's "
+                        "SQLite file can); claiming one entry at a time", self.queue_name)
         entry = self.queue.reserve(timeout=timeout)
         return [] if entry is None else [Claim(entry)]
 
@@ -633,7 +638,12 @@ class Worker:
     ) -> tuple[RuntimeJob, CancelWatch] | None:
         entry = claim.entry
         try:
-            if claim.uuid is None:
+            if claim.started and claim.uuid is not None:
+                # read (and marked running) by the claim's transaction
+                uuid, data, cas, requested = (claim.uuid, claim.document, claim.cas,
+                                              claim.cancel_requested)  # fmt: skip
+            else:
+                # read now: a claim that waited its turn may be stale
                 uuid = json.loads(entry.body)
                 if not isinstance(uuid, str):
                     raise InvalidJobDocument(f"queue body {entry.body!r} is not a uuid")
@@ -644,9 +654,6 @@ class Worker:
                     [make_key(uuid), cancel_key(uuid)]
                 )
                 requested = request is not None
-            else:  # read by the claim
-                uuid, data, cas, requested = (claim.uuid, claim.document, claim.cas,
-                                              claim.cancel_requested)  # fmt: skip
             watch = self._watch(uuid, entry, lease)
             job = self.registry.stored_job(
                 uuid, data, cas, self.datastore, self.queue, watch.keepalive
