@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,10 @@ from test_worker_loop import make_worker, stored, submit
 from flask_spacewalk import NO_RESULT
 from flask_spacewalk.backends import make_datastore, make_queue, sqlite
 from flask_spacewalk.cli import serve_command, worker_command
+from flask_spacewalk.runtime import changes
 from flask_spacewalk.runtime.cancel import request_cancel
+from flask_spacewalk.runtime.changes import JobWatch
+from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.lifecycle import Lifecycle
 from flask_spacewalk.runtime.registry import JobRegistry
 from flask_spacewalk.runtime.worker_loop import MAX_BATCH, Worker, check_batch
@@ -354,3 +359,46 @@ def test_a_batch_on_a_queue_that_cannot_claim_takes_one_entry_at_a_time(
     worker.run(burst=True)
     assert all(stored(datastore, uuid)["resultCode"] == 200 for uuid in uuids)
     assert caplog.text.count("cannot claim in batches") == 1
+
+
+# -- job-write notifications -------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_waiter_is_woken_at_once_by_a_claim_and_by_a_result(
+    quiet_registry, datastore, queue, monkeypatch, batch
+):
+    # The claim's and the result's transactions write the job through the
+    # queue's connection: they notify as the datastore's own writes do. With
+    # batch 2, the second job is marked running in the first one's result
+    # transaction.
+    monkeypatch.setattr(changes, "RECHECK_INTERVAL", 60.0)  # only a notification wakes
+    submit(SleepJob, datastore, queue, seconds=0.3)
+    uuid = submit(SleepJob, datastore, queue, seconds=0.3)
+    _, cas = datastore.read_with_cas(make_key(uuid))
+    worker = make_worker(quiet_registry, datastore, queue, batch=batch)
+    watch = JobWatch(datastore)
+    seen = []
+    with watch_writes(datastore, uuid):
+        thread = threading.Thread(target=worker.run, kwargs={"burst": True})
+        thread.start()
+        try:
+            for _ in range(10):  # running, its own saves, then its result
+                start = time.monotonic()
+                document, cas = watch.wait(uuid, cas, 10)
+                seen.append((time.monotonic() - start, document))
+                if document["resultCode"] != NO_RESULT:
+                    break
+        finally:
+            thread.join(30)
+    assert not thread.is_alive() and worker.jobs_done == 2
+    assert seen[0][1]["running"] is True and seen[0][1]["resultCode"] == NO_RESULT, seen
+    assert (seen[-1][1]["running"], seen[-1][1]["resultCode"]) == (False, 200), seen
+    assert all(took < 5 for took, _ in seen), seen
+
+
+@contextmanager
+def watch_writes(datastore: Any, uuid: str) -> Iterator[None]:
+    """Listen before the first write, so that none is missed."""
+    with datastore.job_writes(uuid):
+        yield

@@ -663,16 +663,7 @@ class SqliteDatastore(CasDatastore):
         if not deliveries:
             return 0
         with self._db.connect(write=True) as conn:
-            added = 0
-            for d in deliveries:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO webhook_deliveries"
-                    " (id, uuid, status, due_at, created_at, claim, record)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (d.id, d.uuid, d.status, d.due_at, d.created_at, d.claim, d.to_text()),
-                )
-                added += cursor.rowcount
-        return added
+            return _add_deliveries(conn, deliveries)
 
     def claim_deliveries(self, now: float, lease: float, limit: int, token: str) -> list[Delivery]:
         """Take the due pending deliveries in one write transaction."""
@@ -750,6 +741,20 @@ _SWEEP_KEYS = (
 
 #: The wake-up sockets' name for job writes (no queue name holds a NUL).
 JOB_WRITES = "\0job writes"
+
+
+def _add_deliveries(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> int:
+    """Insert each delivery whose id is new; how many were."""
+    added = 0
+    for d in deliveries:
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO webhook_deliveries"
+            " (id, uuid, status, due_at, created_at, claim, record)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (d.id, d.uuid, d.status, d.due_at, d.created_at, d.claim, d.to_text()),
+        )
+        added += cursor.rowcount
+    return added
 
 
 class _SocketReceiver:
@@ -1016,6 +1021,9 @@ class SqliteQueue(BaseQueue):
         self.queueName = name
         self.default_ttr = default_ttr
         self._waker = Waker(self.path, name)
+        # a job document written in one of this queue's transactions (a
+        # claim, a result) is announced as SqliteDatastore._write announces it
+        self._job_writes = Waker(self.path, JOB_WRITES)
 
     def __repr__(self) -> str:
         return f"<SqliteQueue {self.queueName!r} in {self.path!r}>"
@@ -1023,7 +1031,16 @@ class SqliteQueue(BaseQueue):
     def close(self) -> None:
         """Close the connection and remove the wake-up socket."""
         self._waker.close()
+        self._job_writes.close()
         self._db.close()
+
+    def _announce(self, keys: Sequence[str]) -> None:
+        """Send the uuid of each job document in ``keys`` to the job-write
+        listeners (after the commit that wrote them: a waiter woken reads
+        the new document)."""
+        for key in dict.fromkeys(keys):
+            if key.startswith(JOB_KEY_PREFIX):
+                self._job_writes.notify(key[len(JOB_KEY_PREFIX):].encode())
 
     def attach(self) -> None:
         """Do nothing: a queue object always uses and watches its name."""
@@ -1077,6 +1094,7 @@ class SqliteQueue(BaseQueue):
             listing = index_columns(job_index(key, value))
             cas = _write_document(conn, key, text, listing, True)
         self._waker.notify()  # after the commit: a waiter must find the entry
+        self._announce([key])
         return id, cas
 
     def _insert(
@@ -1150,6 +1168,7 @@ class SqliteQueue(BaseQueue):
         want_next_event: bool,
     ) -> tuple[tuple[list[SqliteQueueEntry], T | None] | None, float | None]:
         tube = self.queueName
+        transaction = None
         with self._db.connect(write=True) as conn:
             now = time.time()
             conn.execute(_EXPIRE, (tube, now))
@@ -1162,11 +1181,18 @@ class SqliteQueue(BaseQueue):
                 )
                 entries = [SqliteQueueEntry(self, id, body, reserves + 1, releases)
                            for id, body, reserves, releases in rows]  # fmt: skip
-                value = None if then is None else then(_Transaction(conn), list(entries))
-                return (entries, value), None
-            if not want_next_event:
+                value = None
+                if then is not None:
+                    transaction = _Transaction(conn)
+                    value = then(transaction, list(entries))
+            elif not want_next_event:
                 return None, None
-            events = conn.execute(_NEXT_EVENT, (tube, tube)).fetchone()
+            else:
+                events = conn.execute(_NEXT_EVENT, (tube, tube)).fetchone()
+        if rows:
+            if transaction is not None:
+                self._announce(transaction.written)
+            return (entries, value), None
         times = [t for t in events if t is not None]
         return None, min(times) if times else None
 
@@ -1178,7 +1204,10 @@ class SqliteQueue(BaseQueue):
         """``func(transaction)`` in one write transaction of this file; its
         value (runtime/protocols.py ``SharedTransactions``)."""
         with self._db.connect(write=True) as conn:
-            return func(_Transaction(conn))
+            transaction = _Transaction(conn)
+            value = func(transaction)
+        self._announce(transaction.written)
+        return value
 
     def delete(self, id: int) -> bool:
         """Delete an entry that is ready, delayed, or reserved by nobody
@@ -1316,6 +1345,8 @@ class _Transaction:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        #: the keys written, for the job-write notifications after the commit
+        self.written: list[str] = []
 
     def read(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
         rows = [self._conn.execute(_READ, (key,)).fetchone() for key in keys]
@@ -1333,6 +1364,7 @@ class _Transaction:
             raise SqliteDatastore.casException(
                 f"document {key!r} changed or was deleted since cas {cas}"
             )
+        self.written.append(key)
         return new_cas
 
     def delete_entry(self, entry: QueueEntry) -> bool:
