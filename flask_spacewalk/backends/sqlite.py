@@ -1367,6 +1367,9 @@ class _Transaction:
         self.written.append(key)
         return new_cas
 
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        return _add_deliveries(self._conn, deliveries) if deliveries else 0
+
     def delete_entry(self, entry: QueueEntry) -> bool:
         if not isinstance(entry, SqliteQueueEntry):
             raise TypeError(f"{entry!r} is not an entry of this SQLite file")

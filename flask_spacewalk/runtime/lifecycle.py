@@ -560,7 +560,11 @@ class Lifecycle:
             nonlocal cancelled
             with self._settling(job, entry, then_start, settled):
                 cancelled = self._record_outcome(job, outcome, watch, requeue)
-            if entry is not None:
+            if settled.done:
+                # the deliveries were recorded in the transaction that
+                # stored the result and deleted the entry
+                self._deliveries_recorded()
+            elif entry is not None:
                 # raising here keeps the entry: its next holder records them
                 self._job_ended(job)
 
@@ -593,6 +597,9 @@ class Lifecycle:
 
             def transaction(tx: StoreTransaction) -> tuple[int, bool, Any]:
                 new_cas = tx.write(key, document, cas)
+                if self.webhooks is not None:
+                    # before the entry goes, in its transaction: never lost
+                    tx.add_deliveries(self.webhooks.deliveries(job, cas=new_cas))
                 deleted = tx.delete_entry(held)
                 started = None if then_start is None else self._start_in(
                     tx, then_start, reread=True)
@@ -788,6 +795,12 @@ class Lifecycle:
         """
         if self.webhooks is not None and job.resultCode != NO_RESULT:
             self.webhooks.job_ended(self.datastore, job)
+
+    def _deliveries_recorded(self) -> None:
+        """Wake the webhook sender after a transaction of :meth:`finish`
+        recorded deliveries (:meth:`_settling`)."""
+        if self.webhooks is not None and self.webhooks.on_record is not None:
+            self.webhooks.on_record()
 
     def _job_ended_logged(self, job: RuntimeJob) -> bool:
         """:meth:`_job_ended`, logging a failure: whether it did not fail."""

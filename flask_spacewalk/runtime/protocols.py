@@ -398,6 +398,9 @@ class StoreTransaction(Protocol):
         """Delete ``entry`` if its holder still holds it; False (nothing
         deleted) when another worker reserved it since."""
 
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        """:meth:`DeliveryStore.add_deliveries` in this transaction."""
+
 
 @runtime_checkable
 class SharedTransactions(Protocol):
