@@ -288,28 +288,35 @@ def test_a_batch_keeps_the_leases_of_the_jobs_that_wait(registry, datastore, tmp
 
 def test_a_killed_batch_worker_s_jobs_come_back_after_their_lease(registry, tmp_path):
     url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-    datastore, queue = make_datastore(url), make_queue(url, "spacewalk_jobs")
+    datastore, queue = make_datastore(url), make_queue(url, "spacewalk_jobs", default_ttr=1)
     uuids = [submit(SleepJob, datastore, queue, seconds=0.5) for _ in range(4)]
     log = open(tmp_path / "worker.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "flask_spacewalk.worker",
-         "--jobs", str(TESTS / "runtime_jobs" / "jobs.py"), "--datastore", url, "--queue", url,
+         "--jobs", str(TESTS / "runtime_jobs"), "--datastore", url, "--queue", url,
          "--ttr", "1", "--batch", "4", "--log-level", "WARNING"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         # killed while its first job runs and the other three wait
-        wait_until(lambda: entries(queue)["reserved"] == 4, timeout=30)
-        wait_until(lambda: stored(datastore, uuids[0])["running"], timeout=30)
+        assert wait_until(lambda: entries(queue)["reserved"] == 4, timeout=30), (
+            (tmp_path / "worker.log").read_text())
+        assert wait_until(lambda: stored(datastore, uuids[0])["running"], timeout=30)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        wait_until(lambda: entries(queue)["ready"] == 4, timeout=30)  # the leases ran out
+        # the leases ran out
+        assert wait_until(lambda: entries(queue)["ready"] == 4, timeout=30), entries(queue)
+        assert stored(datastore, uuids[0])["running"] is True
         worker = make_worker(registry, datastore, queue)
         worker.run(burst=True)
-        for uuid in uuids:
-            assert stored(datastore, uuid)["resultCode"] == 200
-        # at most the job killed mid-run counts as killed; the others waited
-        assert [stored(datastore, uuid)["errorCount"] for uuid in uuids][1:] == [0, 0, 0]
+        docs = [stored(datastore, uuid) for uuid in uuids]
+        assert [d["resultCode"] for d in docs] == [200] * 4
+        # the job killed mid-run counts as killed (its claim marked it
+        # running: the next claim finds it so and records the killed run);
+        # the others waited, not marked running, and count nothing
+        assert [d["errorCount"] for d in docs] == [1, 0, 0, 0], docs
+        assert "died" in docs[0]["errors"][0]["msg"]
+        assert docs[0]["events"][0]["msg"] == "Killed - restarting"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
