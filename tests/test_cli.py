@@ -46,8 +46,10 @@ def test_routes_lists_every_generated_endpoint(app: Flask) -> None:
     # branches, leaves, and the two 400 routes of the branch; post-schema and
     # job of each leaf; progress, info, data, dump, jobs, cancel and its alias;
     # retry and the two bulk actions; the console's page and files; the
-    # workers and their three actions; the queues, pause and resume
-    assert len(lines) == 4 + 2 * 2 + 4 + 3 + 3 + 2 + 4 + 3
+    # workers and their three actions; the queues, pause and resume; the
+    # job's event stream
+    assert "GET   /examples/events/<uuid>" in lines
+    assert len(lines) == 4 + 2 * 2 + 4 + 3 + 3 + 2 + 4 + 3 + 1
     assert "POST  /examples/workers/<id>/drain" in lines
 
 
