@@ -149,7 +149,9 @@ def _enqueue(datastore_url: str, queue_url: str, count: int) -> float:
     return time.monotonic() - start
 
 
-def _burst_worker(datastore_url: str, queue_url: str) -> tuple[int, float, float, int | None]:
+def _burst_worker(
+    datastore_url: str, queue_url: str, batch: int = 1
+) -> tuple[int, float, float, int | None]:
     from flask_spacewalk import make_datastore, make_queue
     from flask_spacewalk.runtime.registry import JobRegistry
     from flask_spacewalk.runtime.worker_loop import Worker
@@ -158,19 +160,23 @@ def _burst_worker(datastore_url: str, queue_url: str) -> tuple[int, float, float
 
     worker = Worker(
         JobRegistry([NoopJob]), lambda: make_datastore(datastore_url),
-        lambda name: make_queue(queue_url, name), QUEUE_NAME,
+        lambda name: make_queue(queue_url, name), QUEUE_NAME, batch=batch,
     )
     start = time.monotonic()
     worker.run(burst=True)
     return worker.jobs_done, start, time.monotonic(), vm_hwm_kib(os.getpid())
 
 
-def throughput(datastore_url: str, queue_url: str, processes: int, count: int) -> float:
-    """No-op jobs per second of ``processes`` burst workers on ``count``
-    jobs enqueued beforehand (the enqueue is not timed)."""
+def throughput(
+    datastore_url: str, queue_url: str, processes: int, count: int, batch: int = 1
+) -> float:
+    """No-op jobs per second of ``processes`` burst workers (claiming
+    ``batch`` entries at a time) on ``count`` jobs enqueued beforehand (the
+    enqueue is not timed)."""
     in_child(_enqueue, datastore_url, queue_url, count, timeout=600)
     results = in_children(
-        _burst_worker, [(datastore_url, queue_url)] * processes, timeout=600, together=True
+        _burst_worker, [(datastore_url, queue_url, batch)] * processes, timeout=600,
+        together=True,
     )
     done = sum(r[0] for r in results)
     if done != count:

@@ -22,6 +22,7 @@ from .runtime.records import utcnow
 from .runtime.registry import JobRegistry
 from .runtime.retention import PURGEABLE, PurgeCount, cutoff, purge
 from .runtime.webhooks import DeliveryStatus
+from .runtime.worker_loop import MAX_BATCH
 from .settings import parse_duration
 from .web.routes import blueprint_name
 from .worker import run_workers
@@ -89,6 +90,7 @@ def _run_workers(
     grace: float,
     max_jobs: int | None,
     max_memory: int | None,
+    batch: int = 1,
 ) -> int:
     """Supervise job workers for the app; ``max_memory`` in MiB, as the
     ``--max-memory`` option gives it."""
@@ -112,6 +114,7 @@ def _run_workers(
         grace=grace,
         max_jobs=max_jobs,
         max_memory=max_memory * 2**20 if max_memory else None,
+        batch=batch,
     )
 
 
@@ -122,6 +125,9 @@ _worker_options = [
     click.option("--max-jobs", type=int, help="Recycle a worker process after N jobs."),
     click.option("--max-memory", type=int,
                  help="Recycle a worker process above this many MiB resident."),
+    click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True,
+                 help="Claim up to N ready jobs at a time and run them one after another "
+                 "(SQLite; a crash re-runs the unfinished ones after their lease)."),
     click.option("--tree", help="Run only the tree at this root path."),
 ]
 
@@ -135,13 +141,15 @@ def worker_options(func: Any) -> Any:
 @spacewalk_cli.command("worker")
 @worker_options
 def worker_command(
-    processes: int, grace: float, max_jobs: int | None, max_memory: int | None, tree: str | None
+    processes: int, grace: float, max_jobs: int | None, max_memory: int | None, batch: int,
+    tree: str | None,
 ) -> None:
     """Run worker processes for this app's jobs until SIGTERM."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     sys.exit(
         _run_workers(
-            app, tree, processes=processes, grace=grace, max_jobs=max_jobs, max_memory=max_memory
+            app, tree, processes=processes, grace=grace, max_jobs=max_jobs, max_memory=max_memory,
+            batch=batch,
         )
     )
 
@@ -501,6 +509,7 @@ def serve_command(
     grace: float,
     max_jobs: int | None,
     max_memory: int | None,
+    batch: int,
     tree: str | None,
 ) -> None:
     """Serve the app with gunicorn and run job workers beside it.
@@ -531,7 +540,8 @@ def serve_command(
 
     def run_jobs() -> int:
         return _run_workers(
-            app, tree, processes=processes, grace=grace, max_jobs=max_jobs, max_memory=max_memory
+            app, tree, processes=processes, grace=grace, max_jobs=max_jobs, max_memory=max_memory,
+            batch=batch,
         )
 
     sys.exit(Serve(run_web, run_jobs).run())

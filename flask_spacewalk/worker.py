@@ -36,6 +36,7 @@ from .runtime.webhooks import Webhook, WebhookRecorder
 from .runtime.worker_loop import (
     Worker,
     WorkerShutdown,
+    check_batch,
     install_cancel_handler,
     install_shutdown_handler,
 )
@@ -72,6 +73,7 @@ def run_workers(
     heartbeat: float = defaults.HEARTBEAT,
     webhooks: Sequence[Webhook] = (),
     progress_root: Callable[[str], str | None] = lambda job_type: None,
+    batch: int = 1,
 ) -> int:
     """Supervise ``processes`` worker processes until SIGTERM or SIGINT, or
     until every one was retired.
@@ -88,9 +90,14 @@ def run_workers(
         deliveries of the jobs it ends, and a thread of it sends due ones.
     :param progress_root: a jobType's tree root path, for the webhook
         body's ``progress``.
+    :param batch: entries each worker claims at a time
+        (:class:`~flask_spacewalk.runtime.worker_loop.Worker`'s ``batch``).
 
     :return: the process exit code.
+    :raises ValueError: ``batch`` is not an integer from 1 to
+        :data:`~flask_spacewalk.runtime.worker_loop.MAX_BATCH`.
     """
+    check_batch(batch)
     parent = os.getpid()
 
     def child() -> int:
@@ -111,6 +118,7 @@ def run_workers(
             heartbeat=heartbeat,
             service=service,
             webhooks=WebhookRecorder(webhooks, progress_root) if webhooks else None,
+            batch=batch,
         )
         install_shutdown_handler(worker, grace)
         # A child that gives up on a stuck cancelled job exits; the
@@ -198,6 +206,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     parser.add_argument("--max-jobs", type=int, help="recycle a process after N jobs")
     parser.add_argument(
+        "--batch",
+        type=batch_size,
+        default=1,
+        help="claim up to N ready jobs at a time and run them one after another "
+        "(SQLite; a crash re-runs the unfinished ones after their lease; default: 1)",
+    )
+    parser.add_argument(
         "--max-memory", type=int, help="recycle a process above this many MiB resident"
     )
     parser.add_argument(
@@ -219,6 +234,15 @@ def positive_float(text: str) -> float:
     if not value > 0:  # NaN included
         raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
     return value
+
+
+def batch_size(text: str) -> int:
+    """An argparse type: how many entries a worker claims at a time."""
+    try:
+        return check_batch(int(text))
+    except ValueError as exc:
+        message = str(exc) if text.strip().lstrip("+-").isdigit() else "it is not an integer"
+        raise argparse.ArgumentTypeError(f"{text!r}: {message}") from None
 
 
 def worker_settings(
@@ -278,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat=settings.heartbeat,
         webhooks=settings.webhooks,
         progress_root=progress_roots(registry, settings.url_prefix),
+        batch=args.batch,
     )
 
 

@@ -269,7 +269,7 @@ def test_a_file_of_version_4_hands_out_its_entries_in_ready_order(tmp_path: Path
             # reserve, and still finds the entries (in its own order)
             old_next = sqlite_backend._NEXT.replace("pri, ready_at, id", "pri, id")
             assert old_next != sqlite_backend._NEXT
-            assert conn.execute(old_next, ("jobs", time.time())).fetchone()[0] == 1
+            assert conn.execute(old_next, ("jobs", time.time(), 1)).fetchone()[0] == 1
             assert json.loads(take(queue).body) == "delayed"
         finally:
             queue.close()

@@ -24,7 +24,7 @@ from runtime_jobs import jobs as runtime_jobs
 from runtime_jobs.jobs import FailJob, NoopJob, SleepJob
 from standardwebhooks import Webhook as Verifier
 
-from flask_spacewalk import Spacewalk, make_datastore, make_queue
+from flask_spacewalk import NO_RESULT, Spacewalk, make_datastore, make_queue
 from flask_spacewalk.errors import ConfigurationError, NotSupported
 from flask_spacewalk.runtime import delivery as delivery_module
 from flask_spacewalk.runtime.adapters import as_datastore
@@ -312,11 +312,40 @@ def datastore_url(request, tmp_path) -> Iterator[str]:
         yield url
 
 
-def _worker(datastore_url: str, queue_url: str, hooks: Any) -> Worker:
+def _worker(datastore_url: str, queue_url: str, hooks: Any, batch: int = 1) -> Worker:
     registry = JobRegistry([NoopJob, FailJob, SleepJob])
     recorder = WebhookRecorder(parse_webhooks(hooks), lambda job_type: "/rt")
     return Worker(registry, lambda: make_datastore(datastore_url),
-                  lambda name: make_queue(queue_url, name), "rt_jobs", webhooks=recorder)
+                  lambda name: make_queue(queue_url, name), "rt_jobs", webhooks=recorder,
+                  batch=batch)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_job_run_through_a_claim_gets_one_delivery(tmp_path, receiver, batch):
+    # SQLite: the result, its deliveries and the entry's deletion are one
+    # transaction (the claim path, with and without --batch)
+    r = receiver()
+    with sqlite_url(tmp_path) as url:
+        worker = _worker(url, url, r.hooks(), batch=batch)
+        lifecycle = Lifecycle(worker.datastore, worker.queue, worker.registry)
+        jobs = [NoopJob(worker.datastore, worker.queue) for _ in range(5)]
+        for job in jobs:
+            lifecycle.create(job)
+        assert lifecycle.shared is not None
+        try:
+            worker.run(burst=True)
+            assert worker.jobs_done == 5
+            for job in jobs:
+                doc, cas = worker.datastore.read_with_cas(f"zerog_job_{job.uuid}")
+                assert doc["resultCode"] != NO_RESULT  # type: ignore[index]
+                [delivery] = worker.datastore.list_deliveries(uuid=job.uuid)
+                # the webhook-id of the stored end, as a later record makes it
+                assert delivery.id == delivery_id(job.uuid, cas, delivery.url)
+            assert worker.queue.stats_tube()["current-jobs-reserved"] == 0
+            assert worker.queue.stats_tube()["current-jobs-ready"] == 0
+        finally:
+            worker.datastore.close()
+            worker.queue.close()
 
 
 def test_a_worker_records_and_sends_on_every_datastore(tmp_path, datastore_url, receiver):
@@ -506,6 +535,8 @@ def test_deliveries_that_cannot_be_written_keep_the_entry(tmp_path, receiver, mo
     r = receiver()
     with sqlite_url(tmp_path) as url:
         worker = _worker(url, url, r.hooks())
+        # a queue in another database: the deliveries are a write of their own
+        monkeypatch.setattr(Lifecycle, "shared", property(lambda self: None))
         job = NoopJob(worker.datastore, worker.queue)
         Lifecycle(worker.datastore, worker.queue, worker.registry).create(job)
 
@@ -523,6 +554,35 @@ def test_deliveries_that_cannot_be_written_keep_the_entry(tmp_path, receiver, mo
         worker.datastore.close()
         worker.queue.close()
 
+
+
+def test_deliveries_that_cannot_be_written_keep_the_result_unstored(
+    tmp_path, receiver, monkeypatch, caplog
+):
+    # SQLite: the deliveries are written in the transaction that stores the
+    # result and deletes the entry; when they fail, none of it is written
+    import sqlite3
+
+    from flask_spacewalk.backends import sqlite as sqlite_backend
+
+    def full(conn: Any, deliveries: Any) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    r = receiver()
+    with sqlite_url(tmp_path) as url:
+        worker = _worker(url, url, r.hooks())
+        job = NoopJob(worker.datastore, worker.queue)
+        Lifecycle(worker.datastore, worker.queue, worker.registry).create(job)
+        monkeypatch.setattr(sqlite_backend, "_add_deliveries", full)
+        entry = worker.queue.reserve(timeout=1)
+        assert entry is not None
+        worker.process_entry(entry)
+        stored = worker.datastore.read(f"zerog_job_{job.uuid}")
+        assert stored["resultCode"] == NO_RESULT  # type: ignore[index]
+        assert worker.queue.has_entry(entry.id, job.uuid)  # the job comes back
+        assert "cannot record outcome" in caplog.text and "disk is full" in caplog.text
+        worker.datastore.close()
+        worker.queue.close()
 
 def test_a_datastore_without_deliveries_only_logs(caplog):
     class Plain:

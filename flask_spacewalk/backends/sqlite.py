@@ -34,12 +34,12 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import astuple
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 from urllib.parse import quote
 
 from .. import defaults, errors
 from ..runtime.keyrecords import SWEEP_BATCH, KeyRecord
-from ..runtime.protocols import JobDeletion, QueueDepth, Value
+from ..runtime.protocols import JobDeletion, QueueDepth, QueueEntry, StoreTransaction, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, index_columns, job_index
 from ..runtime.webhooks import Delivery, retried
@@ -60,6 +60,7 @@ from .write_listener import WriteListener
 __all__ = ["SqliteDatastore", "SqliteQueue", "SqliteQueueEntry"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Seconds a statement waits for another process's write lock.
 BUSY_TIMEOUT = 5.0
@@ -662,16 +663,7 @@ class SqliteDatastore(CasDatastore):
         if not deliveries:
             return 0
         with self._db.connect(write=True) as conn:
-            added = 0
-            for d in deliveries:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO webhook_deliveries"
-                    " (id, uuid, status, due_at, created_at, claim, record)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (d.id, d.uuid, d.status, d.due_at, d.created_at, d.claim, d.to_text()),
-                )
-                added += cursor.rowcount
-        return added
+            return _add_deliveries(conn, deliveries)
 
     def claim_deliveries(self, now: float, lease: float, limit: int, token: str) -> list[Delivery]:
         """Take the due pending deliveries in one write transaction."""
@@ -749,6 +741,20 @@ _SWEEP_KEYS = (
 
 #: The wake-up sockets' name for job writes (no queue name holds a NUL).
 JOB_WRITES = "\0job writes"
+
+
+def _add_deliveries(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> int:
+    """Insert each delivery whose id is new; how many were."""
+    added = 0
+    for d in deliveries:
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO webhook_deliveries"
+            " (id, uuid, status, due_at, created_at, claim, record)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (d.id, d.uuid, d.status, d.due_at, d.created_at, d.claim, d.to_text()),
+        )
+        added += cursor.rowcount
+    return added
 
 
 class _SocketReceiver:
@@ -942,7 +948,7 @@ _EXPIRE = (
 _NEXT = (
     "SELECT id, body, reserves, releases FROM queue INDEXED BY queue_next"
     " WHERE tube = ? AND lease_until IS NULL"
-    " AND ready_at <= ? ORDER BY pri, ready_at, id LIMIT 1"
+    " AND ready_at <= ? ORDER BY pri, ready_at, id LIMIT ?"
 )
 _NEXT_EVENT = (
     "SELECT (SELECT min(ready_at) FROM queue"
@@ -1015,6 +1021,9 @@ class SqliteQueue(BaseQueue):
         self.queueName = name
         self.default_ttr = default_ttr
         self._waker = Waker(self.path, name)
+        # a job document written in one of this queue's transactions (a
+        # claim, a result) is announced as SqliteDatastore._write announces it
+        self._job_writes = Waker(self.path, JOB_WRITES)
 
     def __repr__(self) -> str:
         return f"<SqliteQueue {self.queueName!r} in {self.path!r}>"
@@ -1022,7 +1031,16 @@ class SqliteQueue(BaseQueue):
     def close(self) -> None:
         """Close the connection and remove the wake-up socket."""
         self._waker.close()
+        self._job_writes.close()
         self._db.close()
+
+    def _announce(self, keys: Sequence[str]) -> None:
+        """Send the uuid of each job document in ``keys`` to the job-write
+        listeners (after the commit that wrote them: a waiter woken reads
+        the new document)."""
+        for key in dict.fromkeys(keys):
+            if key.startswith(JOB_KEY_PREFIX):
+                self._job_writes.notify(key[len(JOB_KEY_PREFIX):].encode())
 
     def attach(self) -> None:
         """Do nothing: a queue object always uses and watches its name."""
@@ -1076,6 +1094,7 @@ class SqliteQueue(BaseQueue):
             listing = index_columns(job_index(key, value))
             cas = _write_document(conn, key, text, listing, True)
         self._waker.notify()  # after the commit: a waiter must find the entry
+        self._announce([key])
         return id, cas
 
     def _insert(
@@ -1096,14 +1115,41 @@ class SqliteQueue(BaseQueue):
     def reserve(self, timeout: float | None = None) -> SqliteQueueEntry | None:
         """Take the next ready entry, waiting up to ``timeout`` seconds
         (forever if None, not at all if 0); None if none came."""
+        entries = self._wait_for(1, timeout, None)
+        return entries[0][0] if entries is not None else None
+
+    def reserve_in(
+        self,
+        count: int,
+        timeout: float | None,
+        then: Callable[[StoreTransaction, list[QueueEntry]], T],
+    ) -> T | None:
+        """Reserve up to ``count`` ready entries, waiting up to ``timeout``
+        seconds for the first, and call ``then(transaction, entries)`` in
+        the transaction that reserves them (runtime/protocols.py
+        ``SharedTransactions``); its value, or None when none came.
+
+        :raises ValueError: ``count`` is not a positive integer.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive integer, not {count!r}")
+        reserved = self._wait_for(count, timeout, then)
+        return None if reserved is None else reserved[1]
+
+    def _wait_for(
+        self,
+        count: int,
+        timeout: float | None,
+        then: Callable[[StoreTransaction, list[QueueEntry]], T] | None,
+    ) -> tuple[list[SqliteQueueEntry], T | None] | None:
         if timeout is not None and timeout <= 0:
-            return self._try_reserve(False)[0]
+            return self._try_reserve(count, then, False)[0]
         deadline = None if timeout is None else time.monotonic() + timeout
         self._waker.listen()  # before the first look, so no put is missed
         while True:
-            entry, next_event = self._try_reserve(True)
-            if entry is not None:
-                return entry
+            reserved, next_event = self._try_reserve(count, then, True)
+            if reserved is not None:
+                return reserved
             wait = WAKE_FALLBACK
             if next_event is not None:
                 wait = min(wait, next_event - time.time())
@@ -1116,26 +1162,52 @@ class SqliteQueue(BaseQueue):
                 self._waker.wait(wait)
 
     def _try_reserve(
-        self, want_next_event: bool
-    ) -> tuple[SqliteQueueEntry | None, float | None]:
+        self,
+        count: int,
+        then: Callable[[StoreTransaction, list[QueueEntry]], T] | None,
+        want_next_event: bool,
+    ) -> tuple[tuple[list[SqliteQueueEntry], T | None] | None, float | None]:
         tube = self.queueName
+        transaction = None
         with self._db.connect(write=True) as conn:
             now = time.time()
             conn.execute(_EXPIRE, (tube, now))
-            row = conn.execute(_NEXT, (tube, now)).fetchone()
-            if row is not None:
-                conn.execute(
+            rows = conn.execute(_NEXT, (tube, now, count)).fetchall()
+            if rows:
+                conn.executemany(
                     "UPDATE queue SET lease_until = ? + ttr,"
                     " reserves = reserves + 1 WHERE id = ?",
-                    (now, row[0]),
+                    [(now, row[0]) for row in rows],
                 )
-                entry = SqliteQueueEntry(self, row[0], row[1], row[2] + 1, row[3])
-                return entry, None
-            if not want_next_event:
+                entries = [SqliteQueueEntry(self, id, body, reserves + 1, releases)
+                           for id, body, reserves, releases in rows]  # fmt: skip
+                value = None
+                if then is not None:
+                    transaction = _Transaction(conn)
+                    value = then(transaction, list(entries))
+            elif not want_next_event:
                 return None, None
-            events = conn.execute(_NEXT_EVENT, (tube, tube)).fetchone()
+            else:
+                events = conn.execute(_NEXT_EVENT, (tube, tube)).fetchone()
+        if rows:
+            if transaction is not None:
+                self._announce(transaction.written)
+            return (entries, value), None
         times = [t for t in events if t is not None]
         return None, min(times) if times else None
+
+    def shares_database(self, datastore: Any) -> bool:
+        """Whether ``datastore`` is a :class:`SqliteDatastore` of this file."""
+        return isinstance(datastore, SqliteDatastore) and datastore.path == self.path
+
+    def transact(self, func: Callable[[StoreTransaction], T]) -> T:
+        """``func(transaction)`` in one write transaction of this file; its
+        value (runtime/protocols.py ``SharedTransactions``)."""
+        with self._db.connect(write=True) as conn:
+            transaction = _Transaction(conn)
+            value = func(transaction)
+        self._announce(transaction.written)
+        return value
 
     def delete(self, id: int) -> bool:
         """Delete an entry that is ready, delayed, or reserved by nobody
@@ -1265,6 +1337,46 @@ class SqliteQueue(BaseQueue):
             "timeouts": timeouts,
             "releases": releases,
         }
+
+
+class _Transaction:
+    """A write transaction open on a SQLite file that holds a datastore and
+    a queue (runtime/protocols.py ``StoreTransaction``)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        #: the keys written, for the job-write notifications after the commit
+        self.written: list[str] = []
+
+    def read(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
+        rows = [self._conn.execute(_READ, (key,)).fetchone() for key in keys]
+        return [(None, 0) if row is None else (json.loads(row[0]), row[1]) for row in rows]
+
+    def write(self, key: str, value: dict[str, Any], cas: int) -> int:
+        text = encode_value(value)
+        new_cas = max(time.time_ns(), cas + 1)
+        cursor = self._conn.execute(
+            f"UPDATE documents SET value = ?, cas = ?, updated_at = ?, {_SET_LISTING}"
+            " WHERE key = ? AND cas = ?",
+            (text, new_cas, time.time(), *index_columns(job_index(key, value)), key, cas),
+        )
+        if cursor.rowcount == 0:
+            raise SqliteDatastore.casException(
+                f"document {key!r} changed or was deleted since cas {cas}"
+            )
+        self.written.append(key)
+        return new_cas
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        return _add_deliveries(self._conn, deliveries) if deliveries else 0
+
+    def delete_entry(self, entry: QueueEntry) -> bool:
+        if not isinstance(entry, SqliteQueueEntry):
+            raise TypeError(f"{entry!r} is not an entry of this SQLite file")
+        cursor = self._conn.execute(
+            "DELETE FROM queue WHERE id = ? AND reserves = ?", (entry.id, entry._reserves)
+        )
+        return cursor.rowcount > 0
 
 
 class SqliteQueueEntry(HeldEntry):

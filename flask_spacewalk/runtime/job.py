@@ -134,6 +134,8 @@ class RuntimeJob(ABC):
 
     #: Set by :meth:`guarded`: asked before each application of a change.
     _guard: Callable[[], str | None] | None = None
+    #: Set by :meth:`writing_through`: tried first by each save.
+    _writer: Callable[[str, dict[str, Any], int], int | None] | None = None
 
     def __init__(
         self,
@@ -241,6 +243,22 @@ class RuntimeJob(ABC):
         finally:
             self._guard = outer
 
+    @contextmanager
+    def writing_through(
+        self, write: Callable[[str, dict[str, Any], int], int | None]
+    ) -> Iterator[None]:
+        """While the block runs, each :meth:`save` first offers its
+        document to ``write(key, document, cas)``, which writes it with
+        compare-and-swap and answers the new cas, or None to leave it to the
+        datastore. The lifecycle records a result this way together with
+        the deletion of its queue entry, in one transaction.
+        """
+        outer, self._writer = self._writer, write
+        try:
+            yield
+        finally:
+            self._writer = outer
+
     def save(self) -> None:
         """Write the document with compare-and-swap on :attr:`cas`, once.
 
@@ -254,7 +272,11 @@ class RuntimeJob(ABC):
         """
         self.updatedAt = utcnow()
         try:
-            _, self.cas = self.datastore.set_with_cas(self.key(), self.dump(), cas=self.cas)
+            document = self.dump()
+            cas = None if self._writer is None else self._writer(self.key(), document, self.cas)
+            if cas is None:
+                _, cas = self.datastore.set_with_cas(self.key(), document, cas=self.cas)
+            self.cas = cas
         except UnstorableValue:
             self._restore()
             raise

@@ -19,6 +19,7 @@ may take, :mod:`~flask_spacewalk.runtime.policy`'s.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import reprlib
@@ -26,6 +27,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import (
@@ -64,7 +66,15 @@ from .outcome import (
     interpret_result,
 )
 from .policy import retry_delay, run_timeout
-from .protocols import Datastore, JobDeletion, Queue, QueueEntry
+from .protocols import (
+    Datastore,
+    JobDeletion,
+    Queue,
+    QueueEntry,
+    SharedTransactions,
+    StoreTransaction,
+    Value,
+)
 from .records import make_error, make_event, utcnow
 from .retry import RESET_FIELDS, RETRYABLE, RetryAnswer, job_status, retry_event, undo_event
 from .status import JOB_KEY_PREFIX, JobStatus
@@ -92,6 +102,24 @@ _RESULT_STORED = "another run's result is stored"
 _CANCEL_SEEN = "the job's cancellation is requested"
 #: The starting options a job keeps when it is put back on its queue.
 _KEPT_ON_REQUEUE = ("priority", "ttr")
+
+
+@dataclass
+class Claim:
+    """A reserved queue entry with its job as read in the transaction that
+    reserved it (:meth:`Lifecycle.claim`), perhaps already marked running."""
+
+    entry: QueueEntry
+    #: The entry's uuid; None when its body is not a JSON string.
+    uuid: str | None = None
+    #: The job's document and cas as read (or as marked running).
+    document: Value | None = None
+    cas: int = 0
+    #: Whether the job's cancellation was requested when it was read.
+    cancel_requested: bool = False
+    #: Whether the job is marked running already (by the claim, or by the
+    #: transaction that recorded the previous job's result): not started again.
+    started: bool = False
 
 
 class Lifecycle:
@@ -136,6 +164,20 @@ class Lifecycle:
         self.default_requeue_delay = default_requeue_delay
         self.job_context = job_context or contextlib.nullcontext
         self.webhooks = webhooks
+        self._shared_checked = False
+        self._shared_queue: SharedTransactions | None = None
+
+    @property
+    def shared(self) -> SharedTransactions | None:
+        """The queue, when it shares the datastore's database (one SQLite
+        file): then a claim marks its job running, and a result deletes its
+        entry, in one transaction each; None otherwise."""
+        if not self._shared_checked:
+            queue = self.queue
+            if isinstance(queue, SharedTransactions) and queue.shares_database(self.datastore):
+                self._shared_queue = queue
+            self._shared_checked = True
+        return self._shared_queue
 
     # -- onto the queue --------------------------------------------------------
 
@@ -236,6 +278,91 @@ class Lifecycle:
         self.enqueue(job, **queue_kwargs)
         return True
 
+    # -- claims --------------------------------------------------------------
+
+    def claim(self, count: int, timeout: float | None) -> list[Claim] | None:
+        """Reserve up to ``count`` entries and read their jobs in one
+        transaction, in which the first job is also marked running if it may
+        start (as :meth:`start` would let it: no result, not running, no
+        cancel request, a type the registry knows); the others wait their
+        turn (see :meth:`finish`'s ``then_start``).
+
+        :return: the claims in the queue's order (empty when none came in
+            ``timeout`` seconds), or None when the queue does not share the
+            datastore's database: reserve from the queue instead.
+        :raises ValueError: ``count`` is not a positive integer.
+        """
+        shared = self.shared
+        if shared is None:
+            return None
+
+        def then(transaction: StoreTransaction, entries: list[QueueEntry]) -> list[Claim]:
+            claims = [_read_claim(transaction, entry) for entry in entries]
+            first = claims[0]
+            first.document, first.cas, first.cancel_requested, first.started = (
+                self._start_in(transaction, first, reread=False)
+            )
+            return claims
+
+        return shared.reserve_in(count, timeout, then) or []
+
+    def _start_in(
+        self, transaction: StoreTransaction, claim: Claim, *, reread: bool
+    ) -> tuple[Value | None, int, bool, bool]:
+        """Mark ``claim``'s job running in ``transaction`` if it may start.
+
+        :param reread: read the job and its cancel request again first (in
+            the transaction, so the compare-and-swap sees the latest).
+        :return: its document, cas and cancel request as now stored, and
+            whether it is marked running.
+        """
+        document, cas, requested = claim.document, claim.cas, claim.cancel_requested
+        if claim.uuid is None:
+            return document, cas, requested, False
+        key = JOB_KEY_PREFIX + claim.uuid
+        if reread:
+            (document, cas), (request, _) = transaction.read([key, cancel_key(claim.uuid)])
+            requested = request is not None
+        if not (
+            isinstance(document, dict)
+            and not requested
+            and isinstance(document.get("jobType"), str)
+            and self.registry is not None
+            and document["jobType"] in self.registry
+            and document.get("resultCode", NO_RESULT) == NO_RESULT
+            and not document.get("running")
+        ):
+            return document, cas, requested, False
+        # The stored document as it is, but running, as a save by start()
+        # would write it; the job is loaded from it after the commit.
+        marked = {**document, "running": True, "updatedAt": utcnow().isoformat(), "cas": cas}
+        return marked, transaction.write(key, marked, cas), False, True
+
+    def unstart(self, claim: Claim) -> None:
+        """Mark the job of a claim that will not run here (its job cannot
+        be loaded, or the worker gives the entry back) as not running, so
+        that its next run is no "killed" one. Best effort: logged when it
+        cannot."""
+        if not claim.started or claim.uuid is None or not isinstance(claim.document, dict):
+            return
+        claim.started = False
+        document = {**claim.document, "running": False, "updatedAt": utcnow().isoformat(),
+                    "cas": claim.cas}  # fmt: skip
+        try:
+            _, claim.cas = self.datastore.update_with_cas(
+                JOB_KEY_PREFIX + claim.uuid, document, claim.cas
+            )
+            claim.document = document
+        except (self.datastore.casException, SpacewalkError) as exc:
+            log.warning("job %s: cannot mark it not running (%s); its next run "
+                        "counts as killed", claim.uuid, exc or type(exc).__name__)
+
+    def release_claim(self, claim: Claim, delay: float = 0.0) -> None:
+        """Give back a claimed entry whose job did not run here, marked as
+        not running (:meth:`unstart`), to be taken after ``delay`` s."""
+        self.unstart(claim)
+        self._settle(claim.entry, release=True, delay=delay)
+
     # -- a run ---------------------------------------------------------------
 
     def start(self, job: RuntimeJob, watch: CancelWatch | None = None) -> Outcome | None:
@@ -288,8 +415,11 @@ class Lifecycle:
                         job.jobType, job.uuid)
         return None
 
-    def run(self, job: RuntimeJob, watch: CancelWatch | None = None) -> Outcome:
-        """Start ``job``, call its ``run()`` once and say what the run
+    def run(
+        self, job: RuntimeJob, watch: CancelWatch | None = None, *, started: bool = False
+    ) -> Outcome:
+        """Start ``job`` (unless ``started``: its claim marked it running),
+        call its ``run()`` once and say what the run
         means, recording its errors and events (not its result: see
         :meth:`finish`).
 
@@ -299,7 +429,7 @@ class Lifecycle:
         exception that is no :class:`Exception` (the worker's shutdown,
         ``KeyboardInterrupt``) propagates.
         """
-        skipped = self.start(job, watch)
+        skipped = None if started else self.start(job, watch)
         if skipped is not None:
             return skipped
         worker_pid = os.getpid()
@@ -392,10 +522,17 @@ class Lifecycle:
         entry: QueueEntry | None = None,
         *,
         requeue: bool = True,
+        then_start: Claim | None = None,
     ) -> SpacewalkError | QueueError | None:
         """Record what a run of ``job`` came to: its result, its
         cancellation, or (``NO_RESULT``) that it no longer runs, and, with
         ``requeue``, put it back on the queue; then delete ``entry``.
+
+        Where the queue shares the datastore's database (:attr:`shared`),
+        the save that stores the job's result (or cancellation) deletes
+        ``entry`` in the same transaction, and marks the job of
+        ``then_start`` (the next claim of a batch) running there too, if it
+        may start: one commit instead of three.
 
         The result goes through the job's own :meth:`RuntimeJob.record_result`
         (ZeroG jobs may override it), unless a cancel request is read before
@@ -417,11 +554,17 @@ class Lifecycle:
         # write fails, the entry's lease brings the job back, and the
         # request must still be there for that run.
         cancelled = False
+        settled = _Settled()
 
         def record() -> None:
             nonlocal cancelled
-            cancelled = self._record_outcome(job, outcome, watch, requeue)
-            if entry is not None:
+            with self._settling(job, entry, then_start, settled):
+                cancelled = self._record_outcome(job, outcome, watch, requeue)
+            if settled.done:
+                # the deliveries were recorded in the transaction that
+                # stored the result and deleted the entry
+                self._deliveries_recorded()
+            elif entry is not None:
                 # raising here keeps the entry: its next holder records them
                 self._job_ended(job)
 
@@ -430,11 +573,46 @@ class Lifecycle:
             record()
             self._job_ended_logged(job)
         else:
-            outage = self._settle(entry, record)
+            outage = self._settle(entry, record, settled=settled)
         if cancelled:
             run_log.info("job %s: cancelled", job.uuid)
             clear_cancel(self.datastore, job.uuid)
         return outage
+
+    def _settling(
+        self, job: RuntimeJob, entry: QueueEntry | None, then_start: Claim | None,
+        settled: _Settled,
+    ) -> ContextManager[None]:
+        """While the block runs, the first save of ``job`` that stores a
+        result also deletes ``entry`` and starts ``then_start``, in one
+        transaction, where the queue shares the datastore's database."""
+        shared = self.shared
+        if shared is None or entry is None:
+            return contextlib.nullcontext()
+        held: QueueEntry = entry
+
+        def write(key: str, document: dict[str, Any], cas: int) -> int | None:
+            if settled.done or not cas or document.get("resultCode", NO_RESULT) == NO_RESULT:
+                return None
+
+            def transaction(tx: StoreTransaction) -> tuple[int, bool, Any]:
+                new_cas = tx.write(key, document, cas)
+                if self.webhooks is not None:
+                    # before the entry goes, in its transaction: never lost
+                    tx.add_deliveries(self.webhooks.deliveries(job, cas=new_cas))
+                deleted = tx.delete_entry(held)
+                started = None if then_start is None else self._start_in(
+                    tx, then_start, reread=True)
+                return new_cas, deleted, started
+
+            new_cas, settled.deleted, started = shared.transact(transaction)
+            settled.done = True
+            if then_start is not None and started is not None:
+                (then_start.document, then_start.cas, then_start.cancel_requested,
+                 then_start.started) = started  # fmt: skip
+            return new_cas
+
+        return job.writing_through(write)
 
     def _record_outcome(
         self, job: RuntimeJob, outcome: Outcome, watch: CancelWatch | None, requeue: bool
@@ -537,8 +715,10 @@ class Lifecycle:
         *,
         release: bool = False,
         delay: float = 0,
+        settled: _Settled | None = None,
     ) -> SpacewalkError | QueueError | None:
-        """Run ``action`` (on the job), then delete or release the entry.
+        """Run ``action`` (on the job), then delete or release the entry,
+        unless ``action`` deleted it already (``settled``).
 
         When ``action`` fails the entry is left reserved: its lease runs out
         and the job comes back, so nothing is lost.
@@ -552,6 +732,10 @@ class Lifecycle:
         except (SpacewalkError, QueueError) as exc:
             run_log.error("entry %s: cannot record outcome: %s", entry.id, exc)
             return exc if isinstance(exc, (DatastoreUnavailable, QueueUnavailable)) else None
+        if settled is not None and settled.done:
+            if not settled.deleted:
+                run_log.warning("entry %s was taken over by another worker", entry.id)
+            return None
         try:
             if release:
                 entry.release(delay=delay)
@@ -611,6 +795,12 @@ class Lifecycle:
         """
         if self.webhooks is not None and job.resultCode != NO_RESULT:
             self.webhooks.job_ended(self.datastore, job)
+
+    def _deliveries_recorded(self) -> None:
+        """Wake the webhook sender after a transaction of :meth:`finish`
+        recorded deliveries (:meth:`_settling`)."""
+        if self.webhooks is not None and self.webhooks.on_record is not None:
+            self.webhooks.on_record()
 
     def _job_ended_logged(self, job: RuntimeJob) -> bool:
         """:meth:`_job_ended`, logging a failure: whether it did not fail."""
@@ -817,6 +1007,27 @@ class Lifecycle:
 
 #: An attribute the job did not have, for :meth:`Lifecycle._undo_retry`.
 _UNSET = object()
+
+
+@dataclass
+class _Settled:
+    """Whether a save of :meth:`Lifecycle.finish` deleted the entry, and
+    whether it was still there to delete."""
+
+    done: bool = False
+    deleted: bool = True
+
+
+def _read_claim(transaction: StoreTransaction, entry: QueueEntry) -> Claim:
+    """``entry`` with its job and cancel request read in ``transaction``."""
+    try:
+        uuid = json.loads(entry.body)
+    except ValueError:
+        uuid = None
+    if not isinstance(uuid, str):
+        return Claim(entry)
+    (document, cas), (request, _) = transaction.read([JOB_KEY_PREFIX + uuid, cancel_key(uuid)])
+    return Claim(entry, uuid, document, cas, request is not None)
 
 
 def cancel_job(job: RuntimeJob, webhooks: WebhookRecorder | None = None) -> CancelAnswer:

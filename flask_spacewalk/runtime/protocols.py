@@ -9,7 +9,8 @@ as stored. See SPEC section 5 and ``docs/runtime.rst``.
 ability beyond them is a protocol of its own (:class:`ManyReader`,
 :class:`JobLister`, :class:`JobDeleter`, :class:`Closable`, :class:`KeyRecordStore`,
 :class:`WorkerRecords`, :class:`DeliveryStore`, :class:`JobCounter`, :class:`Pingable`,
-:class:`DocumentQueue`, :class:`EntryChecker`, :class:`QueueStats`), and
+:class:`DocumentQueue`, :class:`EntryChecker`, :class:`QueueStats`,
+:class:`SharedTransactions`), and
 :class:`SpacewalkDatastore` and
 :class:`SpacewalkQueue` have them all (but :class:`JobWriteNotifier`, which
 a datastore may lack without harm): every backend of this package is one,
@@ -22,7 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple, Protocol, Union, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, Union, runtime_checkable
 
 from .keyrecords import KeyRecord
 from .query import JobQuery
@@ -373,6 +374,61 @@ class DocumentQueue(Protocol):
 
         :return: the entry's id and the document's cas.
         """
+
+
+T = TypeVar("T")
+
+
+class StoreTransaction(Protocol):
+    """One open transaction over a queue and the datastore that shares its
+    database (:class:`SharedTransactions`): all of it commits, or none."""
+
+    def read(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
+        """Each key's value and cas, as ``read_with_cas`` gives them."""
+
+    def write(self, key: str, value: dict[str, Any], cas: int) -> int:
+        """Replace the document under ``key`` if its cas is still ``cas``;
+        the new cas.
+
+        :raises: the datastore's ``casException`` when it is not (the whole
+            transaction is then rolled back).
+        """
+
+    def delete_entry(self, entry: QueueEntry) -> bool:
+        """Delete ``entry`` if its holder still holds it; False (nothing
+        deleted) when another worker reserved it since."""
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        """:meth:`DeliveryStore.add_deliveries` in this transaction."""
+
+
+@runtime_checkable
+class SharedTransactions(Protocol):
+    """A queue whose entries live in the database of a datastore (the
+    embedded SQLite file), so that one transaction can write both: the
+    lifecycle claims an entry and marks its job running in one commit, and
+    records a result and deletes its entry in another.
+
+    Optional: a queue without it costs a commit more per step, nothing else.
+    The functions given run inside the transaction and must be quick.
+    """
+
+    def shares_database(self, datastore: Datastore) -> bool:
+        """Whether this queue and ``datastore`` are one database."""
+
+    def reserve_in(
+        self,
+        count: int,
+        timeout: float | None,
+        then: Callable[[StoreTransaction, list[QueueEntry]], T],
+    ) -> T | None:
+        """Reserve up to ``count`` ready entries (waiting up to ``timeout``
+        seconds for the first, as :meth:`Queue.reserve`) and call
+        ``then(transaction, entries)`` in the transaction that reserves
+        them; its value, or None when no entry came."""
+
+    def transact(self, func: Callable[[StoreTransaction], T]) -> T:
+        """``func(transaction)`` in one write transaction; its value."""
 
 
 @runtime_checkable

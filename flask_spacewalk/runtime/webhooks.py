@@ -218,9 +218,16 @@ class WebhookRecorder:
         self.progress_root = progress_root
         self.on_record = on_record
 
-    def deliveries(self, job: RuntimeJob, now: float | None = None) -> list[Delivery]:
+    def deliveries(
+        self, job: RuntimeJob, now: float | None = None, cas: int | None = None
+    ) -> list[Delivery]:
         """The deliveries of ``job``'s end, one per endpoint that wants its
-        event; none for a job that has not ended."""
+        event; none for a job that has not ended.
+
+        :param cas: the cas of the document that stores the end, when
+            ``job.cas`` is not it yet (a save in a transaction of the
+            lifecycle); it makes the webhook-id.
+        """
         event = EVENTS.get(JobStatus.of({"resultCode": job.resultCode}))
         if event is None:
             return []
@@ -238,8 +245,9 @@ class WebhookRecorder:
                 "progress": None if root is None else f"{root}/progress/{job.uuid}",
             },
         }, separators=(",", ":"))  # fmt: skip
+        cas = job.cas if cas is None else cas
         return [
-            Delivery(delivery_id(job.uuid, job.cas, hook.url), hook.url, event, job.uuid, body,
+            Delivery(delivery_id(job.uuid, cas, hook.url), hook.url, event, job.uuid, body,
                      created_at=now, due_at=now, next_at=now)
             for hook in self.webhooks if event in hook.events
         ]  # fmt: skip

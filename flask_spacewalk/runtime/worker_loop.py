@@ -52,7 +52,7 @@ from .delivery import DeliverySender
 from .durations import DurationRecorder
 from .heartbeat import Activity, Heartbeat
 from .job import RuntimeJob, make_key
-from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, Lifecycle
+from .lifecycle import DEFAULT_REQUEUE_DELAY, ERROR_RETRY_DELAY, Claim, Lifecycle
 from .outcome import NO_RESULT
 from .protocols import (
     Datastore,
@@ -73,6 +73,11 @@ log = logging.getLogger(__name__)
 
 #: Longest wait for a stuck job's cancellation to be recorded before exiting.
 GIVE_UP_TIMEOUT = 10.0
+#: The most entries a worker claims at once (``--batch``): each one claimed
+#: and not run is a job a crash delays by its lease.
+MAX_BATCH = 1000
+
+
 class WorkerShutdown(BaseException):
     """Raised inside a running job when the shutdown grace period is over."""
 
@@ -104,6 +109,8 @@ class LeaseKeeper:
         self._closed = False
         self.lost = False
         self.watcher: Callable[[], None] | None = None
+        self._waiting: list[QueueEntry] = []
+        self._waiting_renew_at = 0.0
 
     @contextlib.contextmanager
     def holding(self, entry: QueueEntry) -> Iterator[LeaseKeeper]:
@@ -122,6 +129,33 @@ class LeaseKeeper:
             with self._lock:
                 self._entry = None
                 self.watcher = None
+
+    @contextlib.contextmanager
+    def waiting(self, entries: list[QueueEntry]) -> Iterator[None]:
+        """Keep the leases of ``entries`` too (a batch's claims not run yet:
+        the caller takes them off the list as it runs them) until the block
+        ends, renewing them every ``ttr / 3`` seconds whatever runs."""
+        with self._lock:
+            self._waiting = entries
+            self._waiting_renew_at = time.monotonic() + self.interval
+        self._start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting = []
+
+    def _touch_waiting(self) -> None:
+        with self._lock:
+            waiting = list(self._waiting)
+        for entry in waiting:
+            try:
+                entry.touch()
+            except EntryNotReserved:
+                # its job may run twice (at least once, as after any lease lost)
+                log.warning("lost the lease of waiting queue entry %s", entry.id)
+            except QueueError as exc:
+                log.warning("cannot renew waiting queue entry %s: %s", entry.id, exc)
 
     def touch(self, force: bool = False) -> None:
         """Renew the lease unless it was renewed a moment ago."""
@@ -180,6 +214,9 @@ class LeaseKeeper:
                     return
                 if self._call_at is not None and time.monotonic() >= self._call_at:
                     self._call_at = None
+            if self._waiting and time.monotonic() >= self._waiting_renew_at:
+                self._touch_waiting()
+                self._waiting_renew_at = time.monotonic() + self.interval
             entry = self._entry
             if entry is None:
                 continue
@@ -226,6 +263,12 @@ class Worker:
         datastore; they are flushed when :meth:`run` returns too.
     :param service: the service name the record shows (default: the queue
         name without its ``_jobs``).
+    :param batch: claim up to this many ready entries at a time, in one
+        transaction, and run their jobs one after another, keeping all their
+        leases (docs/runtime.rst, "Batched claims"); a crash re-runs the
+        unfinished ones when their leases run out. Only a queue that shares
+        the datastore's database (SQLite) claims in batches; another claims
+        one entry at a time.
     """
 
     #: Delete an unloadable entry once it was reserved more often than this.
@@ -275,7 +318,9 @@ class Worker:
         heartbeat: float | None = None,
         service: str | None = None,
         webhooks: WebhookRecorder | None = None,
+        batch: int = 1,
     ):
+        check_batch(batch)
         if cancel_grace <= 0:
             raise ValueError("cancel_grace must be > 0")
         if retention is not None and not retention > 0:
@@ -287,6 +332,8 @@ class Worker:
         self.ttr = ttr
         self.job_context = job_context or contextlib.nullcontext
         self.max_jobs = max_jobs
+        self.batch = batch
+        self._warned_batch = False
         self.max_memory = max_memory
         self.parent_pid = parent_pid
         self.cancel_grace = cancel_grace
@@ -400,31 +447,66 @@ class Worker:
             # pause stops the reserves within a heartbeat
             timeout = min(self.RESERVE_TIMEOUT, self._pause_watch.time_left())
             try:
-                entry = self.queue.reserve(timeout=0 if burst or purging else timeout)
+                claims = self._claim(0 if burst or purging else timeout)
             except QueueError as exc:
                 self._pause(f"queue {self.queue_name} unavailable: {exc}")
                 continue
-            if entry is None:
+            if not claims:
                 if not purging and (burst or self._orphaned()):
                     return
                 continue
-            heartbeat = self._heartbeat
-            if heartbeat is not None and (heartbeat.draining or heartbeat.retiring):
-                # the request came while the reserve waited: the job is not ours
-                self.lifecycle.release(entry)
-                continue
-            try:
-                self.process_entry(entry)
-            except Exception:
-                # The last resort: a bug in job code the worker calls outside
-                # run() (an overridden record_result, say) must not end the
-                # worker; the entry's lease brings the job back.
-                log.exception("entry %s: processing failed; its lease will return it", entry.id)
-            finally:
-                self.activity.job = self.activity.job_type = None
-            self.jobs_done += 1
-            if self._should_recycle() or self._orphaned():
+            if self._run_claims(claims):
                 return
+
+    def _claim(self, timeout: float) -> list[Claim]:
+        """The next entries, up to :attr:`batch`, claimed with their jobs
+        in one transaction where the queue shares the datastore's database;
+        else the next entry as reserved."""
+        claims = self.lifecycle.claim(self.batch, timeout)
+        if claims is not None:
+            return claims
+        if self.batch > 1 and not self._warned_batch:
+            self._warned_batch = True
+            log.warning("queue %s cannot claim in batches (only a queue in the datastore's "
+                        "SQLite file can); claiming one entry at a time", self.queue_name)
+        entry = self.queue.reserve(timeout=timeout)
+        return [] if entry is None else [Claim(entry)]
+
+    def _run_claims(self, claims: list[Claim]) -> bool:
+        """Run the jobs of ``claims`` one after another, keeping the leases
+        of those waiting, and give back those not run when the worker
+        stops, drains or recycles meanwhile.
+
+        :return: whether the worker leaves its loop (recycled, orphaned).
+        """
+        pending = list(claims)
+        waiting = [claim.entry for claim in pending]
+        leave = False
+        with self._lease.waiting(waiting):
+            try:
+                while pending and not self.stopping and not self._holding_back():
+                    claim = pending.pop(0)
+                    waiting.remove(claim.entry)
+                    self._run_claim(claim, pending[0] if pending else None)
+                    self.jobs_done += 1
+                    if self._should_recycle() or self._orphaned():
+                        leave = True
+                        break
+            finally:
+                # released, not left to their leases: another worker runs
+                # them now (a crash leaves them until their leases run out)
+                for claim in pending:
+                    self.lifecycle.release_claim(claim)
+        return leave
+
+    def _holding_back(self) -> bool:
+        """Whether claimed entries are to be given back instead of run: a
+        drain or retire request came (perhaps while the claim waited), or
+        the queue was paused meanwhile."""
+        heartbeat = self._heartbeat
+        if heartbeat is not None and (heartbeat.draining or heartbeat.retiring):
+            return True
+        return self._pause_watch.paused(self.datastore)
 
     def _purge_step(self) -> bool:
         """One batch of the periodic purge of old jobs, when one is due or
@@ -498,9 +580,31 @@ class Worker:
 
     def process_entry(self, entry: QueueEntry) -> None:
         """Load, run and settle the job behind one reserved entry."""
+        try:
+            self._run_claim(Claim(entry), None)
+        finally:
+            self.activity.job = self.activity.job_type = None
+
+    def _run_claim(self, claim: Claim, then_start: Claim | None) -> None:
+        """Load, run and settle the job of ``claim``; with ``then_start``
+        (the next claim of a batch), the transaction that records the result
+        marks that one's job running too, where the queue can."""
+        try:
+            self._run_job(claim, then_start)
+        except Exception:
+            # The last resort: a bug in job code the worker calls outside
+            # run() (an overridden record_result, say) must not end the
+            # worker; the entry's lease brings the job back.
+            log.exception("entry %s: processing failed; its lease will return it",
+                          claim.entry.id)
+        finally:
+            self.activity.job = self.activity.job_type = None
+
+    def _run_job(self, claim: Claim, then_start: Claim | None) -> None:
+        entry = claim.entry
         lifecycle = self.lifecycle
         with self._lease.holding(entry) as lease:
-            loaded = self._load(entry, lease)
+            loaded = self._load(claim, lease)
             if loaded is None:
                 return
             job, watch = loaded
@@ -512,10 +616,13 @@ class Worker:
             lease.watcher = watch.poll
             self._run_seconds = None
             try:
-                # Only a worker that died mid-run leaves the flag set.
-                outcome = lifecycle.recover(job, watch) if job.running else None
+                # Only a worker that died mid-run leaves the flag set (or
+                # the claim, which marked it for this run).
+                outcome = None
+                if job.running and not claim.started:
+                    outcome = lifecycle.recover(job, watch)
                 if outcome is None:
-                    outcome = lifecycle.run(job, watch)
+                    outcome = lifecycle.run(job, watch, started=claim.started)
             except WorkerShutdown:
                 lifecycle.release(entry, job=job)
                 raise
@@ -533,7 +640,7 @@ class Worker:
             finally:
                 lease.watcher = None
         self._backoff = 0.0  # the job was marked running: the store takes writes
-        outage = lifecycle.finish(job, outcome, watch, entry)
+        outage = lifecycle.finish(job, outcome, watch, entry, then_start=then_start)
         if job.resultCode != NO_RESULT:
             self.activity.jobs_done += 1
             if JobStatus.of({"resultCode": job.resultCode}) is JobStatus.FAILED:
@@ -548,34 +655,46 @@ class Worker:
             self._pause(f"cannot record outcome: {outage}")
 
     def _load(
-        self, entry: QueueEntry, lease: LeaseKeeper
+        self, claim: Claim, lease: LeaseKeeper
     ) -> tuple[RuntimeJob, CancelWatch] | None:
+        entry = claim.entry
         try:
-            uuid = json.loads(entry.body)
-            if not isinstance(uuid, str):
-                raise InvalidJobDocument(f"queue body {entry.body!r} is not a uuid")
+            if claim.started and claim.uuid is not None:
+                # read (and marked running) by the claim's transaction
+                uuid, data, cas, requested = (claim.uuid, claim.document, claim.cas,
+                                              claim.cancel_requested)  # fmt: skip
+            else:
+                # read now: a claim that waited its turn may be stale
+                uuid = json.loads(entry.body)
+                if not isinstance(uuid, str):
+                    raise InvalidJobDocument(f"queue body {entry.body!r} is not a uuid")
+                # The job and its cancel request in one round trip (two
+                # reads on a ZeroG datastore): the check before marking the
+                # job running then needs no read of its own. A queue in the
+                # same database (PostgreSQL) read both with the claim.
+                keys = [make_key(uuid), cancel_key(uuid)]
+                read = entry.documents(self.datastore, keys) if isinstance(
+                    entry, DocumentEntry) else None
+                (data, cas), (request, _) = read or self.datastore.read_many(keys)
+                requested = request is not None
             watch = self._watch(uuid, entry, lease)
-            # The job and its cancel request in one round trip (two reads on
-            # a ZeroG datastore): the check before marking the job running
-            # then needs no read of its own.
-            # A queue in the same database read both with the claim.
-            keys = [make_key(uuid), cancel_key(uuid)]
-            read = entry.documents(self.datastore, keys) if isinstance(
-                entry, DocumentEntry) else None
-            (data, cas), (request, _) = read or self.datastore.read_many(keys)
             job = self.registry.stored_job(
                 uuid, data, cas, self.datastore, self.queue, watch.keepalive
             )
-            watch.prime(request is not None)
+            if not claim.started:
+                # a started job's next check must read: it runs from now on
+                watch.prime(requested)
             return job, watch
         except DatastoreUnavailable as exc:
             # Not the job's fault: never count this towards deleting it.
+            self.lifecycle.unstart(claim)
             self._back_off(entry, f"datastore unavailable: {exc}")
             return None
         except (ValueError, JobNotFound, UnknownJobType, InvalidJobDocument) as exc:
             reason = str(exc)
         except Exception:  # job code in __init__ or a schema hook may raise anything
             reason = traceback.format_exc()
+        self.lifecycle.unstart(claim)
         try:
             stats = entry.stats()
         except QueueError as exc:
@@ -635,6 +754,18 @@ class Worker:
         thread.start()
         thread.join(GIVE_UP_TIMEOUT)
         os._exit(self.EXIT_STUCK_JOB)
+
+
+def check_batch(batch: Any) -> int:
+    """``batch``, when it is a number of entries a worker may claim at once.
+
+    :raises ValueError: it is not an integer from 1 to :data:`MAX_BATCH`.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise ValueError(f"batch must be an integer, not {type(batch).__name__}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise ValueError(f"batch must be between 1 and {MAX_BATCH}, not {batch}")
+    return batch
 
 
 def resident_memory() -> int:
