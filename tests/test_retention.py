@@ -283,10 +283,10 @@ def test_jobs_run_between_the_batches_of_a_purge(app: Flask) -> None:
     w = worker(app)
     w.PURGE_BATCH = 1
     steps: list[str] = []
-    purge_step, process_entry = w._purge_step, w.process_entry
+    purge_step, run_claim = w._purge_step, w._run_claim
     w._purge_step = lambda: steps.append("purge") or purge_step()  # type: ignore[method-assign]
-    w.process_entry = (  # type: ignore[method-assign]
-        lambda entry: steps.append("job") or process_entry(entry))
+    w._run_claim = (  # type: ignore[method-assign]
+        lambda claim, then_start: steps.append("job") or run_claim(claim, then_start))
     w.run(burst=True)
     # a batch, the queued job, the other batches, the end of the purge
     assert steps == ["purge", "job", "purge", "purge", "purge"]
