@@ -198,3 +198,36 @@ def delivery_filter(status: str | None, uuid: str | None, mark: str) -> tuple[st
         conditions.append(f"uuid = {mark}")
         args.append(uuid)
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), args
+
+
+def entry_stats(
+    id: int, tube: str, pri: int, ttr: float, delay: float, created_at: float,
+    ready_at: float, lease_until: float | None, reserves: int, timeouts: int,
+    releases: int, *, now: float,
+) -> dict[str, Any]:
+    """beanstalkd's ``stats-job`` of an SQL queue's entry, from its columns
+    as read at ``now`` (the SQLite and PostgreSQL queues keep the same)."""
+    if lease_until is not None:
+        state, left = "reserved", lease_until - now
+    elif ready_at > now:
+        state, left = "delayed", ready_at - now
+    else:
+        state, left = "ready", 0.0
+    return {
+        "id": id,
+        "tube": tube,
+        "state": state,
+        "pri": pri,
+        "age": int(now - created_at),
+        "delay": _whole(delay),
+        "ttr": _whole(ttr),
+        "time-left": round(left, 3),
+        "reserves": reserves,
+        "timeouts": timeouts,
+        "releases": releases,
+    }
+
+
+def _whole(value: float) -> float:
+    """``value`` as an int when it is whole, as beanstalkd reports it."""
+    return int(value) if float(value).is_integer() else value

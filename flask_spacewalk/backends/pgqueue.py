@@ -49,7 +49,15 @@ from ..runtime.cancel import cancel_key
 from ..runtime.protocols import QueueDepth, Value
 from ..runtime.status import JOB_KEY_PREFIX, index_columns, job_index
 from ._fork import abandon, track
-from .base import BaseQueue, HeldEntry, check_priority, encode_value, lease_seconds, same_body
+from .base import (
+    BaseQueue,
+    HeldEntry,
+    check_priority,
+    encode_value,
+    entry_stats,
+    lease_seconds,
+    same_body,
+)
 from .postgres import TABLE as DOCUMENTS_TABLE
 from .postgres import PostgresDatastore, _Connections, _parse, _quote, _reason
 from .postgres import check_url as check_url
@@ -573,25 +581,8 @@ class PostgresQueue(BaseQueue):
         # the statement's snapshot predates its own expiry of the lease
         if lease_until is not None and lease_until <= now:
             lease_until, ready_at, timeouts = None, lease_until, timeouts + 1
-        if lease_until is not None:
-            state, left = "reserved", lease_until - now
-        elif ready_at > now:
-            state, left = "delayed", ready_at - now
-        else:
-            state, left = "ready", 0.0
-        return {
-            "id": id,
-            "tube": tube,
-            "state": state,
-            "pri": pri,
-            "age": int(now - created_at),
-            "delay": _number(delay),
-            "ttr": _number(ttr),
-            "time-left": round(left, 3),
-            "reserves": reserves,
-            "timeouts": timeouts,
-            "releases": releases,
-        }
+        return entry_stats(id, tube, pri, ttr, delay, created_at, ready_at, lease_until,
+                           reserves, timeouts, releases, now=now)  # fmt: skip
 
 
 class PostgresQueueEntry(HeldEntry):
@@ -641,6 +632,3 @@ class PostgresQueueEntry(HeldEntry):
         )
 
 
-def _number(value: float) -> float:
-    """``value`` as an int when it is whole, as beanstalkd reports it."""
-    return int(value) if float(value).is_integer() else value

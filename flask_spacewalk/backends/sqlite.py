@@ -51,6 +51,7 @@ from .base import (
     check_priority,
     delivery_filter,
     encode_value,
+    entry_stats,
     lease_seconds,
     same_body,
 )
@@ -1316,27 +1317,7 @@ class SqliteQueue(BaseQueue):
             row = conn.execute(_STATS, (id,)).fetchone()
         if row is None:
             raise errors.EntryNotReserved(f"entry {id} was deleted")
-        (id, tube, pri, ttr, delay, created_at, ready_at, lease_until,
-         reserves, timeouts, releases) = row  # fmt: skip
-        if lease_until is not None:
-            state, left = "reserved", lease_until - now
-        elif ready_at > now:
-            state, left = "delayed", ready_at - now
-        else:
-            state, left = "ready", 0.0
-        return {
-            "id": id,
-            "tube": tube,
-            "state": state,
-            "pri": pri,
-            "age": int(now - created_at),
-            "delay": _number(delay),
-            "ttr": _number(ttr),
-            "time-left": round(left, 3),
-            "reserves": reserves,
-            "timeouts": timeouts,
-            "releases": releases,
-        }
+        return entry_stats(*row, now=now)
 
 
 class _Transaction:
@@ -1405,6 +1386,3 @@ class SqliteQueueEntry(HeldEntry):
         )
 
 
-def _number(value: float) -> float:
-    """``value`` as an int when it is whole, as beanstalkd reports it."""
-    return int(value) if float(value).is_integer() else value
