@@ -111,8 +111,9 @@ def machine_facts() -> dict[str, str]:
 
 
 def measure(log: Any) -> dict[str, Any]:
-    from .http_bench import run_http
+    from .http_bench import BenchError, run_http
     from .jobs_bench import run_jobs
+    from .post_backends_bench import run_post_backends
 
     duration = knob("BENCH_DURATION", 2)
     rounds = knob("BENCH_ROUNDS", 3)
@@ -135,6 +136,12 @@ def measure(log: Any) -> dict[str, Any]:
     results["jobs"] = run_jobs(settings["BENCH_JOBS"], settings["BENCH_RQ_JOBS"],
                                settings["BENCH_JOB_ROUNDS"], settings["BENCH_LATENCY_JOBS"],
                                log)
+    log(f"POST job on PostgreSQL alone beside SQLite: {rounds} round(s) of {duration} s")
+    try:
+        results["post_backends"] = run_post_backends(f"{duration}s", rounds, log)
+    except (BenchError, RuntimeError, OSError) as exc:  # reported, the rest stands
+        results["post_backends"] = {"error": str(exc).splitlines()[0]}
+        log(f"  FAILED {results['post_backends']['error']}")
     results["facts"]["load average at end"] = _loadavg()
     results["seconds"] = round(time.monotonic() - start)
     return results

@@ -3,6 +3,7 @@ the POST script's status check, and the report writer. No wrk, gunicorn,
 rq or matplotlib needed."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -131,12 +132,16 @@ def _results() -> dict[str, object]:
         "http": {"runs": runs, "rss_kib": {"gunicorn sync worker": 40960}},
         "jobs": {
             "throughput": {"RQ": {"1": [250.0], "2": [400.0]},
-                           "SQLite": {"1": [2500.0], "2": [3000.0]},
+                           "SQLite": {"1": [4000.0], "2": [5000.0]},
+                           "SQLite, --batch 50": {"1": [8000.0], "2": []},
                            "Redis": {"1": [900.0], "2": [2000.0]}},
             "latency": {"SQLite": {"p50_ms": 2.5, "p99_ms": 9.0, "gets_per_job": 1.5,
                                    "worker_rss_kib": 35000}},
             "errors": {"PostgreSQL + beanstalkd": "backend unavailable: refused"},
         },
+        "post_backends": {"rates": {"SQLite": [1000.0, 1200.0, 900.0],
+                                    "PostgreSQL": [900.0, 840.0, 810.0]},
+                          "p50_ms": {"SQLite": [5.0], "PostgreSQL": [6.0]}},
     }
 
 
@@ -149,14 +154,21 @@ def test_summary_ratios_and_targets() -> None:
     assert plain["endpoint"] == "plain Flask view" and plain["errors"] == 2
     verdicts = {t.what: t.verdict for t in summary["targets"]}
     assert verdicts["leaves, sync, c16, ratio to plain"] == "ok"
-    assert verdicts["SQLite throughput, 1 process(es), ratio to RQ"] == "ok"  # 10x >= 8x
-    assert verdicts["SQLite throughput, 2 process(es), ratio to RQ"] == "BELOW TARGET"  # 7.5x
+    assert verdicts["SQLite throughput, 1 process(es), ratio to RQ"] == "ok"  # 16x >= 15x
+    assert "SQLite throughput, 2 process(es), ratio to RQ" not in verdicts  # 2 to 1 instead
+    assert verdicts["SQLite throughput, 2 processes to 1"] == "BELOW TARGET"  # 1.25x
+    assert verdicts["SQLite, --batch 50 throughput, 1 process(es), ratio to RQ"] == "ok"  # 32x
     assert verdicts["Redis throughput, 1 process(es), ratio to RQ"] == "BELOW TARGET"  # 3.6x
-    assert verdicts["SQLite POST-to-finished p50"] == "ok"
+    assert verdicts["SQLite POST-to-finished p50"] == "BELOW TARGET"  # 2.5 ms > 2 ms
+    # each round's ratio (0.9, 0.7, 0.9), then the median
+    post_backends = next(t for t in summary["targets"] if t.what.startswith("POST job, gth"))
+    assert post_backends.measured == pytest.approx(0.9) and post_backends.met
     assert verdicts["PostgreSQL + beanstalkd throughput, 1 process(es), ratio to RQ"] == (
         "NOT MEASURED")
     text = report.text_report(summary)
     assert "BELOW TARGET" in text and "0.40x" in text
+    assert re.search(r"SQLite, --batch 50 +8,000 +32\.0x", text)
+    assert re.search(r"PostgreSQL +840 +6\.00", text)
 
 
 def test_replace_section_keeps_the_rest_byte_for_byte() -> None:
