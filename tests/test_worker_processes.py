@@ -110,7 +110,9 @@ def test_sigterm_lets_the_running_job_finish(db_url, datastore, test_queue):
     job.enqueue()
     proc = start_worker(db_url, "--grace", "20")
     try:
-        wait_for(lambda: doc(datastore, job.uuid).get("running"), what="job start")
+        # pids, written by run() itself: "running" is written by the claim, a
+        # moment before, and a claim not yet run is given back on SIGTERM
+        wait_for(lambda: doc(datastore, job.uuid).get("pids"), what="job start")
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     finally:
@@ -125,7 +127,7 @@ def test_sigterm_past_grace_releases_the_job(db_url, datastore, test_queue):
     job.enqueue()
     proc = start_worker(db_url, "--grace", "0.5")
     try:
-        wait_for(lambda: doc(datastore, job.uuid).get("running"), what="job start")
+        wait_for(lambda: doc(datastore, job.uuid).get("pids"), what="job start")
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     finally:
