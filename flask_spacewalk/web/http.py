@@ -149,7 +149,9 @@ def read_json_body(limit: int) -> dict[str, Any]:
     Size (413), content type (415), JSON syntax and type (400); an empty
     body means ``{}``.
     """
-    if request.content_length is not None and request.content_length > limit:
+    # read once: werkzeug parses the header again at each access
+    length = request.content_length
+    if length is not None and length > limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
     try:
         raw = request.stream.read(limit + 1)
@@ -163,12 +165,12 @@ def read_json_body(limit: int) -> dict[str, Any]:
         raise BadRequest(f"the body could not be read: {exc}") from exc
     if len(raw) > limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
-    if request.content_length is not None and len(raw) < request.content_length:
+    if length is not None and len(raw) < length:
         # gunicorn marks its input terminated, so werkzeug does not check
         # the length: a client that stops sending early must not have a
         # prefix of its body taken for the whole of it.
         raise BadRequest(
-            f"the body ended after {len(raw)} of the {request.content_length} bytes"
+            f"the body ended after {len(raw)} of the {length} bytes"
             " its Content-Length announced"
         )
     if not raw.strip(JSON_WHITESPACE):
