@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 #: JSON's white space: a body of only these means ``{}``.
 JSON_WHITESPACE = b" \t\r\n"
 
+# Built once: json.dumps and json.loads build a new encoder or decoder at
+# every call given any option (a few microseconds of each answer and body).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+_ASCII_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """``data`` as a JSON response, keys in the order given."""
     return json_bytes_response(encode(data), status, headers)
@@ -82,9 +88,9 @@ def encode(data: Any) -> bytes:
     for, as ``null``.
     """
     try:
-        return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode()
+        return (_ENCODER.encode(data) + "\n").encode()
     except UnicodeEncodeError:
-        return (json.dumps(data, allow_nan=False) + "\n").encode()
+        return (_ASCII_ENCODER.encode(data) + "\n").encode()
     except ValueError:  # NaN or an infinity
         return encode(_finite(data))
 
@@ -187,7 +193,7 @@ def read_json_body(limit: int) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
     try:
-        body = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+        body = _BODY_DECODER.decode(text)
     except RecursionError:
         raise BadRequest(_TOO_DEEP) from None
     except ValueError as exc:
@@ -261,6 +267,10 @@ def _parse_int(text: str) -> int | float:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+#: POST bodies' decoder (see _ENCODER): big integers and NaN as above.
+_BODY_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
 
 
 def _json_type(value: Any) -> str:
