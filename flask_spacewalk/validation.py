@@ -56,7 +56,9 @@ class ParamsValidator:
         self.schema = schema_instance(params_schema)
         #: The published post-schema, as :func:`post_schema` gives it.
         self.json_schema = post_schema(self.schema)
-        self._validator = Draft7Validator(self.json_schema, format_checker=FORMAT_CHECKER)
+        self._validator = Draft7Validator(
+            _inline_root(self.json_schema), format_checker=FORMAT_CHECKER
+        )
 
     def validate(self, body: t.Any) -> dict[str, t.Any]:
         """Check a parsed JSON body and load it.
@@ -96,6 +98,36 @@ class ParamsValidator:
         if errors:
             raise ParamsInvalid(errors.by_field())
         return loaded
+
+
+def _inline_root(schema: dict[str, t.Any]) -> dict[str, t.Any]:
+    """``schema`` with a root that only refers to one of its definitions
+    replaced by that definition, the definitions kept for the other
+    references: the same checks (draft 7 ignores a ``$ref``'s siblings), but
+    the root's reference is not looked up again for every body, which was
+    about 40 % of a small body's check."""
+    ref = schema.get("$ref")
+    prefix = "#/definitions/"
+    definitions = schema.get("definitions")
+    if (
+        not isinstance(ref, str)
+        or not ref.startswith(prefix)
+        or not isinstance(definitions, dict)
+        or set(schema) - {"$schema", "$ref", "definitions"}
+    ):
+        return schema
+    name = ref[len(prefix):]
+    target = definitions.get(name)
+    if (
+        any(char in name for char in "~%/")  # an escaped pointer: left to jsonschema
+        or not isinstance(target, dict)
+        or {"$schema", "definitions"} & set(target)
+    ):
+        return schema
+    inlined = {**target, "definitions": definitions}
+    if "$schema" in schema:
+        inlined["$schema"] = schema["$schema"]
+    return inlined
 
 
 class _Messages:

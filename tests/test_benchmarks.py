@@ -251,3 +251,35 @@ def test_the_wait_benchmark_runs_a_few_jobs() -> None:
         assert results[name]["p50"] > 0
     assert results["wait"]["requests_per_job"] == 1.0
     assert results["poll"]["requests_per_job"] >= 2.0
+
+
+def test_request_stages_summary_of_commit_times() -> None:
+    from benchmarks.request_stages import summarize
+
+    stats = summarize([50_000] * 98 + [2_000_000, 3_000_000])
+    assert stats["median_us"] == 50.0
+    assert stats["mean_us"] == pytest.approx(99.0)
+    assert stats["p99_us"] == 3000.0
+    assert stats["share_over_1ms"] == pytest.approx(5_000_000 / 9_900_000)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_request_stages_stops_on_an_error_answer() -> None:
+    from benchmarks.request_stages import check_status
+
+    check_status("POST job", "201 CREATED")
+    with pytest.raises(SystemExit, match="POST job answered 500"):
+        check_status("POST job", "500 INTERNAL SERVER ERROR")
+
+
+def test_request_stages_runs_a_few_requests() -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.request_stages", "--requests", "20", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "POST job" in done.stdout and "COMMIT: median" in done.stdout
+    assert "document read" in done.stdout  # a stage of the progress poll

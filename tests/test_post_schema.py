@@ -882,3 +882,53 @@ def test_every_valid_body_is_accepted(
         for name, field in validator.schema.load_fields.items()
         if (field.data_key or name) in body
     }
+
+
+# -- the root reference, resolved once ------------------------------------------
+
+
+def test_inline_root_keeps_the_checks_of_a_root_reference() -> None:
+    from flask_spacewalk.validation import _inline_root
+
+    tree = Schema.from_dict(
+        {"value": fields.Integer(), "children": fields.List(fields.Nested(lambda: tree()))},
+        name="Tree",
+    )
+    schema = post_schema(tree)
+    inlined = _inline_root(schema)
+    assert "$ref" not in inlined and inlined["definitions"] is schema["definitions"]
+    assert inlined["$schema"] == schema["$schema"]
+    plain, fast = Draft7Validator(schema), Draft7Validator(inlined)
+    for body in ({"value": 1}, {"children": [{"children": [{"value": "x"}]}]}, {"nope": 1}, []):
+        # same errors, same places: the messages are built from these
+        assert [(e.validator, list(e.absolute_path)) for e in plain.iter_errors(body)] == [
+            (e.validator, list(e.absolute_path)) for e in fast.iter_errors(body)
+        ]
+    assert errors_of(tree, {"children": [{"value": 2.5}]}) == {
+        "children": ["0.value: Not a valid integer."]
+    }
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object"},  # no reference
+        {"$ref": "http://example.com/s.json", "definitions": {}},  # not a local definition
+        {"$ref": "#/definitions/A", "definitions": []},  # definitions not an object
+        {"$ref": "#/definitions/A", "definitions": {"A": {}}, "title": "x"},  # other keywords
+        {"$ref": "#/definitions/A~1B", "definitions": {"A/B": {}}},  # an escaped pointer
+        {"$ref": "#/definitions/A", "definitions": {"B": {}}},  # no such definition
+        {"$ref": "#/definitions/A", "definitions": {"A": {"definitions": {}}}},  # its own
+    ],
+)
+def test_inline_root_leaves_other_schemas_as_they_are(schema: dict[str, Any]) -> None:
+    from flask_spacewalk.validation import _inline_root
+
+    assert _inline_root(schema) is schema
+
+
+def test_inline_root_without_a_dialect_adds_none() -> None:
+    from flask_spacewalk.validation import _inline_root
+
+    schema = {"$ref": "#/definitions/A", "definitions": {"A": {"type": "object"}}}
+    assert _inline_root(schema) == {"type": "object", "definitions": schema["definitions"]}

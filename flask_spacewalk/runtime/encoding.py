@@ -31,6 +31,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _LONG_INT_BITS = 1000
 
 
+#: Built once: json.dumps builds a new encoder at every call given options.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode_value(value: Value) -> str:
     """``value`` as the JSON text a datastore stores, or an error naming
     what cannot be stored and where.
@@ -42,7 +46,7 @@ def encode_value(value: Value) -> str:
         of the stores cannot hold (see :class:`~flask_spacewalk.errors.UnstorableValue`).
     """
     try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(value)
     except (ValueError, TypeError, RecursionError) as exc:
         _refuse(value, str(exc) or type(exc).__name__)
     # json.dumps lets through what the text cannot show (a key that is not

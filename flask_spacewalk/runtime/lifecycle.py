@@ -207,8 +207,9 @@ class Lifecycle:
             holds a value no datastore stores; nothing is queued.
         """
         # Checked before the put: an entry must not outlive a document
-        # that cannot record it.
-        encode_value({"queueKwargs": queue_kwargs})
+        # that cannot record it (no options, the usual POST: nothing to check).
+        if queue_kwargs:
+            encode_value({"queueKwargs": queue_kwargs})
         queue_name = self.queue.queueName
         if job.cas == 0 and self._put_with_document(job, queue_kwargs, queue_name):
             return

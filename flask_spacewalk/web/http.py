@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 #: JSON's white space: a body of only these means ``{}``.
 JSON_WHITESPACE = b" \t\r\n"
 
+# Built once: json.dumps and json.loads build a new encoder or decoder at
+# every call given any option (a few microseconds of each answer and body).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+_ASCII_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """``data`` as a JSON response, keys in the order given."""
     return json_bytes_response(encode(data), status, headers)
@@ -82,9 +88,9 @@ def encode(data: Any) -> bytes:
     for, as ``null``.
     """
     try:
-        return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode()
+        return (_ENCODER.encode(data) + "\n").encode()
     except UnicodeEncodeError:
-        return (json.dumps(data, allow_nan=False) + "\n").encode()
+        return (_ASCII_ENCODER.encode(data) + "\n").encode()
     except ValueError:  # NaN or an infinity
         return encode(_finite(data))
 
@@ -123,7 +129,9 @@ def etag_headers(cas: int) -> dict[str, str]:
 def not_modified(headers: dict[str, str]) -> bool:
     """Whether the request's ``If-None-Match`` matches the ETag in
     ``headers`` (weak comparison, ``*`` and lists included, RFC 9110 13.1.2)."""
-    if "If-None-Match" not in request.headers:
+    # the environ, not request.headers: a header that is missing (the usual
+    # poll) costs a KeyError there
+    if "HTTP_IF_NONE_MATCH" not in request.environ:
         return False
     return request.if_none_match.contains_weak(headers["ETag"][1:-1])
 
@@ -149,7 +157,9 @@ def read_json_body(limit: int) -> dict[str, Any]:
     Size (413), content type (415), JSON syntax and type (400); an empty
     body means ``{}``.
     """
-    if request.content_length is not None and request.content_length > limit:
+    # read once: werkzeug parses the header again at each access
+    length = request.content_length
+    if length is not None and length > limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
     try:
         raw = request.stream.read(limit + 1)
@@ -163,12 +173,12 @@ def read_json_body(limit: int) -> dict[str, Any]:
         raise BadRequest(f"the body could not be read: {exc}") from exc
     if len(raw) > limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
-    if request.content_length is not None and len(raw) < request.content_length:
+    if length is not None and len(raw) < length:
         # gunicorn marks its input terminated, so werkzeug does not check
         # the length: a client that stops sending early must not have a
         # prefix of its body taken for the whole of it.
         raise BadRequest(
-            f"the body ended after {len(raw)} of the {request.content_length} bytes"
+            f"the body ended after {len(raw)} of the {length} bytes"
             " its Content-Length announced"
         )
     if not raw.strip(JSON_WHITESPACE):
@@ -183,7 +193,7 @@ def read_json_body(limit: int) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
     try:
-        body = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+        body = _BODY_DECODER.decode(text)
     except RecursionError:
         raise BadRequest(_TOO_DEEP) from None
     except ValueError as exc:
@@ -257,6 +267,10 @@ def _parse_int(text: str) -> int | float:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+#: POST bodies' decoder (see _ENCODER): big integers and NaN as above.
+_BODY_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
 
 
 def _json_type(value: Any) -> str:

@@ -32,6 +32,8 @@ def read_start_options(now: dt.datetime | None = None) -> dict[str, Any]:
     :raises BadRequest: an unknown or repeated parameter, a bad value, or
         both ``delay`` and ``runAt``.
     """
+    if not request.query_string:
+        return {}  # the usual POST: no query string to parse
     args = request.args
     unknown = sorted(name for name in args if name not in START_OPTIONS)
     if unknown:

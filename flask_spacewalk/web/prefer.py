@@ -30,22 +30,26 @@ def read_wait(max_wait: float) -> int | None:
     """The seconds the request prefers to wait, at most ``max_wait`` (in
     whole seconds); None when it states no ``wait`` preference this module
     understands."""
+    # get, not getlist: the WSGI environ holds one value per header (a
+    # server joins repeated ones), and getlist walks every header to find it
+    header = request.headers.get("Prefer")
+    if header is None:
+        return None
     cap = max(int(max_wait), 0)
-    for header in request.headers.getlist("Prefer"):
-        for preference in _split(header):
-            name = _NAME.match(preference)
-            if name is None or name.group(1).lower() != "wait":
-                continue
-            match = _VALUE.match(preference, name.end())
-            value = (match.group(1) or "") if match else ""
-            if value.startswith('"'):
-                value = re.sub(r"\\(.)", r"\1", value[1:-1])
-            if not value.isascii() or not value.isdigit():
-                return None  # the first wait counts, understood or not
-            value = value.lstrip("0") or "0"
-            if len(value) > _MAX_DIGITS:
-                return cap
-            return min(int(value), cap)
+    for preference in _split(header):
+        name = _NAME.match(preference)
+        if name is None or name.group(1).lower() != "wait":
+            continue
+        match = _VALUE.match(preference, name.end())
+        value = (match.group(1) or "") if match else ""
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        if not value.isascii() or not value.isdigit():
+            return None  # the first wait counts, understood or not
+        value = value.lstrip("0") or "0"
+        if len(value) > _MAX_DIGITS:
+            return cap
+        return min(int(value), cap)
     return None
 
 
