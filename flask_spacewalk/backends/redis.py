@@ -77,6 +77,18 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
 Every change is one Lua script, so it is atomic on the server. A standalone
 server (or a primary) of Redis 6.0 or later is needed; Redis Cluster is not
 supported, because a script touches keys of several hash slots.
+
+A queue and a datastore of one server and database share transactions with
+the lifecycle (runtime/protocols.py ``SharedTransactions``), which are
+optimistic: a claim script reserves entries and reads each one's job and
+cancel request; what the lifecycle then writes (the job marked running; a
+result with its webhook deliveries and the entry's deletion) is one commit
+script, which writes nothing unless every document read is unchanged and
+every entry still held. A no-op job costs three round trips: claim, mark
+running, commit the result. The commit's writes are the write script's own
+code (``write_doc``: the listing's indexes, the job-write notification), its
+cas is chosen by the client as the SQLite store's, ``max(time in ns, cas +
+1)``, so that the webhook-id made from it is known before the commit.
 """
 
 from __future__ import annotations
@@ -120,6 +132,8 @@ from .write_listener import WriteListener
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
 
 T = TypeVar("T")
+#: The keys of cancel requests (runtime/cancel.py).
+_CANCEL_PREFIX = cancel_key("")
 
 #: The default of a URL's ``socket_timeout`` and ``socket_connect_timeout``.
 SOCKET_TIMEOUT = 1.0
@@ -1488,7 +1502,7 @@ class RedisQueue(BaseQueue):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive integer, not {count!r}")
         store = self._shared_store()
-        args = [self._entries, count, store.prefix, JOB_KEY_PREFIX, cancel_key("")]
+        args = [self._entries, count, store.prefix, JOB_KEY_PREFIX, _CANCEL_PREFIX]
         keys = [self._ready, self._delayed, self._leases, self._wake, self._legacy_ready]
 
         def attempt() -> tuple[tuple[list[RedisQueueEntry], dict[str, _Read]] | None,
@@ -1526,12 +1540,15 @@ class RedisQueue(BaseQueue):
         """``func(transaction)`` in one optimistic transaction; its value.
 
         The transaction reads documents when asked (one round trip per
-        call) and keeps its writes, webhook deliveries and entry deletions
-        until ``func`` returns; then one script writes them all if nothing
-        it read changed meanwhile and every entry is still held, and nothing
+        call, none for a cancel request: see :meth:`_Transaction.read`) and
+        keeps its writes, webhook deliveries and entry deletions until
+        ``func`` returns; then one script writes them all if nothing it read
+        changed meanwhile and every entry is still held, and nothing
         otherwise. Then ``func`` runs again on fresh reads (another writer's
         commit came between: each retry follows someone's progress), and
-        with the entries another worker took since answering False.
+        with the entries another worker took since answering False. So
+        ``func`` may run more than once, and acts only through the
+        transaction.
 
         :raises: the datastore's ``casException`` when a write's own cas
             (not read in the transaction) is stale: nothing is written.
@@ -1546,8 +1563,9 @@ class RedisQueue(BaseQueue):
     def _transact(self, func: Callable[[StoreTransaction], T], read: dict[str, _Read]) -> T:
         store = self._shared_store()
         unheld: set[int] = set()
+        presume = True
         while True:
-            transaction = _Transaction(self, store, read, unheld)
+            transaction = _Transaction(self, store, read, unheld, presume)
             value = func(transaction)
             if transaction.empty:
                 return value
@@ -1561,8 +1579,8 @@ class RedisQueue(BaseQueue):
                                          "changed or was deleted since its cas")
             if verdict[0] == "unheld":
                 unheld.add(int(verdict[1]))
-            else:  # stale: read again
-                read = {}
+            else:  # stale: read again, every key
+                read, presume = {}, False
 
     def delete(self, id: int) -> bool:
         """Delete an entry that is ready, delayed, or reserved by nobody
@@ -1678,9 +1696,10 @@ class _Transaction:
     script makes together (see :meth:`RedisQueue.transact`)."""
 
     def __init__(
-        self, queue: RedisQueue, store: RedisDatastore, read: dict[str, _Read], unheld: set[int]
+        self, queue: RedisQueue, store: RedisDatastore, read: dict[str, _Read], unheld: set[int],
+        presume: bool,
     ) -> None:
-        self._queue, self._store = queue, store
+        self._queue, self._store, self._presume = queue, store, presume
         #: documents read before (by the claim's script) or in this attempt
         self._read = dict(read)
         self._unheld = unheld
@@ -1691,13 +1710,28 @@ class _Transaction:
         self._writes: list[Any] = []
         self._entries: list[RedisQueueEntry] = []
         self._deliveries: list[Delivery] = []
+        #: whether a read was presumed, which only a commit confirms
+        self._presumed = False
 
     @property
     def empty(self) -> bool:
-        return not (self._writes or self._entries or self._deliveries)
+        """Whether the attempt needs no commit."""
+        return not (self._writes or self._entries or self._deliveries or self._presumed)
 
     def read(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
-        missing = [key for key in keys if key not in self._read and key not in self._written]
+        """Each key's value and cas: as read before, else in one round trip,
+        but for cancel requests, which are rare: one not read yet is taken
+        as absent, and the commit checks that it is (else the transaction
+        runs again, reading every key)."""
+        missing = []
+        for key in keys:
+            if key in self._read or key in self._written:
+                continue
+            if self._presume and key.startswith(_CANCEL_PREFIX):
+                self._read[key] = _Read(None, None)
+                self._presumed = True
+            else:
+                missing.append(key)
         if missing:
             with self._queue._server.connect() as client:
                 pipe = client.pipeline(transaction=False)
