@@ -310,6 +310,8 @@ def test_what_shares_the_queue_s_database(datastore, queue, url, tmp_path):
     assert not queue.shares_database(make_datastore(f"sqlite:///{tmp_path / 'x.sqlite3'}"))
     other_db = make_datastore(url.replace("6379/0", "6379/1"))
     assert not queue.shares_database(other_db)
+    other_user = make_datastore(url.replace("redis://", "redis://someone@"))
+    assert not queue.shares_database(other_user)
     # one datastore prefix per queue: the transactions write its documents
     other_prefix = make_datastore(with_options(url, prefix="sw_test_other:"))
     assert not queue.shares_database(other_prefix)

@@ -1469,14 +1469,17 @@ class RedisQueue(BaseQueue):
     # -- transactions with the datastore (runtime/protocols.py SharedTransactions)
 
     def shares_database(self, datastore: Any) -> bool:
-        """Whether ``datastore`` is a :class:`RedisDatastore` of this server
-        and database, so that one script can write its documents and this
-        queue's entries. A queue serves the transactions of one datastore
+        """Whether ``datastore`` is a :class:`RedisDatastore` of this server,
+        database and user, so that one script can write its documents and
+        this queue's entries. A queue serves the transactions of one datastore
         prefix: another one's is not shared."""
         if not isinstance(datastore, RedisDatastore):
             return False
         mine, theirs = self._server.settings, datastore._server.settings
-        if (mine.host, mine.port, mine.db) != (theirs.host, theirs.port, theirs.db):
+        # (another user may lack the permissions on the other's keys)
+        if (mine.host, mine.port, mine.db, mine.username) != (
+            theirs.host, theirs.port, theirs.db, theirs.username
+        ):
             return False
         if self._store is None:
             self._store = datastore
