@@ -261,8 +261,9 @@ def test_a_transaction_reads_its_own_writes_and_refuses_another_cas(datastore, q
 
     def change(tx: Any) -> int:
         [(document, cas)] = tx.read(["zerog_job_x"])
-        with pytest.raises(datastore.casException):
-            tx.write("zerog_job_x", document, cas + 1)
+        for stale in (cas + 1, 0):
+            with pytest.raises(datastore.casException):
+                tx.write("zerog_job_x", document, stale)
         first = tx.write("zerog_job_x", {"n": 2}, cas)
         assert tx.read(["zerog_job_x"]) == [({"n": 2}, first)]
         return tx.write("zerog_job_x", {"n": 3}, first)

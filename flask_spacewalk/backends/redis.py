@@ -1758,7 +1758,8 @@ class _Transaction:
         known = self._written[key][1] if key in self._written else None
         if known is None and key in self._checks:
             known = int(self._checks[key] or 0)
-        if known is not None and known != cas:
+        # (a cas of 0 replaces nothing: no document has it)
+        if not cas or (known is not None and known != cas):
             raise self._store.casException(
                 f"document {key!r} changed or was deleted since cas {cas}"
             )
