@@ -345,6 +345,30 @@ def test_a_request_before_the_result_s_transaction_is_read_in_it(datastore, queu
     assert queue.reserve(timeout=0) is None
 
 
+def test_a_request_is_read_before_a_save_of_the_result_s_guard_outside_the_transaction(
+    datastore, queue, monkeypatch
+):
+    # An overridden record_result saves something else first: that save is
+    # no transaction of the queue's, so the request is read before it.
+    real = ReturnsJob.record_result
+
+    def noting(job: ReturnsJob, resultCode: int) -> None:
+        job.update_attrs(completeness=0.5)
+        real(job, resultCode)
+
+    monkeypatch.setattr(ReturnsJob, "record_result", noting)
+    job = ReturnsJob(datastore, queue, value=200)
+    job.enqueue()
+    entry = queue.reserve(timeout=0)
+    job.update_attrs(running=True)
+    watch = CancelWatch(datastore, job.uuid, lambda: None, grace=10)
+    assert cancel_job(REGISTRY.get_job(job.uuid, datastore, queue)) is CancelAnswer.CANCELLING
+    make_worker(datastore, queue).lifecycle.finish(job, Outcome(200), watch, entry)
+    doc = datastore.read(make_key(job.uuid))
+    assert (doc["resultCode"], doc["running"], doc["completeness"]) == (410, False, 1.0)
+    assert queue.reserve(timeout=0) is None
+
+
 def test_a_pending_request_stops_the_job_before_it_runs(datastore, queue):
     fresh = ReturnsJob(datastore, queue, value=200)
     fresh.enqueue()

@@ -35,6 +35,7 @@ from test_worker_loop import make_worker, stored, submit
 
 from flask_spacewalk import errors
 from flask_spacewalk.backends import make_datastore, make_queue
+from flask_spacewalk.backends.redis import RedisQueueEntry
 from flask_spacewalk.runtime.cancel import cancel_key, request_cancel
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.lifecycle import Lifecycle
@@ -287,6 +288,24 @@ def test_a_claim_that_fails_gives_its_entries_back(quiet_registry, datastore, qu
     with pytest.raises(errors.QueueUnavailable):
         queue.reserve_in(5, 0, then)
     assert entries(queue) == {"ready": 2, "reserved": 0, "delayed": 0}
+
+
+def test_a_failed_claim_whose_entries_cannot_be_released_leaves_them_to_their_leases(
+    quiet_registry, datastore, queue, monkeypatch
+):
+    submit(QuietJob, datastore, queue)
+    assert queue.shares_database(datastore)
+
+    def then(tx: Any, claimed: list[Any]) -> None:
+        raise errors.QueueUnavailable("the server went away")
+
+    def release(entry: Any, delay: float = 0) -> None:
+        raise errors.QueueUnavailable("still away")
+
+    monkeypatch.setattr(RedisQueueEntry, "release", release)
+    with pytest.raises(errors.QueueUnavailable, match="went away"):
+        queue.reserve_in(1, 0, then)
+    assert entries(queue) == {"ready": 0, "reserved": 1, "delayed": 0}
 
 
 def test_a_claim_of_an_entry_that_is_no_job_reads_nothing(quiet_registry, datastore, queue):
