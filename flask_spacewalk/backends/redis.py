@@ -85,10 +85,12 @@ cancel request; what the lifecycle then writes (the job marked running; a
 result with its webhook deliveries and the entry's deletion) is one commit
 script, which writes nothing unless every document read is unchanged and
 every entry still held. A no-op job costs three round trips: claim, mark
-running, commit the result. The commit's writes are the write script's own
-code (``write_doc``: the listing's indexes, the job-write notification), its
-cas is chosen by the client as the SQLite store's, ``max(time in ns, cas +
-1)``, so that the webhook-id made from it is known before the commit.
+running, commit the result; in a batch (``--batch N``) about one, the
+commit of each result marking the next job running as the claim read it.
+The commit's writes are the write script's own code (``write_doc``: the
+listing's indexes, the job-write notification); their cas is chosen by the
+client, as the SQLite store's, ``max(time in ns, cas + 1)``, so that the
+webhook-id made from it is known before the commit.
 """
 
 from __future__ import annotations
@@ -1393,6 +1395,9 @@ class RedisQueue(BaseQueue):
         self._names = self._base + "names"
         #: the datastore on this server whose documents transactions write
         self._store: RedisDatastore | None = None
+        #: the documents the last claim read: a later transaction starts
+        #: from them (a batch's next job), and its commit checks them
+        self._claimed: dict[str, _Read] = {}
 
     def __repr__(self) -> str:
         return f"<RedisQueue {self.queueName!r} on {self._server.settings.server}>"
@@ -1529,8 +1534,9 @@ class RedisQueue(BaseQueue):
         if claimed is None:
             return None
         entries, read = claimed
+        self._claimed = read
         try:
-            return self._transact(lambda tx: then(tx, list(entries)), read)
+            return self._transact(lambda tx: then(tx, list(entries)), read, fresh=True)
         except BaseException:
             for entry in entries:
                 try:
@@ -1556,19 +1562,24 @@ class RedisQueue(BaseQueue):
         :raises: the datastore's ``casException`` when a write's own cas
             (not read in the transaction) is stale: nothing is written.
         """
-        return self._transact(func, {})
+        return self._transact(func, self._claimed, fresh=False)
 
     def _shared_store(self) -> RedisDatastore:
         if self._store is None:
             raise TypeError(f"{self!r} shares no datastore: call shares_database first")
         return self._store
 
-    def _transact(self, func: Callable[[StoreTransaction], T], read: dict[str, _Read]) -> T:
+    def _transact(
+        self, func: Callable[[StoreTransaction], T], read: dict[str, _Read], fresh: bool
+    ) -> T:
+        """:param read: documents read before, which ``func`` is given as
+            they were; ``fresh``: read a moment ago, by the claim's script
+            (others may have changed: only a commit confirms them)."""
         store = self._shared_store()
         unheld: set[int] = set()
         presume = True
         while True:
-            transaction = _Transaction(self, store, read, unheld, presume)
+            transaction = _Transaction(self, store, read, unheld, presume, fresh)
             value = func(transaction)
             if transaction.empty:
                 return value
@@ -1583,7 +1594,7 @@ class RedisQueue(BaseQueue):
             if verdict[0] == "unheld":
                 unheld.add(int(verdict[1]))
             else:  # stale: read again, every key
-                read, presume = {}, False
+                read, presume, fresh = {}, False, True
 
     def delete(self, id: int) -> bool:
         """Delete an entry that is ready, delayed, or reserved by nobody
@@ -1700,9 +1711,10 @@ class _Transaction:
 
     def __init__(
         self, queue: RedisQueue, store: RedisDatastore, read: dict[str, _Read], unheld: set[int],
-        presume: bool,
+        presume: bool, fresh: bool,
     ) -> None:
         self._queue, self._store, self._presume = queue, store, presume
+        self._fresh = fresh
         #: documents read before (by the claim's script) or in this attempt
         self._read = dict(read)
         self._unheld = unheld
@@ -1722,13 +1734,17 @@ class _Transaction:
         return not (self._writes or self._entries or self._deliveries or self._presumed)
 
     def read(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
-        """Each key's value and cas: as read before, else in one round trip,
-        but for cancel requests, which are rare: one not read yet is taken
-        as absent, and the commit checks that it is (else the transaction
-        runs again, reading every key)."""
+        """Each key's value and cas: as read before (by the last claim's
+        script), else in one round trip, but for cancel requests, which are
+        rare: one not read yet is taken as absent. The commit checks every
+        read (else the transaction runs again, reading every key), and is
+        sent for those alone if needed."""
         missing = []
         for key in keys:
-            if key in self._read or key in self._written:
+            if key in self._written:
+                continue
+            if key in self._read:
+                self._presumed = self._presumed or not self._fresh
                 continue
             if self._presume and key.startswith(_CANCEL_PREFIX):
                 self._read[key] = _Read(None, None)
