@@ -28,7 +28,7 @@ from flask_spacewalk.runtime.cancel import (
     request_cancel,
 )
 from flask_spacewalk.runtime.job import make_key
-from flask_spacewalk.runtime.lifecycle import cancel_job
+from flask_spacewalk.runtime.lifecycle import Lifecycle, cancel_job
 from flask_spacewalk.runtime.outcome import Outcome
 from flask_spacewalk.runtime.registry import JobRegistry
 from flask_spacewalk.runtime.worker_loop import Worker
@@ -289,7 +289,9 @@ def test_a_job_cancelled_while_a_worker_marks_it_running_never_runs(datastore, q
     assert datastore.read(make_key(job.uuid))["running"] is False
 
 
-def test_a_request_made_during_the_final_write_still_wins(datastore, queue):
+def test_a_request_made_during_the_final_write_still_wins(datastore, queue, monkeypatch):
+    # a queue of its own: the guard reads the request, then the result is saved
+    monkeypatch.setattr(Lifecycle, "shared", property(lambda self: None))
     job = ReturnsJob(datastore, queue, value=200)
     job.enqueue()
     entry = queue.reserve(timeout=0)
@@ -313,6 +315,57 @@ def test_a_request_made_during_the_final_write_still_wins(datastore, queue):
     doc = datastore.read(make_key(job.uuid))
     assert (doc["resultCode"], doc["running"], LateWatch.reads) == (410, False, 2)
     assert datastore.read(cancel_key(job.uuid)) is None
+    assert queue.reserve(timeout=0) is None
+
+
+def test_a_request_before_the_result_s_transaction_is_read_in_it(datastore, queue):
+    # The queue shares the datastore's file: the guard's first look at the
+    # request is the result's transaction's read, which rolls it back; the
+    # save's retry reads it and records the cancellation.
+    job = ReturnsJob(datastore, queue, value=200)
+    job.enqueue()
+    entry = queue.reserve(timeout=0)
+    job.update_attrs(running=True)
+
+    class CountingWatch(CancelWatch):
+        reads = 0
+
+        def check(self) -> bool:
+            CountingWatch.reads += 1
+            return super().check()
+
+    watch = CountingWatch(datastore, job.uuid, lambda: None, grace=10)
+    assert cancel_job(REGISTRY.get_job(job.uuid, datastore, queue)) is CancelAnswer.CANCELLING
+    lifecycle = make_worker(datastore, queue).lifecycle
+    assert lifecycle.shared is not None
+    lifecycle.finish(job, Outcome(200), watch, entry)
+    doc = datastore.read(make_key(job.uuid))
+    assert (doc["resultCode"], doc["running"], CountingWatch.reads) == (410, False, 1)
+    assert datastore.read(cancel_key(job.uuid)) is None
+    assert queue.reserve(timeout=0) is None
+
+
+def test_a_request_is_read_before_a_save_of_the_result_s_guard_outside_the_transaction(
+    datastore, queue, monkeypatch
+):
+    # An overridden record_result saves something else first: that save is
+    # no transaction of the queue's, so the request is read before it.
+    real = ReturnsJob.record_result
+
+    def noting(job: ReturnsJob, resultCode: int) -> None:
+        job.update_attrs(completeness=0.5)
+        real(job, resultCode)
+
+    monkeypatch.setattr(ReturnsJob, "record_result", noting)
+    job = ReturnsJob(datastore, queue, value=200)
+    job.enqueue()
+    entry = queue.reserve(timeout=0)
+    job.update_attrs(running=True)
+    watch = CancelWatch(datastore, job.uuid, lambda: None, grace=10)
+    assert cancel_job(REGISTRY.get_job(job.uuid, datastore, queue)) is CancelAnswer.CANCELLING
+    make_worker(datastore, queue).lifecycle.finish(job, Outcome(200), watch, entry)
+    doc = datastore.read(make_key(job.uuid))
+    assert (doc["resultCode"], doc["running"], doc["completeness"]) == (410, False, 1.0)
     assert queue.reserve(timeout=0) is None
 
 

@@ -1,6 +1,7 @@
 """Kill tests (issue 6, item 1): workers SIGKILLed at random lose no job and
-record no final result twice, on SQLite, on PostgreSQL + beanstalkd and on
-PostgreSQL alone (its queue).
+record no final result twice, on SQLite, on PostgreSQL + beanstalkd, on
+PostgreSQL alone (its queue) and on Redis (its queue beside its datastore:
+the optimistic claims and commits).
 
 Three worker processes run 1,000 jobs that each report progress four times
 while a controller SIGKILLs a random worker every ~0.5 s; the supervisor
@@ -21,11 +22,12 @@ from reliability_support import kill_round
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
-BACKENDS = [("sqlite", "sqlite"), ("postgresql", "beanstalkd"), ("postgresql", "postgresql")]
+BACKENDS = [("sqlite", "sqlite"), ("postgresql", "beanstalkd"), ("postgresql", "postgresql"),
+            ("redis", "redis")]
 
 
 @pytest.mark.parametrize(("datastore", "queue"), BACKENDS,
-                         ids=["sqlite", "postgresql+beanstalkd", "postgresql"])
+                         ids=["sqlite", "postgresql+beanstalkd", "postgresql", "redis"])
 def test_sigkilled_workers_lose_no_job_and_record_no_result_twice(
     datastore: str, queue: str, tmp_path: Path, record_property: pytest.RecordProperty
 ) -> None:

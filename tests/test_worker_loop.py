@@ -26,7 +26,7 @@ from runtime_jobs.jobs import TestRoot as RuntimeRoot
 from flask_spacewalk import NO_RESULT
 from flask_spacewalk.backends import make_queue
 from flask_spacewalk.errors import DatastoreUnavailable
-from flask_spacewalk.runtime.cancel import CancelWatch
+from flask_spacewalk.runtime.cancel import CancelWatch, request_cancel
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.lifecycle import Lifecycle
 from flask_spacewalk.runtime.outcome import MAX_DELAY, Outcome, interpret_result
@@ -334,9 +334,12 @@ def test_the_cancel_request_is_read_with_the_job(registry, datastore, queue, mon
 
     monkeypatch.setattr(cancel, "cancel_requested", counted)
     uuid = submit(NoopJob, datastore, queue)
-    make_worker(registry, datastore, queue).run(burst=True)
+    worker = make_worker(registry, datastore, queue)
+    worker.run(burst=True)
     assert stored(datastore, uuid)["resultCode"] == 200
-    assert reads == [uuid]  # only the check before the result is saved
+    # only the check before the result is saved, which a queue in the
+    # datastore's database makes in the result's transaction
+    assert reads == ([] if worker.lifecycle.shared else [uuid])
 
 
 @pytest.mark.parametrize(
@@ -594,18 +597,31 @@ def test_a_bad_run_result_retries_after_30_seconds(stores_registry, datastore, q
     assert (doc["resultCode"], doc["queueKwargs"]) == (NO_RESULT, {"delay": 30.0})
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["claimed", "reserved"])
 def test_a_bad_value_is_refused_before_a_cancel_is_recorded(
-    stores_registry, datastore, queue, monkeypatch
+    stores_registry, datastore, queue, monkeypatch, shared
 ):
     # The cancel read with the result: the run's unsaved value is dropped
     # and the cancellation recorded, after the error.
+    if not shared:
+        monkeypatch.setattr(Lifecycle, "shared", property(lambda self: None))
     uuid = submit(StoresJob, datastore, queue, kind="set", how="assign")
     worker = make_worker(stores_registry, datastore, queue)
-    # mark running (unless the claim did, reading the request itself), the
-    # first look before the result, then cancelled
-    marking = [] if worker.lifecycle.shared else [False]
-    checks = iter([*marking, False] + [True] * 10)
-    monkeypatch.setattr(CancelWatch, "check", lambda self: next(checks))
+    if shared:
+        # the claim reads the request, the result's transaction too (the
+        # guard's first look), where one stored during the run is found
+        run = StoresJob.run
+
+        def run_then_cancel(job: Any) -> Any:
+            value = run(job)
+            request_cancel(datastore, job.uuid)
+            return value
+
+        monkeypatch.setattr(StoresJob, "run", run_then_cancel)
+    else:
+        # mark running, the first look before the result, then cancelled
+        checks = iter([False, False] + [True] * 10)
+        monkeypatch.setattr(CancelWatch, "check", lambda self: next(checks))
     worker.run(burst=True)
     doc = _only_job(datastore, uuid)
     assert doc["resultCode"] == 410

@@ -77,6 +77,20 @@ Keys, with ``P`` the prefix and ``N`` the queue name:
 Every change is one Lua script, so it is atomic on the server. A standalone
 server (or a primary) of Redis 6.0 or later is needed; Redis Cluster is not
 supported, because a script touches keys of several hash slots.
+
+A queue and a datastore of one server and database share transactions with
+the lifecycle (runtime/protocols.py ``SharedTransactions``), which are
+optimistic: a claim script reserves entries and reads each one's job and
+cancel request; what the lifecycle then writes (the job marked running; a
+result with its webhook deliveries and the entry's deletion) is one commit
+script, which writes nothing unless every document read is unchanged and
+every entry still held. A no-op job costs three round trips: claim, mark
+running, commit the result; in a batch (``--batch N``) about one, the
+commit of each result marking the next job running as the claim read it.
+The commit's writes are the write script's own code (``write_doc``: the
+listing's indexes, the job-write notification); their cas is chosen by the
+client, as the SQLite store's, ``max(time in ns, cas + 1)``, so that the
+webhook-id made from it is known before the commit.
 """
 
 from __future__ import annotations
@@ -89,7 +103,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
@@ -98,8 +112,9 @@ import redis.exceptions
 import redis.retry
 
 from .. import defaults, errors
+from ..runtime.cancel import cancel_key
 from ..runtime.keyrecords import KeyRecord
-from ..runtime.protocols import JobDeletion, QueueDepth, Value
+from ..runtime.protocols import JobDeletion, QueueDepth, QueueEntry, StoreTransaction, Value
 from ..runtime.query import JobQuery, newest_first
 from ..runtime.status import JOB_KEY_PREFIX, JobIndex, JobStatus, job_index
 from ..runtime.webhooks import Delivery, DeliveryStatus, retried
@@ -117,6 +132,10 @@ from .base import (
 from .write_listener import WriteListener
 
 __all__ = ["RedisDatastore", "RedisQueue", "RedisQueueEntry", "check_url"]
+
+T = TypeVar("T")
+#: The keys of cancel requests (runtime/cancel.py).
+_CANCEL_PREFIX = cancel_key("")
 
 #: The default of a URL's ``socket_timeout`` and ``socket_connect_timeout``.
 SOCKET_TIMEOUT = 1.0
@@ -322,38 +341,152 @@ local function reindex(doc, base, member, job_type, status)
   redis.call('HSET', doc, 'ix_member', member, 'ix_type', job_type, 'ix_status', status,
     'ix_counted', 1)
 end
+-- Write document doc: json its text, cas the one it must have ('' for
+-- none), mode create, update or set; base the listing's index base and
+-- (member, job_type, status) the document's listing entry as the caller
+-- computed it (member '' when it is not listed). A job's write tells of
+-- itself on channel ('' for none) with its uuid. new_cas is the cas to give
+-- it ('' for max(server time in ns, old cas + 1); a caller's is above the
+-- old one). Returns the new cas as text (it may not fit a Lua number), or
+-- -2 when create finds the key, -1 for a stale cas, 0 when update finds no
+-- key.
+local function write_doc(doc, json, cas, mode, base, member, job_type, status, channel, uuid,
+                         new_cas)
+  local old = redis.call('HGET', doc, 'cas')
+  if mode == 'create' then
+    if redis.call('EXISTS', doc) == 1 then return -2 end
+  elseif cas ~= '' then
+    if old ~= cas then return -1 end
+  elseif not old and mode == 'update' then
+    return 0
+  end
+  reindex(doc, base, member ~= '' and member or nil, job_type, status)
+  if new_cas ~= '' then
+    redis.call('HSET', doc, 'value', json, 'cas', new_cas)
+  else
+    local t = redis.call('TIME')
+    local now = t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
+    if not old or #now > #old or (#now == #old and now > old) then
+      redis.call('HSET', doc, 'value', json, 'cas', now)
+      new_cas = now
+    else
+      -- the clock did not move on (or went back): HINCRBY counts in 64 bits
+      redis.call('HSET', doc, 'value', json)
+      redis.call('HINCRBY', doc, 'cas', 1)
+      new_cas = redis.call('HGET', doc, 'cas')
+    end
+  end
+  if channel and channel ~= '' then redis.call('PUBLISH', channel, uuid) end
+  return new_cas
+end
+-- The queue's keys as the entry scripts take them: ready, delayed, leases,
+-- wake, legacy ready. Reserve the next ready entry (its delays promoted
+-- already): {id, body, reserves, releases}, or nil when none is ready.
+local function reserve_next(keys, base, now)
+  while true do
+    local first = redis.call('ZPOPMIN', keys[1])
+    if #first == 0 then return nil end
+    local m = string.sub(first[1], 21)
+    local key = entry_key(base, m)
+    redis.call('ZREM', since_key(keys[1]), m)
+    local f = redis.call('HMGET', key, 'ttr', 'reserves', 'body', 'releases')
+    if f[1] then
+      local lease = now + tonumber(f[1])
+      local reserves = tonumber(f[2]) + 1
+      redis.call('HSET', key, 'lease', int(lease), 'reserves', int(reserves))
+      redis.call('ZADD', keys[3], lease, m)
+      return {tonumber(m), f[3], reserves, tonumber(f[4])}
+    end
+  end
+end
+-- pass the wake-up on: another waiter may take the next entry
+local function pass_wake(keys)
+  if redis.call('EXISTS', keys[1]) == 1 then wake(keys[4]) end
+end
+-- {0[, microseconds to the next delay or lease that runs out]}
+local function nothing_ready(keys, now)
+  -- nothing is ready, so any token is stale
+  redis.call('DEL', keys[4])
+  local next = false
+  for _, set in ipairs({keys[2], keys[3]}) do
+    local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    if #head > 0 and (not next or tonumber(head[2]) < next) then
+      next = tonumber(head[2])
+    end
+  end
+  if not next then return {0} end
+  return {0, math.max(next - now, 0)}
+end
+-- Delete, touch or release entry id (of keys, as reserve_next's) if its
+-- reserves are still these and (unless releases is '') its releases too;
+-- action delete, touch or release (after delay microseconds). Returns 1, or 0
+-- when someone else reserved the entry since (or, with releases, the holder
+-- released it) or it is gone.
+local function entry_action(keys, base, id, reserves, releases, action, delay)
+  local key = base .. id
+  local m = member(id)
+  local f = redis.call('HMGET', key, 'reserves', 'releases', 'pri', 'ttr', 'ready_at', 'lease')
+  if f[1] ~= reserves or (releases ~= '' and f[2] ~= releases) then return 0 end
+  if f[6] then
+    -- reserved: in the leases set alone
+    redis.call('ZREM', keys[3], m)
+  else
+    -- ready again (its lease ran out and nobody reserved it since), or
+    -- delayed by a release
+    redis.call('ZREM', keys[1], ready_member(f[5], m))
+    redis.call('ZREM', since_key(keys[1]), m)
+    redis.call('ZREM', keys[5], m)
+    redis.call('ZREM', keys[2], m)
+  end
+  if action == 'delete' then
+    redis.call('DEL', key)
+    return 1
+  end
+  local now = now_us()
+  if action == 'touch' then
+    local lease = now + tonumber(f[4])
+    redis.call('HSET', key, 'lease', int(lease))
+    redis.call('ZADD', keys[3], lease, m)
+    return 1
+  end
+  local wait = tonumber(delay)
+  redis.call('HDEL', key, 'lease')
+  local ready_at = int(now + wait)
+  redis.call('HSET', key, 'ready_at', ready_at, 'delay', delay)
+  redis.call('HINCRBY', key, 'releases', 1)
+  if wait > 0 then
+    redis.call('ZADD', keys[2], now + wait, m)
+  else
+    make_ready(keys[1], m, f[3], ready_at)
+  end
+  -- also for a delay: a waiter then looks again when to wake
+  wake(keys[4])
+  return 1
+end
+-- Webhook deliveries: keys records (hash id -> JSON), due (zset of pending
+-- ids by due_at), created (zset by created_at), claims (hash id -> token);
+-- args[first] the key prefix of the sets of each job's deliveries, then
+-- for each delivery its id, due_at, created_at, uuid and JSON text, up to
+-- the end of args. Stores those whose id is new; returns how many were.
+local function add_deliveries(keys, args, first)
+  local added = 0
+  for i = first + 1, #args, 5 do
+    local id = args[i]
+    if redis.call('HSETNX', keys[1], id, args[i + 4]) == 1 then
+      redis.call('ZADD', keys[2], args[i + 1], id)
+      redis.call('ZADD', keys[3], args[i + 2], id)
+      redis.call('SADD', args[first] .. args[i + 3], id)
+      added = added + 1
+    end
+  end
+  return added
+end
 """.replace("WAKE_TOKENS", str(WAKE_TOKENS))
 
-# KEYS: doc. ARGV: json, cas ('' for none), mode (create, update or set),
-# the listing's index base, and the document's listing entry as the caller
-# computed it: member ('' when it is not listed), jobType ('' for none) and
-# status. Returns the new cas as text (it may not fit a Lua number), or -2
-# when create finds the key, -1 for a stale cas, 0 when update finds no key.
+# KEYS: doc. ARGV: write_doc's json to uuid (see the prelude).
 _WRITE = """
-local old = redis.call('HGET', KEYS[1], 'cas')
-if ARGV[3] == 'create' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return -2 end
-elseif ARGV[2] ~= '' then
-  if old ~= ARGV[2] then return -1 end
-elseif not old and ARGV[3] == 'update' then
-  return 0
-end
-reindex(KEYS[1], ARGV[4], ARGV[5] ~= '' and ARGV[5] or nil, ARGV[6], ARGV[7])
-local t = redis.call('TIME')
-local now = t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
-local cas
-if not old or #now > #old or (#now == #old and now > old) then
-  redis.call('HSET', KEYS[1], 'value', ARGV[1], 'cas', now)
-  cas = now
-else
-  -- the clock did not move on (or went back): HINCRBY counts in 64 bits
-  redis.call('HSET', KEYS[1], 'value', ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'cas', 1)
-  cas = redis.call('HGET', KEYS[1], 'cas')
-end
--- a job's write tells of itself: ARGV[8] the channel, ARGV[9] its uuid
-if ARGV[8] and ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
-return cas
+return write_doc(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7],
+  ARGV[8], ARGV[9], '')
 """
 
 # KEYS: doc. ARGV: the listing's index base. Returns 1 when deleted.
@@ -494,34 +627,89 @@ return id
 _RESERVE = """
 local now = now_us()
 promote(KEYS[1], KEYS[2], KEYS[3], KEYS[5], ARGV[1], now)
-while true do
-  local first = redis.call('ZPOPMIN', KEYS[1])
-  if #first == 0 then break end
-  local m = string.sub(first[1], 21)
-  local key = entry_key(ARGV[1], m)
-  redis.call('ZREM', since_key(KEYS[1]), m)
-  local f = redis.call('HMGET', key, 'ttr', 'reserves', 'body', 'releases')
-  if f[1] then
-    local lease = now + tonumber(f[1])
-    local reserves = tonumber(f[2]) + 1
-    redis.call('HSET', key, 'lease', int(lease), 'reserves', int(reserves))
-    redis.call('ZADD', KEYS[3], lease, m)
-    -- pass the wake-up on: another waiter may take the next entry
-    if redis.call('EXISTS', KEYS[1]) == 1 then wake(KEYS[4]) end
-    return {1, tonumber(m), f[3], reserves, tonumber(f[4])}
+local entry = reserve_next(KEYS, ARGV[1], now)
+if not entry then return nothing_ready(KEYS, now) end
+pass_wake(KEYS)
+return {1, unpack(entry)}
+"""
+
+# A claim (RedisQueue.reserve_in). KEYS: ready, delayed, leases, wake,
+# legacy ready. ARGV: entry base, most entries, the documents' key prefix,
+# the job keys' and the cancel requests' key prefixes. Returns {1, {id, body,
+# reserves, releases, job text, job cas, cancel text, cancel cas}...} (the
+# documents are false for a body that is no uuid in quotes), or RESERVE's {0...}.
+_CLAIM = """
+local now = now_us()
+promote(KEYS[1], KEYS[2], KEYS[3], KEYS[5], ARGV[1], now)
+local out = {}
+for _ = 1, tonumber(ARGV[2]) do
+  local entry = reserve_next(KEYS, ARGV[1], now)
+  if not entry then break end
+  local uuid = string.match(entry[2], '^"([^"\\\\]*)"$')
+  local job, cancel = {false, false}, {false, false}
+  if uuid then
+    job = redis.call('HMGET', ARGV[3] .. ARGV[4] .. uuid, 'value', 'cas')
+    cancel = redis.call('HMGET', ARGV[3] .. ARGV[5] .. uuid, 'value', 'cas')
   end
+  table.insert(out, {entry[1], entry[2], entry[3], entry[4], job[1], job[2], cancel[1], cancel[2]})
 end
--- nothing is ready, so any token is stale
-redis.call('DEL', KEYS[4])
-local next = false
-for _, set in ipairs({KEYS[2], KEYS[3]}) do
-  local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
-  if #head > 0 and (not next or tonumber(head[2]) < next) then
-    next = tonumber(head[2])
+if #out == 0 then return nothing_ready(KEYS, now) end
+pass_wake(KEYS)
+return {1, out}
+"""
+
+# The commit of an optimistic transaction (RedisQueue.transact). KEYS: the
+# queue's (as _ENTRY's), then the webhook deliveries' (as _ADD_DELIVERIES').
+# ARGV: the documents' key prefix, the listing's index base, the job-writes
+# channel, the entry base; then the number of documents read and, for each,
+# its key and the cas it was read with ('' for none); the number of entries
+# to delete and, for each, its id and reserves; the number of writes and,
+# for each, its key, the cas it must have ('' when an earlier write of this
+# commit has it), its new cas, its text, its listing entry (member, jobType,
+# status) and the job's uuid ('' for none); then add_deliveries' args.
+# Nothing is written unless everything holds: returns {'ok'}, or {'stale'}
+# when a document read changed, {'unheld', id} when another worker reserved
+# entry id since, {'conflict', key} for a write's stale cas.
+_COMMIT = """
+local prefix, base, channel, entries = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  if (redis.call('HGET', prefix .. ARGV[i], 'cas') or '') ~= ARGV[i + 1] then
+    return {'stale'}
   end
+  i = i + 2
 end
-if not next then return {0} end
-return {0, math.max(next - now, 0)}
+local held = {}
+local n = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n do
+  if redis.call('HGET', entries .. ARGV[i], 'reserves') ~= ARGV[i + 1] then
+    return {'unheld', ARGV[i]}
+  end
+  table.insert(held, {ARGV[i], ARGV[i + 1]})
+  i = i + 2
+end
+n = tonumber(ARGV[i])
+local writes = i + 1
+for _ = 1, n do
+  i = i + 1
+  if ARGV[i + 1] ~= '' and redis.call('HGET', prefix .. ARGV[i], 'cas') ~= ARGV[i + 1] then
+    return {'conflict', ARGV[i]}
+  end
+  i = i + 7
+end
+i = writes
+for _ = 1, n do
+  local uuid = ARGV[i + 7]
+  write_doc(prefix .. ARGV[i], ARGV[i + 3], ARGV[i + 1], 'update', base, ARGV[i + 4],
+    ARGV[i + 5], ARGV[i + 6], uuid ~= '' and channel or '', uuid, ARGV[i + 2])
+  i = i + 8
+end
+add_deliveries({KEYS[6], KEYS[7], KEYS[8], KEYS[9]}, ARGV, i)
+for _, entry in ipairs(held) do
+  entry_action(KEYS, entries, entry[1], entry[2], '', 'delete', 0)
+end
+return {'ok'}
 """
 
 # KEYS: ready, delayed, leases, wake, legacy ready.
@@ -529,45 +717,7 @@ return {0, math.max(next - now, 0)}
 # Returns 1, or 0 when someone else reserved the entry since (or, with
 # releases, the holder released it) or it is gone.
 _ENTRY = """
-local key = ARGV[1] .. ARGV[2]
-local m = member(ARGV[2])
-local f = redis.call('HMGET', key, 'reserves', 'releases', 'pri', 'ttr', 'ready_at', 'lease')
-if f[1] ~= ARGV[3] or (ARGV[4] ~= '' and f[2] ~= ARGV[4]) then return 0 end
-if f[6] then
-  -- reserved: in the leases set alone
-  redis.call('ZREM', KEYS[3], m)
-else
-  -- ready again (its lease ran out and nobody reserved it since), or
-  -- delayed by a release
-  redis.call('ZREM', KEYS[1], ready_member(f[5], m))
-  redis.call('ZREM', since_key(KEYS[1]), m)
-  redis.call('ZREM', KEYS[5], m)
-  redis.call('ZREM', KEYS[2], m)
-end
-if ARGV[5] == 'delete' then
-  redis.call('DEL', key)
-  return 1
-end
-local now = now_us()
-if ARGV[5] == 'touch' then
-  local lease = now + tonumber(f[4])
-  redis.call('HSET', key, 'lease', int(lease))
-  redis.call('ZADD', KEYS[3], lease, m)
-  return 1
-end
-local delay = tonumber(ARGV[6])
-redis.call('HDEL', key, 'lease')
-local ready_at = int(now + delay)
-redis.call('HSET', key, 'ready_at', ready_at, 'delay', ARGV[6])
-redis.call('HINCRBY', key, 'releases', 1)
-if delay > 0 then
-  redis.call('ZADD', KEYS[2], now + delay, m)
-else
-  make_ready(KEYS[1], m, f[3], ready_at)
-end
--- also for a delay: a waiter then looks again when to wake
-wake(KEYS[4])
-return 1
+return entry_action(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 """
 
 # KEYS: ready, delayed, leases. ARGV: entry base, id.
@@ -687,17 +837,7 @@ class _Script:
 # Webhook deliveries: KEYS records (hash id -> JSON), due (zset of pending
 # ids by due_at), created (zset by created_at), claims (hash id -> token).
 _ADD_DELIVERIES = """
-local added = 0
-for i = 2, #ARGV, 5 do
-    local id = ARGV[i]
-    if redis.call('HSETNX', KEYS[1], id, ARGV[i + 4]) == 1 then
-        redis.call('ZADD', KEYS[2], ARGV[i + 1], id)
-        redis.call('ZADD', KEYS[3], ARGV[i + 2], id)
-        redis.call('SADD', ARGV[1] .. ARGV[i + 3], id)
-        added = added + 1
-    end
-end
-return added
+return add_deliveries(KEYS, ARGV, 1)
 """
 _CLAIM_DELIVERIES = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
@@ -743,6 +883,7 @@ _SCRIPTS = {
     name: _Script(body)
     for name, body in [
         ("write", _WRITE), ("put", _PUT), ("reserve", _RESERVE), ("entry", _ENTRY),
+        ("claim", _CLAIM), ("commit", _COMMIT),
         ("stats", _STATS), ("delete", _DELETE), ("stats_tube", _STATS_TUBE),
         ("delete_doc", _DELETE_DOC), ("list", _LIST), ("reindex", _REINDEX),
         ("claim_key", _CLAIM_KEY), ("replace_key", _REPLACE_KEY),
@@ -1252,6 +1393,11 @@ class RedisQueue(BaseQueue):
         self._leases, self._wake = tube + ":leases", tube + ":wake"
         self._legacy_ready = tube + ":ready"  # see the module
         self._names = self._base + "names"
+        #: the datastore on this server whose documents transactions write
+        self._store: RedisDatastore | None = None
+        #: the documents the last claim read: a later transaction starts
+        #: from them (a batch's next job), and its commit checks them
+        self._claimed: dict[str, _Read] = {}
 
     def __repr__(self) -> str:
         return f"<RedisQueue {self.queueName!r} on {self._server.settings.server}>"
@@ -1290,11 +1436,20 @@ class RedisQueue(BaseQueue):
     def reserve(self, timeout: float | None = None) -> RedisQueueEntry | None:
         """Take the next ready entry, waiting up to ``timeout`` seconds
         (forever if None, not at all if 0); None if none came."""
+        return self._wait(self._try_reserve, timeout)
+
+    def _wait(
+        self, attempt: Callable[[], tuple[T | None, float | None]], timeout: float | None
+    ) -> T | None:
+        """``attempt()``'s first value that is not None, trying again as
+        entries come (``BLPOP`` on the wake-up list) for up to ``timeout``
+        seconds; None if none came. ``attempt`` also gives the seconds to
+        the next delay or lease that runs out."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            entry, next_event = self._try_reserve()
-            if entry is not None:
-                return entry
+            found, next_event = attempt()
+            if found is not None:
+                return found
             wait = WAKE_FALLBACK if next_event is None else min(WAKE_FALLBACK, next_event)
             if deadline is not None:
                 remaining = deadline - time.monotonic()
@@ -1315,6 +1470,131 @@ class RedisQueue(BaseQueue):
             _, id, body, reserves, releases = result
             return RedisQueueEntry(self, id, body, reserves, releases), None
         return None, result[1] / 1e6 if len(result) > 1 else None
+
+    # -- transactions with the datastore (runtime/protocols.py SharedTransactions)
+
+    def shares_database(self, datastore: Any) -> bool:
+        """Whether ``datastore`` is a :class:`RedisDatastore` of this server,
+        database and user, so that one script can write its documents and
+        this queue's entries. A queue serves the transactions of one datastore
+        prefix: another one's is not shared."""
+        if not isinstance(datastore, RedisDatastore):
+            return False
+        mine, theirs = self._server.settings, datastore._server.settings
+        # (another user may lack the permissions on the other's keys)
+        if (mine.host, mine.port, mine.db, mine.username) != (
+            theirs.host, theirs.port, theirs.db, theirs.username
+        ):
+            return False
+        if self._store is None:
+            self._store = datastore
+        return self._store.prefix == datastore.prefix
+
+    def reserve_in(
+        self,
+        count: int,
+        timeout: float | None,
+        then: Callable[[StoreTransaction, list[QueueEntry]], T],
+    ) -> T | None:
+        """Reserve up to ``count`` ready entries, waiting up to ``timeout``
+        seconds for the first, reading each one's job and cancel request in
+        the same script, and call ``then(transaction, entries)`` in a
+        transaction (:meth:`transact`) that starts from those reads; its
+        value, or None when none came.
+
+        When the transaction fails (the server went away), the entries are
+        released, as a rollback of the claim would leave them.
+
+        :raises ValueError: ``count`` is not a positive integer.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive integer, not {count!r}")
+        store = self._shared_store()
+        args = [self._entries, count, store.prefix, JOB_KEY_PREFIX, _CANCEL_PREFIX]
+        keys = [self._ready, self._delayed, self._leases, self._wake, self._legacy_ready]
+
+        def attempt() -> tuple[tuple[list[RedisQueueEntry], dict[str, _Read]] | None,
+                               float | None]:
+            result = self._server.run("claim", keys, args)
+            if not result[0]:
+                return None, result[1] / 1e6 if len(result) > 1 else None
+            entries, read = [], {}
+            for id, body, reserves, releases, job, job_cas, cancel, cancel_cas in result[1]:
+                entries.append(RedisQueueEntry(self, id, body, reserves, releases))
+                try:
+                    uuid = json.loads(body)
+                except ValueError:
+                    continue
+                if isinstance(uuid, str):  # as the script found it in quotes
+                    read[JOB_KEY_PREFIX + uuid] = _Read(job, job_cas)
+                    read[cancel_key(uuid)] = _Read(cancel, cancel_cas)
+            return (entries, read), None
+
+        claimed = self._wait(attempt, timeout)
+        if claimed is None:
+            return None
+        entries, read = claimed
+        self._claimed = read
+        try:
+            return self._transact(lambda tx: then(tx, list(entries)), read, fresh=True)
+        except BaseException:
+            for entry in entries:
+                try:
+                    entry.release()
+                except errors.QueueError:
+                    pass  # its lease brings it back
+            raise
+
+    def transact(self, func: Callable[[StoreTransaction], T]) -> T:
+        """``func(transaction)`` in one optimistic transaction; its value.
+
+        The transaction reads documents when asked (one round trip per
+        call, none for a cancel request: see :meth:`_Transaction.read`) and
+        keeps its writes, webhook deliveries and entry deletions until
+        ``func`` returns; then one script writes them all if nothing it read
+        changed meanwhile and every entry is still held, and nothing
+        otherwise. Then ``func`` runs again on fresh reads (another writer's
+        commit came between: each retry follows someone's progress), and
+        with the entries another worker took since answering False. So
+        ``func`` may run more than once, and acts only through the
+        transaction.
+
+        :raises: the datastore's ``casException`` when a write's own cas
+            (not read in the transaction) is stale: nothing is written.
+        """
+        return self._transact(func, self._claimed, fresh=False)
+
+    def _shared_store(self) -> RedisDatastore:
+        if self._store is None:
+            raise TypeError(f"{self!r} shares no datastore: call shares_database first")
+        return self._store
+
+    def _transact(
+        self, func: Callable[[StoreTransaction], T], read: dict[str, _Read], fresh: bool
+    ) -> T:
+        """:param read: documents read before, which ``func`` is given as
+            they were; ``fresh``: read a moment ago, by the claim's script
+            (others may have changed: only a commit confirms them)."""
+        store = self._shared_store()
+        unheld: set[int] = set()
+        presume = True
+        while True:
+            transaction = _Transaction(self, store, read, unheld, presume, fresh)
+            value = func(transaction)
+            if transaction.empty:
+                return value
+            keys = [self._ready, self._delayed, self._leases, self._wake, self._legacy_ready,
+                    *store._deliveries]  # fmt: skip
+            verdict = self._server.run("commit", keys, transaction.arguments())
+            if verdict[0] == "ok":
+                return value
+            if verdict[0] == "conflict":
+                raise store.casException(f"document {verdict[1][len(store.prefix):]!r} "
+                                         "changed or was deleted since its cas")
+            if verdict[0] == "unheld":
+                unheld.add(int(verdict[1]))
+            else:  # stale: read again, every key
+                read, presume, fresh = {}, False, True
 
     def delete(self, id: int) -> bool:
         """Delete an entry that is ready, delayed, or reserved by nobody
@@ -1413,6 +1693,132 @@ class RedisQueue(BaseQueue):
             "timeouts": int(timeouts),
             "releases": int(releases),
         }
+
+
+class _Read(NamedTuple):
+    """A document as a transaction read it: its text (None when missing)
+    and cas as the server gave them."""
+
+    text: str | None
+    cas: str | None
+
+
+class _Transaction:
+    """One attempt of an optimistic transaction over a :class:`RedisQueue`
+    and the :class:`RedisDatastore` on its server (runtime/protocols.py
+    ``StoreTransaction``): the reads it made, and the changes the commit
+    script makes together (see :meth:`RedisQueue.transact`)."""
+
+    def __init__(
+        self, queue: RedisQueue, store: RedisDatastore, read: dict[str, _Read], unheld: set[int],
+        presume: bool, fresh: bool,
+    ) -> None:
+        self._queue, self._store, self._presume = queue, store, presume
+        self._fresh = fresh
+        #: documents read before (by the claim's script) or in this attempt
+        self._read = dict(read)
+        self._unheld = unheld
+        #: the cas each document was read with, which the commit checks
+        self._checks: dict[str, str] = {}
+        #: what this attempt wrote: new text and cas by key
+        self._written: dict[str, tuple[str, int]] = {}
+        self._writes: list[Any] = []
+        self._entries: list[RedisQueueEntry] = []
+        self._deliveries: list[Delivery] = []
+        #: whether a read was presumed, which only a commit confirms
+        self._presumed = False
+
+    @property
+    def empty(self) -> bool:
+        """Whether the attempt needs no commit."""
+        return not (self._writes or self._entries or self._deliveries or self._presumed)
+
+    def read(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
+        """Each key's value and cas: as read before (by the last claim's
+        script), else in one round trip, but for cancel requests, which are
+        rare: one not read yet is taken as absent. The commit checks every
+        read (else the transaction runs again, reading every key), and is
+        sent for those alone if needed."""
+        missing = []
+        for key in keys:
+            if key in self._written:
+                continue
+            if key in self._read:
+                self._presumed = self._presumed or not self._fresh
+                continue
+            if self._presume and key.startswith(_CANCEL_PREFIX):
+                self._read[key] = _Read(None, None)
+                self._presumed = True
+            else:
+                missing.append(key)
+        if missing:
+            with self._queue._server.connect() as client:
+                pipe = client.pipeline(transaction=False)
+                for key in missing:
+                    pipe.hmget(self._store.prefix + key, ["value", "cas"])
+                for key, (text, cas) in zip(missing, pipe.execute()):
+                    self._read[key] = _Read(text, cas)
+        found: list[tuple[Value | None, int]] = []
+        for key in keys:
+            if key in self._written:
+                text, new_cas = self._written[key]
+                found.append((json.loads(text), new_cas))
+                continue
+            text, cas = self._read[key]
+            self._checks.setdefault(key, cas or "")
+            found.append((None, 0) if text is None else (json.loads(text), int(cas or 0)))
+        return found
+
+    def write(self, key: str, value: dict[str, Any], cas: int) -> int:
+        text = encode_value(value)
+        known = self._written[key][1] if key in self._written else None
+        if known is None and key in self._checks:
+            known = int(self._checks[key] or 0)
+        # (a cas of 0 replaces nothing: no document has it)
+        if not cas or (known is not None and known != cas):
+            raise self._store.casException(
+                f"document {key!r} changed or was deleted since cas {cas}"
+            )
+        # as the SQLite store's: the cas is known before the commit
+        new_cas = max(time.time_ns(), cas + 1)
+        uuid = key[len(JOB_KEY_PREFIX):] if key.startswith(JOB_KEY_PREFIX) else ""
+        checked = "" if key in self._written or key in self._checks else str(cas)
+        self._writes.append([key, checked, str(new_cas), text,
+                             *_entry(key, job_index(key, value)), uuid])  # fmt: skip
+        self._written[key] = (text, new_cas)
+        return new_cas
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        """Keep ``deliveries`` for the commit: how many were given (the
+        commit adds those whose id is new)."""
+        self._deliveries.extend(deliveries)
+        return len(deliveries)
+
+    def delete_entry(self, entry: QueueEntry) -> bool:
+        if not isinstance(entry, RedisQueueEntry) or entry._queue is not self._queue:
+            raise TypeError(f"{entry!r} is not an entry of {self._queue!r}")
+        if entry.id in self._unheld:
+            return False
+        self._entries.append(entry)
+        return True
+
+    def arguments(self) -> list[Any]:
+        """The commit script's ``ARGV``."""
+        store = self._store
+        args: list[Any] = [store.prefix, store._jobs, store.channel, self._queue._entries,
+                           len(self._checks)]  # fmt: skip
+        for key, cas in self._checks.items():
+            args += [key, cas]
+        args.append(len(self._entries))
+        for entry in self._entries:
+            args += [entry.id, entry._reserves]
+        args.append(len(self._writes))
+        for write in self._writes:
+            args += write
+        args.append(store._job_deliveries)
+        for d in self._deliveries:
+            args += [d.id, d.due_at, d.created_at, d.uuid, d.to_text()]
+        return args
 
 
 class RedisQueueEntry(HeldEntry):

@@ -170,8 +170,8 @@ class Lifecycle:
     @property
     def shared(self) -> SharedTransactions | None:
         """The queue, when it shares the datastore's database (one SQLite
-        file): then a claim marks its job running, and a result deletes its
-        entry, in one transaction each; None otherwise."""
+        file, one Redis server): then a claim marks its job running, and a
+        result deletes its entry, in one transaction each; None otherwise."""
         if not self._shared_checked:
             queue = self.queue
             if isinstance(queue, SharedTransactions) and queue.shares_database(self.datastore):
@@ -560,7 +560,7 @@ class Lifecycle:
         def record() -> None:
             nonlocal cancelled
             with self._settling(job, entry, then_start, settled):
-                cancelled = self._record_outcome(job, outcome, watch, requeue)
+                cancelled = self._record_outcome(job, outcome, watch, requeue, settled)
             if settled.done:
                 # the deliveries were recorded in the transaction that
                 # stored the result and deleted the entry
@@ -591,12 +591,23 @@ class Lifecycle:
         if shared is None or entry is None:
             return contextlib.nullcontext()
         held: QueueEntry = entry
+        settled.transacting = True
 
         def write(key: str, document: dict[str, Any], cas: int) -> int | None:
+            # one save: after a conflict the guard reads the request itself
+            check, settled.check_cancel = settled.check_cancel, False
             if settled.done or not cas or document.get("resultCode", NO_RESULT) == NO_RESULT:
+                if check and cancel_requested(self.datastore, job.uuid):
+                    raise self.datastore.casException(_CANCEL_SEEN)
                 return None
 
             def transaction(tx: StoreTransaction) -> tuple[int, bool, Any]:
+                if check:
+                    [(request, _)] = tx.read([cancel_key(job.uuid)])
+                    if request is not None:
+                        # rolled back: the save's retry runs the guard, which
+                        # reads the request and records the cancellation
+                        raise self.datastore.casException(_CANCEL_SEEN)
                 new_cas = tx.write(key, document, cas)
                 if self.webhooks is not None:
                     # before the entry goes, in its transaction: never lost
@@ -616,11 +627,12 @@ class Lifecycle:
         return job.writing_through(write)
 
     def _record_outcome(
-        self, job: RuntimeJob, outcome: Outcome, watch: CancelWatch | None, requeue: bool
+        self, job: RuntimeJob, outcome: Outcome, watch: CancelWatch | None, requeue: bool,
+        settled: _Settled | None = None,
     ) -> bool:
         """:return: whether the job was cancelled."""
         try:
-            return self._record(job, outcome, watch, requeue)
+            return self._record(job, outcome, watch, requeue, settled)
         except UnstorableValue as exc:
             # The job is back at its stored state, where anything saves.
             msg = f"the job's state after its run cannot be saved: {exc}"
@@ -628,10 +640,11 @@ class Lifecycle:
             job.record_event("Error - finished")
             failed = Outcome(INTERNAL_ERROR)
             _log_run(job, msg, failed)
-            return self._record(job, failed, watch, requeue)
+            return self._record(job, failed, watch, requeue, settled)
 
     def _record(
-        self, job: RuntimeJob, outcome: Outcome, watch: CancelWatch | None, requeue: bool
+        self, job: RuntimeJob, outcome: Outcome, watch: CancelWatch | None, requeue: bool,
+        settled: _Settled | None = None,
     ) -> bool:
         cancelled = outcome.cancelled
 
@@ -647,7 +660,7 @@ class Lifecycle:
         # Result first, entry second: a crash in between leaves an entry
         # whose job is finished, which the next worker drops.
         if outcome.finished and not outcome.recorded and not cancelled:
-            refused = self._record_result(job, outcome.result, watch)
+            refused = self._record_result(job, outcome.result, watch, settled)
             if refused is None:
                 return False
             if refused == _RESULT_STORED:
@@ -663,12 +676,26 @@ class Lifecycle:
         return cancelled
 
     @staticmethod
-    def _record_result(job: RuntimeJob, result: int, watch: CancelWatch | None) -> str | None:
-        """Tell the job its result, guarded; the guard's reason if refused."""
+    def _record_result(
+        job: RuntimeJob, result: int, watch: CancelWatch | None, settled: _Settled | None = None
+    ) -> str | None:
+        """Tell the job its result, guarded; the guard's reason if refused.
+
+        Where the result's save is a transaction of the queue's
+        (:meth:`_settling`), the guard's first look at the cancel request
+        is that transaction's read of it: one read less, and the request is
+        read in the same transaction as the result is written.
+        """
+        in_transaction = watch is not None and settled is not None and settled.transacting
 
         def refuse() -> str | None:
+            nonlocal in_transaction
             if job.stored_result != NO_RESULT:
                 return _RESULT_STORED
+            if in_transaction and settled is not None and watch is not None:
+                in_transaction = False
+                settled.check_cancel = True
+                return _CANCEL_SEEN if watch.requested else None
             if watch is not None and watch.check():
                 return _CANCEL_SEEN
             return None
@@ -678,6 +705,9 @@ class Lifecycle:
                 job.record_result(result)
         except ChangeRefused as refused:
             return refused.reason
+        finally:
+            if settled is not None:
+                settled.check_cancel = False
         return None
 
     # -- queue entries -----------------------------------------------------------
@@ -1012,11 +1042,17 @@ _UNSET = object()
 
 @dataclass
 class _Settled:
-    """Whether a save of :meth:`Lifecycle.finish` deleted the entry, and
-    whether it was still there to delete."""
+    """How the saves of :meth:`Lifecycle.finish` go: whether one deleted the
+    entry, whether it was still there to delete, and whether the next one
+    reads the cancel request."""
 
     done: bool = False
     deleted: bool = True
+    #: Whether the saves go through :meth:`Lifecycle._settling`'s transactions.
+    transacting: bool = False
+    #: Whether the next save reads the job's cancel request first (in its
+    #: transaction), for the result's guard, which did not read it.
+    check_cancel: bool = False
 
 
 def _read_claim(transaction: StoreTransaction, entry: QueueEntry) -> Claim:

@@ -405,12 +405,15 @@ class StoreTransaction(Protocol):
 @runtime_checkable
 class SharedTransactions(Protocol):
     """A queue whose entries live in the database of a datastore (the
-    embedded SQLite file), so that one transaction can write both: the
-    lifecycle claims an entry and marks its job running in one commit, and
-    records a result and deletes its entry in another.
+    embedded SQLite file, one Redis server), so that one transaction can
+    write both: the lifecycle claims an entry and marks its job running in
+    one commit, and records a result and deletes its entry in another.
 
     Optional: a queue without it costs a commit more per step, nothing else.
-    The functions given run inside the transaction and must be quick.
+    The functions given run inside the transaction and must be quick. A
+    queue that commits optimistically (Redis: the commit checks that nothing
+    read changed) may call them again on fresh reads, so they act only
+    through the transaction.
     """
 
     def shares_database(self, datastore: Datastore) -> bool:
