@@ -15,12 +15,29 @@ entries live in the table ``spacewalk_queue`` of the same schema::
                                              -- is NULL unless reserved
     reserves, timeouts, releases  integer NOT NULL
 
-A reserve is one call of the function ``spacewalk_queue_reserve(tube)``: it
-makes the entries whose lease ran out ready again, then claims the next ready
-one (by priority, then the time it became ready, then id) with ``FOR UPDATE
+A reserve is one call of the function ``spacewalk_queue_reserve``: it makes
+the entries whose lease ran out ready again, then claims the next ready ones
+(by priority, then the time each became ready, then id) with ``FOR UPDATE
 SKIP LOCKED``, so that concurrent workers never wait on each other's rows.
-Where the job documents are in the same schema, the same statement reads the
-job's document and its cancel request (:meth:`PostgresQueueEntry.documents`).
+Where the job documents are in the same schema, the same statement reads
+each job's document and its cancel request (:meth:`PostgresQueueEntry.documents`).
+
+Beside its datastore (:meth:`PostgresQueue.shares_database`), the queue
+runs the lifecycle's shared transactions (runtime/protocols.py
+``SharedTransactions``, docs/runtime.rst "Claims"): :meth:`~PostgresQueue.reserve_in`
+claims up to N entries, reads and locks their jobs' documents in the same
+call, and lets the lifecycle mark the first running in that transaction;
+:meth:`~PostgresQueue.transact` records a result and deletes its entry in
+another. Their writes of job documents ``pg_notify`` the datastore's channel,
+as its own writes do. Whether each commit waits for the disk
+(``synchronous_commit``):
+
+- a claim (with its mark of the job running), and an entry's expiry, delete,
+  release or touch: no. A server crash that loses one leaves the entry (and
+  the job's document, in the same transaction) as before, so the job runs
+  again: at least once, as always;
+- a put (with its document) and a result's transaction: yes. A client that
+  was told 201, or read the result, never sees it vanish.
 
 A put and a release ``NOTIFY`` the queue's channel in their transaction; a
 blocked reserve ``LISTEN``\\ s on a connection of its own and wakes when a

@@ -267,8 +267,8 @@ class Worker:
         transaction, and run their jobs one after another, keeping all their
         leases (docs/runtime.rst, "Batched claims"); a crash re-runs the
         unfinished ones when their leases run out. Only a queue that shares
-        the datastore's database (SQLite) claims in batches; another claims
-        one entry at a time.
+        the datastore's database (SQLite, PostgreSQL) claims in batches;
+        another claims one entry at a time.
     """
 
     #: Delete an unloadable entry once it was reserved more often than this.
@@ -468,7 +468,8 @@ class Worker:
         if self.batch > 1 and not self._warned_batch:
             self._warned_batch = True
             log.warning("queue %s cannot claim in batches (only a queue in the datastore's "
-                        "SQLite file can); claiming one entry at a time", self.queue_name)
+                        "SQLite file or PostgreSQL database and schema can); claiming one "
+                        "entry at a time", self.queue_name)
         entry = self.queue.reserve(timeout=timeout)
         return [] if entry is None else [Claim(entry)]
 
