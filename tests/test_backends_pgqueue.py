@@ -180,6 +180,51 @@ def test_an_unreachable_server_is_queue_unavailable() -> None:
         queue.close()
 
 
+def test_a_version_1_table_gains_the_claim_function_and_keeps_the_old_one(url: str) -> None:
+    schema = url.rpartition("schema=")[2]
+    old = make_queue(url, "jobs")
+    old.put("before")
+    old.close()
+    function = f'"{schema}".spacewalk_queue_reserve'
+    with admin() as conn:  # as version 1 left it
+        conn.execute(f"DROP FUNCTION {function}({pgqueue._FUNCTION_ARGS})")
+        conn.execute(f"CREATE FUNCTION {function}(text, boolean, text, text) RETURNS integer"
+                     " LANGUAGE sql AS 'SELECT 1'")
+        conn.execute(f"COMMENT ON TABLE \"{schema}\".spacewalk_queue"
+                     " IS 'flask_spacewalk queue schema 1'")
+    queue = make_queue(url, "jobs")
+    try:
+        entry = queue.reserve(timeout=0)
+        assert entry is not None and json.loads(entry.body) == "before"
+        with admin() as conn:
+            assert conn.execute(
+                "SELECT obj_description(%s::regclass, 'pg_class'),"
+                " to_regprocedure(%s) IS NOT NULL",
+                (f'"{schema}".spacewalk_queue', f"{function}(text, boolean, text, text)"),
+            ).fetchone() == (f"flask_spacewalk queue schema {pgqueue.SCHEMA_VERSION}", True)
+    finally:
+        queue.close()
+    # once current, a new process only checks the version
+    again = make_queue(url, "jobs")
+    statements: list[str] = []
+    setup = again._connections._setup
+
+    class Spy:
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            statements.append(sql)
+            return self.conn.execute(sql, *args)
+
+    again._connections._setup = lambda conn: setup(Spy(conn))  # type: ignore[arg-type]
+    try:
+        again.ping()
+    finally:
+        again.close()
+    assert len(statements) == 1, statements
+
+
 def test_the_table_keeps_its_own_schema_version(url: str) -> None:
     schema = url.rpartition("schema=")[2]
     queue = make_queue(url, "jobs")
