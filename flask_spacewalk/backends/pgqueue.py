@@ -51,6 +51,7 @@ from the documents' table and its version.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -76,8 +77,9 @@ from .base import (
     lease_seconds,
     same_body,
 )
-from .postgres import _SQL as _DOCUMENT_SQL
 from .postgres import (
+    _NOW_NS,
+    _SET_COLUMNS,
     DELIVERIES_TABLE,
     PostgresDatastore,
     _Connections,
@@ -88,6 +90,7 @@ from .postgres import (
     storable,
     write_channel,
 )
+from .postgres import _SQL as _DOCUMENT_SQL
 from .postgres import TABLE as DOCUMENTS_TABLE
 from .postgres import check_url as check_url
 
@@ -149,7 +152,7 @@ _SCHEMA = (
         p_lock boolean, p_job_prefix text, p_cancel_prefix text)
     RETURNS TABLE (id bigint, body text, reserves integer, releases integer,
                    next_event double precision, job jsonb, job_cas bigint,
-                   cancel jsonb, cancel_cas bigint)
+                   job_next_cas bigint, cancel jsonb, cancel_cas bigint)
     LANGUAGE plpgsql AS $$
     #variable_conflict use_column
     DECLARE
@@ -184,12 +187,12 @@ _SCHEMA = (
                        WHERE x.tube = p_tube AND x.lease_until IS NULL),
                       (SELECT min(x.lease_until) FROM {{q}} AS x
                        WHERE x.tube = p_tube AND x.lease_until IS NOT NULL)),
-                NULL::jsonb, NULL::bigint, NULL::jsonb, NULL::bigint;
+                NULL::jsonb, NULL::bigint, NULL::bigint, NULL::jsonb, NULL::bigint;
             RETURN;
         END IF;
         IF NOT p_documents THEN  -- the documents' table may not exist
             RETURN QUERY SELECT c.i, c.b, c.r, c.l, NULL::double precision,
-                NULL::jsonb, NULL::bigint, NULL::jsonb, NULL::bigint
+                NULL::jsonb, NULL::bigint, NULL::bigint, NULL::jsonb, NULL::bigint
             FROM unnest(c_ids, c_bodies, c_reserves, c_releases)
                 WITH ORDINALITY AS c(i, b, r, l, n)
             ORDER BY c.n;
@@ -200,8 +203,9 @@ _SCHEMA = (
                 FROM unnest(c_uuids) AS u WHERE u IS NOT NULL)
             ORDER BY d.key FOR NO KEY UPDATE;
         END IF;
+        -- a write of a locked document takes job_next_cas (see _Transaction)
         RETURN QUERY SELECT c.i, c.b, c.r, c.l, NULL::double precision,
-            j.value, j.cas, k.value, k.cas
+            j.value, j.cas, greatest({_NOW_NS}, j.cas + 1), k.value, k.cas
         FROM unnest(c_ids, c_bodies, c_reserves, c_releases, c_uuids)
             WITH ORDINALITY AS c(i, b, r, l, u, n)
         LEFT JOIN {{d}} AS j ON j.key = p_job_prefix || c.u
@@ -210,7 +214,7 @@ _SCHEMA = (
     END $$""",
 )
 
-_SQL = {
+_SQL: dict[str, str] = {
     "put": (
         "WITH e AS (INSERT INTO {q} (tube, body, pri, ttr, delay, created_at, ready_at)"
         f" SELECT %(tube)s, %(body)s, %(pri)s, %(ttr)s, %(delay)s, t, t + %(delay)s"
@@ -218,8 +222,16 @@ _SQL = {
         " SELECT id, pg_notify(%(channel)s, '') FROM e"
     ),
     "reserve": "SELECT * FROM {f}(%s, %s::integer, %s, %s, %s, %s)",
-    # a claim's own reads lock the rows, as its reserve did (see _Transaction)
-    "tx_read": "SELECT key, value, cas FROM {d} WHERE key = ANY(%s) FOR NO KEY UPDATE",
+    # a claim's own reads lock the rows, as its reserve did, and compute the
+    # cas of their write (see _Transaction)
+    "tx_read": (
+        f"SELECT key, value, cas, greatest({_NOW_NS}, cas + 1) FROM {{d}}"
+        " WHERE key = ANY(%s) FOR NO KEY UPDATE"
+    ),
+    "tx_write": (
+        f"UPDATE {{d}} AS d SET value = %s::jsonb, cas = %s, updated_at = now(), {_SET_COLUMNS}"
+        " WHERE key = %s AND d.cas = %s"
+    ),
     "tx_delete": "DELETE FROM {q} WHERE id = %s AND reserves = %s",
     "delete": (
         f"DELETE FROM {{q}} WHERE id = %s AND (lease_until IS NULL OR lease_until <= {_NOW})"
@@ -268,6 +280,11 @@ _SQL = {
         f" FROM {{q}}, (SELECT {_NOW} AS t) AS n WHERE tube = %s"
     ),
 }
+
+# the job write's notification, as the datastore's own writes send it
+_SQL["tx_write_notify"] = (
+    f"WITH w AS ({_SQL['tx_write']} RETURNING 1) SELECT pg_notify(%s, %s) FROM w"
+)
 
 
 # A condition that makes the statement's commit asynchronous (no wait for
@@ -590,25 +607,26 @@ class PostgresQueue(BaseQueue):
             entries = [self._entry(row) for row in rows]
             for entry, row in zip(entries, rows):
                 if row[5] is not None:  # else the caller reads (and reports) it itself
-                    entry._documents = [(row[5], int(row[6])), (row[7], int(row[8] or 0))]
+                    entry._documents = [(row[5], int(row[6])), (row[8], int(row[9] or 0))]
             return (entries, None), None
 
         def claim(
             conn: psycopg.Connection[Any],
         ) -> tuple[tuple[list[PostgresQueueEntry], T | None] | None, float | None]:
-            with conn.transaction():
-                rows = conn.execute(self._sql["reserve"], args).fetchall()
+            transaction = _Transaction(self, conn)
+            try:
+                rows = transaction.execute(self._sql["reserve"], args).fetchall()
                 if rows[0][0] is None:
+                    transaction.commit()  # the expiry of leases it made
                     return None, rows[0][4]
                 entries = [self._entry(row) for row in rows]
-                # what the reserve read, as the transaction's reads would
-                read: dict[str, tuple[Value | None, int]] = {}
-                for row in rows if documents else ():
-                    uuid = json.loads(row[1])
-                    if isinstance(uuid, str):
-                        read[JOB_KEY_PREFIX + uuid] = (row[5], int(row[6] or 0))
-                        read[cancel_key(uuid)] = (row[7], int(row[8] or 0))
-                value = then(_Transaction(self, conn, read), list(entries))
+                if documents:  # what the reserve read, as the transaction's reads
+                    transaction.claimed(rows)
+                value = then(transaction, list(entries))
+                transaction.commit()
+            except BaseException:
+                transaction.rollback()
+                raise
             return (entries, value), None
 
         return self._connections.run(claim)
@@ -629,8 +647,14 @@ class PostgresQueue(BaseQueue):
         durable: it records results, which a client may read at once."""
 
         def statements(conn: psycopg.Connection[Any]) -> T:
-            with conn.transaction():
-                return func(_Transaction(self, conn, {}))
+            transaction = _Transaction(self, conn)
+            try:
+                value = func(transaction)
+                transaction.commit()
+            except BaseException:
+                transaction.rollback()
+                raise
+            return value
 
         return self._connections.run(statements)
 
@@ -737,47 +761,108 @@ class _Transaction:
     in the transaction cannot then conflict, as in SQLite's write
     transaction. Each write of a job's document calls ``pg_notify`` on the
     datastore's channel, heard after the commit.
+
+    Round trips: ``BEGIN`` travels with the first statement, and the write
+    of a document this transaction locked (its new cas computed by the read,
+    from the server's clock) waits to travel with the next statement or the
+    ``COMMIT``: a claim is two round trips, its reserve and its commit.
     """
 
-    def __init__(
-        self, queue: PostgresQueue, conn: psycopg.Connection[Any],
-        read: dict[str, tuple[Value | None, int]],
-    ) -> None:
+    def __init__(self, queue: PostgresQueue, conn: psycopg.Connection[Any]) -> None:
         self._queue = queue
         self._conn = conn
-        # documents read (and locked) by the claim, valid until written
-        self._read = read
+        self._begun = False
+        # writes whose answer is known, sent with the next statement
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        # the documents read and locked: value, cas and the cas a write gives
+        self._locked: dict[str, tuple[Value | None, int, int]] = {}
+        # the cancel requests the claim read (read alone, never written)
+        self._seen: dict[str, tuple[Value | None, int]] = {}
+
+    def execute(self, sql: str, args: tuple[Any, ...]) -> psycopg.Cursor[Any]:
+        """Run ``sql`` (after ``BEGIN`` and the pending writes, in the same
+        round trip); its cursor."""
+        if self._begun and not self._pending:
+            return self._conn.execute(sql, args)
+        statements = [] if self._begun else [("BEGIN", ())]
+        statements += self._pending + [(sql, args)]
+        self._begun, self._pending = True, []
+        return self._send(statements)
+
+    def _send(self, statements: list[tuple[str, tuple[Any, ...]]]) -> psycopg.Cursor[Any]:
+        # several statements in one query: the simple protocol, whose
+        # parameters the client binds
+        cursor = psycopg.ClientCursor(self._conn)
+        with storable():
+            cursor.execute("; ".join(sql for sql, _ in statements),
+                           tuple(arg for _, args in statements for arg in args))  # fmt: skip
+        while cursor.nextset():  # the last statement's answer
+            pass
+        return cursor
+
+    def claimed(self, rows: list[tuple[Any, ...]]) -> None:
+        """Keep what the reserve read (and locked), as this transaction's reads."""
+        for row in rows:
+            uuid = json.loads(row[1])
+            if isinstance(uuid, str):
+                self._locked[JOB_KEY_PREFIX + uuid] = (row[5], int(row[6] or 0), int(row[7]))
+                self._seen[cancel_key(uuid)] = (row[8], int(row[9] or 0))
+
+    def commit(self) -> None:
+        if self._pending:
+            self._send(self._pending + [("COMMIT", ())])
+        elif self._begun:
+            self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._begun and not self._conn.broken:
+            # else the pool rolls back (or drops) a connection given back
+            # inside a transaction
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("ROLLBACK")
 
     def read(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
-        if all(key in self._read for key in keys):
-            return [self._read[key] for key in keys]
-        rows = self._conn.execute(self._queue._sql["tx_read"], (list(keys),)).fetchall()
-        found = {key: (value, int(cas)) for key, value, cas in rows}
+        known = {**self._seen, **{key: row[:2] for key, row in self._locked.items()}}
+        if all(key in known for key in keys):
+            return [known[key] for key in keys]
+        rows = self.execute(self._queue._sql["tx_read"], (list(keys),)).fetchall()
+        for key, value, cas, next_cas in rows:
+            self._locked[key] = (value, int(cas), int(next_cas))
+        found = {key: (value, int(cas)) for key, value, cas, _ in rows}
         return [found.get(key, (None, 0)) for key in keys]
 
     def write(self, key: str, value: dict[str, Any], cas: int) -> int:
-        args: tuple[Any, ...] = (encode_value(value), *index_columns(job_index(key, value)),
-                                 key, cas)  # fmt: skip
-        statement = "update_cas"
+        text = encode_value(value)
+        args: tuple[Any, ...] = (text, *index_columns(job_index(key, value)), key, cas)
+        notify: tuple[Any, ...] = ()
         if key.startswith(JOB_KEY_PREFIX):  # in the transaction: heard once committed
-            args += (self._queue._write_channel, key[len(JOB_KEY_PREFIX):])
-            statement = "update_cas_notify"
-        with storable():
-            row = self._conn.execute(self._queue._document_sql[statement], args).fetchone()
+            notify = (self._queue._write_channel, key[len(JOB_KEY_PREFIX):])
+        locked = self._locked.pop(key, None)
+        if locked is not None and locked[0] is not None:
+            if locked[1] != cas:
+                raise PostgresDatastore.casException(
+                    f"document {key!r} changed or was deleted since cas {cas}"
+                )
+            # Locked since its read, it is there with this cas until the
+            # commit: the write cannot miss, and waits for the next trip.
+            sql = self._queue._sql["tx_write_notify" if notify else "tx_write"]
+            self._pending.append((sql, (text, locked[2], *args[1:], *notify)))
+            return locked[2]
+        statement = "update_cas_notify" if notify else "update_cas"
+        row = self.execute(self._queue._document_sql[statement], args + notify).fetchone()
         if row is None:
             raise PostgresDatastore.casException(
                 f"document {key!r} changed or was deleted since cas {cas}"
             )
-        self._read.pop(key, None)
         return int(row[0])
 
     def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
-        return insert_deliveries(self._conn, self._queue._deliveries, deliveries)
+        return insert_deliveries(self.execute, self._queue._deliveries, deliveries)
 
     def delete_entry(self, entry: QueueEntry) -> bool:
         if not isinstance(entry, PostgresQueueEntry) or entry._queue.table != self._queue.table:
             raise TypeError(f"{entry!r} is not an entry of {self._queue.table}")
-        cursor = self._conn.execute(self._queue._sql["tx_delete"], (entry.id, entry._reserves))
+        cursor = self.execute(self._queue._sql["tx_delete"], (entry.id, entry._reserves))
         return cursor.rowcount > 0
 
 

@@ -905,7 +905,7 @@ class PostgresDatastore(CasDatastore):
 
         def statements(conn: psycopg.Connection[Any]) -> int:
             with conn.transaction():
-                return insert_deliveries(conn, self.deliveries_table, deliveries)
+                return insert_deliveries(conn.execute, self.deliveries_table, deliveries)
 
         return int(self._connections.run(statements))
 
@@ -1028,13 +1028,14 @@ def storable() -> Iterator[None]:
 
 
 def insert_deliveries(
-    conn: psycopg.Connection[Any], table: str, deliveries: Sequence[Delivery]
+    execute: Callable[[str, tuple[Any, ...]], psycopg.Cursor[Any]], table: str,
+    deliveries: Sequence[Delivery],
 ) -> int:
-    """Insert each delivery whose id is new into ``table``, in the caller's
-    transaction; how many were new."""
+    """Insert each delivery whose id is new into ``table`` with ``execute``
+    (a connection's, in the caller's transaction); how many were new."""
     added = 0
     for d in deliveries:
-        added += conn.execute(
+        added += execute(
             f"INSERT INTO {table} (id, uuid, status, due_at, created_at, claim, record)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING",
             (d.id, d.uuid, d.status, d.due_at, d.created_at, d.claim, d.to_text()),
