@@ -69,6 +69,36 @@ def test_a_new_document_and_its_entry_are_one_transaction(
     assert queue.stats_tube()["current-jobs-ready"] == 1
 
 
+def test_a_claim_s_write_the_server_refuses_claims_nothing(
+    pair: tuple[PostgresDatastore, PostgresQueue], url: str,
+) -> None:
+    # the write of a document the claim locked travels with the COMMIT:
+    # refused there (a full disk, here a trigger saying so), the whole claim
+    # is rolled back
+    datastore, queue = pair
+    queue.put_with_document(datastore, JOB_KEY_PREFIX + "u", job_document("u"), "u")
+    cas = datastore.read_with_cas(JOB_KEY_PREFIX + "u")[1]
+    schema = url.rpartition("schema=")[2]
+    with admin() as conn:
+        conn.execute(f"""CREATE FUNCTION "{schema}".disk_full() RETURNS trigger LANGUAGE plpgsql
+            AS $$ BEGIN RAISE EXCEPTION 'no space left' USING ERRCODE = 'disk_full'; END $$""")
+        conn.execute(f'CREATE TRIGGER disk_full BEFORE UPDATE ON "{schema}".spacewalk_documents'
+                     f' FOR EACH ROW EXECUTE FUNCTION "{schema}".disk_full()')
+
+    def then(tx: Any, entries: list[Any]) -> int:
+        return int(tx.write(JOB_KEY_PREFIX + "u", {"uuid": "u", "running": True}, cas))
+
+    with pytest.raises(errors.QueueUnavailable, match="no space left"):
+        queue.reserve_in(1, 0, then)
+    with admin() as conn:
+        conn.execute(f'DROP TRIGGER disk_full ON "{schema}".spacewalk_documents')
+    assert datastore.read_with_cas(JOB_KEY_PREFIX + "u")[1] == cas
+    assert queue.stats_tube()["current-jobs-ready"] == 1
+    # the next claim goes through, on a connection of the pool
+    assert queue.reserve_in(1, 0, then) > cas
+    assert datastore.read(JOB_KEY_PREFIX + "u") == {"uuid": "u", "running": True}
+
+
 def test_another_database_or_schema_is_written_apart(
     pair: tuple[PostgresDatastore, PostgresQueue], tmp_path: Path,
 ) -> None:

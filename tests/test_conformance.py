@@ -983,6 +983,20 @@ def test_a_claim_that_raises_claims_and_writes_nothing(shared: tuple[Any, Any]) 
     assert queue.stats_tube()["current-jobs-ready"] == 1
 
 
+def test_a_claim_writing_with_a_stale_cas_claims_nothing(shared: tuple[Any, Any]) -> None:
+    datastore, queue = shared
+    cas = put_job(datastore, queue, "u")
+
+    def then(tx: StoreTransaction, entries: list[Any]) -> None:
+        tx.read(["zerog_job_u"])
+        tx.write("zerog_job_u", {"uuid": "u", "running": True}, cas - 1)
+
+    with pytest.raises(datastore.casException):
+        queue.reserve_in(1, 0, then)
+    assert datastore.read_with_cas("zerog_job_u")[1] == cas
+    assert queue.stats_tube()["current-jobs-ready"] == 1
+
+
 def test_a_stale_cas_rolls_the_whole_transaction_back(shared: tuple[Any, Any]) -> None:
     datastore, queue = shared
     cas = put_job(datastore, queue, "u")
