@@ -127,7 +127,8 @@ _worker_options = [
                  help="Recycle a worker process above this many MiB resident."),
     click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True,
                  help="Claim up to N ready jobs at a time and run them one after another "
-                 "(SQLite, Redis; a crash re-runs the unfinished ones after their lease)."),
+                 "(SQLite, PostgreSQL, Redis; a crash re-runs the unfinished ones after their "
+                 "lease)."),
     click.option("--tree", help="Run only the tree at this root path."),
 ]
 

@@ -210,7 +210,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         type=batch_size,
         default=1,
         help="claim up to N ready jobs at a time and run them one after another "
-        "(SQLite, Redis; a crash re-runs the unfinished ones after their lease; default: 1)",
+        "(SQLite, PostgreSQL, Redis; a crash re-runs the unfinished ones after their lease;"
+        " default: 1)",
     )
     parser.add_argument(
         "--max-memory", type=int, help="recycle a process above this many MiB resident"

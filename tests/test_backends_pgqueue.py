@@ -69,6 +69,36 @@ def test_a_new_document_and_its_entry_are_one_transaction(
     assert queue.stats_tube()["current-jobs-ready"] == 1
 
 
+def test_a_claim_s_write_the_server_refuses_claims_nothing(
+    pair: tuple[PostgresDatastore, PostgresQueue], url: str,
+) -> None:
+    # the write of a document the claim locked travels with the COMMIT:
+    # refused there (a full disk, here a trigger saying so), the whole claim
+    # is rolled back
+    datastore, queue = pair
+    queue.put_with_document(datastore, JOB_KEY_PREFIX + "u", job_document("u"), "u")
+    cas = datastore.read_with_cas(JOB_KEY_PREFIX + "u")[1]
+    schema = url.rpartition("schema=")[2]
+    with admin() as conn:
+        conn.execute(f"""CREATE FUNCTION "{schema}".disk_full() RETURNS trigger LANGUAGE plpgsql
+            AS $$ BEGIN RAISE EXCEPTION 'no space left' USING ERRCODE = 'disk_full'; END $$""")
+        conn.execute(f'CREATE TRIGGER disk_full BEFORE UPDATE ON "{schema}".spacewalk_documents'
+                     f' FOR EACH ROW EXECUTE FUNCTION "{schema}".disk_full()')
+
+    def then(tx: Any, entries: list[Any]) -> int:
+        return int(tx.write(JOB_KEY_PREFIX + "u", {"uuid": "u", "running": True}, cas))
+
+    with pytest.raises(errors.QueueUnavailable, match="no space left"):
+        queue.reserve_in(1, 0, then)
+    with admin() as conn:
+        conn.execute(f'DROP TRIGGER disk_full ON "{schema}".spacewalk_documents')
+    assert datastore.read_with_cas(JOB_KEY_PREFIX + "u")[1] == cas
+    assert queue.stats_tube()["current-jobs-ready"] == 1
+    # the next claim goes through, on a connection of the pool
+    assert queue.reserve_in(1, 0, then) > cas
+    assert datastore.read(JOB_KEY_PREFIX + "u") == {"uuid": "u", "running": True}
+
+
 def test_another_database_or_schema_is_written_apart(
     pair: tuple[PostgresDatastore, PostgresQueue], tmp_path: Path,
 ) -> None:
@@ -178,6 +208,51 @@ def test_an_unreachable_server_is_queue_unavailable() -> None:
             queue.ping()
     finally:
         queue.close()
+
+
+def test_a_version_1_table_gains_the_claim_function_and_keeps_the_old_one(url: str) -> None:
+    schema = url.rpartition("schema=")[2]
+    old = make_queue(url, "jobs")
+    old.put("before")
+    old.close()
+    function = f'"{schema}".spacewalk_queue_reserve'
+    with admin() as conn:  # as version 1 left it
+        conn.execute(f"DROP FUNCTION {function}({pgqueue._FUNCTION_ARGS})")
+        conn.execute(f"CREATE FUNCTION {function}(text, boolean, text, text) RETURNS integer"
+                     " LANGUAGE sql AS 'SELECT 1'")
+        conn.execute(f"COMMENT ON TABLE \"{schema}\".spacewalk_queue"
+                     " IS 'flask_spacewalk queue schema 1'")
+    queue = make_queue(url, "jobs")
+    try:
+        entry = queue.reserve(timeout=0)
+        assert entry is not None and json.loads(entry.body) == "before"
+        with admin() as conn:
+            assert conn.execute(
+                "SELECT obj_description(%s::regclass, 'pg_class'),"
+                " to_regprocedure(%s) IS NOT NULL",
+                (f'"{schema}".spacewalk_queue', f"{function}(text, boolean, text, text)"),
+            ).fetchone() == (f"flask_spacewalk queue schema {pgqueue.SCHEMA_VERSION}", True)
+    finally:
+        queue.close()
+    # once current, a new process only checks the version
+    again = make_queue(url, "jobs")
+    statements: list[str] = []
+    setup = again._connections._setup
+
+    class Spy:
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            statements.append(sql)
+            return self.conn.execute(sql, *args)
+
+    again._connections._setup = lambda conn: setup(Spy(conn))  # type: ignore[arg-type]
+    try:
+        again.ping()
+    finally:
+        again.close()
+    assert len(statements) == 1, statements
 
 
 def test_the_table_keeps_its_own_schema_version(url: str) -> None:

@@ -31,7 +31,12 @@ from backend_support import (
 from flask_spacewalk import errors
 from flask_spacewalk.backends import make_datastore, make_queue
 from flask_spacewalk.backends.base import MAX_DEPTH
-from flask_spacewalk.runtime.protocols import Datastore, Queue
+from flask_spacewalk.runtime.protocols import (
+    Datastore,
+    Queue,
+    SharedTransactions,
+    StoreTransaction,
+)
 
 
 @pytest.fixture(params=sorted(DATASTORES))
@@ -882,3 +887,164 @@ def test_a_forked_child_that_never_uses_it_leaves_the_parents_connection(
     in_child(child)
     use(forked_backend, "parent again")
     assert before <= connections(forked_backend)
+
+
+# -- shared transactions (queue and datastore in one database) --------------------------
+
+#: The backends whose queue can write its datastore in one transaction
+#: (runtime/protocols.py ``SharedTransactions``): the same checks on each.
+SHARED = [name for name in ("sqlite", "postgresql") if name in DATASTORES]
+
+
+@pytest.fixture(params=SHARED)
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """A datastore and a queue of one database."""
+    with DATASTORES[request.param](tmp_path) as url:
+        datastore, queue = make_datastore(url), make_queue(url, "jobs")
+        yield datastore, queue
+        _close(queue)
+        _close(datastore)
+
+
+def put_job(datastore: Any, queue: Any, uuid: str, priority: int = 2**31) -> int:
+    written = queue.put_with_document(
+        datastore, f"zerog_job_{uuid}", lambda id: {"uuid": uuid, "queueJobId": id}, uuid,
+        priority=priority)
+    assert written is not None
+    return int(written[1])
+
+
+def test_a_shared_queue_knows_its_own_database(shared: tuple[Any, Any],
+                                               tmp_path: Path) -> None:
+    datastore, queue = shared
+    assert isinstance(queue, SharedTransactions) and queue.shares_database(datastore)
+    other = make_datastore(f"sqlite:///{tmp_path / 'other.sqlite3'}")
+    try:
+        assert not queue.shares_database(other)
+    finally:
+        _close(other)
+
+
+def test_reserve_in_claims_by_priority_and_reads_in_its_transaction(
+    shared: tuple[Any, Any],
+) -> None:
+    datastore, queue = shared
+    cas = {uuid: put_job(datastore, queue, uuid, priority)
+           for uuid, priority in (("a", 5), ("b", 1), ("c", 5))}  # fmt: skip
+
+    def then(tx: StoreTransaction, entries: list[Any]) -> list[Any]:
+        uuids = [json.loads(entry.body) for entry in entries]
+        read = tx.read([f"zerog_job_{uuids[0]}", "zerog_job_none"])
+        assert read == [({"uuid": "b", "queueJobId": entries[0].id}, cas["b"]), (None, 0)]
+        new_cas = tx.write(f"zerog_job_{uuids[0]}", {"uuid": "b", "seen": True}, cas["b"])
+        assert new_cas > cas["b"]
+        assert tx.read([f"zerog_job_{uuids[0]}"]) == [({"uuid": "b", "seen": True}, new_cas)]
+        return uuids
+
+    assert queue.reserve_in(2, 0, then) == ["b", "a"]
+    assert datastore.read("zerog_job_b") == {"uuid": "b", "seen": True}
+    assert queue.stats_tube()["current-jobs-reserved"] == 2
+    assert queue.reserve_in(5, 0, lambda tx, entries: len(entries)) == 1
+    assert queue.reserve_in(5, 0, lambda tx, entries: len(entries)) is None
+
+
+def test_reserve_in_waits_for_a_put(shared: tuple[Any, Any]) -> None:
+    datastore, queue = shared
+    timer = threading.Timer(0.3, put_job, (datastore, queue, "late"))
+    timer.start()
+    start = time.monotonic()
+    try:
+        got = queue.reserve_in(3, 10, lambda tx, entries: [e.body for e in entries])
+    finally:
+        timer.join()
+    assert got == ['"late"'] and time.monotonic() - start < 5
+    start = time.monotonic()
+    assert queue.reserve_in(1, 0.2, lambda tx, entries: entries) is None
+    assert time.monotonic() - start >= 0.15
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True, "2"])
+def test_reserve_in_refuses_a_bad_count(shared: tuple[Any, Any], count: Any) -> None:
+    with pytest.raises(ValueError, match="count must be a positive integer"):
+        shared[1].reserve_in(count, 0, lambda tx, entries: entries)
+
+
+def test_a_claim_that_raises_claims_and_writes_nothing(shared: tuple[Any, Any]) -> None:
+    datastore, queue = shared
+    cas = put_job(datastore, queue, "u")
+
+    def then(tx: StoreTransaction, entries: list[Any]) -> None:
+        tx.write("zerog_job_u", {"uuid": "u", "running": True}, cas)
+        raise RuntimeError("the claim fails")
+
+    with pytest.raises(RuntimeError, match="the claim fails"):
+        queue.reserve_in(1, 0, then)
+    assert datastore.read_with_cas("zerog_job_u")[1] == cas
+    assert queue.stats_tube()["current-jobs-ready"] == 1
+
+
+def test_a_claim_writing_with_a_stale_cas_claims_nothing(shared: tuple[Any, Any]) -> None:
+    datastore, queue = shared
+    cas = put_job(datastore, queue, "u")
+
+    def then(tx: StoreTransaction, entries: list[Any]) -> None:
+        tx.read(["zerog_job_u"])
+        tx.write("zerog_job_u", {"uuid": "u", "running": True}, cas - 1)
+
+    with pytest.raises(datastore.casException):
+        queue.reserve_in(1, 0, then)
+    assert datastore.read_with_cas("zerog_job_u")[1] == cas
+    assert queue.stats_tube()["current-jobs-ready"] == 1
+
+
+def test_a_stale_cas_rolls_the_whole_transaction_back(shared: tuple[Any, Any]) -> None:
+    datastore, queue = shared
+    cas = put_job(datastore, queue, "u")
+    entry = queue.reserve(timeout=0)
+    datastore.set("zerog_job_other", {"n": 1})
+
+    def transaction(tx: StoreTransaction) -> None:
+        tx.write("zerog_job_other", {"n": 2}, tx.read(["zerog_job_other"])[0][1])
+        assert tx.delete_entry(entry)
+        tx.write("zerog_job_u", {"uuid": "u"}, cas - 1)
+
+    with pytest.raises(datastore.casException):
+        queue.transact(transaction)
+    assert datastore.read("zerog_job_other") == {"n": 1}
+    entry.touch()  # still there, still held
+    # a value the datastore refuses is refused here too, with nothing written
+    with pytest.raises((ValueError, errors.UnstorableValue)):
+        queue.transact(lambda tx: tx.write("zerog_job_u", {"x": float("nan")}, cas))
+    assert datastore.read_with_cas("zerog_job_u")[1] == cas
+
+
+def test_delete_entry_deletes_only_what_its_holder_still_holds(
+    shared: tuple[Any, Any],
+) -> None:
+    datastore, queue = shared
+    put_job(datastore, queue, "u")
+    entry = queue.reserve(timeout=0)
+    entry.release()
+    again = queue.reserve(timeout=0)
+    assert queue.transact(lambda tx: tx.delete_entry(entry)) is False
+    assert queue.transact(lambda tx: tx.delete_entry(again)) is True
+    assert queue.stats_tube()["current-jobs-reserved"] == 0
+
+
+    class Foreign:  # an entry of another kind of queue
+        id, body = 1, '"u"'
+
+    with pytest.raises(TypeError, match="is not an entry of"):
+        queue.transact(lambda tx: tx.delete_entry(Foreign()))
+
+
+def test_deliveries_added_in_a_transaction(shared: tuple[Any, Any]) -> None:
+    from flask_spacewalk.runtime.webhooks import Delivery
+
+    datastore, queue = shared
+    delivery = Delivery("d1", "http://x", "job.finished", "u", "{}", 1.0, 1.0, 1.0)
+    datastore.read("k")  # its tables made, as by any use before a worker's first result
+    assert queue.transact(lambda tx: tx.add_deliveries([delivery])) == 1
+    assert queue.transact(lambda tx: tx.add_deliveries([delivery])) == 0
+    assert queue.transact(lambda tx: tx.add_deliveries([])) == 0
+    assert [d.id for d in datastore.list_deliveries(uuid="u")] == ["d1"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_postgres import postgres_url
 from backend_support import QUEUES, _close
 from runtime_jobs.jobs import NoopJob, RequeueJob, ReturnsJob
 
@@ -140,6 +141,21 @@ def test_the_scan_finds_what_it_forbids(tmp_path: Path, monkeypatch: Any) -> Non
 
 
 # -- the transitions -------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """One database for the datastore and the queue: the transitions take
+    the shared transactions of the SQLite file and of PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'spacewalk.sqlite3'}"
+    else:
+        with postgres_url(tmp_path) as url:
+            yield url
+
+
+#: Each queue kind beside the SQLite datastore is enough for the options.
+SQLITE_DATASTORE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -407,6 +423,7 @@ def any_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         _close(queue)
 
 
+@SQLITE_DATASTORE
 def test_a_delayed_job_is_reserved_once_its_delay_ran_out(
     registry: Any, datastore: Any, any_queue: Any
 ) -> None:
@@ -426,6 +443,7 @@ def test_a_delayed_job_is_reserved_once_its_delay_ran_out(
     entry.delete()
 
 
+@SQLITE_DATASTORE
 def test_ready_jobs_are_reserved_by_priority_then_in_order(
     registry: Any, datastore: Any, any_queue: Any
 ) -> None:
@@ -450,6 +468,7 @@ def test_every_queue_refuses_a_priority_out_of_range(any_queue: Any, priority: A
     assert any_queue.reserve(timeout=0) is None
 
 
+@SQLITE_DATASTORE
 def test_a_requeued_job_keeps_its_priority(
     registry: Any, datastore: Any, any_queue: Any
 ) -> None:

@@ -320,12 +320,14 @@ def _worker(datastore_url: str, queue_url: str, hooks: Any, batch: int = 1) -> W
                   batch=batch)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_a_job_run_through_a_claim_gets_one_delivery(tmp_path, receiver, batch):
-    # SQLite: the result, its deliveries and the entry's deletion are one
-    # transaction (the claim path, with and without --batch)
+def test_a_job_run_through_a_claim_gets_one_delivery(tmp_path, receiver, batch, backend):
+    # One database for queue and datastore: the result, its deliveries and
+    # the entry's deletion are one transaction (the claim path, with and
+    # without --batch)
     r = receiver()
-    with sqlite_url(tmp_path) as url:
+    with DATASTORES[backend](tmp_path) as url:
         worker = _worker(url, url, r.hooks(), batch=batch)
         lifecycle = Lifecycle(worker.datastore, worker.queue, worker.registry)
         jobs = [NoopJob(worker.datastore, worker.queue) for _ in range(5)]
@@ -556,31 +558,40 @@ def test_deliveries_that_cannot_be_written_keep_the_entry(tmp_path, receiver, mo
 
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_deliveries_that_cannot_be_written_keep_the_result_unstored(
-    tmp_path, receiver, monkeypatch, caplog
+    tmp_path, receiver, monkeypatch, caplog, backend
 ):
-    # SQLite: the deliveries are written in the transaction that stores the
-    # result and deletes the entry; when they fail, none of it is written
+    # One database for queue and datastore: the deliveries are written in the
+    # transaction that stores the result and deletes the entry; when they
+    # fail, none of it is written
     import sqlite3
 
+    import psycopg
+
+    from flask_spacewalk.backends import pgqueue
     from flask_spacewalk.backends import sqlite as sqlite_backend
 
-    def full(conn: Any, deliveries: Any) -> int:
-        raise sqlite3.OperationalError("database or disk is full")
+    def full(*args: Any) -> int:
+        if backend == "sqlite":
+            raise sqlite3.OperationalError("database or disk is full")
+        raise psycopg.errors.DiskFull("could not extend file: No space left on device")
 
     r = receiver()
-    with sqlite_url(tmp_path) as url:
+    with DATASTORES[backend](tmp_path) as url:
         worker = _worker(url, url, r.hooks())
         job = NoopJob(worker.datastore, worker.queue)
         Lifecycle(worker.datastore, worker.queue, worker.registry).create(job)
         monkeypatch.setattr(sqlite_backend, "_add_deliveries", full)
+        monkeypatch.setattr(pgqueue, "insert_deliveries", full)
         entry = worker.queue.reserve(timeout=1)
         assert entry is not None
         worker.process_entry(entry)
         stored = worker.datastore.read(f"zerog_job_{job.uuid}")
         assert stored["resultCode"] == NO_RESULT  # type: ignore[index]
         assert worker.queue.has_entry(entry.id, job.uuid)  # the job comes back
-        assert "cannot record outcome" in caplog.text and "disk is full" in caplog.text
+        assert "cannot record outcome" in caplog.text
+        assert "disk is full" in caplog.text or "No space left" in caplog.text
         worker.datastore.close()
         worker.queue.close()
 

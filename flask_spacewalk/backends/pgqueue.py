@@ -15,12 +15,29 @@ entries live in the table ``spacewalk_queue`` of the same schema::
                                              -- is NULL unless reserved
     reserves, timeouts, releases  integer NOT NULL
 
-A reserve is one call of the function ``spacewalk_queue_reserve(tube)``: it
-makes the entries whose lease ran out ready again, then claims the next ready
-one (by priority, then the time it became ready, then id) with ``FOR UPDATE
+A reserve is one call of the function ``spacewalk_queue_reserve``: it makes
+the entries whose lease ran out ready again, then claims the next ready ones
+(by priority, then the time each became ready, then id) with ``FOR UPDATE
 SKIP LOCKED``, so that concurrent workers never wait on each other's rows.
-Where the job documents are in the same schema, the same statement reads the
-job's document and its cancel request (:meth:`PostgresQueueEntry.documents`).
+Where the job documents are in the same schema, the same statement reads
+each job's document and its cancel request (:meth:`PostgresQueueEntry.documents`).
+
+Beside its datastore (:meth:`PostgresQueue.shares_database`), the queue
+runs the lifecycle's shared transactions (runtime/protocols.py
+``SharedTransactions``, docs/runtime.rst "Claims"): :meth:`~PostgresQueue.reserve_in`
+claims up to N entries, reads and locks their jobs' documents in the same
+call, and lets the lifecycle mark the first running in that transaction;
+:meth:`~PostgresQueue.transact` records a result and deletes its entry in
+another. Their writes of job documents ``pg_notify`` the datastore's channel,
+as its own writes do. Whether each commit waits for the disk
+(``synchronous_commit``):
+
+- a claim (with its mark of the job running), and an entry's expiry, delete,
+  release or touch: no. A server crash that loses one leaves the entry (and
+  the job's document, in the same transaction) as before, so the job runs
+  again: at least once, as always;
+- a put (with its document) and a result's transaction: yes. A client that
+  was told 201, or read the result, never sees it vanish.
 
 A put and a release ``NOTIFY`` the queue's channel in their transaction; a
 blocked reserve ``LISTEN``\\ s on a connection of its own and wakes when a
@@ -34,20 +51,22 @@ from the documents' table and its version.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from .. import defaults, errors
 from ..runtime.cancel import cancel_key
-from ..runtime.protocols import QueueDepth, Value
+from ..runtime.protocols import QueueDepth, QueueEntry, StoreTransaction, Value
 from ..runtime.status import JOB_KEY_PREFIX, index_columns, job_index
+from ..runtime.webhooks import Delivery
 from ._fork import abandon, track
 from .base import (
     BaseQueue,
@@ -58,17 +77,35 @@ from .base import (
     lease_seconds,
     same_body,
 )
+from .postgres import (
+    _NOW_NS,
+    _SET_COLUMNS,
+    DELIVERIES_TABLE,
+    PostgresDatastore,
+    _Connections,
+    _parse,
+    _quote,
+    _reason,
+    insert_deliveries,
+    storable,
+    write_channel,
+)
+from .postgres import _SQL as _DOCUMENT_SQL
 from .postgres import TABLE as DOCUMENTS_TABLE
-from .postgres import PostgresDatastore, _Connections, _parse, _quote, _reason
 from .postgres import check_url as check_url
 
 __all__ = ["PostgresQueue", "PostgresQueueEntry", "check_url"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUEUE_TABLE = "spacewalk_queue"
-#: 1: the table as first made.
-SCHEMA_VERSION = 1
+#: 1: the table as first made. 2: the reserve function claims up to a count
+#: of entries and may lock their jobs' documents (:meth:`PostgresQueue.reserve_in`).
+SCHEMA_VERSION = 2
+# The reserve function's arguments, by version: version 1's stays for the
+# processes of an older release that may still run against the table.
+_FUNCTION_ARGS = "text, integer, boolean, boolean, text, text"
 _VERSION_COMMENT = "flask_spacewalk queue schema "
 #: Longest sleep of a blocked ``reserve`` between two looks at the table,
 #: should a notification be lost (a listening connection lost and made again).
@@ -103,67 +140,99 @@ _SCHEMA = (
         ON {{q}} (tube, ready_at) WHERE lease_until IS NULL""",
     f"""CREATE INDEX IF NOT EXISTS {QUEUE_TABLE}_leases
         ON {{q}} (tube, lease_until) WHERE lease_until IS NOT NULL""",
-    # One round trip per reserve: expired leases made ready (rows another
-    # reserve is expiring are skipped, not waited for), then the claim, then
-    # (p_documents) the job's document and cancel request, read by a
-    # statement of their own: its snapshot, newer than the claim's, holds
-    # the document written with the entry. When none is ready: when the
-    # next delay or lease runs out. The claim and the expiry need no
+    # One round trip per claim of up to p_count entries: expired leases made
+    # ready (rows another reserve is expiring are skipped, not waited for),
+    # then the claim, then (p_documents) the jobs' documents (locked with
+    # p_lock, for the caller's transaction to write) and cancel requests,
+    # read by a statement of their own: its snapshot, newer than the claim's,
+    # holds the document written with each entry. When none is ready: when
+    # the next delay or lease runs out. The claim and the expiry need no
     # durable commit (see _ASYNC_COMMIT).
-    f"""CREATE OR REPLACE FUNCTION {{f}}(p_tube text, p_documents boolean,
-        p_job_prefix text, p_cancel_prefix text)
+    f"""CREATE OR REPLACE FUNCTION {{f}}(p_tube text, p_count integer, p_documents boolean,
+        p_lock boolean, p_job_prefix text, p_cancel_prefix text)
     RETURNS TABLE (id bigint, body text, reserves integer, releases integer,
                    next_event double precision, job jsonb, job_cas bigint,
-                   cancel jsonb, cancel_cas bigint)
+                   job_next_cas bigint, cancel jsonb, cancel_cas bigint)
     LANGUAGE plpgsql AS $$
     #variable_conflict use_column
     DECLARE
         t double precision := {_NOW};
-        claimed record;
-        uuid text;
+        c_ids bigint[];
+        c_bodies text[];
+        c_reserves integer[];
+        c_releases integer[];
+        c_uuids text[];
     BEGIN
         PERFORM set_config('synchronous_commit', 'off', true);
         UPDATE {{q}} AS e SET lease_until = NULL, ready_at = e.lease_until,
             timeouts = e.timeouts + 1
         WHERE e.id IN (SELECT x.id FROM {{q}} AS x
             WHERE x.tube = p_tube AND x.lease_until <= t FOR UPDATE SKIP LOCKED);
-        UPDATE {{q}} AS e SET lease_until = t + e.ttr, reserves = e.reserves + 1
-        WHERE e.id = (SELECT x.id FROM {{q}} AS x
-            WHERE x.tube = p_tube AND x.lease_until IS NULL AND x.ready_at <= t
-            ORDER BY x.pri, x.ready_at, x.id LIMIT 1 FOR UPDATE SKIP LOCKED)
-        RETURNING e.id, e.body, e.reserves, e.releases INTO claimed;
-        IF claimed.id IS NULL THEN
+        WITH claimed AS (
+            UPDATE {{q}} AS e SET lease_until = t + e.ttr, reserves = e.reserves + 1
+            WHERE e.id IN (SELECT x.id FROM {{q}} AS x
+                WHERE x.tube = p_tube AND x.lease_until IS NULL AND x.ready_at <= t
+                ORDER BY x.pri, x.ready_at, x.id LIMIT p_count FOR UPDATE SKIP LOCKED)
+            RETURNING e.id, e.body, e.reserves, e.releases, e.pri, e.ready_at)
+        SELECT array_agg(c.id ORDER BY c.pri, c.ready_at, c.id),
+            array_agg(c.body ORDER BY c.pri, c.ready_at, c.id),
+            array_agg(c.reserves ORDER BY c.pri, c.ready_at, c.id),
+            array_agg(c.releases ORDER BY c.pri, c.ready_at, c.id),
+            array_agg(CASE WHEN p_documents AND left(c.body, 1) = '"'
+                      THEN c.body::jsonb #>> '{{{{}}}}' END ORDER BY c.pri, c.ready_at, c.id)
+        INTO c_ids, c_bodies, c_reserves, c_releases, c_uuids FROM claimed AS c;
+        IF c_ids IS NULL THEN
             RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::integer, NULL::integer,
                 least((SELECT min(x.ready_at) FROM {{q}} AS x
                        WHERE x.tube = p_tube AND x.lease_until IS NULL),
                       (SELECT min(x.lease_until) FROM {{q}} AS x
                        WHERE x.tube = p_tube AND x.lease_until IS NOT NULL)),
-                NULL::jsonb, NULL::bigint, NULL::jsonb, NULL::bigint;
+                NULL::jsonb, NULL::bigint, NULL::bigint, NULL::jsonb, NULL::bigint;
             RETURN;
         END IF;
-        IF NOT p_documents OR left(claimed.body, 1) <> '"' THEN
-            RETURN QUERY SELECT claimed.id, claimed.body, claimed.reserves, claimed.releases,
-                NULL::double precision, NULL::jsonb, NULL::bigint, NULL::jsonb, NULL::bigint;
+        IF NOT p_documents THEN  -- the documents' table may not exist
+            RETURN QUERY SELECT c.i, c.b, c.r, c.l, NULL::double precision,
+                NULL::jsonb, NULL::bigint, NULL::bigint, NULL::jsonb, NULL::bigint
+            FROM unnest(c_ids, c_bodies, c_reserves, c_releases)
+                WITH ORDINALITY AS c(i, b, r, l, n)
+            ORDER BY c.n;
             RETURN;
         END IF;
-        uuid := claimed.body::jsonb #>> '{{{{}}}}';
-        RETURN QUERY SELECT claimed.id, claimed.body, claimed.reserves, claimed.releases,
-            NULL::double precision,
-            (SELECT d.value FROM {{d}} AS d WHERE d.key = p_job_prefix || uuid),
-            (SELECT d.cas FROM {{d}} AS d WHERE d.key = p_job_prefix || uuid),
-            (SELECT d.value FROM {{d}} AS d WHERE d.key = p_cancel_prefix || uuid),
-            (SELECT d.cas FROM {{d}} AS d WHERE d.key = p_cancel_prefix || uuid);
+        IF p_lock THEN
+            PERFORM 1 FROM {{d}} AS d WHERE d.key IN (SELECT p_job_prefix || u
+                FROM unnest(c_uuids) AS u WHERE u IS NOT NULL)
+            ORDER BY d.key FOR NO KEY UPDATE;
+        END IF;
+        -- a write of a locked document takes job_next_cas (see _Transaction)
+        RETURN QUERY SELECT c.i, c.b, c.r, c.l, NULL::double precision,
+            j.value, j.cas, greatest({_NOW_NS}, j.cas + 1), k.value, k.cas
+        FROM unnest(c_ids, c_bodies, c_reserves, c_releases, c_uuids)
+            WITH ORDINALITY AS c(i, b, r, l, u, n)
+        LEFT JOIN {{d}} AS j ON j.key = p_job_prefix || c.u
+        LEFT JOIN {{d}} AS k ON k.key = p_cancel_prefix || c.u
+        ORDER BY c.n;
     END $$""",
 )
 
-_SQL = {
+_SQL: dict[str, str] = {
     "put": (
         "WITH e AS (INSERT INTO {q} (tube, body, pri, ttr, delay, created_at, ready_at)"
         f" SELECT %(tube)s, %(body)s, %(pri)s, %(ttr)s, %(delay)s, t, t + %(delay)s"
         f" FROM (SELECT {_NOW} AS t) AS now RETURNING id)"
         " SELECT id, pg_notify(%(channel)s, '') FROM e"
     ),
-    "reserve": "SELECT * FROM {f}(%s, %s, %s, %s)",
+    "reserve": "SELECT * FROM {f}(%s, %s::integer, %s, %s, %s, %s)",
+    # a claim's own reads lock the rows, as its reserve did, and compute the
+    # cas of their write (see _Transaction)
+    "tx_read": (
+        f"SELECT key, value, cas, greatest({_NOW_NS}, cas + 1) FROM {{d}}"
+        " WHERE key = ANY(%s) FOR NO KEY UPDATE"
+    ),
+    "tx_write": (
+        f"UPDATE {{d}} AS d SET value = %s::jsonb, cas = %s, updated_at = now(), {_SET_COLUMNS}"
+        " WHERE key = %s AND d.cas = %s"
+    ),
+    "tx_delete": "DELETE FROM {q} WHERE id = %s AND reserves = %s",
     "delete": (
         f"DELETE FROM {{q}} WHERE id = %s AND (lease_until IS NULL OR lease_until <= {_NOW})"
     ),
@@ -211,6 +280,11 @@ _SQL = {
         f" FROM {{q}}, (SELECT {_NOW} AS t) AS n WHERE tube = %s"
     ),
 }
+
+# the job write's notification, as the datastore's own writes send it
+_SQL["tx_write_notify"] = (
+    f"WITH w AS ({_SQL['tx_write']} RETURNING 1) SELECT pg_notify(%s, %s) FROM w"
+)
 
 
 # A condition that makes the statement's commit asynchronous (no wait for
@@ -306,6 +380,13 @@ class PostgresQueue(BaseQueue):
         self.table = qualified + _quote(QUEUE_TABLE)
         self._documents = qualified + _quote(DOCUMENTS_TABLE)
         self._function = qualified + _quote(QUEUE_TABLE + "_reserve")
+        # the datastore's writes, table and channel, for the shared transactions
+        self._document_sql = {
+            name: _DOCUMENT_SQL[name].format(t=self._documents)
+            for name in ("update_cas", "update_cas_notify")
+        }
+        self._write_channel = write_channel(self._documents)
+        self._deliveries = qualified + DELIVERIES_TABLE
         self._sql = {
             name: sql.format(q=self.table, f=self._function, d=self._documents)
             for name, sql in _SQL.items()
@@ -340,7 +421,7 @@ class PostgresQueue(BaseQueue):
         row = conn.execute(
             "SELECT obj_description(to_regclass(%s), 'pg_class'),"
             " to_regprocedure(%s) IS NOT NULL",
-            (self.table, f"{self._function}(text)"),
+            (self.table, f"{self._function}({_FUNCTION_ARGS})"),
         ).fetchone()
         if row is not None and row[0] == f"{_VERSION_COMMENT}{SCHEMA_VERSION}" and row[1]:
             return
@@ -349,7 +430,7 @@ class PostgresQueue(BaseQueue):
             with conn.transaction():
                 if self._schema is not None:
                     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(self._schema)}")
-                # an older function of another signature would be called
+                # a function of the first drafts' signature would be called
                 conn.execute(f"DROP FUNCTION IF EXISTS {self._function}(text)")
                 for statement in _SCHEMA:
                     conn.execute(
@@ -448,14 +529,47 @@ class PostgresQueue(BaseQueue):
     def reserve(self, timeout: float | None = None) -> PostgresQueueEntry | None:
         """Take the next ready entry, waiting up to ``timeout`` seconds
         (forever if None, not at all if 0); None if none came."""
+        reserved = self._wait_for(1, timeout, None)
+        return None if reserved is None else reserved[0][0]
+
+    def reserve_in(
+        self,
+        count: int,
+        timeout: float | None,
+        then: Callable[[StoreTransaction, list[QueueEntry]], T],
+    ) -> T | None:
+        """Reserve up to ``count`` ready entries, waiting up to ``timeout``
+        seconds for the first, and call ``then(transaction, entries)`` in
+        the transaction that reserves them (runtime/protocols.py
+        ``SharedTransactions``); its value, or None when none came.
+
+        The reserve function reads the entries' job documents (and locks
+        them, so that the transaction's compare-and-swap writes of them
+        cannot conflict) and cancel requests in the same round trip: the
+        transaction's first reads of those cost nothing. It commits
+        asynchronously, as every claim (see the module).
+
+        :raises ValueError: ``count`` is not a positive integer.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive integer, not {count!r}")
+        reserved = self._wait_for(count, timeout, then)
+        return None if reserved is None else reserved[1]
+
+    def _wait_for(
+        self,
+        count: int,
+        timeout: float | None,
+        then: Callable[[StoreTransaction, list[QueueEntry]], T] | None,
+    ) -> tuple[list[PostgresQueueEntry], T | None] | None:
         if timeout is not None and timeout <= 0:
-            return self._try_reserve()[0]
+            return self._try_reserve(count, then)[0]
         deadline = None if timeout is None else time.monotonic() + timeout
         self._listener.listen()  # before the first look, so no put is missed
         while True:
-            entry, next_event = self._try_reserve()
-            if entry is not None:
-                return entry
+            reserved, next_event = self._try_reserve(count, then)
+            if reserved is not None:
+                return reserved
             wait = WAKE_FALLBACK
             if next_event is not None:
                 wait = min(wait, next_event - time.time())
@@ -478,18 +592,71 @@ class PostgresQueue(BaseQueue):
             self._with_documents = bool(row and row[0][0])
         return self._with_documents
 
-    def _try_reserve(self) -> tuple[PostgresQueueEntry | None, float | None]:
+    def _try_reserve(
+        self, count: int, then: Callable[[StoreTransaction, list[QueueEntry]], T] | None
+    ) -> tuple[tuple[list[PostgresQueueEntry], T | None] | None, float | None]:
+        """One look: the entries claimed and ``then``'s value, or None and
+        when the next delay or lease runs out."""
         documents = self._documents_beside()
-        rows = self._run(
-            self._sql["reserve"], (self.queueName, documents, JOB_KEY_PREFIX, cancel_key(""))
-        )
-        id, body, reserves, releases, next_event, job, job_cas, cancel, cancel_cas = rows[0]
-        if id is None:
-            return None, next_event
-        entry = PostgresQueueEntry(self, id, body, reserves, releases)
-        if job is not None:  # else the caller reads (and reports) it itself
-            entry._documents = [(job, int(job_cas)), (cancel, int(cancel_cas or 0))]
-        return entry, None
+        args = (self.queueName, count, documents, then is not None, JOB_KEY_PREFIX,
+                cancel_key(""))  # fmt: skip
+        if then is None:  # a plain reserve: one statement, its own transaction
+            rows = self._run(self._sql["reserve"], args)
+            if rows[0][0] is None:
+                return None, rows[0][4]
+            entries = [self._entry(row) for row in rows]
+            for entry, row in zip(entries, rows):
+                if row[5] is not None:  # else the caller reads (and reports) it itself
+                    entry._documents = [(row[5], int(row[6])), (row[8], int(row[9] or 0))]
+            return (entries, None), None
+
+        def claim(
+            conn: psycopg.Connection[Any],
+        ) -> tuple[tuple[list[PostgresQueueEntry], T | None] | None, float | None]:
+            transaction = _Transaction(self, conn)
+            try:
+                rows = transaction.execute(self._sql["reserve"], args).fetchall()
+                if rows[0][0] is None:
+                    transaction.commit()  # the expiry of leases it made
+                    return None, rows[0][4]
+                entries = [self._entry(row) for row in rows]
+                if documents:  # what the reserve read, as the transaction's reads
+                    transaction.claimed(rows)
+                value = then(transaction, list(entries))
+                transaction.commit()
+            except BaseException:
+                transaction.rollback()
+                raise
+            return (entries, value), None
+
+        return self._connections.run(claim)
+
+    def _entry(self, row: tuple[Any, ...]) -> PostgresQueueEntry:
+        id, body, reserves, releases = row[:4]
+        return PostgresQueueEntry(self, id, body, reserves, releases)
+
+    def shares_database(self, datastore: Any) -> bool:
+        """Whether ``datastore`` is a
+        :class:`~flask_spacewalk.backends.postgres.PostgresDatastore` of this
+        database and schema."""
+        return self._same_database(datastore)
+
+    def transact(self, func: Callable[[StoreTransaction], T]) -> T:
+        """``func(transaction)`` in one transaction of this database; its
+        value (runtime/protocols.py ``SharedTransactions``). Its commit is
+        durable: it records results, which a client may read at once."""
+
+        def statements(conn: psycopg.Connection[Any]) -> T:
+            transaction = _Transaction(self, conn)
+            try:
+                value = func(transaction)
+                transaction.commit()
+            except BaseException:
+                transaction.rollback()
+                raise
+            return value
+
+        return self._connections.run(statements)
 
     # -- by id -------------------------------------------------------------
 
@@ -583,6 +750,120 @@ class PostgresQueue(BaseQueue):
             lease_until, ready_at, timeouts = None, lease_until, timeouts + 1
         return entry_stats(id, tube, pri, ttr, delay, created_at, ready_at, lease_until,
                            reserves, timeouts, releases, now=now)  # fmt: skip
+
+
+class _Transaction:
+    """A transaction open on the database of a queue and its datastore
+    (runtime/protocols.py ``StoreTransaction``), on the queue's connection.
+
+    Its reads lock the rows they find (``FOR NO KEY UPDATE``), as the claim
+    locks its jobs' documents: a compare-and-swap write of a document read
+    in the transaction cannot then conflict, as in SQLite's write
+    transaction. Each write of a job's document calls ``pg_notify`` on the
+    datastore's channel, heard after the commit.
+
+    Round trips: ``BEGIN`` travels with the first statement, and the write
+    of a document this transaction locked (its new cas computed by the read,
+    from the server's clock) waits to travel with the next statement or the
+    ``COMMIT``: a claim is two round trips, its reserve and its commit.
+    """
+
+    def __init__(self, queue: PostgresQueue, conn: psycopg.Connection[Any]) -> None:
+        self._queue = queue
+        self._conn = conn
+        self._begun = False
+        # writes whose answer is known, sent with the next statement
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        # the documents read and locked: value, cas and the cas a write gives
+        self._locked: dict[str, tuple[Value | None, int, int]] = {}
+        # the cancel requests the claim read (read alone, never written)
+        self._seen: dict[str, tuple[Value | None, int]] = {}
+
+    def execute(self, sql: str, args: tuple[Any, ...]) -> psycopg.Cursor[Any]:
+        """Run ``sql`` (after ``BEGIN`` and the pending writes, in the same
+        round trip); its cursor."""
+        if self._begun and not self._pending:
+            return self._conn.execute(sql, args)
+        statements = [] if self._begun else [("BEGIN", ())]
+        statements += self._pending + [(sql, args)]
+        self._begun, self._pending = True, []
+        return self._send(statements)
+
+    def _send(self, statements: list[tuple[str, tuple[Any, ...]]]) -> psycopg.Cursor[Any]:
+        # several statements in one query: the simple protocol, whose
+        # parameters the client binds
+        cursor = psycopg.ClientCursor(self._conn)
+        with storable():
+            cursor.execute("; ".join(sql for sql, _ in statements),
+                           tuple(arg for _, args in statements for arg in args))  # fmt: skip
+        while cursor.nextset():  # the last statement's answer
+            pass
+        return cursor
+
+    def claimed(self, rows: list[tuple[Any, ...]]) -> None:
+        """Keep what the reserve read (and locked), as this transaction's reads."""
+        for row in rows:
+            uuid = json.loads(row[1])
+            if isinstance(uuid, str):
+                self._locked[JOB_KEY_PREFIX + uuid] = (row[5], int(row[6] or 0), int(row[7]))
+                self._seen[cancel_key(uuid)] = (row[8], int(row[9] or 0))
+
+    def commit(self) -> None:
+        if self._pending:
+            self._send(self._pending + [("COMMIT", ())])
+        elif self._begun:
+            self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._begun and not self._conn.broken:
+            # else the pool rolls back (or drops) a connection given back
+            # inside a transaction
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("ROLLBACK")
+
+    def read(self, keys: Sequence[str]) -> list[tuple[Value | None, int]]:
+        known = {**self._seen, **{key: row[:2] for key, row in self._locked.items()}}
+        if all(key in known for key in keys):
+            return [known[key] for key in keys]
+        rows = self.execute(self._queue._sql["tx_read"], (list(keys),)).fetchall()
+        for key, value, cas, next_cas in rows:
+            self._locked[key] = (value, int(cas), int(next_cas))
+        found = {key: (value, int(cas)) for key, value, cas, _ in rows}
+        return [found.get(key, (None, 0)) for key in keys]
+
+    def write(self, key: str, value: dict[str, Any], cas: int) -> int:
+        text = encode_value(value)
+        args: tuple[Any, ...] = (text, *index_columns(job_index(key, value)), key, cas)
+        notify: tuple[Any, ...] = ()
+        if key.startswith(JOB_KEY_PREFIX):  # in the transaction: heard once committed
+            notify = (self._queue._write_channel, key[len(JOB_KEY_PREFIX):])
+        locked = self._locked.pop(key, None)
+        if locked is not None and locked[0] is not None:
+            if locked[1] != cas:
+                raise PostgresDatastore.casException(
+                    f"document {key!r} changed or was deleted since cas {cas}"
+                )
+            # Locked since its read, it is there with this cas until the
+            # commit: the write cannot miss, and waits for the next trip.
+            sql = self._queue._sql["tx_write_notify" if notify else "tx_write"]
+            self._pending.append((sql, (text, locked[2], *args[1:], *notify)))
+            return locked[2]
+        statement = "update_cas_notify" if notify else "update_cas"
+        row = self.execute(self._queue._document_sql[statement], args + notify).fetchone()
+        if row is None:
+            raise PostgresDatastore.casException(
+                f"document {key!r} changed or was deleted since cas {cas}"
+            )
+        return int(row[0])
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        return insert_deliveries(self.execute, self._queue._deliveries, deliveries)
+
+    def delete_entry(self, entry: QueueEntry) -> bool:
+        if not isinstance(entry, PostgresQueueEntry) or entry._queue.table != self._queue.table:
+            raise TypeError(f"{entry!r} is not an entry of {self._queue.table}")
+        cursor = self.execute(self._queue._sql["tx_delete"], (entry.id, entry._reserves))
+        return cursor.rowcount > 0
 
 
 class PostgresQueueEntry(HeldEntry):

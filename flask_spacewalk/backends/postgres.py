@@ -622,9 +622,8 @@ class PostgresDatastore(CasDatastore):
         self.deliveries_table = qualified + DELIVERIES_TABLE
         self.counts_table = qualified + _quote(COUNTS_TABLE)
         self._connections = _Connections(settings, self._setup)
-        #: The ``NOTIFY`` channel of this table's job writes (a channel is
-        #: an identifier of 63 bytes at most: the table's name hashed).
-        self.channel = "spacewalk_writes_" + hashlib.sha1(self.table.encode()).hexdigest()[:16]
+        #: The ``NOTIFY`` channel of this table's job writes.
+        self.channel = write_channel(self.table)
         self._listener = WriteListener(f"postgresql {settings.where}", self._receiver)
 
     def __repr__(self) -> str:
@@ -785,14 +784,8 @@ class PostgresDatastore(CasDatastore):
         row count."""
 
         def statement(conn: psycopg.Connection[Any]) -> tuple[Any, int]:
-            try:
+            with storable():
                 cursor = conn.execute(self._sql[name], args)
-            except psycopg.DataError as exc:  # "\u0000" in a str, say
-                detail = exc.diag.message_detail
-                raise ValueError(
-                    f"PostgreSQL cannot store this value: {exc.diag.message_primary}"
-                    + (f" ({detail})" if detail else "")
-                ) from None
             row = cursor.fetchone() if cursor.description is not None else None
             return row, cursor.rowcount
 
@@ -911,16 +904,8 @@ class PostgresDatastore(CasDatastore):
             return 0
 
         def statements(conn: psycopg.Connection[Any]) -> int:
-            added = 0
             with conn.transaction():
-                for d in deliveries:
-                    added += conn.execute(
-                        f"INSERT INTO {self.deliveries_table}"
-                        " (id, uuid, status, due_at, created_at, claim, record)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING",
-                        (d.id, d.uuid, d.status, d.due_at, d.created_at, d.claim, d.to_text()),
-                    ).rowcount
-            return added
+                return insert_deliveries(conn.execute, self.deliveries_table, deliveries)
 
         return int(self._connections.run(statements))
 
@@ -1020,6 +1005,42 @@ class PostgresDatastore(CasDatastore):
                 return 0
         return int(row[0])
 
+
+
+def write_channel(table: str) -> str:
+    """The ``NOTIFY`` channel of the job writes to ``table`` (a channel is an
+    identifier of 63 bytes at most: the table's name hashed)."""
+    return "spacewalk_writes_" + hashlib.sha1(table.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def storable() -> Iterator[None]:
+    """Raise :exc:`ValueError` for a value the server refuses to store
+    (``"\\u0000"`` in a str, say), as every write of a document does."""
+    try:
+        yield
+    except psycopg.DataError as exc:
+        detail = exc.diag.message_detail
+        raise ValueError(
+            f"PostgreSQL cannot store this value: {exc.diag.message_primary}"
+            + (f" ({detail})" if detail else "")
+        ) from None
+
+
+def insert_deliveries(
+    execute: Callable[[str, tuple[Any, ...]], psycopg.Cursor[Any]], table: str,
+    deliveries: Sequence[Delivery],
+) -> int:
+    """Insert each delivery whose id is new into ``table`` with ``execute``
+    (a connection's, in the caller's transaction); how many were new."""
+    added = 0
+    for d in deliveries:
+        added += execute(
+            f"INSERT INTO {table} (id, uuid, status, due_at, created_at, claim, record)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING",
+            (d.id, d.uuid, d.status, d.due_at, d.created_at, d.claim, d.to_text()),
+        ).rowcount
+    return added
 
 
 class _NotifyReceiver:

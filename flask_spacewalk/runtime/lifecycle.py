@@ -170,8 +170,9 @@ class Lifecycle:
     @property
     def shared(self) -> SharedTransactions | None:
         """The queue, when it shares the datastore's database (one SQLite
-        file, one Redis server): then a claim marks its job running, and a
-        result deletes its entry, in one transaction each; None otherwise."""
+        file, one PostgreSQL database and schema, one Redis server): then a
+        claim marks its job running, and a result deletes its entry, in one
+        transaction each; None otherwise."""
         if not self._shared_checked:
             queue = self.queue
             if isinstance(queue, SharedTransactions) and queue.shares_database(self.datastore):

@@ -370,7 +370,7 @@ class DocumentQueue(Protocol):
     ) -> tuple[int, int] | None:
         """Put ``data`` and store ``document(entry_id)`` under ``key`` in one
         transaction, where this queue can write ``datastore`` (the SQLite
-        file of both); None, with nothing done, where it cannot.
+        file or PostgreSQL schema of both); None, with nothing done, where it cannot.
 
         :return: the entry's id and the document's cas.
         """
@@ -405,7 +405,7 @@ class StoreTransaction(Protocol):
 @runtime_checkable
 class SharedTransactions(Protocol):
     """A queue whose entries live in the database of a datastore (the
-    embedded SQLite file, one Redis server), so that one transaction can
+    embedded SQLite file, a PostgreSQL schema, one Redis server), so that one transaction can
     write both: the lifecycle claims an entry and marks its job running in
     one commit, and records a result and deletes its entry in another.
 

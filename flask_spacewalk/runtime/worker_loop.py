@@ -267,8 +267,8 @@ class Worker:
         transaction, and run their jobs one after another, keeping all their
         leases (docs/runtime.rst, "Batched claims"); a crash re-runs the
         unfinished ones when their leases run out. Only a queue that shares
-        the datastore's database (SQLite, Redis) claims in batches; another claims
-        one entry at a time.
+        the datastore's database (SQLite, PostgreSQL, Redis) claims in
+        batches; another claims one entry at a time.
     """
 
     #: Delete an unloadable entry once it was reserved more often than this.
