@@ -10,9 +10,10 @@ backend, which stores it in its listing indexes as given.
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import errors
 from ..runtime.encoding import MAX_DEPTH as MAX_DEPTH
@@ -137,6 +138,48 @@ def check_priority(priority: int) -> int:
     if not 0 <= priority <= MAX_PRIORITY:
         raise ValueError(f"priority must be between 0 and {MAX_PRIORITY}")
     return priority
+
+
+def check_count(count: int) -> int:
+    """``count``, if ``reserve_in`` can claim that many entries.
+
+    :raise ValueError: it is not a positive integer.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer, not {count!r}")
+    return count
+
+
+T = TypeVar("T")
+
+
+def wait_for_entries(
+    attempt: Callable[[], tuple[T | None, float | None]],
+    timeout: float | None,
+    sleep: Callable[[float], None],
+    fallback: float,
+) -> T | None:
+    """``attempt()``'s first value that is not None, looking again after
+    each ``sleep(seconds)`` (which a put ends early) for up to ``timeout``
+    seconds (forever if None); None if none came.
+
+    ``attempt`` also gives the seconds to the next delay or lease that runs
+    out (None if there is none): the next look comes then, or after
+    ``fallback`` seconds at the latest, so that a lost wake-up only delays.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        found, next_event = attempt()
+        if found is not None:
+            return found
+        wait = fallback if next_event is None else min(fallback, next_event)
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            wait = min(wait, remaining)
+        if wait > 0:
+            sleep(wait)
 
 
 def lease_seconds(ttr: float | None, default_ttr: float) -> float:

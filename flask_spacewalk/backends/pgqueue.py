@@ -71,11 +71,13 @@ from ._fork import abandon, track
 from .base import (
     BaseQueue,
     HeldEntry,
+    check_count,
     check_priority,
     encode_value,
     entry_stats,
     lease_seconds,
     same_body,
+    wait_for_entries,
 )
 from .postgres import (
     _NOW_NS,
@@ -551,9 +553,7 @@ class PostgresQueue(BaseQueue):
 
         :raises ValueError: ``count`` is not a positive integer.
         """
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"count must be a positive integer, not {count!r}")
-        reserved = self._wait_for(count, timeout, then)
+        reserved = self._wait_for(check_count(count), timeout, then)
         return None if reserved is None else reserved[1]
 
     def _wait_for(
@@ -564,22 +564,13 @@ class PostgresQueue(BaseQueue):
     ) -> tuple[list[PostgresQueueEntry], T | None] | None:
         if timeout is not None and timeout <= 0:
             return self._try_reserve(count, then)[0]
-        deadline = None if timeout is None else time.monotonic() + timeout
         self._listener.listen()  # before the first look, so no put is missed
-        while True:
+
+        def attempt() -> tuple[tuple[list[PostgresQueueEntry], T | None] | None, float | None]:
             reserved, next_event = self._try_reserve(count, then)
-            if reserved is not None:
-                return reserved
-            wait = WAKE_FALLBACK
-            if next_event is not None:
-                wait = min(wait, next_event - time.time())
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                wait = min(wait, remaining)
-            if wait > 0:
-                self._listener.wait(wait)
+            return reserved, None if next_event is None else next_event - time.time()
+
+        return wait_for_entries(attempt, timeout, self._listener.wait, WAKE_FALLBACK)
 
     def _documents_beside(self) -> bool:
         """Whether the documents' table is in our schema (looked up again

@@ -124,10 +124,12 @@ from .base import (
     BaseQueue,
     CasDatastore,
     HeldEntry,
+    check_count,
     check_priority,
     encode_value,
     lease_seconds,
     same_body,
+    wait_for_entries,
 )
 from .write_listener import WriteListener
 
@@ -1445,21 +1447,14 @@ class RedisQueue(BaseQueue):
         entries come (``BLPOP`` on the wake-up list) for up to ``timeout``
         seconds; None if none came. ``attempt`` also gives the seconds to
         the next delay or lease that runs out."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            found, next_event = attempt()
-            if found is not None:
-                return found
-            wait = WAKE_FALLBACK if next_event is None else min(WAKE_FALLBACK, next_event)
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                wait = min(wait, remaining)
-            # BLPOP counts in milliseconds, and 0 would mean forever
-            wait = max(math.ceil(wait * 1000), 1) / 1000
-            with self._server.connect(blocking=True) as client:
-                client.blpop([self._wake], timeout=wait)
+        return wait_for_entries(attempt, timeout, self._sleep, WAKE_FALLBACK)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for a put's token on the wake-up list."""
+        # BLPOP counts in milliseconds, and 0 would mean forever
+        seconds = max(math.ceil(seconds * 1000), 1) / 1000
+        with self._server.connect(blocking=True) as client:
+            client.blpop([self._wake], timeout=seconds)
 
     def _try_reserve(self) -> tuple[RedisQueueEntry | None, float | None]:
         """The reserved entry, or None and the seconds to the next delay or
@@ -1507,8 +1502,7 @@ class RedisQueue(BaseQueue):
 
         :raises ValueError: ``count`` is not a positive integer.
         """
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"count must be a positive integer, not {count!r}")
+        check_count(count)
         store = self._shared_store()
         args = [self._entries, count, store.prefix, JOB_KEY_PREFIX, _CANCEL_PREFIX]
         keys = [self._ready, self._delayed, self._leases, self._wake, self._legacy_ready]
