@@ -756,7 +756,13 @@ class _Transaction:
     Round trips: ``BEGIN`` travels with the first statement, and the write
     of a document this transaction locked (its new cas computed by the read,
     from the server's clock) waits to travel with the next statement or the
-    ``COMMIT``: a claim is two round trips, its reserve and its commit.
+    ``COMMIT``: a claim is two round trips, its reserve and its commit, and
+    a result three (the read of the cancel request and the document, the
+    write with the entry's delete, the commit). Statements that travel
+    together go in one pipeline (psycopg's pipeline mode), not in one string
+    of statements: a string is sent by the simple protocol, which plans each
+    statement anew (an ``UPDATE`` and a ``DELETE`` in one string took
+    0.41 ms, apart 0.33 ms; in a pipeline each keeps its prepared plan).
     """
 
     def __init__(self, queue: PostgresQueue, conn: psycopg.Connection[Any]) -> None:
@@ -781,15 +787,9 @@ class _Transaction:
         return self._send(statements)
 
     def _send(self, statements: list[tuple[str, tuple[Any, ...]]]) -> psycopg.Cursor[Any]:
-        # several statements in one query: the simple protocol, whose
-        # parameters the client binds
-        cursor = psycopg.ClientCursor(self._conn)
-        with storable():
-            cursor.execute("; ".join(sql for sql, _ in statements),
-                           tuple(arg for _, args in statements for arg in args))  # fmt: skip
-        while cursor.nextset():  # the last statement's answer
-            pass
-        return cursor
+        with storable(), self._conn.pipeline():
+            cursors = [self._conn.execute(sql, args) for sql, args in statements]
+        return cursors[-1]
 
     def claimed(self, rows: list[tuple[Any, ...]]) -> None:
         """Keep what the reserve read (and locked), as this transaction's reads."""
@@ -816,7 +816,17 @@ class _Transaction:
         known = {**self._seen, **{key: row[:2] for key, row in self._locked.items()}}
         if all(key in known for key in keys):
             return [known[key] for key in keys]
-        rows = self.execute(self._queue._sql["tx_read"], (list(keys),)).fetchall()
+        # A transaction that reads a job's cancel request writes the job's
+        # document next (the result's save): it comes, locked, in the same
+        # round trip, so that its write travels with the next statement.
+        wanted = list(keys)
+        requests = cancel_key("")
+        for key in keys:
+            if key.startswith(requests):
+                job = JOB_KEY_PREFIX + key[len(requests):]
+                if job not in self._locked and job not in wanted:
+                    wanted.append(job)
+        rows = self.execute(self._queue._sql["tx_read"], (wanted,)).fetchall()
         for key, value, cas, next_cas in rows:
             self._locked[key] = (value, int(cas), int(next_cas))
         found = {key: (value, int(cas)) for key, value, cas, _ in rows}
