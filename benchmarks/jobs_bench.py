@@ -40,10 +40,11 @@ REDIS = ("127.0.0.1", 6379, 0)
 POSTGRES = "postgresql://127.0.0.1:5432/test"
 QUEUE_NAME = "spacewalk_jobs"  # bench_app's service is the default, "spacewalk"
 BACKENDS = ("SQLite", "PostgreSQL", "PostgreSQL + beanstalkd", "Redis")
-#: SQLite again, its worker claiming this many entries per transaction
-#: (``worker --batch``): a throughput row of its own, 1 process only.
+#: The backends whose queue shares its datastore's transactions again, each
+#: worker claiming this many entries at a time (``worker --batch``): a
+#: throughput row of their own, 1 process only, by row name.
 BATCH = 50
-BATCHED = f"SQLite, --batch {BATCH}"
+BATCHED = {f"{backend}, --batch {BATCH}": backend for backend in ("SQLite", "PostgreSQL", "Redis")}
 #: A job that has not finished this long after its POST fails the run.
 JOB_DEADLINE = 10.0
 
@@ -365,7 +366,7 @@ def run_jobs(count: int, rq_count: int, rounds: int, latency_jobs: int,
     :return: ``{"throughput": {name: {"1": [..], "2": [..]}}, "latency":
         {name: {...}}, "errors": {name: message}}``.
     """
-    names = ("RQ", *BACKENDS, BATCHED)
+    names = ("RQ", *BACKENDS, *BATCHED)
     throughputs: dict[str, dict[str, list[float]]] = {n: {"1": [], "2": []} for n in names}
     latencies: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -382,15 +383,15 @@ def run_jobs(count: int, rq_count: int, rounds: int, latency_jobs: int,
         for round_ in range(rounds):
             for processes in (1, 2):
                 for name in names:
-                    backend = "SQLite" if name == BATCHED else name
+                    backend = BATCHED.get(name, name)
                     if name in errors or (name != "RQ" and backend not in urls):
                         continue
-                    if name == BATCHED and processes != 1:
+                    if name in BATCHED and processes != 1:
                         continue
                     try:
                         if name == "RQ":
                             rate = rq.throughput(processes, rq_count)
-                        elif name == BATCHED:
+                        elif name in BATCHED:
                             rate = throughput(*urls[backend], 1, count, batch=BATCH)
                         else:
                             rate = throughput(*urls[name], processes, count)
@@ -402,7 +403,7 @@ def run_jobs(count: int, rq_count: int, rounds: int, latency_jobs: int,
                     log(f"  round {round_ + 1} {name:24} {processes} process(es) "
                         f"{rate:8.0f} jobs/s")
         for name in names:
-            if name == BATCHED or (name != "RQ" and name not in urls):
+            if name in BATCHED or (name != "RQ" and name not in urls):
                 continue
             try:
                 result = rq.latency(latency_jobs) if name == "RQ" else latency(

@@ -29,7 +29,7 @@ LATENCY_TARGETS = {"SQLite": 2.0, "PostgreSQL": 5.0}
 #: POST job req/s, gthread c16, PostgreSQL alone to SQLite (issue 17).
 POST_BACKENDS_TARGET = 0.8
 JOB_BACKENDS = ("SQLite", "PostgreSQL", "PostgreSQL + beanstalkd", "Redis",
-                "SQLite, --batch 50")
+                "SQLite, --batch 50", "PostgreSQL, --batch 50", "Redis, --batch 50")
 
 
 @dataclass
