@@ -202,6 +202,7 @@ def latency(datastore_url: str, queue_url: str, jobs: int) -> dict[str, Any]:
     flask_spacewalk.worker`` process waits on the queue. For each job, on
     one keep-alive client: POST it, then GET its progress until the result
     is 200; the clock runs from before the POST to the finishing answer.
+    Beside it: the POST's own answer time and each progress read's (p50).
     """
     worker = subprocess.Popen(
         [sys.executable, "-m", "flask_spacewalk.worker", "--jobs", "benchmarks.bench_jobs",
@@ -212,7 +213,7 @@ def latency(datastore_url: str, queue_url: str, jobs: int) -> dict[str, Any]:
     try:
         with gunicorn(datastore_url, queue_url, SERVERS["sync"]) as (port, _):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            samples, polls = [], []
+            samples, polls, answers, reads = [], [], [], []
             try:
                 for n in range(jobs + 5):  # 5 to warm up
                     time.sleep(0.005)  # let the worker go back to waiting: idle
@@ -221,19 +222,25 @@ def latency(datastore_url: str, queue_url: str, jobs: int) -> dict[str, Any]:
                                  {"Content-Type": "application/json"})
                     response = conn.getresponse()
                     body = response.read()
+                    answered = time.perf_counter()
                     if response.status != 201:
                         raise BenchError(f"POST answered {response.status}: {body[:200]!r}")
                     uuid = json.loads(body)["uuid"]
                     gets = 0
                     while True:
+                        asked = time.perf_counter()
                         conn.request("GET", f"/bench/progress/{uuid}")
                         gets += 1
-                        if json.loads(conn.getresponse().read())["result"] == 200:
+                        finished = json.loads(conn.getresponse().read())["result"] == 200
+                        if n >= 5:
+                            reads.append(time.perf_counter() - asked)
+                        if finished:
                             break
                         if time.perf_counter() - start > JOB_DEADLINE:
                             raise BenchError(f"job {uuid} unfinished after {JOB_DEADLINE} s")
                     if n >= 5:
                         samples.append(time.perf_counter() - start)
+                        answers.append(answered - start)
                         polls.append(gets)
             finally:
                 conn.close()
@@ -244,6 +251,9 @@ def latency(datastore_url: str, queue_url: str, jobs: int) -> dict[str, Any]:
         "p50_ms": quantile(samples, 0.5) * 1e3,
         "p99_ms": quantile(samples, 0.99) * 1e3,
         "gets_per_job": statistics.mean(polls),
+        # where the time goes: the POST's answer, and each progress read
+        "post_p50_ms": quantile(answers, 0.5) * 1e3,
+        "get_p50_ms": quantile(reads, 0.5) * 1e3,
         "jobs": len(samples),
         "worker_rss_kib": max(peaks) if peaks else None,
     }
