@@ -204,6 +204,40 @@ def test_the_workers_page_shows_the_worker_and_drains_it(
                 pass
 
 
+def test_the_retire_button_asks_the_worker_to_retire(page: Page, server: str) -> None:
+    # A real retire ends the shared server's only worker (test_workers.py
+    # retires real ones): here the server's answers are stood in for, and
+    # the test checks what the button sends and what the page then shows.
+    open_console(page, server, hash_="#/workers")
+    first = page.locator("tr[data-worker]").first
+    expect(first).to_be_visible()
+    worker_id = first.get_attribute("data-worker")
+    assert worker_id
+    listing = json.loads(urllib.request.urlopen(f"{server}/examples/workers", timeout=10).read())
+    [record] = [w for w in listing["workers"] if w["id"] == worker_id]
+    sent: list[Request] = []
+
+    def retire(route: Any) -> None:
+        sent.append(route.request)
+        route.fulfill(status=202, content_type="application/json",
+                      body=json.dumps({"id": worker_id, "state": "retiring"}))
+
+    def workers(route: Any) -> None:
+        retiring = {**record, "state": "retiring"} if sent else record
+        route.fulfill(content_type="application/json",
+                      body=json.dumps({**listing, "workers": [retiring]}))
+
+    page.route(f"{server}/examples/workers/*/retire", retire)
+    page.route(f"{server}/examples/workers", workers)
+    row = page.locator(f'tr[data-worker="{worker_id}"]')
+    row.locator('[data-role="retire"]').click()
+    expect(page.locator(".list-note")).to_contain_text(f"Worker {worker_id}: retiring")
+    expect(row.locator(".badge")).to_have_text("retiring")
+    expect(row.locator('[data-role="retire"]')).to_have_count(0)
+    assert [(r.method, r.url) for r in sent] == [
+        ("POST", f"{server}/examples/workers/{urllib.parse.quote(worker_id)}/retire")]
+
+
 def test_invalid_values_are_shown_at_their_fields(page: Page, server: str, shots: Path) -> None:
     posts: list[Request] = []
     page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)

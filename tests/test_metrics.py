@@ -4,6 +4,7 @@ Grafana dashboard of examples/grafana, whose queries name only these
 metrics."""
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flask_spacewalk import Spacewalk
 from flask_spacewalk.runtime.durations import BUCKETS
+from flask_spacewalk.runtime.records import utcnow
 from flask_spacewalk.runtime.job import make_key
 from flask_spacewalk.runtime.worker_loop import Worker
 from flask_spacewalk.web.routes import UUID_PATTERN
@@ -149,6 +151,24 @@ def test_the_metrics_follow_the_jobs(app: Flask) -> None:
     _, samples = scrape(client)
     assert value(samples, "spacewalk_job_duration_seconds_count", job_type=OK) == 4
     assert jobs(samples, OK) == {"finished": 3, "cancelled": 1}
+
+
+def test_the_workers_gauge_counts_the_live_workers_by_state(app: Flask) -> None:
+    datastore = app.extensions["spacewalk"]["/ops"].connections()[0]
+    now = utcnow()
+    seen = {"live": now.isoformat(), "gone": (now - datetime.timedelta(hours=1)).isoformat()}
+    for id, state, when in [("a", "running", "live"), ("b", "running", "live"),
+                            ("c", "draining", "live"), ("d", "running", "gone"),
+                            ("e", "retiring", "gone")]:  # fmt: skip
+        datastore.save_worker(f"host-1-{id}", {
+            "id": f"host-1-{id}", "host": "host", "pid": 1, "state": state,
+            "heartbeat": 5, "lastSeen": seen[when], "startedAt": seen["live"],
+        })
+    _, samples = scrape(app.test_client())
+    # the dead ones (three heartbeats gone) are not counted; every state is listed
+    assert {state: value(samples, "spacewalk_workers", state=state)
+            for state in ("idle", "running", "draining", "retiring")} == {
+        "idle": 0, "running": 2, "draining": 1, "retiring": 0}
 
 
 def test_no_label_is_a_uuid(app: Flask) -> None:
