@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flask_spacewalk import Spacewalk
 from flask_spacewalk.runtime.durations import BUCKETS
-from flask_spacewalk.runtime.records import utcnow
 from flask_spacewalk.runtime.job import make_key
+from flask_spacewalk.runtime.records import utcnow
 from flask_spacewalk.runtime.worker_loop import Worker
 from flask_spacewalk.web.routes import UUID_PATTERN
 
