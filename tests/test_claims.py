@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import psycopg
 import pytest
@@ -143,13 +144,9 @@ def counting_postgres_commits() -> Iterator[list[int]]:
             yield tx
         count[0] += 1
 
-    psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign]
-    psycopg.Connection.transaction = counted_transaction  # type: ignore[method-assign,assignment]
-    try:
+    with patch.object(psycopg.Cursor, "execute", counted_execute), \
+            patch.object(psycopg.Connection, "transaction", counted_transaction):
         yield count
-    finally:
-        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
-        psycopg.Connection.transaction = transaction  # type: ignore[method-assign]
 
 
 def entries(queue: Any) -> dict[str, int]:
@@ -192,13 +189,9 @@ def counting_postgres_round_trips() -> Iterator[list[int]]:
             yield p
         count[0] += 1
 
-    psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign]
-    psycopg.Connection.pipeline = counted_pipeline  # type: ignore[method-assign,assignment]
-    try:
+    with patch.object(psycopg.Cursor, "execute", counted_execute), \
+            patch.object(psycopg.Connection, "pipeline", counted_pipeline):
         yield count
-    finally:
-        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
-        psycopg.Connection.pipeline = pipeline  # type: ignore[method-assign]
 
 
 @POSTGRES_ONLY
